@@ -1,0 +1,1 @@
+//! tickcast-bench library (work in progress).

@@ -1,0 +1,2 @@
+//! tickcast-bench binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! book (work in progress).

@@ -1,0 +1,1 @@
+//! clock (work in progress).

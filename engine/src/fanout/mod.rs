@@ -1,0 +1,1 @@
+//! fanout (work in progress).

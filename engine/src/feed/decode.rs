@@ -1,0 +1,1 @@
+//! Feed message decoding (work in progress).

@@ -1,0 +1,1 @@
+//! Ingester thread (work in progress).

@@ -1,0 +1,4 @@
+//! Feed edge: decoding (sans-IO) and the ingester thread.
+
+pub mod decode;
+pub mod ingest;

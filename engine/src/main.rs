@@ -1,0 +1,2 @@
+//! The tickcast daemon.
+fn main() {}

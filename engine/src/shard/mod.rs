@@ -1,0 +1,1 @@
+//! shard (work in progress).

@@ -1,0 +1,1 @@
+//! Simulated exchange (work in progress).

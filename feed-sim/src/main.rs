@@ -1,0 +1,2 @@
+//! feed-sim binary.
+fn main() {}
