@@ -19,5 +19,6 @@ pub mod feed;
 pub mod metrics;
 pub mod proto;
 pub mod ring;
+pub mod server;
 pub mod shard;
 pub mod wire;

@@ -1,1 +1,308 @@
-//! metrics (work in progress).
+//! Counters and gauges, preallocated at start and rendered as Prometheus text on `/metrics`.
+//!
+//! Each shard and the ingester own their own block of atomics (relaxed loads and stores, no
+//! sharing of cache lines between writers). Hot loops count locally and add once per drain.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Open connections (all states).
+    pub connections: AtomicU64,
+    /// Connections upgraded to WebSocket, since start.
+    pub upgraded: AtomicU64,
+    /// Data records queued to subscribers.
+    pub records_out: AtomicU64,
+    /// Data messages queued to subscribers.
+    pub messages_out: AtomicU64,
+    /// Bytes written to sockets.
+    pub bytes_out: AtomicU64,
+    /// Subscribers evicted as slow consumers (close 1013).
+    pub evicted_slow: AtomicU64,
+    /// Connections closed for a protocol violation (1002, 1003, 1007, 1009).
+    pub closed_protocol: AtomicU64,
+    /// Connections closed for control-message abuse (1008).
+    pub closed_policy: AtomicU64,
+    /// Handshakes refused or timed out.
+    pub handshake_failures: AtomicU64,
+    /// Plain HTTP requests answered.
+    pub http_requests: AtomicU64,
+    /// Control messages answered with an error.
+    pub request_errors: AtomicU64,
+    /// Times this shard fell behind its ring and resynced its subscribers.
+    pub ring_resyncs: AtomicU64,
+    /// Messages currently queued in this shard's ring (sampled each wake).
+    pub ring_len: AtomicU64,
+}
+
+/// Counters of the ingester.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    /// Feed messages read.
+    pub messages: AtomicU64,
+    /// Book updates applied.
+    pub updates: AtomicU64,
+    /// Trades published.
+    pub trades: AtomicU64,
+    /// Feed messages that failed to decode or apply.
+    pub bad_messages: AtomicU64,
+    /// Sequence gaps seen on the feed.
+    pub gaps: AtomicU64,
+    /// Duplicate or stale updates dropped.
+    pub stale: AtomicU64,
+    /// Snapshots requested from the feed after a gap or an error.
+    pub resyncs: AtomicU64,
+    /// Feed connections made, since start.
+    pub connects: AtomicU64,
+    /// Records published into rings (counted once per shard).
+    pub published: AtomicU64,
+    /// Records dropped because a shard's ring was full or lagged.
+    pub ring_drops: AtomicU64,
+    /// Snapshot requests answered.
+    pub snapshots_served: AtomicU64,
+}
+
+/// Whether the engine can serve: the feed is connected and every book is in sync.
+#[derive(Debug, Default)]
+pub struct Health {
+    feed_live: AtomicBool,
+}
+
+impl Health {
+    /// Marks the feed up (all books synced) or down.
+    pub fn set_feed_live(&self, live: bool) {
+        self.feed_live.store(live, Ordering::Relaxed);
+    }
+
+    /// True when `/healthz` should answer 200.
+    pub fn feed_live(&self) -> bool {
+        self.feed_live.load(Ordering::Relaxed)
+    }
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    /// One block per shard.
+    pub shards: Vec<CachePadded<ShardMetrics>>,
+    /// The ingester's block.
+    pub ingest: CachePadded<IngestMetrics>,
+    /// Feed health.
+    pub health: Health,
+}
+
+impl Metrics {
+    /// Blocks for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardMetrics::default()))
+                .collect(),
+            ingest: CachePadded::new(IngestMetrics::default()),
+            health: Health::default(),
+        }
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&ShardMetrics) -> &AtomicU64,
+        );
+        let shard_metrics: [Family; 13] = [
+            ("tickcast_connections", "gauge", "Open connections.", |m| {
+                &m.connections
+            }),
+            (
+                "tickcast_upgrades_total",
+                "counter",
+                "Connections upgraded to WebSocket.",
+                |m| &m.upgraded,
+            ),
+            (
+                "tickcast_records_out_total",
+                "counter",
+                "Data records queued to subscribers.",
+                |m| &m.records_out,
+            ),
+            (
+                "tickcast_messages_out_total",
+                "counter",
+                "Data messages queued to subscribers.",
+                |m| &m.messages_out,
+            ),
+            (
+                "tickcast_bytes_out_total",
+                "counter",
+                "Bytes written to client sockets.",
+                |m| &m.bytes_out,
+            ),
+            (
+                "tickcast_evictions_total",
+                "counter",
+                "Slow consumers evicted with close 1013.",
+                |m| &m.evicted_slow,
+            ),
+            (
+                "tickcast_protocol_closes_total",
+                "counter",
+                "Connections closed for protocol violations.",
+                |m| &m.closed_protocol,
+            ),
+            (
+                "tickcast_policy_closes_total",
+                "counter",
+                "Connections closed with 1008.",
+                |m| &m.closed_policy,
+            ),
+            (
+                "tickcast_handshake_failures_total",
+                "counter",
+                "Upgrade requests refused or timed out.",
+                |m| &m.handshake_failures,
+            ),
+            (
+                "tickcast_http_requests_total",
+                "counter",
+                "Plain HTTP requests answered.",
+                |m| &m.http_requests,
+            ),
+            (
+                "tickcast_request_errors_total",
+                "counter",
+                "Control messages answered with an error.",
+                |m| &m.request_errors,
+            ),
+            (
+                "tickcast_ring_resyncs_total",
+                "counter",
+                "Times a shard fell behind its ring and resynced.",
+                |m| &m.ring_resyncs,
+            ),
+            (
+                "tickcast_ring_len",
+                "gauge",
+                "Messages queued in a shard's ring.",
+                |m| &m.ring_len,
+            ),
+        ];
+        for (name, kind, help, get) in shard_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{i}\"}} {}",
+                    get(m).load(Ordering::Relaxed)
+                );
+            }
+        }
+        let ingest: [(&str, &str, &AtomicU64); 11] = [
+            (
+                "tickcast_feed_messages_total",
+                "Feed messages read.",
+                &self.ingest.messages,
+            ),
+            (
+                "tickcast_feed_updates_total",
+                "Book updates applied.",
+                &self.ingest.updates,
+            ),
+            (
+                "tickcast_feed_trades_total",
+                "Trades published.",
+                &self.ingest.trades,
+            ),
+            (
+                "tickcast_feed_bad_messages_total",
+                "Feed messages that failed to decode or apply.",
+                &self.ingest.bad_messages,
+            ),
+            (
+                "tickcast_feed_gaps_total",
+                "Sequence gaps seen on the feed.",
+                &self.ingest.gaps,
+            ),
+            (
+                "tickcast_feed_stale_total",
+                "Duplicate or stale feed updates dropped.",
+                &self.ingest.stale,
+            ),
+            (
+                "tickcast_feed_resyncs_total",
+                "Snapshots requested from the feed.",
+                &self.ingest.resyncs,
+            ),
+            (
+                "tickcast_feed_connects_total",
+                "Feed connections made.",
+                &self.ingest.connects,
+            ),
+            (
+                "tickcast_published_total",
+                "Records published into shard rings.",
+                &self.ingest.published,
+            ),
+            (
+                "tickcast_ring_drops_total",
+                "Records dropped for a lagging shard.",
+                &self.ingest.ring_drops,
+            ),
+            (
+                "tickcast_snapshots_served_total",
+                "Subscription snapshots served.",
+                &self.ingest.snapshots_served,
+            ),
+        ];
+        for (name, help, v) in ingest {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tickcast_feed_live 1 when the feed is connected and every book is in sync.\n# TYPE tickcast_feed_live gauge\ntickcast_feed_live {}",
+            u8::from(self.health.feed_live())
+        );
+        out
+    }
+}
+
+/// Adds `n` to a counter (relaxed).
+#[inline]
+pub fn add(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let m = Metrics::new(2);
+        add(&m.shards[1].records_out, 5);
+        add(&m.ingest.updates, 3);
+        m.health.set_feed_live(true);
+        let text = m.render();
+        assert!(text.contains("tickcast_records_out_total{shard=\"1\"} 5"));
+        assert!(text.contains("tickcast_records_out_total{shard=\"0\"} 0"));
+        assert!(text.contains("tickcast_feed_updates_total 3"));
+        assert!(text.contains("tickcast_feed_live 1"));
+        // Every sample line belongs to a family declared with HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+    }
+}

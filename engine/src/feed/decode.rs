@@ -1,1 +1,1075 @@
-//! Feed message decoding (work in progress).
+//! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
+//!
+//! Messages are parsed in place with simd-json into a tape that the decoder keeps between
+//! calls, together with simd-json's scratch buffers and the level/change vectors the events
+//! borrow, so that decoding a snapshot, an update or a trade does not allocate in steady state.
+//! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
+//! there is no floating point.
+//!
+//! The decoder remembers the symbols the feed announced: a symbol's position in
+//! [`FeedDecoder::symbols`] is the engine's sid. New symbols are appended, never renumbered.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use simd_json::prelude::{ValueAsScalar, ValueIntoString};
+use simd_json::tape::{Array, Value};
+use simd_json::{Buffers, Tape};
+
+use crate::book::{Level, Side};
+use crate::wire::{DecimalError, Trade, parse_decimal};
+
+/// Largest `px_decimals` / `qty_decimals` a symbol may declare (`10^18` still fits an `i64`).
+pub const MAX_DECIMALS: u8 = 18;
+/// Longest symbol name accepted, in bytes.
+pub const MAX_SYMBOL_LEN: usize = 64;
+/// Default bound on the number of symbols a decoder remembers (see
+/// [`FeedDecoder::with_max_symbols`]).
+pub const DEFAULT_MAX_SYMBOLS: usize = 65_536;
+
+/// A symbol as announced by the feed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SymbolSpec {
+    /// Symbol name, e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Prices are scaled by `10^px_decimals`.
+    pub px_decimals: u8,
+    /// Quantities are scaled by `10^qty_decimals`.
+    pub qty_decimals: u8,
+}
+
+/// One level change of an `l2update`: `qty == 0` removes the level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Book side (`"buy"` = bid, `"sell"` = ask).
+    pub side: Side,
+    /// Scaled price.
+    pub px: i64,
+    /// Scaled new total quantity at `px`.
+    pub qty: i64,
+}
+
+/// One decoded feed message. Slices borrow the decoder's scratch space and are valid until the
+/// next [`FeedDecoder::decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedEvent<'a> {
+    /// A `symbols` message: the full list now known to the decoder (index = sid).
+    Symbols(&'a [SymbolSpec]),
+    /// A full book `snapshot` of symbol `sym`, levels in feed order.
+    Snapshot {
+        /// Symbol id.
+        sym: u32,
+        /// Exchange sequence number of the last change included.
+        seq: u64,
+        /// Exchange timestamp, ns since the Unix epoch.
+        ts: u64,
+        /// Bid levels as sent.
+        bids: &'a [Level],
+        /// Ask levels as sent.
+        asks: &'a [Level],
+    },
+    /// An `l2update` of symbol `sym`: changes to apply in order.
+    Update {
+        /// Symbol id.
+        sym: u32,
+        /// Exchange sequence number.
+        seq: u64,
+        /// Exchange timestamp, ns since the Unix epoch.
+        ts: u64,
+        /// The level changes.
+        changes: &'a [Change],
+    },
+    /// A `trade` of symbol `sym`.
+    Trade {
+        /// Symbol id.
+        sym: u32,
+        /// Exchange timestamp, ns since the Unix epoch.
+        ts: u64,
+        /// The trade, scaled.
+        trade: Trade,
+    },
+}
+
+/// Why a feed message could not be decoded. Every variant means "this message is unusable";
+/// for book messages the ingester should treat the symbol's book as suspect and resync it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not valid JSON (malformed or truncated): drop the message.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] simd_json::Error),
+    /// Valid JSON but not an object: drop the message.
+    #[error("message is not a JSON object")]
+    NotAnObject,
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// A field has the wrong type or an invalid value.
+    #[error("bad field `{0}`")]
+    BadField(&'static str),
+    /// A field appears twice in one object, so the message is ambiguous.
+    #[error("duplicate field `{0}`")]
+    DuplicateField(&'static str),
+    /// The `type` is not one this decoder knows; newer feeds may add types, so log and skip.
+    #[error("unknown message type")]
+    UnknownType,
+    /// A book or trade message names a symbol no `symbols` message announced: resubscribe.
+    #[error("unknown symbol `{0}`")]
+    UnknownSymbol(String),
+    /// A price or quantity string is not a valid decimal for the symbol's decimals.
+    #[error("bad decimal in `{field}`: {source}")]
+    Decimal {
+        /// The field holding the decimal.
+        field: &'static str,
+        /// What was wrong with it.
+        source: DecimalError,
+    },
+    /// A `symbols` message would take the decoder past its symbol bound; nothing was added.
+    #[error("too many symbols")]
+    TooManySymbols,
+    /// A `symbols` message re-announced a known symbol with other decimals; nothing was added.
+    /// Scaled values already sent would change meaning: restart the feed session.
+    #[error("symbol `{0}` changed its decimals")]
+    SymbolChanged(String),
+}
+
+/// Decodes feed messages, remembering the announced symbols. Reuse one per feed connection.
+pub struct FeedDecoder {
+    symbols: Vec<SymbolSpec>,
+    index: HashMap<String, u32>,
+    max_symbols: usize,
+    buffers: Buffers,
+    /// Always empty between calls; kept only for its capacity.
+    tape: Tape<'static>,
+    bids: Vec<Level>,
+    asks: Vec<Level>,
+    changes: Vec<Change>,
+}
+
+impl fmt::Debug for FeedDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedDecoder")
+            .field("symbols", &self.symbols.len())
+            .field("max_symbols", &self.max_symbols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FeedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What was decoded, before borrowing the scratch vectors into a [`FeedEvent`].
+enum Parsed {
+    Symbols,
+    Snapshot { sym: u32, seq: u64, ts: u64 },
+    Update { sym: u32, seq: u64, ts: u64 },
+    Trade { sym: u32, ts: u64, trade: Trade },
+}
+
+/// The known top-level fields of a message, each seen at most once.
+#[derive(Default)]
+struct Fields<'t, 'i> {
+    ty: Option<Value<'t, 'i>>,
+    symbol: Option<Value<'t, 'i>>,
+    symbols: Option<Value<'t, 'i>>,
+    seq: Option<Value<'t, 'i>>,
+    ts: Option<Value<'t, 'i>>,
+    bids: Option<Value<'t, 'i>>,
+    asks: Option<Value<'t, 'i>>,
+    changes: Option<Value<'t, 'i>>,
+    trade_id: Option<Value<'t, 'i>>,
+    price: Option<Value<'t, 'i>>,
+    qty: Option<Value<'t, 'i>>,
+    side: Option<Value<'t, 'i>>,
+}
+
+impl FeedDecoder {
+    /// A decoder that knows no symbols yet, bounded to [`DEFAULT_MAX_SYMBOLS`].
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_max_symbols(DEFAULT_MAX_SYMBOLS)
+    }
+
+    /// A decoder that refuses to remember more than `max_symbols` symbols (capped at
+    /// `u32::MAX`), so that a misbehaving feed cannot grow it without bound.
+    #[must_use]
+    pub fn with_max_symbols(max_symbols: usize) -> Self {
+        Self {
+            symbols: Vec::new(),
+            index: HashMap::new(),
+            max_symbols: max_symbols.min(u32::MAX as usize),
+            buffers: Buffers::new(4096),
+            tape: Tape(Vec::new()),
+            bids: Vec::new(),
+            asks: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The symbols announced so far; a symbol's index is its sid.
+    #[must_use]
+    pub fn symbols(&self) -> &[SymbolSpec] {
+        &self.symbols
+    }
+
+    /// The sid of `name`, if announced.
+    #[must_use]
+    pub fn symbol_index(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    /// The symbol with id `sid`, if announced.
+    #[must_use]
+    pub fn symbol(&self, sid: u32) -> Option<&SymbolSpec> {
+        self.symbols.get(usize::try_from(sid).ok()?)
+    }
+
+    /// Decodes one message. `msg` is parsed in place (simd-json rewrites it); the returned
+    /// event borrows only the decoder.
+    ///
+    /// # Errors
+    ///
+    /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
+    pub fn decode<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
+            Ok(()) => self.interpret(tape.as_value()),
+            Err(e) => Err(DecodeError::Json(e)),
+        };
+        self.tape = tape.reset();
+        Ok(match parsed? {
+            Parsed::Symbols => FeedEvent::Symbols(&self.symbols),
+            Parsed::Snapshot { sym, seq, ts } => FeedEvent::Snapshot {
+                sym,
+                seq,
+                ts,
+                bids: &self.bids,
+                asks: &self.asks,
+            },
+            Parsed::Update { sym, seq, ts } => FeedEvent::Update {
+                sym,
+                seq,
+                ts,
+                changes: &self.changes,
+            },
+            Parsed::Trade { sym, ts, trade } => FeedEvent::Trade { sym, ts, trade },
+        })
+    }
+
+    fn interpret(&mut self, root: Value<'_, '_>) -> Result<Parsed, DecodeError> {
+        let obj = root.as_object().ok_or(DecodeError::NotAnObject)?;
+        let mut f = Fields::default();
+        for (key, v) in obj.iter() {
+            let (slot, name) = match key {
+                "type" => (&mut f.ty, "type"),
+                "symbol" => (&mut f.symbol, "symbol"),
+                "symbols" => (&mut f.symbols, "symbols"),
+                "seq" => (&mut f.seq, "seq"),
+                "ts" => (&mut f.ts, "ts"),
+                "bids" => (&mut f.bids, "bids"),
+                "asks" => (&mut f.asks, "asks"),
+                "changes" => (&mut f.changes, "changes"),
+                "trade_id" => (&mut f.trade_id, "trade_id"),
+                "price" => (&mut f.price, "price"),
+                "qty" => (&mut f.qty, "qty"),
+                "side" => (&mut f.side, "side"),
+                _ => continue,
+            };
+            if slot.replace(v).is_some() {
+                return Err(DecodeError::DuplicateField(name));
+            }
+        }
+        match req_str(f.ty, "type")? {
+            "l2update" => {
+                let (sym, px_dec, qty_dec) = self.lookup(f.symbol)?;
+                let seq = req_u64(f.seq, "seq")?;
+                let ts = req_u64(f.ts, "ts")?;
+                let changes = req_array(f.changes, "changes")?;
+                parse_changes(changes, px_dec, qty_dec, &mut self.changes)?;
+                Ok(Parsed::Update { sym, seq, ts })
+            }
+            "trade" => {
+                let (sym, px_dec, qty_dec) = self.lookup(f.symbol)?;
+                let ts = req_u64(f.ts, "ts")?;
+                let trade = Trade {
+                    px: decimal(req_str(f.price, "price")?, px_dec, "price")?,
+                    qty: decimal(req_str(f.qty, "qty")?, qty_dec, "qty")?,
+                    trade_id: req_u64(f.trade_id, "trade_id")?,
+                    taker_side: side(req_str(f.side, "side")?, "side")?,
+                };
+                Ok(Parsed::Trade { sym, ts, trade })
+            }
+            "snapshot" => {
+                let (sym, px_dec, qty_dec) = self.lookup(f.symbol)?;
+                let seq = req_u64(f.seq, "seq")?;
+                let ts = req_u64(f.ts, "ts")?;
+                let bids = req_array(f.bids, "bids")?;
+                let asks = req_array(f.asks, "asks")?;
+                parse_levels(bids, "bids", px_dec, qty_dec, &mut self.bids)?;
+                parse_levels(asks, "asks", px_dec, qty_dec, &mut self.asks)?;
+                Ok(Parsed::Snapshot { sym, seq, ts })
+            }
+            "symbols" => {
+                let list = req_array(f.symbols, "symbols")?;
+                self.add_symbols(list)?;
+                Ok(Parsed::Symbols)
+            }
+            _ => Err(DecodeError::UnknownType),
+        }
+    }
+
+    /// Resolves the `symbol` field to (sid, px_decimals, qty_decimals).
+    fn lookup(&self, v: Option<Value<'_, '_>>) -> Result<(u32, u8, u8), DecodeError> {
+        let name = req_str(v, "symbol")?;
+        let sym = self
+            .symbol_index(name)
+            .ok_or_else(|| DecodeError::UnknownSymbol(name.to_owned()))?;
+        let spec = self
+            .symbol(sym)
+            .ok_or_else(|| DecodeError::UnknownSymbol(name.to_owned()))?;
+        Ok((sym, spec.px_decimals, spec.qty_decimals))
+    }
+
+    /// Appends the new symbols of a `symbols` list; on error rolls back to the previous list.
+    fn add_symbols(&mut self, list: Array<'_, '_>) -> Result<(), DecodeError> {
+        let before = self.symbols.len();
+        let res = self.add_symbols_inner(list);
+        if res.is_err() {
+            for spec in self.symbols.drain(before..) {
+                self.index.remove(&spec.symbol);
+            }
+        }
+        res
+    }
+
+    fn add_symbols_inner(&mut self, list: Array<'_, '_>) -> Result<(), DecodeError> {
+        for item in list.iter() {
+            let obj = item.as_object().ok_or(DecodeError::BadField("symbols"))?;
+            let (mut name, mut px, mut qty) = (None, None, None);
+            for (key, v) in obj.iter() {
+                let (slot, field) = match key {
+                    "symbol" => (&mut name, "symbol"),
+                    "px_decimals" => (&mut px, "px_decimals"),
+                    "qty_decimals" => (&mut qty, "qty_decimals"),
+                    _ => continue,
+                };
+                if slot.replace(v).is_some() {
+                    return Err(DecodeError::DuplicateField(field));
+                }
+            }
+            let name = req_str(name, "symbol")?;
+            if name.is_empty() || name.len() > MAX_SYMBOL_LEN {
+                return Err(DecodeError::BadField("symbol"));
+            }
+            let px_decimals = decimals_field(px, "px_decimals")?;
+            let qty_decimals = decimals_field(qty, "qty_decimals")?;
+            if let Some(known) = self.symbol_index(name).and_then(|i| self.symbol(i)) {
+                if known.px_decimals != px_decimals || known.qty_decimals != qty_decimals {
+                    return Err(DecodeError::SymbolChanged(name.to_owned()));
+                }
+                continue;
+            }
+            if self.symbols.len() >= self.max_symbols {
+                return Err(DecodeError::TooManySymbols);
+            }
+            let sid = u32::try_from(self.symbols.len()).map_err(|_| DecodeError::TooManySymbols)?;
+            self.symbols.push(SymbolSpec {
+                symbol: name.to_owned(),
+                px_decimals,
+                qty_decimals,
+            });
+            self.index.insert(name.to_owned(), sid);
+        }
+        Ok(())
+    }
+}
+
+fn req<'t, 'i>(v: Option<Value<'t, 'i>>, name: &'static str) -> Result<Value<'t, 'i>, DecodeError> {
+    v.ok_or(DecodeError::MissingField(name))
+}
+
+fn req_str<'i>(v: Option<Value<'_, 'i>>, name: &'static str) -> Result<&'i str, DecodeError> {
+    req(v, name)?
+        .into_string()
+        .ok_or(DecodeError::BadField(name))
+}
+
+fn req_u64(v: Option<Value<'_, '_>>, name: &'static str) -> Result<u64, DecodeError> {
+    req(v, name)?.as_u64().ok_or(DecodeError::BadField(name))
+}
+
+fn req_array<'t, 'i>(
+    v: Option<Value<'t, 'i>>,
+    name: &'static str,
+) -> Result<Array<'t, 'i>, DecodeError> {
+    req(v, name)?.as_array().ok_or(DecodeError::BadField(name))
+}
+
+fn decimals_field(v: Option<Value<'_, '_>>, name: &'static str) -> Result<u8, DecodeError> {
+    let d = req_u64(v, name)?;
+    u8::try_from(d)
+        .ok()
+        .filter(|&d| d <= MAX_DECIMALS)
+        .ok_or(DecodeError::BadField(name))
+}
+
+fn decimal(s: &str, decimals: u8, field: &'static str) -> Result<i64, DecodeError> {
+    parse_decimal(s.as_bytes(), decimals).map_err(|source| DecodeError::Decimal { field, source })
+}
+
+fn side(s: &str, field: &'static str) -> Result<Side, DecodeError> {
+    match s {
+        "buy" => Ok(Side::Bid),
+        "sell" => Ok(Side::Ask),
+        _ => Err(DecodeError::BadField(field)),
+    }
+}
+
+/// Parses `[["px","qty"],...]` into `out` (cleared first).
+fn parse_levels(
+    list: Array<'_, '_>,
+    name: &'static str,
+    px_dec: u8,
+    qty_dec: u8,
+    out: &mut Vec<Level>,
+) -> Result<(), DecodeError> {
+    out.clear();
+    for item in list.iter() {
+        let pair = item.as_array().ok_or(DecodeError::BadField(name))?;
+        let mut it = pair.iter();
+        let (Some(px), Some(qty), None) = (it.next(), it.next(), it.next()) else {
+            return Err(DecodeError::BadField(name));
+        };
+        let px = px.as_str().ok_or(DecodeError::BadField(name))?;
+        let qty = qty.as_str().ok_or(DecodeError::BadField(name))?;
+        out.push(Level {
+            px: decimal(px, px_dec, name)?,
+            qty: decimal(qty, qty_dec, name)?,
+        });
+    }
+    Ok(())
+}
+
+/// Parses `[["buy"|"sell","px","qty"],...]` into `out` (cleared first).
+fn parse_changes(
+    list: Array<'_, '_>,
+    px_dec: u8,
+    qty_dec: u8,
+    out: &mut Vec<Change>,
+) -> Result<(), DecodeError> {
+    const NAME: &str = "changes";
+    out.clear();
+    for item in list.iter() {
+        let triple = item.as_array().ok_or(DecodeError::BadField(NAME))?;
+        let mut it = triple.iter();
+        let (Some(s), Some(px), Some(qty), None) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(DecodeError::BadField(NAME));
+        };
+        let s = s.as_str().ok_or(DecodeError::BadField(NAME))?;
+        let px = px.as_str().ok_or(DecodeError::BadField(NAME))?;
+        let qty = qty.as_str().ok_or(DecodeError::BadField(NAME))?;
+        out.push(Change {
+            side: side(s, NAME)?,
+            px: decimal(px, px_dec, NAME)?,
+            qty: decimal(qty, qty_dec, NAME)?,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Book, DEPTH_COUNT, WindowDeltas};
+    use crate::wire::{RecordHeader, RecordKind, try_encode_book};
+
+    const SYMBOLS: &str = r#"{"type":"symbols","symbols":[{"symbol":"BTC-USD","px_decimals":2,"qty_decimals":6},{"symbol":"ETH-USD","px_decimals":3,"qty_decimals":4}]}"#;
+    const SNAPSHOT: &str = r#"{"type":"snapshot","symbol":"BTC-USD","seq":1000,"ts":1763700000000000000,"bids":[["65000.10","1.500000"]],"asks":[["65000.20","0.250000"]]}"#;
+    const UPDATE: &str = r#"{"type":"l2update","symbol":"BTC-USD","seq":1001,"ts":1763700000000100000,"changes":[["buy","65000.10","0.000000"],["sell","65000.30","2.000000"]]}"#;
+    const TRADE: &str = r#"{"type":"trade","symbol":"BTC-USD","trade_id":42,"ts":1763700000000200000,"price":"65000.20","qty":"0.010000","side":"buy"}"#;
+
+    fn lv(px: i64, qty: i64) -> Level {
+        Level { px, qty }
+    }
+
+    fn ready() -> FeedDecoder {
+        let mut d = FeedDecoder::new();
+        d.decode(&mut SYMBOLS.as_bytes().to_vec()).unwrap();
+        d
+    }
+
+    fn decode_err(d: &mut FeedDecoder, msg: &str) -> DecodeError {
+        match d.decode(&mut msg.as_bytes().to_vec()) {
+            Ok(ev) => panic!("expected an error for {msg}, got {ev:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn symbols_message() {
+        let mut d = FeedDecoder::new();
+        let ev = d.decode(&mut SYMBOLS.as_bytes().to_vec()).unwrap();
+        let FeedEvent::Symbols(list) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            list,
+            &[
+                SymbolSpec {
+                    symbol: "BTC-USD".into(),
+                    px_decimals: 2,
+                    qty_decimals: 6
+                },
+                SymbolSpec {
+                    symbol: "ETH-USD".into(),
+                    px_decimals: 3,
+                    qty_decimals: 4
+                },
+            ]
+        );
+        assert_eq!(d.symbol_index("ETH-USD"), Some(1));
+        assert_eq!(d.symbol_index("XRP-USD"), None);
+        assert_eq!(d.symbol(1).map(|s| s.px_decimals), Some(3));
+        assert_eq!(d.symbol(2), None);
+    }
+
+    #[test]
+    fn later_symbols_are_appended_never_renumbered() {
+        let mut d = ready();
+        let msg = r#"{"type":"symbols","symbols":[{"symbol":"SOL-USD","px_decimals":4,"qty_decimals":2},{"symbol":"BTC-USD","px_decimals":2,"qty_decimals":6}]}"#;
+        let ev = d.decode(&mut msg.as_bytes().to_vec()).unwrap();
+        let FeedEvent::Symbols(list) = ev else {
+            panic!("{ev:?}")
+        };
+        let names: Vec<&str> = list.iter().map(|s| s.symbol.as_str()).collect();
+        assert_eq!(names, ["BTC-USD", "ETH-USD", "SOL-USD"]);
+        assert_eq!(d.symbol_index("BTC-USD"), Some(0));
+        assert_eq!(d.symbol_index("SOL-USD"), Some(2));
+    }
+
+    #[test]
+    fn snapshot_message() {
+        let mut d = ready();
+        let ev = d.decode(&mut SNAPSHOT.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            ev,
+            FeedEvent::Snapshot {
+                sym: 0,
+                seq: 1000,
+                ts: 1_763_700_000_000_000_000,
+                bids: &[lv(6_500_010, 1_500_000)],
+                asks: &[lv(6_500_020, 250_000)],
+            }
+        );
+        // Empty sides and another symbol's decimals.
+        let msg = r#"{"asks":[],"bids":[["1.5","2"]],"type":"snapshot","symbol":"ETH-USD","seq":0,"ts":0}"#;
+        let ev = d.decode(&mut msg.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            ev,
+            FeedEvent::Snapshot {
+                sym: 1,
+                seq: 0,
+                ts: 0,
+                bids: &[lv(1_500, 20_000)],
+                asks: &[],
+            }
+        );
+    }
+
+    #[test]
+    fn update_message() {
+        let mut d = ready();
+        let ev = d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            ev,
+            FeedEvent::Update {
+                sym: 0,
+                seq: 1001,
+                ts: 1_763_700_000_000_100_000,
+                changes: &[
+                    Change {
+                        side: Side::Bid,
+                        px: 6_500_010,
+                        qty: 0
+                    },
+                    Change {
+                        side: Side::Ask,
+                        px: 6_500_030,
+                        qty: 2_000_000
+                    },
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn trade_message() {
+        let mut d = ready();
+        let ev = d.decode(&mut TRADE.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            ev,
+            FeedEvent::Trade {
+                sym: 0,
+                ts: 1_763_700_000_000_200_000,
+                trade: Trade {
+                    px: 6_500_020,
+                    qty: 10_000,
+                    trade_id: 42,
+                    taker_side: Side::Bid
+                },
+            }
+        );
+        let sell = TRADE.replace(r#""side":"buy""#, r#""side":"sell""#);
+        let ev = d.decode(&mut sell.into_bytes()).unwrap();
+        assert!(matches!(
+            ev,
+            FeedEvent::Trade {
+                trade: Trade {
+                    taker_side: Side::Ask,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn escaped_strings_and_unknown_fields() {
+        let mut d = ready();
+        let msg = r#"{"type":"trade","venue":{"x":[1,2]},"symbol":"BTC\u002dUSD","trade_id":1,"ts":5,"price":"1","qty":"2","side":"sell"}"#;
+        let ev = d.decode(&mut msg.as_bytes().to_vec()).unwrap();
+        assert!(matches!(ev, FeedEvent::Trade { sym: 0, ts: 5, .. }));
+    }
+
+    #[test]
+    fn json_errors() {
+        let mut d = ready();
+        for msg in [
+            "",
+            "{",
+            &SNAPSHOT[..SNAPSHOT.len() - 1],
+            &UPDATE[..40],
+            r#"{"type":"trade",}"#,
+            "{\"type\":\"trade\"} x",
+        ] {
+            assert!(
+                matches!(decode_err(&mut d, msg), DecodeError::Json(_)),
+                "{msg}"
+            );
+        }
+        assert!(matches!(
+            decode_err(&mut d, "[1,2]"),
+            DecodeError::NotAnObject
+        ));
+        assert!(matches!(
+            decode_err(&mut d, "\"x\""),
+            DecodeError::NotAnObject
+        ));
+        // The decoder stays usable after errors.
+        assert!(d.decode(&mut TRADE.as_bytes().to_vec()).is_ok());
+    }
+
+    #[test]
+    fn type_errors() {
+        let mut d = ready();
+        assert!(matches!(
+            decode_err(&mut d, r#"{"symbol":"BTC-USD"}"#),
+            DecodeError::MissingField("type")
+        ));
+        assert!(matches!(
+            decode_err(&mut d, r#"{"type":7}"#),
+            DecodeError::BadField("type")
+        ));
+        assert!(matches!(
+            decode_err(&mut d, r#"{"type":"heartbeat"}"#),
+            DecodeError::UnknownType
+        ));
+        assert!(matches!(
+            decode_err(&mut d, r#"{"type":"trade","type":"trade"}"#),
+            DecodeError::DuplicateField("type")
+        ));
+    }
+
+    #[test]
+    fn unknown_symbol() {
+        let mut d = ready();
+        for msg in [
+            SNAPSHOT.replace("BTC-USD", "DOGE-USD"),
+            UPDATE.replace("BTC-USD", "DOGE-USD"),
+            TRADE.replace("BTC-USD", "DOGE-USD"),
+        ] {
+            match decode_err(&mut d, &msg) {
+                DecodeError::UnknownSymbol(s) => assert_eq!(s, "DOGE-USD"),
+                e => panic!("{e:?}"),
+            }
+        }
+        // Before any symbols message every symbol is unknown.
+        let mut fresh = FeedDecoder::new();
+        assert!(matches!(
+            decode_err(&mut fresh, UPDATE),
+            DecodeError::UnknownSymbol(_)
+        ));
+    }
+
+    #[test]
+    fn wrong_field_types() {
+        let mut d = ready();
+        let cases: &[(String, &str)] = &[
+            (UPDATE.replace("1001", "\"1001\""), "seq"),
+            (UPDATE.replace("1001", "-1"), "seq"),
+            (UPDATE.replace("1001", "1.5"), "seq"),
+            (UPDATE.replace("1763700000000100000", "null"), "ts"),
+            (SNAPSHOT.replace("\"BTC-USD\"", "1"), "symbol"),
+            (
+                SNAPSHOT.replace(r#"[["65000.10","1.500000"]]"#, "{}"),
+                "bids",
+            ),
+            (
+                SNAPSHOT.replace(r#"[["65000.20","0.250000"]]"#, r#"[["65000.20"]]"#),
+                "asks",
+            ),
+            (
+                SNAPSHOT.replace(r#"[["65000.10","1.500000"]]"#, r#"[["1","2","3"]]"#),
+                "bids",
+            ),
+            (
+                SNAPSHOT.replace(r#"[["65000.10","1.500000"]]"#, r#"[[1,2]]"#),
+                "bids",
+            ),
+            (
+                SNAPSHOT.replace(r#"[["65000.10","1.500000"]]"#, "[5]"),
+                "bids",
+            ),
+            (UPDATE.replace("\"buy\"", "\"bid\""), "changes"),
+            (
+                UPDATE.replace(r#"["buy","65000.10","0.000000"]"#, r#"["buy","65000.10"]"#),
+                "changes",
+            ),
+            (
+                UPDATE.replace(r#""changes":["#, r#""changes":[7,"#),
+                "changes",
+            ),
+            (TRADE.replace("42", "\"42\""), "trade_id"),
+            (TRADE.replace("\"buy\"", "true"), "side"),
+            (TRADE.replace("\"buy\"", "\"BUY\""), "side"),
+            (TRADE.replace("\"65000.20\"", "65000.2"), "price"),
+        ];
+        for (msg, field) in cases {
+            match decode_err(&mut d, msg) {
+                DecodeError::BadField(f) => assert_eq!(f, *field, "{msg}"),
+                e => panic!("{msg}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_fields() {
+        let mut d = ready();
+        let cases: &[(String, &str)] = &[
+            (UPDATE.replace(r#""seq":1001,"#, ""), "seq"),
+            (UPDATE.replace(r#""symbol":"BTC-USD","#, ""), "symbol"),
+            (
+                SNAPSHOT.replace(r#","asks":[["65000.20","0.250000"]]"#, ""),
+                "asks",
+            ),
+            (TRADE.replace(r#""price":"65000.20","#, ""), "price"),
+            (TRADE.replace(r#""trade_id":42,"#, ""), "trade_id"),
+            (r#"{"type":"symbols"}"#.to_owned(), "symbols"),
+            (
+                r#"{"type":"symbols","symbols":[{"symbol":"X","px_decimals":2}]}"#.to_owned(),
+                "qty_decimals",
+            ),
+        ];
+        for (msg, field) in cases {
+            match decode_err(&mut d, msg) {
+                DecodeError::MissingField(f) => assert_eq!(f, *field, "{msg}"),
+                e => panic!("{msg}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_decimals() {
+        let mut d = ready();
+        let cases: &[(String, &str, DecimalError)] = &[
+            (
+                SNAPSHOT.replace("65000.10", "65000.101"),
+                "bids",
+                DecimalError::Precision,
+            ),
+            (
+                SNAPSHOT.replace("0.250000", "0,25"),
+                "asks",
+                DecimalError::Syntax,
+            ),
+            (
+                UPDATE.replace("2.000000", "99999999999999.0"),
+                "changes",
+                DecimalError::Overflow,
+            ),
+            (
+                UPDATE.replace("65000.30", ""),
+                "changes",
+                DecimalError::Empty,
+            ),
+            (
+                TRADE.replace("65000.20", "1e5"),
+                "price",
+                DecimalError::Syntax,
+            ),
+            (TRADE.replace("0.010000", "-"), "qty", DecimalError::Empty),
+        ];
+        for (msg, field, err) in cases {
+            match decode_err(&mut d, msg) {
+                DecodeError::Decimal { field: f, source } => {
+                    assert_eq!((f, source), (*field, *err), "{msg}");
+                }
+                e => panic!("{msg}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_symbols_messages_change_nothing() {
+        let mut d = ready();
+        let entry = |name: &str, px: &str, qty: &str| {
+            format!(r#"{{"symbol":{name},"px_decimals":{px},"qty_decimals":{qty}}}"#)
+        };
+        let msg = |entries: &[String]| {
+            format!(r#"{{"type":"symbols","symbols":[{}]}}"#, entries.join(","))
+        };
+        let ok = entry("\"NEW-1\"", "2", "2");
+        let long = format!("\"{}\"", "X".repeat(MAX_SYMBOL_LEN + 1));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                msg(&[ok.clone(), entry("\"NEW-2\"", "19", "2")]),
+                "px_decimals",
+            ),
+            (
+                msg(&[ok.clone(), entry("\"NEW-2\"", "2", "256")]),
+                "qty_decimals",
+            ),
+            (
+                msg(&[ok.clone(), entry("\"NEW-2\"", "-1", "2")]),
+                "px_decimals",
+            ),
+            (msg(&[ok.clone(), entry("\"\"", "2", "2")]), "symbol"),
+            (msg(&[ok.clone(), entry(&long, "2", "2")]), "symbol"),
+            (msg(&[ok.clone(), entry("null", "2", "2")]), "symbol"),
+            (msg(&[ok.clone(), "[]".to_owned()]), "symbols"),
+            (r#"{"type":"symbols","symbols":{}}"#.to_owned(), "symbols"),
+        ];
+        for (m, field) in &cases {
+            match decode_err(&mut d, m) {
+                DecodeError::BadField(f) => assert_eq!(f, *field, "{m}"),
+                e => panic!("{m}: {e:?}"),
+            }
+            assert_eq!(d.symbols().len(), 2, "{m}");
+            assert_eq!(d.symbol_index("NEW-1"), None, "{m}");
+        }
+
+        // A known symbol re-announced with other decimals, or a new one twice with different ones.
+        let changed = msg(&[ok.clone(), entry("\"BTC-USD\"", "3", "6")]);
+        assert!(
+            matches!(decode_err(&mut d, &changed), DecodeError::SymbolChanged(s) if s == "BTC-USD")
+        );
+        let twice = msg(&[ok.clone(), entry("\"NEW-1\"", "3", "2")]);
+        assert!(
+            matches!(decode_err(&mut d, &twice), DecodeError::SymbolChanged(s) if s == "NEW-1")
+        );
+        let dup = r#"{"type":"symbols","symbols":[{"symbol":"A","symbol":"B","px_decimals":1,"qty_decimals":1}]}"#;
+        assert!(matches!(
+            decode_err(&mut d, dup),
+            DecodeError::DuplicateField("symbol")
+        ));
+        assert_eq!(d.symbols().len(), 2);
+        assert_eq!(d.symbol_index("NEW-1"), None);
+
+        // The same new symbol twice with equal decimals is fine and added once.
+        d.decode(&mut msg(&[ok.clone(), ok]).into_bytes()).unwrap();
+        assert_eq!(d.symbols().len(), 3);
+    }
+
+    #[test]
+    fn symbol_bound() {
+        let mut d = FeedDecoder::with_max_symbols(2);
+        let three = r#"{"type":"symbols","symbols":[{"symbol":"A","px_decimals":1,"qty_decimals":1},{"symbol":"B","px_decimals":1,"qty_decimals":1},{"symbol":"C","px_decimals":1,"qty_decimals":1}]}"#;
+        assert!(matches!(
+            decode_err(&mut d, three),
+            DecodeError::TooManySymbols
+        ));
+        assert!(d.symbols().is_empty());
+        assert_eq!(d.symbol_index("A"), None);
+        d.decode(&mut SYMBOLS.as_bytes().to_vec()).unwrap();
+        assert_eq!(d.symbols().len(), 2);
+    }
+
+    #[test]
+    fn scratch_is_reused_across_messages() {
+        let mut d = ready();
+        d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+        let (tape_cap, changes_ptr) = (d.tape.0.capacity(), d.changes.as_ptr());
+        assert!(tape_cap > 0);
+        for _ in 0..100 {
+            d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+            d.decode(&mut TRADE.as_bytes().to_vec()).unwrap();
+        }
+        assert_eq!(d.tape.0.capacity(), tape_cap);
+        assert_eq!(d.changes.as_ptr(), changes_ptr);
+        assert!(d.tape.0.is_empty());
+    }
+
+    /// Deterministic xorshift, so the throughput run is reproducible without extra crates.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Decode + apply + encode throughput over synthetic l2updates (8 symbols, 200 levels per
+    /// side, 1-4 changes per update, binary records for every depth that changed). No timing in
+    /// code: run `TICKCAST_THROUGHPUT_ROUNDS=N cargo test --release -p tickcast --lib
+    /// feed::decode::tests::throughput -- --ignored --nocapture` for two values of N and divide
+    /// the extra updates by the extra wall time libtest reports.
+    #[test]
+    #[ignore = "throughput run; measure in release"]
+    fn throughput() {
+        const SYMS: usize = 8;
+        const MSGS: usize = 100_000;
+        // Rounds over the same updates; difference two runs to cancel the generation cost.
+        let rounds: usize = std::env::var("TICKCAST_THROUGHPUT_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut msgs: Vec<Vec<u8>> = Vec::new();
+        let mut syms = String::from(r#"{"type":"symbols","symbols":["#);
+        for s in 0..SYMS {
+            if s > 0 {
+                syms.push(',');
+            }
+            syms.push_str(&format!(
+                r#"{{"symbol":"SYM-{s}","px_decimals":2,"qty_decimals":6}}"#
+            ));
+        }
+        syms.push_str("]}");
+        msgs.push(syms.into_bytes());
+        let mid = 6_500_000i64;
+        for s in 0..SYMS {
+            let lvls = |f: &dyn Fn(i64) -> i64| {
+                (1..=200)
+                    .map(|i| format!(r#"["{}.{:02}","1.000000"]"#, f(i) / 100, f(i) % 100))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            msgs.push(
+                format!(
+                    r#"{{"type":"snapshot","symbol":"SYM-{s}","seq":1,"ts":1,"bids":[{}],"asks":[{}]}}"#,
+                    lvls(&|i| mid - i),
+                    lvls(&|i| mid + i)
+                )
+                .into_bytes(),
+            );
+        }
+        let first_update = msgs.len();
+        for n in 0..MSGS {
+            let s = rng.below(SYMS as u64);
+            let k = 1 + rng.below(4);
+            let mut changes = Vec::new();
+            for _ in 0..k {
+                let bid = rng.below(2) == 0;
+                let off = 1 + rng.below(250) as i64;
+                let px = if bid { mid - off } else { mid + off };
+                let qty = if rng.below(4) == 0 {
+                    0
+                } else {
+                    rng.below(5_000_000)
+                };
+                changes.push(format!(
+                    r#"["{}","{}.{:02}","{}.{:06}"]"#,
+                    if bid { "buy" } else { "sell" },
+                    px / 100,
+                    px % 100,
+                    qty / 1_000_000,
+                    qty % 1_000_000
+                ));
+            }
+            msgs.push(
+                format!(
+                    r#"{{"type":"l2update","symbol":"SYM-{s}","seq":{},"ts":1763700000000000000,"changes":[{}]}}"#,
+                    n + 2,
+                    changes.join(",")
+                )
+                .into_bytes(),
+            );
+        }
+
+        let mut dec = FeedDecoder::new();
+        let mut books = vec![Book::new(); SYMS];
+        let mut w = WindowDeltas::new();
+        let mut out = bytes::BytesMut::with_capacity(1 << 16);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let (mut updates, mut records, mut bytes_out) = (0u64, 0u64, 0u64);
+        for round in 0..rounds {
+            let start = if round == 0 { 0 } else { first_update };
+            for m in &msgs[start..] {
+                buf.clear();
+                buf.extend_from_slice(m);
+                match dec.decode(&mut buf).unwrap() {
+                    FeedEvent::Symbols(_) | FeedEvent::Trade { .. } => {}
+                    FeedEvent::Snapshot {
+                        sym, bids, asks, ..
+                    } => books[sym as usize].load_snapshot(bids, asks).unwrap(),
+                    FeedEvent::Update {
+                        sym,
+                        seq,
+                        ts,
+                        changes,
+                    } => {
+                        updates += 1;
+                        let book = &mut books[sym as usize];
+                        w.clear();
+                        for c in changes {
+                            book.apply(c.side, c.px, c.qty, &mut w).unwrap();
+                        }
+                        w.finish();
+                        for di in 0..DEPTH_COUNT {
+                            if w.is_empty(di) {
+                                continue;
+                            }
+                            let hdr = RecordHeader {
+                                kind: RecordKind::Delta,
+                                flags: 0,
+                                sid: sym,
+                                seq,
+                                exch_ts: ts,
+                                recv_ts: ts,
+                            };
+                            try_encode_book(&mut out, &hdr, w.bids(di), w.asks(di)).unwrap();
+                            records += 1;
+                        }
+                        if out.len() > 1 << 15 {
+                            bytes_out += out.len() as u64;
+                            out.clear();
+                        }
+                    }
+                }
+            }
+        }
+        bytes_out += out.len() as u64;
+        println!("throughput: {updates} updates, {records} records, {bytes_out} bytes encoded");
+        assert_eq!(updates, (MSGS * rounds) as u64);
+        assert!(records >= updates);
+    }
+}

@@ -1,1 +1,1117 @@
-//! shard (work in progress).
+//! A shard: one thread, one mio `Poll`, one `SO_REUSEPORT` listener, and the connections the
+//! kernel hands that listener. Nothing in a shard is shared; its only inputs from other threads
+//! are its [`Ring`] and its `mio::Waker`.
+//!
+//! The loop, per wake:
+//! 1. drain the ring (up to `drain_max` messages): each record is appended, as a shared `Bytes`,
+//!    to the pending list of every ready subscriber of its topic;
+//! 2. flush: each connection that got records is owed one batch, cut into as few WebSocket
+//!    messages as the limits allow, queued in its bounded out-buffer and written with one
+//!    `writev` (a connection that would pass its bound is evicted with 1013);
+//! 3. wait in `epoll_wait` (after telling the ring it may sleep), then handle socket events:
+//!    accepts, upgrade requests, control messages, writable sockets;
+//! 4. every 100 ms, expire handshakes and closing connections.
+
+mod conn;
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest as Io, Poll, Token};
+use serde_json::Value;
+
+use crate::book::DEPTHS;
+use crate::clock;
+use crate::config::Config;
+use crate::control::{self, ErrorCode, Request, RequestError, SymbolSel};
+use crate::fanout::batch::{append_batch, text_message};
+use crate::fanout::interest::Interest;
+use crate::fanout::limit::{RateLimiter, Verdict};
+use crate::fanout::outbuf::OutBuf;
+use crate::fanout::subs::Subscribers;
+use crate::fanout::{ConnId, Format, Topic};
+use crate::metrics::{Metrics, ShardMetrics, add};
+use crate::proto::close_code;
+use crate::proto::conn::{ConnLimits, ConnState, Event, Message, WsConn};
+use crate::proto::handshake::{
+    HandshakeLimits, Request as HttpReq, parse_request, query_param, write_accept_response,
+    write_http_response,
+};
+use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
+use conn::{Conn, Phase, Sub};
+
+/// Token of the listener.
+const LISTENER: Token = Token(0);
+/// Token of the ring's waker.
+pub const WAKER: Token = Token(1);
+/// First connection token.
+const FIRST_CONN: usize = 2;
+/// How often timeouts are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Slices per `writev`.
+const IOV: usize = 64;
+/// Bytes read from one socket per readiness event before moving on (fairness).
+const READ_BUDGET: usize = 256 * 1024;
+
+/// What a shard thread needs from the rest of the process.
+#[derive(Debug)]
+pub struct ShardContext {
+    /// Shard number.
+    pub id: usize,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// This shard's inbound ring (its waker is registered on `poll` as [`WAKER`]).
+    pub ring: Arc<Ring>,
+    /// Subscriber counts shared with the ingester.
+    pub interest: Arc<Interest>,
+    /// The feed's symbols.
+    pub symbols: Arc<SymbolDirectory>,
+    /// Requests to the ingester.
+    pub requests: crossbeam_channel::Sender<IngestRequest>,
+    /// Wakes the ingester after requests were sent.
+    pub ingest_waker: Arc<mio::Waker>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set to stop: clients get close 1001 and the thread returns.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Binds a listener with `SO_REUSEPORT` so that every shard can own one on the same address.
+///
+/// # Errors
+/// The socket calls' errors (address in use, permission).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// Shard state other than the poll, split so that a connection can be borrowed mutably while
+/// the tables are too.
+struct Core {
+    ctx: ShardContext,
+    subs: Subscribers,
+    hs_limits: HandshakeLimits,
+    ws_limits: ConnLimits,
+    /// Requests sent since the ingester was last woken.
+    requests_sent: bool,
+    m: Arc<Metrics>,
+}
+
+struct Shard {
+    poll: Poll,
+    listener: TcpListener,
+    core: Core,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    dirty: Vec<u32>,
+    /// Connections whose out-buffer may need writing after event handling.
+    to_flush: Vec<u32>,
+    /// Connections with unread input left after their read budget.
+    reread: Vec<u32>,
+    accept_paused_until: Option<Instant>,
+}
+
+/// Runs a shard on the current thread until `ctx.shutdown` is set.
+///
+/// # Errors
+/// Only errors of `epoll` itself end a shard; socket errors close the socket concerned.
+pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Result<()> {
+    poll.registry()
+        .register(&mut listener, LISTENER, Io::READABLE)?;
+    let ws_limits = ConnLimits {
+        max_message_bytes: ctx.config.max_message_bytes,
+        max_frame_bytes: ctx.config.max_message_bytes,
+    };
+    let m = ctx.metrics.clone();
+    let mut shard = Shard {
+        poll,
+        listener,
+        core: Core {
+            ctx,
+            subs: Subscribers::new(),
+            hs_limits: HandshakeLimits::default(),
+            ws_limits,
+            requests_sent: false,
+            m,
+        },
+        slots: Vec::new(),
+        free: Vec::new(),
+        dirty: Vec::new(),
+        to_flush: Vec::new(),
+        reread: Vec::new(),
+        accept_paused_until: None,
+    };
+    shard.run()
+}
+
+impl Shard {
+    fn metrics(&self) -> &ShardMetrics {
+        &self.core.m.shards[self.core.ctx.id]
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = clock::monotonic() + TICK;
+        loop {
+            if self.core.ctx.shutdown.load(Ordering::Relaxed) {
+                self.shutdown();
+                return Ok(());
+            }
+            let drained = self.drain_ring();
+            self.flush_dirty();
+            let now = clock::monotonic();
+            let timeout = if drained >= self.core.ctx.config.drain_max || !self.reread.is_empty() {
+                // More is waiting: look at sockets without blocking, then drain again.
+                Some(Duration::ZERO)
+            } else if self.core.ctx.ring.prepare_sleep() {
+                Some(next_tick.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.core.ctx.ring.awake();
+            for idx in std::mem::take(&mut self.reread) {
+                self.on_readable(idx);
+            }
+            for ev in &events {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        let idx = (t - FIRST_CONN) as u32;
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(idx);
+                        }
+                        if ev.is_writable() {
+                            self.to_flush.push(idx);
+                        }
+                    }
+                }
+            }
+            let flush = std::mem::take(&mut self.to_flush);
+            for &idx in &flush {
+                self.write_out(idx);
+            }
+            self.to_flush = flush;
+            self.to_flush.clear();
+            if self.core.requests_sent {
+                self.core.requests_sent = false;
+                if let Err(e) = self.core.ctx.ingest_waker.wake() {
+                    tracing::error!(error = %e, "cannot wake the ingester");
+                }
+            }
+            let now = clock::monotonic();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.tick(now);
+            }
+        }
+    }
+
+    // ---- ring → subscribers ----
+
+    fn drain_ring(&mut self) -> usize {
+        let ring = self.core.ctx.ring.clone();
+        if ring.is_lagged() {
+            self.resync_after_lag();
+        }
+        let max = self.core.ctx.config.drain_max;
+        let mut n = 0;
+        let mut records = 0u64;
+        while n < max {
+            let Some(msg) = ring.pop() else { break };
+            n += 1;
+            match msg {
+                ShardMsg::Record { topic, bytes } => {
+                    for &idx in self.core.subs.get(topic) {
+                        let Some(c) = self
+                            .slots
+                            .get_mut(idx as usize)
+                            .and_then(|s| s.conn.as_mut())
+                        else {
+                            continue;
+                        };
+                        if c.pending.is_empty() {
+                            self.dirty.push(idx);
+                        }
+                        c.pending.push(bytes.clone());
+                        records += 1;
+                    }
+                }
+                ShardMsg::Snapshot {
+                    conn,
+                    req,
+                    topic,
+                    bytes,
+                } => {
+                    if self.deliver_snapshot(conn, req, topic, bytes) {
+                        records += 1;
+                    }
+                }
+            }
+        }
+        add(&self.metrics().records_out, records);
+        self.metrics()
+            .ring_len
+            .store(ring.len() as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn deliver_snapshot(&mut self, id: ConnId, req: u32, topic: Topic, bytes: Bytes) -> bool {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return false;
+        };
+        if slot.generation != id.generation {
+            return false;
+        }
+        let Some(c) = slot.conn.as_mut() else {
+            return false;
+        };
+        if !c.is_open() || c.format != topic.format {
+            return false;
+        }
+        let Some(sub) = c.sub_mut(topic.sid) else {
+            return false;
+        };
+        if sub.ready
+            || sub.req != req
+            || !sub.book
+            || usize::from(sub.depth_idx) != usize::from(topic.stream)
+        {
+            return false;
+        }
+        sub.ready = true;
+        self.core.subs.add(topic, id.index);
+        if c.pending.is_empty() {
+            self.dirty.push(id.index);
+        }
+        c.pending.push(bytes);
+        true
+    }
+
+    /// The producer dropped messages for this shard: discard what is queued and restart every
+    /// book subscription from a fresh snapshot (trades simply continue; their seq shows the jump).
+    fn resync_after_lag(&mut self) {
+        let discarded = self.core.ctx.ring.recover();
+        add(&self.metrics().ring_resyncs, 1);
+        tracing::warn!(
+            shard = self.core.ctx.id,
+            discarded,
+            "shard fell behind its ring; resyncing subscribers with snapshots"
+        );
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            let generation = slot.generation;
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            c.pending.clear();
+            if !c.is_open() {
+                continue;
+            }
+            let format = c.format;
+            for i in 0..c.subs.len() {
+                let sub = c.subs[i];
+                if !sub.book {
+                    continue;
+                }
+                let topic = Topic::book(sub.sid, usize::from(sub.depth_idx), format);
+                if sub.ready {
+                    self.core.subs.remove(topic, idx as u32);
+                }
+                let req = c.next_req;
+                c.next_req = c.next_req.wrapping_add(1);
+                c.subs[i].ready = false;
+                c.subs[i].req = req;
+                self.core.request_snapshot(
+                    ConnId {
+                        index: idx as u32,
+                        generation,
+                    },
+                    req,
+                    topic,
+                );
+            }
+        }
+        self.dirty.clear();
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let limits = self.core.ctx.config.batch;
+        let mut messages = 0u64;
+        for &idx in &dirty {
+            let Some(c) = self
+                .slots
+                .get_mut(idx as usize)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                continue;
+            };
+            if !c.is_open() {
+                c.pending.clear();
+                continue;
+            }
+            let result = append_batch(&mut c.out, c.format, &c.pending, limits);
+            c.pending.clear();
+            match result {
+                Ok(n) => messages += n as u64,
+                Err(overflow) => {
+                    tracing::info!(peer = %c.peer, queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
+                    add(&self.core.m.shards[self.core.ctx.id].evicted_slow, 1);
+                    self.close_conn(
+                        idx,
+                        close_code::TRY_AGAIN_LATER,
+                        "slow consumer: out-buffer full",
+                        true,
+                    );
+                }
+            }
+            self.write_out(idx);
+        }
+        add(&self.metrics().messages_out, messages);
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    // ---- sockets ----
+
+    fn accept(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if clock::monotonic() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: stop accepting for a moment instead of spinning.
+                    tracing::warn!(error = %e, shard = self.core.ctx.id, "accept failed; pausing accepts for 100 ms");
+                    self.accept_paused_until = Some(clock::monotonic() + TICK);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let token = Token(idx as usize + FIRST_CONN);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Io::READABLE)
+        {
+            tracing::warn!(error = %e, "cannot register connection");
+            self.free.push(idx);
+            return;
+        }
+        let now = clock::monotonic();
+        let cfg = &self.core.ctx.config;
+        let conn = Conn {
+            stream,
+            peer,
+            phase: Phase::Handshake {
+                deadline: now + cfg.handshake_timeout,
+            },
+            ws: None,
+            format: Format::Binary,
+            inbuf: BytesMut::new(),
+            out: OutBuf::new(cfg.max_outbuf_bytes),
+            pending: Vec::new(),
+            writable: false,
+            subs: Vec::new(),
+            limiter: RateLimiter::new(
+                cfg.control_rate,
+                cfg.control_burst,
+                cfg.control_strikes,
+                now,
+            ),
+            next_req: 0,
+        };
+        if let Some(slot) = self.slots.get_mut(idx as usize) {
+            slot.conn = Some(conn);
+        }
+        add(&self.metrics().connections, 1);
+    }
+
+    fn on_readable(&mut self, idx: u32) {
+        let max_in = self.core.ctx.config.max_message_bytes + 16 * 1024;
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        let mut eof = false;
+        let mut stopped_early = false;
+        let mut budget = READ_BUDGET;
+        loop {
+            if c.inbuf.len() >= max_in.max(self.core.hs_limits.max_head_bytes + 1) || budget == 0 {
+                // Processing below consumes or rejects what is buffered (a frame can never be
+                // larger than `max_in`, an upgrade head larger is refused with 431).
+                stopped_early = true;
+                break;
+            }
+            c.inbuf.reserve(8192);
+            let spare = c.inbuf.capacity() - c.inbuf.len();
+            let start = c.inbuf.len();
+            c.inbuf.resize(start + spare.min(budget), 0);
+            match c.stream.read(&mut c.inbuf[start..]) {
+                Ok(0) => {
+                    c.inbuf.truncate(start);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.inbuf.truncate(start + n);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.inbuf.truncate(start);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.inbuf.truncate(start),
+                Err(_) => {
+                    c.inbuf.truncate(start);
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        match c.phase {
+            Phase::Handshake { .. } => self.handshake(idx),
+            Phase::Open | Phase::Closing { .. } => self.frames(idx),
+            Phase::Http => {
+                c.inbuf.clear();
+            }
+        }
+        if eof {
+            self.drop_conn(idx);
+        } else {
+            self.to_flush.push(idx);
+            if stopped_early {
+                // Edge-triggered epoll will not report what is still queued: read it again on
+                // the next turn, after the other connections had theirs.
+                self.reread.push(idx);
+            }
+        }
+    }
+
+    fn handshake(&mut self, idx: u32) {
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        let parsed = match parse_request(&c.inbuf, &self.core.hs_limits) {
+            Ok(None) => return,
+            Ok(Some(p)) => p,
+            Err(e) => {
+                add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                tracing::debug!(peer = %c.peer, error = %e, "bad upgrade request");
+                let mut out = Vec::with_capacity(256);
+                e.write_response(&mut out);
+                c.out.push_shared(Bytes::from(out), true);
+                c.phase = Phase::Http;
+                c.inbuf.clear();
+                return;
+            }
+        };
+        let (req, head_len) = parsed;
+        let _ = c.inbuf.split_to(head_len);
+        match req {
+            HttpReq::Http(h) => {
+                add(&self.core.m.shards[self.core.ctx.id].http_requests, 1);
+                let (status, ctype, body): (u16, &str, Vec<u8>) =
+                    match (h.method.as_str(), h.path.as_str()) {
+                        ("GET" | "HEAD", "/healthz") => {
+                            if self.core.m.health.feed_live() {
+                                (200, "text/plain; charset=utf-8", b"ok\n".to_vec())
+                            } else {
+                                (
+                                    503,
+                                    "text/plain; charset=utf-8",
+                                    b"feed not live\n".to_vec(),
+                                )
+                            }
+                        }
+                        ("GET" | "HEAD", "/metrics") => (
+                            200,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            self.core.m.render().into_bytes(),
+                        ),
+                        ("GET" | "HEAD", "/ws") => (
+                            426,
+                            "text/plain; charset=utf-8",
+                            b"this endpoint speaks WebSocket: send an upgrade request\n".to_vec(),
+                        ),
+                        ("GET" | "HEAD", _) => {
+                            (404, "text/plain; charset=utf-8", b"not found\n".to_vec())
+                        }
+                        _ => (
+                            405,
+                            "text/plain; charset=utf-8",
+                            b"method not allowed\n".to_vec(),
+                        ),
+                    };
+                let extra: &[(&str, &str)] = match status {
+                    426 => &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+                    405 => &[("Allow", "GET, HEAD")],
+                    _ => &[],
+                };
+                let body = if h.method == "HEAD" { Vec::new() } else { body };
+                respond(c, status, ctype, &body, extra);
+            }
+            HttpReq::Upgrade(u) => {
+                if u.path != "/ws" {
+                    add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                    respond(
+                        c,
+                        404,
+                        "text/plain; charset=utf-8",
+                        b"not found: WebSocket clients connect to /ws\n",
+                        &[],
+                    );
+                    return;
+                }
+                let format = match query_param(&u.query, "format") {
+                    None => Format::Binary,
+                    Some(v) => match Format::from_query(v) {
+                        Some(f) => f,
+                        None => {
+                            add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                            respond(
+                                c,
+                                400,
+                                "text/plain; charset=utf-8",
+                                b"format must be binary or json\n",
+                                &[],
+                            );
+                            return;
+                        }
+                    },
+                };
+                let mut resp = Vec::with_capacity(256);
+                write_accept_response(&u, None, &mut resp);
+                c.out.push_shared(Bytes::from(resp), true);
+                c.format = format;
+                c.ws = Some(WsConn::new(self.core.ws_limits));
+                c.phase = Phase::Open;
+                add(&self.core.m.shards[self.core.ctx.id].upgraded, 1);
+                tracing::debug!(peer = %c.peer, ?format, "websocket open");
+                if !c.inbuf.is_empty() {
+                    self.frames(idx);
+                }
+            }
+        }
+    }
+
+    fn frames(&mut self, idx: u32) {
+        loop {
+            let Some(c) = self
+                .slots
+                .get_mut(idx as usize)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                return;
+            };
+            let Some(ws) = c.ws.as_mut() else { return };
+            let result = ws.handle_input(&mut c.inbuf);
+            while let Some(frame) = ws.poll_transmit() {
+                c.out.push_shared(frame, true);
+            }
+            match result {
+                Ok(None) => return,
+                Ok(Some(Event::Message(Message::Text(text)))) => {
+                    if c.is_open() {
+                        self.control(idx, &text);
+                    }
+                }
+                Ok(Some(Event::Message(Message::Binary(_)))) => {
+                    add(&self.core.m.shards[self.core.ctx.id].closed_protocol, 1);
+                    self.close_conn(
+                        idx,
+                        close_code::UNSUPPORTED_DATA,
+                        "binary data frames are not accepted",
+                        false,
+                    );
+                }
+                Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                Ok(Some(Event::Closed { .. })) => {
+                    // Our reply is queued; stop data and drop once it is written.
+                    self.enter_closing(idx);
+                    return;
+                }
+                Err(violation) => {
+                    add(&self.core.m.shards[self.core.ctx.id].closed_protocol, 1);
+                    tracing::debug!(peer = %c.peer, code = violation.close_code, reason = violation.reason, "protocol violation");
+                    self.enter_closing(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- control messages ----
+
+    fn control(&mut self, idx: u32, text: &[u8]) {
+        let now = clock::monotonic();
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            return;
+        };
+        let generation = slot.generation;
+        let Some(c) = slot.conn.as_mut() else { return };
+        match c.limiter.check(now) {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                let id = serde_json::from_slice::<Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(Value::Null);
+                let ms = c.limiter.retry_after().as_millis();
+                reply(
+                    c,
+                    &control::error_reply(
+                        &id,
+                        ErrorCode::RateLimited,
+                        &format!("too many requests; retry in {ms} ms"),
+                    ),
+                );
+                return;
+            }
+            Verdict::Exceeded => {
+                add(&self.core.m.shards[self.core.ctx.id].closed_policy, 1);
+                self.close_conn(
+                    idx,
+                    close_code::POLICY,
+                    "control message rate limit exceeded",
+                    false,
+                );
+                return;
+            }
+        }
+        let request = match control::parse_request(text) {
+            Ok(r) => r,
+            Err(e) => {
+                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                reply(c, &e.to_json());
+                return;
+            }
+        };
+        let id = ConnId {
+            index: idx,
+            generation,
+        };
+        let answer = match request {
+            Request::Ping { id } => Ok(control::pong_reply(&id)),
+            Request::Symbols { id } => {
+                let table = self.core.ctx.symbols.load();
+                Ok(control::symbols_reply(&id, &table.symbols))
+            }
+            Request::Subscribe {
+                id: rid,
+                symbols,
+                channels,
+                depth_idx,
+            } => self
+                .core
+                .subscribe(c, id, rid, &symbols, channels, depth_idx),
+            Request::Unsubscribe { id: rid, symbols } => {
+                self.core.unsubscribe(c, idx, rid, &symbols)
+            }
+        };
+        match answer {
+            Ok(bytes) => reply(c, &bytes),
+            Err(e) => {
+                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                reply(c, &e.to_json());
+            }
+        }
+    }
+
+    // ---- writing and closing ----
+
+    fn write_out(&mut self, idx: u32) {
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        let mut written_total = 0u64;
+        let mut failed = false;
+        while !c.out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); IOV];
+            let n = c.out.io_slices(&mut iov);
+            match c.stream.write_vectored(&iov[..n]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(w) => {
+                    c.out.advance(w);
+                    written_total += w as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        add(
+            &self.core.m.shards[self.core.ctx.id].bytes_out,
+            written_total,
+        );
+        if failed {
+            self.drop_conn(idx);
+            return;
+        }
+        let token = Token(idx as usize + FIRST_CONN);
+        let want_write = !c.out.is_empty();
+        if want_write != c.writable {
+            let interest = if want_write {
+                Io::READABLE | Io::WRITABLE
+            } else {
+                Io::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, token, interest)
+                .is_err()
+            {
+                self.drop_conn(idx);
+                return;
+            }
+            c.writable = want_write;
+        }
+        if c.out.is_empty() {
+            let done = match c.phase {
+                Phase::Http => true,
+                Phase::Closing { .. } => {
+                    c.ws.as_ref()
+                        .is_none_or(|ws| ws.state() == ConnState::Closed)
+                }
+                _ => false,
+            };
+            if done {
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                self.drop_conn(idx);
+            }
+        }
+    }
+
+    /// Starts a server-initiated close with `code`; `evicting` discards queued data first.
+    fn close_conn(&mut self, idx: u32, code: u16, reason: &str, evicting: bool) {
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        if evicting {
+            c.out.discard_unsent();
+        }
+        if let Some(ws) = c.ws.as_mut() {
+            ws.close(code, reason);
+            while let Some(frame) = ws.poll_transmit() {
+                c.out.push_shared(frame, true);
+            }
+        }
+        self.enter_closing(idx);
+    }
+
+    fn enter_closing(&mut self, idx: u32) {
+        let deadline = clock::monotonic() + self.core.ctx.config.close_timeout;
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        if matches!(c.phase, Phase::Closing { .. }) {
+            return;
+        }
+        c.phase = Phase::Closing { deadline };
+        c.pending.clear();
+        self.core.unsubscribe_all(c, idx);
+        self.to_flush.push(idx);
+    }
+
+    fn drop_conn(&mut self, idx: u32) {
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            return;
+        };
+        let Some(mut c) = slot.conn.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.core.unsubscribe_all(&mut c, idx);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.free.push(idx);
+        let m = &self.core.m.shards[self.core.ctx.id];
+        m.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(c) = &slot.conn else { continue };
+            match c.phase {
+                Phase::Handshake { deadline } | Phase::Closing { deadline } if now >= deadline => {
+                    if matches!(c.phase, Phase::Handshake { .. }) {
+                        add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                    }
+                    expired.push(i as u32);
+                }
+                _ => {}
+            }
+        }
+        for idx in expired {
+            self.drop_conn(idx);
+        }
+        if self.accept_paused_until.is_some() {
+            self.accept();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        tracing::info!(
+            shard = self.core.ctx.id,
+            "shutting down: closing clients with 1001"
+        );
+        for idx in 0..self.slots.len() as u32 {
+            let open = self.slots[idx as usize]
+                .conn
+                .as_ref()
+                .is_some_and(Conn::is_open);
+            if open {
+                self.close_conn(idx, close_code::GOING_AWAY, "server shutting down", false);
+                self.write_out(idx);
+            }
+        }
+    }
+}
+
+/// Queues a plain HTTP response and marks the connection to close once it is written.
+fn respond(c: &mut Conn, status: u16, ctype: &str, body: &[u8], extra: &[(&str, &str)]) {
+    let mut out = Vec::with_capacity(128 + body.len());
+    write_http_response(status, ctype, body, extra, &mut out);
+    c.out.push_shared(Bytes::from(out), true);
+    c.phase = Phase::Http;
+    c.inbuf.clear();
+}
+
+/// Queues a control reply (a text message). Replies are small and bounded by the rate limit, so
+/// they are not counted against the data bound.
+fn reply(c: &mut Conn, json: &[u8]) {
+    c.out.push_shared(text_message(json), true);
+}
+
+impl Core {
+    fn request_snapshot(&mut self, conn: ConnId, req: u32, topic: Topic) {
+        let r = IngestRequest::Snapshot {
+            shard: self.ctx.id,
+            conn,
+            req,
+            topic,
+        };
+        if self.ctx.requests.send(r).is_ok() {
+            self.requests_sent = true;
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        c: &mut Conn,
+        id: ConnId,
+        rid: Value,
+        symbols: &SymbolSel,
+        channels: control::Channels,
+        depth_idx: usize,
+    ) -> Result<Vec<u8>, RequestError> {
+        let table = self.ctx.symbols.load();
+        if table.symbols.is_empty() {
+            return Err(RequestError::new(
+                rid,
+                ErrorCode::NotReady,
+                "the feed has not announced its symbols yet; retry shortly",
+            ));
+        }
+        let metas: Vec<&crate::wire::SymbolMeta> = match symbols {
+            SymbolSel::All => table.symbols.iter().collect(),
+            SymbolSel::List(names) => {
+                let mut found = Vec::with_capacity(names.len());
+                let mut unknown = Vec::new();
+                for n in names {
+                    match table.find(n) {
+                        Some(m) => found.push(m),
+                        None => unknown.push(n.as_str()),
+                    }
+                }
+                if !unknown.is_empty() {
+                    let shown: Vec<&str> = unknown.iter().take(10).copied().collect();
+                    return Err(RequestError::new(
+                        rid,
+                        ErrorCode::UnknownSymbol,
+                        format!("unknown symbol(s): {}", shown.join(", ")),
+                    ));
+                }
+                found
+            }
+        };
+        let new = metas
+            .iter()
+            .filter(|m| !c.subs.iter().any(|s| s.sid == m.sid))
+            .count();
+        if c.subs.len() + new > self.ctx.config.max_subscriptions {
+            return Err(RequestError::new(
+                rid,
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} symbols per connection",
+                    self.ctx.config.max_subscriptions
+                ),
+            ));
+        }
+        for m in &metas {
+            if let Some(pos) = c.subs.iter().position(|s| s.sid == m.sid) {
+                let old = c.subs.swap_remove(pos);
+                self.drop_sub(old, c.format, id.index);
+            }
+            let req = c.next_req;
+            c.next_req = c.next_req.wrapping_add(1);
+            let sub = Sub {
+                sid: m.sid,
+                depth_idx: depth_idx as u8,
+                book: channels.book,
+                trades: channels.trades,
+                ready: false,
+                req,
+            };
+            if sub.trades {
+                let t = Topic::trades(m.sid, c.format);
+                self.ctx.interest.add(self.ctx.id, t);
+                self.subs.add(t, id.index);
+            }
+            if sub.book {
+                let t = Topic::book(m.sid, depth_idx, c.format);
+                // Count first, then ask: every record after the snapshot is then published here.
+                self.ctx.interest.add(self.ctx.id, t);
+                self.request_snapshot(id, req, t);
+            }
+            c.subs.push(sub);
+        }
+        tracing::debug!(peer = %c.peer, symbols = metas.len(), depth = DEPTHS[depth_idx], "subscribed");
+        Ok(control::subscribed_reply(&rid, &metas))
+    }
+
+    fn unsubscribe(
+        &mut self,
+        c: &mut Conn,
+        idx: u32,
+        rid: Value,
+        symbols: &SymbolSel,
+    ) -> Result<Vec<u8>, RequestError> {
+        let table = self.ctx.symbols.load();
+        let mut names = Vec::new();
+        match symbols {
+            SymbolSel::All => {
+                for s in std::mem::take(&mut c.subs) {
+                    if let Some(m) = table.symbols.get(s.sid as usize) {
+                        names.push(m.symbol.as_str());
+                    }
+                    self.drop_sub(s, c.format, idx);
+                }
+            }
+            SymbolSel::List(list) => {
+                let mut unknown = Vec::new();
+                for n in list {
+                    match table.find(n) {
+                        Some(m) => {
+                            if let Some(pos) = c.subs.iter().position(|s| s.sid == m.sid) {
+                                let s = c.subs.swap_remove(pos);
+                                self.drop_sub(s, c.format, idx);
+                                names.push(m.symbol.as_str());
+                            }
+                        }
+                        None => unknown.push(n.as_str()),
+                    }
+                }
+                if !unknown.is_empty() && names.is_empty() {
+                    return Err(RequestError::new(
+                        rid,
+                        ErrorCode::UnknownSymbol,
+                        format!("unknown symbol(s): {}", unknown.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(control::unsubscribed_reply(&rid, &names))
+    }
+
+    fn drop_sub(&mut self, s: Sub, format: Format, idx: u32) {
+        if s.book {
+            let t = Topic::book(s.sid, usize::from(s.depth_idx), format);
+            self.ctx.interest.remove(self.ctx.id, t);
+            if s.ready {
+                self.subs.remove(t, idx);
+            }
+        }
+        if s.trades {
+            let t = Topic::trades(s.sid, format);
+            self.ctx.interest.remove(self.ctx.id, t);
+            self.subs.remove(t, idx);
+        }
+    }
+
+    fn unsubscribe_all(&mut self, c: &mut Conn, idx: u32) {
+        for s in std::mem::take(&mut c.subs) {
+            self.drop_sub(s, c.format, idx);
+        }
+    }
+}

@@ -1,1 +1,512 @@
-//! wire (work in progress).
+//! Client record encoders: the binary layout of the wire contract (protocol §1, little-endian)
+//! and the JSON form, plus the fixed-point decimal conversions shared with the feed decoder.
+//!
+//! Every encoder appends exactly one record to a caller-owned [`BytesMut`]; records are encoded
+//! once and shared by all subscribers of a stream. Nothing here formats through `format!` or
+//! touches floating point: numbers are written through a small stack buffer.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::book::{Level, Side};
+
+/// Bytes of the batch header that starts every binary data message.
+pub const BATCH_HEADER_LEN: usize = 8;
+/// Bytes of the header that starts every record.
+pub const RECORD_HEADER_LEN: usize = 32;
+/// Bytes of a book body before its levels (`bid_count`, `ask_count`, reserved).
+pub const BOOK_BODY_HEADER_LEN: usize = 8;
+/// Bytes of one encoded level (`i64` price, `i64` qty).
+pub const LEVEL_LEN: usize = 16;
+/// Bytes of a whole trade record.
+pub const TRADE_RECORD_LEN: usize = RECORD_HEADER_LEN + 32;
+/// Bytes of a whole status record.
+pub const STATUS_RECORD_LEN: usize = RECORD_HEADER_LEN + 8;
+/// Most levels (bids plus asks) one book record can carry: its length field is a `u16`.
+pub const MAX_BOOK_LEVELS: usize =
+    (u16::MAX as usize - RECORD_HEADER_LEN - BOOK_BODY_HEADER_LEN) / LEVEL_LEN;
+/// Version byte of the batch header.
+pub const WIRE_VERSION: u8 = 1;
+/// Record flag: this snapshot replaces the client's book for the symbol.
+pub const FLAG_SNAPSHOT: u8 = 1;
+
+/// Kind byte of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// Book snapshot: replaces the client's book.
+    Snapshot = 1,
+    /// Book delta: set/remove levels (qty 0 removes).
+    Delta = 2,
+    /// One trade.
+    Trade = 3,
+    /// Stream status notice.
+    Status = 4,
+}
+
+impl RecordKind {
+    /// The kind for a wire byte, `None` for kinds this version does not know.
+    #[must_use]
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Snapshot),
+            2 => Some(Self::Delta),
+            3 => Some(Self::Trade),
+            4 => Some(Self::Status),
+            _ => None,
+        }
+    }
+
+    /// Name used in the JSON `"kind"` field.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Delta => "delta",
+            Self::Trade => "trade",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Code of a status record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum StatusCode {
+    /// The exchange feed stopped delivering for this symbol.
+    FeedStale = 1,
+    /// The exchange feed is delivering again.
+    FeedResumed = 2,
+    /// The client's out-buffer is filling up; it will be evicted if it keeps lagging.
+    SlowConsumer = 3,
+}
+
+impl StatusCode {
+    /// The code for a wire value, `None` for codes this version does not know.
+    #[must_use]
+    pub fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(Self::FeedStale),
+            2 => Some(Self::FeedResumed),
+            3 => Some(Self::SlowConsumer),
+            _ => None,
+        }
+    }
+}
+
+/// Fields of the 32-byte record header (the length is computed by the encoder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Record kind.
+    pub kind: RecordKind,
+    /// Flags; [`encode_book`] adds [`FLAG_SNAPSHOT`] to snapshots itself.
+    pub flags: u8,
+    /// Symbol id.
+    pub sid: u32,
+    /// Sequence number within the stream (symbol, channel, depth).
+    pub seq: u64,
+    /// Exchange timestamp, ns since the Unix epoch.
+    pub exch_ts: u64,
+    /// Engine receive timestamp, ns since the Unix epoch.
+    pub recv_ts: u64,
+}
+
+/// One trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trade {
+    /// Scaled price.
+    pub px: i64,
+    /// Scaled quantity.
+    pub qty: i64,
+    /// Exchange trade id.
+    pub trade_id: u64,
+    /// Aggressor side: [`Side::Bid`] = buy (wire 0), [`Side::Ask`] = sell (wire 1).
+    pub taker_side: Side,
+}
+
+/// What a client needs to read a symbol's records: its name, id and decimals.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SymbolMeta {
+    /// Symbol name, e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Symbol id used in records.
+    pub sid: u32,
+    /// Prices are scaled by `10^px_decimals`.
+    pub px_decimals: u8,
+    /// Quantities are scaled by `10^qty_decimals`.
+    pub qty_decimals: u8,
+}
+
+/// Errors of the record encoders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The levels do not fit one record (its length field is 16 bits); nothing was written.
+    /// The stream cannot carry this book or delta in protocol v1: mark it stale.
+    #[error("{levels} levels exceed the {MAX_BOOK_LEVELS} a record can carry")]
+    TooManyLevels {
+        /// Bids plus asks that were asked for.
+        levels: usize,
+    },
+}
+
+/// Errors of [`parse_decimal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecimalError {
+    /// The string was empty (or just `-`); the field is malformed.
+    #[error("empty decimal")]
+    Empty,
+    /// A character other than an optional leading `-`, digits and one `.` followed by digits.
+    #[error("malformed decimal")]
+    Syntax,
+    /// Non-zero digits beyond the symbol's decimals: the value cannot be represented exactly.
+    #[error("more fraction digits than the symbol's decimals")]
+    Precision,
+    /// The scaled value does not fit an `i64`.
+    #[error("decimal out of range")]
+    Overflow,
+}
+
+// ---- binary -----------------------------------------------------------------------------
+
+/// The 8-byte batch header for a message of `record_count` records.
+#[must_use]
+pub fn batch_header(record_count: u16) -> [u8; BATCH_HEADER_LEN] {
+    let c = record_count.to_le_bytes();
+    [WIRE_VERSION, 0, c[0], c[1], 0, 0, 0, 0]
+}
+
+/// Bytes of a book record with `bids` + `asks` levels (may exceed what fits; see
+/// [`MAX_BOOK_LEVELS`]).
+#[must_use]
+pub fn book_record_len(bids: usize, asks: usize) -> usize {
+    RECORD_HEADER_LEN + BOOK_BODY_HEADER_LEN + LEVEL_LEN * bids.saturating_add(asks)
+}
+
+/// Appends one book record (snapshot or delta, per `hdr.kind`). Levels are written in the
+/// order given: pass them best first. A snapshot always carries [`FLAG_SNAPSHOT`].
+///
+/// A record holds at most [`MAX_BOOK_LEVELS`] levels (its length field is 16 bits). When
+/// `bids.len() + asks.len()` exceeds that, this writes nothing; use [`try_encode_book`] to be
+/// told, or check [`fits_book_record`] first.
+pub fn encode_book(out: &mut BytesMut, hdr: &RecordHeader, bids: &[Level], asks: &[Level]) {
+    // Nothing is written on error, as documented; callers who must know use try_encode_book.
+    let _ = try_encode_book(out, hdr, bids, asks);
+}
+
+/// Whether `bids` + `asks` levels fit one book record.
+#[must_use]
+pub fn fits_book_record(bids: usize, asks: usize) -> bool {
+    bids.saturating_add(asks) <= MAX_BOOK_LEVELS
+}
+
+/// [`encode_book`] that reports a record too long to encode.
+///
+/// # Errors
+///
+/// [`WireError::TooManyLevels`] if `bids.len() + asks.len() > MAX_BOOK_LEVELS`; nothing is
+/// written.
+pub fn try_encode_book(
+    out: &mut BytesMut,
+    hdr: &RecordHeader,
+    bids: &[Level],
+    asks: &[Level],
+) -> Result<(), WireError> {
+    let levels = bids.len().saturating_add(asks.len());
+    let (Ok(len), Ok(nb), Ok(na)) = (
+        u16::try_from(book_record_len(bids.len(), asks.len())),
+        u16::try_from(bids.len()),
+        u16::try_from(asks.len()),
+    ) else {
+        return Err(WireError::TooManyLevels { levels });
+    };
+    out.reserve(usize::from(len));
+    put_header(out, hdr, len, book_flags(hdr));
+    out.put_u16_le(nb);
+    out.put_u16_le(na);
+    out.put_u32_le(0);
+    for l in bids.iter().chain(asks) {
+        out.put_i64_le(l.px);
+        out.put_i64_le(l.qty);
+    }
+    Ok(())
+}
+
+/// Appends one trade record (kind 3).
+pub fn encode_trade(out: &mut BytesMut, hdr: &RecordHeader, trade: &Trade) {
+    out.reserve(TRADE_RECORD_LEN);
+    put_header(out, hdr, TRADE_RECORD_LEN as u16, hdr.flags);
+    out.put_i64_le(trade.px);
+    out.put_i64_le(trade.qty);
+    out.put_u64_le(trade.trade_id);
+    out.put_u8(side_byte(trade.taker_side));
+    out.put_bytes(0, 7);
+}
+
+/// Appends one status record (kind 4).
+pub fn encode_status(out: &mut BytesMut, hdr: &RecordHeader, code: StatusCode) {
+    out.reserve(STATUS_RECORD_LEN);
+    put_header(out, hdr, STATUS_RECORD_LEN as u16, hdr.flags);
+    out.put_u16_le(code as u16);
+    out.put_bytes(0, 6);
+}
+
+fn put_header(out: &mut BytesMut, hdr: &RecordHeader, len: u16, flags: u8) {
+    out.put_u16_le(len);
+    out.put_u8(hdr.kind as u8);
+    out.put_u8(flags);
+    out.put_u32_le(hdr.sid);
+    out.put_u64_le(hdr.seq);
+    out.put_u64_le(hdr.exch_ts);
+    out.put_u64_le(hdr.recv_ts);
+}
+
+fn book_flags(hdr: &RecordHeader) -> u8 {
+    if hdr.kind == RecordKind::Snapshot {
+        hdr.flags | FLAG_SNAPSHOT
+    } else {
+        hdr.flags
+    }
+}
+
+fn side_byte(side: Side) -> u8 {
+    match side {
+        Side::Bid => 0,
+        Side::Ask => 1,
+    }
+}
+
+// ---- JSON -------------------------------------------------------------------------------
+
+/// Appends one book record as a JSON object:
+/// `{"kind":"snapshot"|"delta","symbol":..,"sid":..,"seq":..,"exch_ts":..,"recv_ts":..,
+/// "bids":[["px","qty"],..],"asks":[..]}`, prices and quantities as decimal strings.
+pub fn encode_book_json(
+    out: &mut BytesMut,
+    meta: &SymbolMeta,
+    hdr: &RecordHeader,
+    bids: &[Level],
+    asks: &[Level],
+) {
+    out.reserve(96 + meta.symbol.len() + 48 * bids.len().saturating_add(asks.len()));
+    put_json_header(out, meta, hdr);
+    out.put_slice(b",\"bids\":");
+    put_json_levels(out, meta, bids);
+    out.put_slice(b",\"asks\":");
+    put_json_levels(out, meta, asks);
+    out.put_u8(b'}');
+}
+
+/// Appends one trade record as a JSON object:
+/// `{"kind":"trade",..,"price":"..","qty":"..","trade_id":42,"side":"buy"|"sell"}`.
+pub fn encode_trade_json(out: &mut BytesMut, meta: &SymbolMeta, hdr: &RecordHeader, trade: &Trade) {
+    out.reserve(192 + meta.symbol.len());
+    put_json_header(out, meta, hdr);
+    out.put_slice(b",\"price\":\"");
+    write_decimal(out, trade.px, meta.px_decimals);
+    out.put_slice(b"\",\"qty\":\"");
+    write_decimal(out, trade.qty, meta.qty_decimals);
+    out.put_slice(b"\",\"trade_id\":");
+    write_u64(out, trade.trade_id);
+    out.put_slice(match trade.taker_side {
+        Side::Bid => b",\"side\":\"buy\"}",
+        Side::Ask => b",\"side\":\"sell\"}",
+    });
+}
+
+/// Appends one status record as a JSON object: `{"kind":"status",..,"code":1}`.
+pub fn encode_status_json(
+    out: &mut BytesMut,
+    meta: &SymbolMeta,
+    hdr: &RecordHeader,
+    code: StatusCode,
+) {
+    out.reserve(128 + meta.symbol.len());
+    put_json_header(out, meta, hdr);
+    out.put_slice(b",\"code\":");
+    write_u64(out, u64::from(code as u16));
+    out.put_u8(b'}');
+}
+
+/// Writes `{"kind":..,"symbol":..,"sid":..,"seq":..,"exch_ts":..,"recv_ts":..` (no closing brace).
+fn put_json_header(out: &mut BytesMut, meta: &SymbolMeta, hdr: &RecordHeader) {
+    out.put_slice(b"{\"kind\":\"");
+    out.put_slice(hdr.kind.as_str().as_bytes());
+    out.put_slice(b"\",\"symbol\":");
+    write_json_string(out, &meta.symbol);
+    out.put_slice(b",\"sid\":");
+    write_u64(out, u64::from(meta.sid));
+    out.put_slice(b",\"seq\":");
+    write_u64(out, hdr.seq);
+    out.put_slice(b",\"exch_ts\":");
+    write_u64(out, hdr.exch_ts);
+    out.put_slice(b",\"recv_ts\":");
+    write_u64(out, hdr.recv_ts);
+}
+
+fn put_json_levels(out: &mut BytesMut, meta: &SymbolMeta, levels: &[Level]) {
+    out.put_u8(b'[');
+    for (i, l) in levels.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(b"[\"");
+        write_decimal(out, l.px, meta.px_decimals);
+        out.put_slice(b"\",\"");
+        write_decimal(out, l.qty, meta.qty_decimals);
+        out.put_slice(b"\"]");
+    }
+    out.put_u8(b']');
+}
+
+/// Writes `s` as a JSON string literal, quotes included, escaping `"`, `\` and control
+/// characters.
+pub fn write_json_string(out: &mut BytesMut, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.put_slice(bytes.get(start..i).unwrap_or_default());
+        if esc.is_empty() {
+            out.put_slice(b"\\u00");
+            out.put_u8(HEX[usize::from(b >> 4)]);
+            out.put_u8(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.put_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.put_slice(bytes.get(start..).unwrap_or_default());
+    out.put_u8(b'"');
+}
+
+// ---- numbers ----------------------------------------------------------------------------
+
+/// Digits of a `u64` into the tail of a stack buffer; returns the start index.
+fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> usize {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return i;
+        }
+    }
+}
+
+/// Writes `v` in decimal.
+pub fn write_u64(out: &mut BytesMut, v: u64) {
+    let mut buf = [0u8; 20];
+    let start = u64_digits(v, &mut buf);
+    out.put_slice(&buf[start..]);
+}
+
+/// Writes `value / 10^decimals` as a decimal string with exactly `decimals` fraction digits
+/// (no point when `decimals == 0`), `-` for negatives, e.g. `(150, 2)` → `1.50`.
+pub fn write_decimal(out: &mut BytesMut, value: i64, decimals: u8) {
+    let mut buf = [0u8; 20];
+    let start = u64_digits(value.unsigned_abs(), &mut buf);
+    let digits = &buf[start..];
+    let decimals = usize::from(decimals);
+    if value < 0 {
+        out.put_u8(b'-');
+    }
+    if decimals == 0 {
+        out.put_slice(digits);
+    } else if digits.len() > decimals {
+        let (int, frac) = digits.split_at(digits.len() - decimals);
+        out.put_slice(int);
+        out.put_u8(b'.');
+        out.put_slice(frac);
+    } else {
+        out.put_slice(b"0.");
+        out.put_bytes(b'0', decimals - digits.len());
+        out.put_slice(digits);
+    }
+}
+
+/// Parses a decimal string into an integer scaled by `10^decimals`.
+///
+/// Accepted: an optional `-`, one or more digits, then optionally `.` and one or more digits.
+/// Fraction digits beyond `decimals` are accepted only when they are zeros. `-0` is 0.
+///
+/// # Errors
+///
+/// [`DecimalError::Empty`] for `""` or `"-"`, [`DecimalError::Syntax`] for anything else that
+/// is not of that form (`+1`, `.5`, `1.`, `1e3`, spaces), [`DecimalError::Precision`] for
+/// non-zero digits beyond `decimals`, [`DecimalError::Overflow`] when the scaled value does not
+/// fit an `i64`.
+pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
+    let (neg, body) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if body.is_empty() {
+        return Err(DecimalError::Empty);
+    }
+    let (int, frac) = match body.iter().position(|&b| b == b'.') {
+        Some(dot) => {
+            let (int, rest) = body.split_at(dot);
+            let frac = rest.get(1..).unwrap_or_default();
+            if frac.is_empty() {
+                return Err(DecimalError::Syntax);
+            }
+            (int, frac)
+        }
+        None => (body, &[][..]),
+    };
+    if int.is_empty() {
+        return Err(DecimalError::Syntax);
+    }
+    let mut mag: u64 = 0;
+    let push = |mag: u64, d: u8| -> Result<u64, DecimalError> {
+        mag.checked_mul(10)
+            .and_then(|m| m.checked_add(u64::from(d)))
+            .ok_or(DecimalError::Overflow)
+    };
+    for &b in int {
+        mag = push(mag, digit(b)?)?;
+    }
+    let decimals = usize::from(decimals);
+    let (kept, extra) = frac.split_at(frac.len().min(decimals));
+    for &b in kept {
+        mag = push(mag, digit(b)?)?;
+    }
+    let mut lost = false;
+    for &b in extra {
+        lost |= digit(b)? != 0;
+    }
+    if lost {
+        return Err(DecimalError::Precision);
+    }
+    for _ in kept.len()..decimals {
+        mag = push(mag, 0)?;
+    }
+    if neg {
+        0i64.checked_sub_unsigned(mag).ok_or(DecimalError::Overflow)
+    } else {
+        i64::try_from(mag).map_err(|_| DecimalError::Overflow)
+    }
+}
+
+fn digit(b: u8) -> Result<u8, DecimalError> {
+    if b.is_ascii_digit() {
+        Ok(b - b'0')
+    } else {
+        Err(DecimalError::Syntax)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,712 @@
+//! Client-side state rebuilt from records: order books and the sequence rule.
+//!
+//! [`SeqTracker`] checks the sequence rule of `shared/protocol.md` on headers
+//! alone (the bench's hot path). [`StreamState`] uses it and also rebuilds every
+//! book of a connection, for tests that compare what a client holds with the truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::wire::{Body, KIND_DELTA, KIND_SNAPSHOT, KIND_STATUS, KIND_TRADE, Record, RecordHeader};
+
+/// Cheap multiplicative hasher for `u32` symbol ids (the map is looked up once per
+/// record; the keys come from our own subscription, so flooding is not a concern).
+#[derive(Debug, Default, Clone, Copy)]
+struct SidHasher(u64);
+
+impl Hasher for SidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
+
+/// One symbol's order book as a client holds it: price → quantity, scaled integers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientBook {
+    /// Bid levels (the best bid is the highest key).
+    pub bids: BTreeMap<i64, i64>,
+    /// Ask levels (the best ask is the lowest key).
+    pub asks: BTreeMap<i64, i64>,
+}
+
+impl ClientBook {
+    /// An empty book.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the whole book with a snapshot's levels (levels with qty 0 are left out).
+    pub fn replace(&mut self, bids: &[(i64, i64)], asks: &[(i64, i64)]) {
+        self.bids.clear();
+        self.asks.clear();
+        self.apply_delta(bids, asks);
+    }
+
+    /// Applies a delta's levels: a non-zero qty sets the level, qty 0 removes it.
+    pub fn apply_delta(&mut self, bids: &[(i64, i64)], asks: &[(i64, i64)]) {
+        fn side(book: &mut BTreeMap<i64, i64>, levels: &[(i64, i64)]) {
+            for &(px, qty) in levels {
+                if qty == 0 {
+                    book.remove(&px);
+                } else {
+                    book.insert(px, qty);
+                }
+            }
+        }
+        side(&mut self.bids, bids);
+        side(&mut self.asks, asks);
+    }
+
+    /// Best bid `(price, qty)`, if any.
+    pub fn best_bid(&self) -> Option<(i64, i64)> {
+        self.bids.iter().next_back().map(|(p, q)| (*p, *q))
+    }
+
+    /// Best ask `(price, qty)`, if any.
+    pub fn best_ask(&self) -> Option<(i64, i64)> {
+        self.asks.iter().next().map(|(p, q)| (*p, *q))
+    }
+
+    /// The best `n` bids, best (highest price) first.
+    pub fn top_bids(&self, n: usize) -> Vec<(i64, i64)> {
+        self.bids
+            .iter()
+            .rev()
+            .take(n)
+            .map(|(p, q)| (*p, *q))
+            .collect()
+    }
+
+    /// The best `n` asks, best (lowest price) first.
+    pub fn top_asks(&self, n: usize) -> Vec<(i64, i64)> {
+        self.asks.iter().take(n).map(|(p, q)| (*p, *q)).collect()
+    }
+
+    /// True when the best bid is at or above the best ask (crossed or locked), which
+    /// a correctly rebuilt exchange book never is.
+    pub fn is_crossed(&self) -> bool {
+        match (self.best_bid(), self.best_ask()) {
+            (Some((bid, _)), Some((ask, _))) => bid >= ask,
+            _ => false,
+        }
+    }
+}
+
+/// Which stream of a symbol a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// The book stream (snapshots and deltas).
+    Book,
+    /// The trade stream.
+    Trades,
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Book => "book",
+            Self::Trades => "trades",
+        })
+    }
+}
+
+/// A broken sequence rule (or a record whose body does not fit its kind).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeqError {
+    /// `seq` did not rise by exactly one.
+    #[error("sid {sid} {stream} stream: expected seq {expected}, got {got}")]
+    Gap {
+        /// Symbol id.
+        sid: u32,
+        /// The stream.
+        stream: StreamKind,
+        /// The seq the rule required (last + 1).
+        expected: u64,
+        /// The seq received.
+        got: u64,
+    },
+    /// A book delta arrived while the client holds no book for the symbol (none yet,
+    /// or dropped after a gap).
+    #[error("sid {sid} book stream: delta seq {got} without a snapshot before it")]
+    DeltaBeforeSnapshot {
+        /// Symbol id.
+        sid: u32,
+        /// The delta's seq.
+        got: u64,
+    },
+    /// A record's body does not match its kind (only possible for hand-made records).
+    #[error("sid {sid}: record of kind {kind} carries a body of another kind")]
+    BodyMismatch {
+        /// Symbol id.
+        sid: u32,
+        /// The record kind.
+        kind: u8,
+    },
+}
+
+impl SeqError {
+    /// The symbol id.
+    pub fn sid(&self) -> u32 {
+        match self {
+            Self::Gap { sid, .. }
+            | Self::DeltaBeforeSnapshot { sid, .. }
+            | Self::BodyMismatch { sid, .. } => *sid,
+        }
+    }
+
+    /// The stream concerned.
+    pub fn stream(&self) -> StreamKind {
+        match self {
+            Self::Gap { stream, .. } => *stream,
+            Self::DeltaBeforeSnapshot { .. } => StreamKind::Book,
+            Self::BodyMismatch { kind, .. } if *kind == KIND_TRADE => StreamKind::Trades,
+            Self::BodyMismatch { .. } => StreamKind::Book,
+        }
+    }
+
+    /// The seq the rule required, when there was one.
+    pub fn expected(&self) -> Option<u64> {
+        match self {
+            Self::Gap { expected, .. } => Some(*expected),
+            _ => None,
+        }
+    }
+
+    /// The seq received, when the error is about one.
+    pub fn got(&self) -> Option<u64> {
+        match self {
+            Self::Gap { got, .. } | Self::DeltaBeforeSnapshot { got, .. } => Some(*got),
+            Self::BodyMismatch { .. } => None,
+        }
+    }
+}
+
+/// What a record was, sequence-wise, when it kept the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The next record of its stream (seq = last + 1).
+    InOrder,
+    /// The first trade seen for the symbol (any seq).
+    FirstTrade,
+    /// A snapshot starting the book stream, or one carrying the seq already held.
+    Snapshot,
+    /// A snapshot that moved the stream's seq (or followed a broken stream): the
+    /// book is resynchronised, which is not a gap.
+    Resync {
+        /// The last seq held before the snapshot.
+        previous: u64,
+    },
+    /// A status record (seq 0, not checked).
+    Status,
+    /// A record of an unknown kind (not checked).
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BookTrack {
+    last: u64,
+    /// False until a snapshot arrived: the stream started with a delta.
+    synced: bool,
+}
+
+/// Checks the sequence rule on record headers, per symbol and stream, without
+/// keeping books. After an error it continues from the seq received, so one
+/// discontinuity is reported once.
+#[derive(Debug, Clone, Default)]
+pub struct SeqTracker {
+    books: SidMap<BookTrack>,
+    trades: SidMap<u64>,
+}
+
+impl SeqTracker {
+    /// A tracker that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks one record header against the rule and advances the stream.
+    ///
+    /// - Snapshot (kind 1): always accepted; it sets the stream's seq. It is a
+    ///   [`Step::Resync`] when the stream existed and the seq moved, or the stream
+    ///   had started without a snapshot.
+    /// - Delta (kind 2): must come after a snapshot and carry last + 1.
+    /// - Trade (kind 3): any seq first, then last + 1.
+    /// - Status (kind 4) and unknown kinds: not checked.
+    pub fn observe(&mut self, h: &RecordHeader) -> Result<Step, SeqError> {
+        match h.kind {
+            KIND_SNAPSHOT => {
+                let fresh = BookTrack {
+                    last: h.seq,
+                    synced: true,
+                };
+                Ok(match self.books.insert(h.sid, fresh) {
+                    Some(prev) if !prev.synced || prev.last != h.seq => Step::Resync {
+                        previous: prev.last,
+                    },
+                    _ => Step::Snapshot,
+                })
+            }
+            KIND_DELTA => match self.books.get_mut(&h.sid) {
+                None => {
+                    self.books.insert(
+                        h.sid,
+                        BookTrack {
+                            last: h.seq,
+                            synced: false,
+                        },
+                    );
+                    Err(SeqError::DeltaBeforeSnapshot {
+                        sid: h.sid,
+                        got: h.seq,
+                    })
+                }
+                Some(track) => {
+                    let expected = track.last.wrapping_add(1);
+                    track.last = h.seq;
+                    if h.seq == expected {
+                        Ok(Step::InOrder)
+                    } else {
+                        Err(SeqError::Gap {
+                            sid: h.sid,
+                            stream: StreamKind::Book,
+                            expected,
+                            got: h.seq,
+                        })
+                    }
+                }
+            },
+            KIND_TRADE => match self.trades.insert(h.sid, h.seq) {
+                None => Ok(Step::FirstTrade),
+                Some(last) if h.seq == last.wrapping_add(1) => Ok(Step::InOrder),
+                Some(last) => Err(SeqError::Gap {
+                    sid: h.sid,
+                    stream: StreamKind::Trades,
+                    expected: last.wrapping_add(1),
+                    got: h.seq,
+                }),
+            },
+            KIND_STATUS => Ok(Step::Status),
+            _ => Ok(Step::Skipped),
+        }
+    }
+
+    /// Last seq seen on the symbol's book stream.
+    pub fn book_seq(&self, sid: u32) -> Option<u64> {
+        self.books.get(&sid).map(|t| t.last)
+    }
+
+    /// Last seq seen on the symbol's trade stream.
+    pub fn trade_seq(&self, sid: u32) -> Option<u64> {
+        self.trades.get(&sid).copied()
+    }
+}
+
+/// Every stream of one connection: a book per symbol rebuilt from snapshots and
+/// deltas, trade sequence per symbol, and the status records received.
+///
+/// A record that breaks the rule is not applied. A book stream with a gap loses
+/// its book ([`StreamState::book`] gives `None`) until the next snapshot; each
+/// delta until then is reported as [`SeqError::DeltaBeforeSnapshot`]. A trade
+/// stream continues from the seq received.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    seq: SeqTracker,
+    books: SidMap<ClientBook>,
+    trades: SidMap<u64>,
+    statuses: Vec<(u32, u16)>,
+    resyncs: u64,
+}
+
+impl StreamState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one record: checks its sequence and updates the symbol's book, trade
+    /// count or status list.
+    pub fn apply(&mut self, rec: &Record) -> Result<(), SeqError> {
+        let h = &rec.header;
+        let mismatch = || SeqError::BodyMismatch {
+            sid: h.sid,
+            kind: h.kind,
+        };
+        match (h.kind, &rec.body) {
+            (KIND_SNAPSHOT, Body::Book { bids, asks }) => {
+                if let Step::Resync { .. } = self.seq.observe(h)? {
+                    self.resyncs += 1;
+                }
+                self.books.entry(h.sid).or_default().replace(bids, asks);
+                Ok(())
+            }
+            (KIND_DELTA, Body::Book { bids, asks }) => {
+                if let Err(e) = self.seq.observe(h) {
+                    self.books.remove(&h.sid);
+                    return Err(e);
+                }
+                let book = self
+                    .books
+                    .get_mut(&h.sid)
+                    .ok_or(SeqError::DeltaBeforeSnapshot {
+                        sid: h.sid,
+                        got: h.seq,
+                    })?;
+                book.apply_delta(bids, asks);
+                Ok(())
+            }
+            (KIND_TRADE, Body::Trade { .. }) => {
+                self.seq.observe(h)?;
+                *self.trades.entry(h.sid).or_default() += 1;
+                Ok(())
+            }
+            (KIND_STATUS, Body::Status { code }) => {
+                self.statuses.push((h.sid, *code));
+                Ok(())
+            }
+            (KIND_SNAPSHOT | KIND_DELTA | KIND_TRADE | KIND_STATUS, _) => Err(mismatch()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies records in order, stopping at the first error.
+    pub fn apply_all<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> Result<(), SeqError> {
+        records.into_iter().try_for_each(|r| self.apply(r))
+    }
+
+    /// The symbol's book, if a snapshot arrived and no gap broke it since.
+    pub fn book(&self, sid: u32) -> Option<&ClientBook> {
+        self.books.get(&sid)
+    }
+
+    /// Symbol ids that currently have a book.
+    pub fn book_sids(&self) -> Vec<u32> {
+        let mut sids: Vec<u32> = self.books.keys().copied().collect();
+        sids.sort_unstable();
+        sids
+    }
+
+    /// Last seq applied (or received, after a gap) on the symbol's book stream.
+    pub fn book_seq(&self, sid: u32) -> Option<u64> {
+        self.seq.book_seq(sid)
+    }
+
+    /// Last seq received on the symbol's trade stream.
+    pub fn trade_seq(&self, sid: u32) -> Option<u64> {
+        self.seq.trade_seq(sid)
+    }
+
+    /// Number of trades applied for the symbol.
+    pub fn trade_count(&self, sid: u32) -> u64 {
+        self.trades.get(&sid).copied().unwrap_or(0)
+    }
+
+    /// Status records received, as `(sid, code)` in arrival order.
+    pub fn statuses(&self) -> &[(u32, u16)] {
+        &self.statuses
+    }
+
+    /// Snapshots that resynchronised a book stream (see [`Step::Resync`]).
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::FLAG_SNAPSHOT;
+
+    fn rec(kind: u8, sid: u32, seq: u64, body: Body) -> Record {
+        let flags = if kind == KIND_SNAPSHOT {
+            FLAG_SNAPSHOT
+        } else {
+            0
+        };
+        Record {
+            header: RecordHeader {
+                kind,
+                flags,
+                sid,
+                seq,
+                exch_ts: 1,
+                recv_ts: 2,
+            },
+            body,
+        }
+    }
+
+    fn snapshot(sid: u32, seq: u64, bids: &[(i64, i64)], asks: &[(i64, i64)]) -> Record {
+        rec(
+            KIND_SNAPSHOT,
+            sid,
+            seq,
+            Body::Book {
+                bids: bids.to_vec(),
+                asks: asks.to_vec(),
+            },
+        )
+    }
+
+    fn delta(sid: u32, seq: u64, bids: &[(i64, i64)], asks: &[(i64, i64)]) -> Record {
+        rec(
+            KIND_DELTA,
+            sid,
+            seq,
+            Body::Book {
+                bids: bids.to_vec(),
+                asks: asks.to_vec(),
+            },
+        )
+    }
+
+    fn trade(sid: u32, seq: u64) -> Record {
+        rec(
+            KIND_TRADE,
+            sid,
+            seq,
+            Body::Trade {
+                px: 1,
+                qty: 1,
+                trade_id: seq,
+                taker_side: 0,
+            },
+        )
+    }
+
+    fn status(sid: u32, code: u16) -> Record {
+        rec(KIND_STATUS, sid, 0, Body::Status { code })
+    }
+
+    #[test]
+    fn client_book_top_n_and_crossed() {
+        let mut b = ClientBook::new();
+        assert!(!b.is_crossed());
+        b.replace(
+            &[(100, 1), (102, 2), (101, 3), (99, 0)],
+            &[(105, 4), (103, 5), (104, 6)],
+        );
+        assert_eq!(b.top_bids(2), vec![(102, 2), (101, 3)]);
+        assert_eq!(b.top_asks(2), vec![(103, 5), (104, 6)]);
+        assert_eq!(b.top_bids(10), vec![(102, 2), (101, 3), (100, 1)]);
+        assert_eq!(b.best_bid(), Some((102, 2)));
+        assert_eq!(b.best_ask(), Some((103, 5)));
+        assert!(!b.bids.contains_key(&99), "qty 0 in a snapshot is no level");
+        assert!(!b.is_crossed());
+        // Locked (bid == ask) counts as crossed.
+        b.apply_delta(&[(103, 1)], &[]);
+        assert!(b.is_crossed());
+        b.apply_delta(&[(103, 0)], &[]);
+        assert!(!b.is_crossed());
+        b.apply_delta(&[], &[(101, 7)]);
+        assert!(b.is_crossed());
+        // One empty side is never crossed.
+        b.replace(&[(200, 1)], &[]);
+        assert!(!b.is_crossed());
+        assert_eq!(b.top_asks(3), vec![]);
+    }
+
+    #[test]
+    fn snapshot_then_deltas_rebuild_the_book() {
+        let mut s = StreamState::new();
+        let records = [
+            snapshot(7, 100, &[(100, 1), (99, 2)], &[(101, 3)]),
+            delta(7, 101, &[(100, 0), (98, 5)], &[(101, 4)]),
+            delta(7, 102, &[], &[(102, 1)]),
+        ];
+        assert_eq!(s.apply_all(&records), Ok(()));
+        let book = s.book(7);
+        assert_eq!(book.map(|b| b.top_bids(5)), Some(vec![(99, 2), (98, 5)]));
+        assert_eq!(book.map(|b| b.top_asks(5)), Some(vec![(101, 4), (102, 1)]));
+        assert_eq!(s.book_seq(7), Some(102));
+        assert_eq!(s.resyncs(), 0);
+        assert_eq!(s.book_sids(), vec![7]);
+    }
+
+    #[test]
+    fn gap_is_detected_and_the_book_waits_for_a_snapshot() {
+        let mut s = StreamState::new();
+        assert_eq!(s.apply(&snapshot(7, 100, &[(100, 1)], &[(101, 1)])), Ok(()));
+        assert_eq!(s.apply(&delta(7, 101, &[(100, 2)], &[])), Ok(()));
+        let err = s.apply(&delta(7, 103, &[(100, 3)], &[]));
+        assert_eq!(
+            err,
+            Err(SeqError::Gap {
+                sid: 7,
+                stream: StreamKind::Book,
+                expected: 102,
+                got: 103
+            })
+        );
+        let e = err.err();
+        assert_eq!(e.as_ref().map(SeqError::sid), Some(7));
+        assert_eq!(e.as_ref().map(SeqError::stream), Some(StreamKind::Book));
+        assert_eq!(e.as_ref().and_then(SeqError::expected), Some(102));
+        assert_eq!(e.as_ref().and_then(SeqError::got), Some(103));
+        assert!(s.book(7).is_none(), "a book past a gap is not trusted");
+        assert_eq!(
+            s.apply(&delta(7, 104, &[], &[])),
+            Err(SeqError::DeltaBeforeSnapshot { sid: 7, got: 104 })
+        );
+        // The resync snapshot restores it and counts as a resync.
+        assert_eq!(s.apply(&snapshot(7, 110, &[(100, 9)], &[])), Ok(()));
+        assert_eq!(s.resyncs(), 1);
+        assert_eq!(s.apply(&delta(7, 111, &[], &[(101, 1)])), Ok(()));
+        assert_eq!(s.book(7).map(|b| b.top_bids(1)), Some(vec![(100, 9)]));
+    }
+
+    #[test]
+    fn delta_before_snapshot_is_flagged() {
+        let mut s = StreamState::new();
+        assert_eq!(
+            s.apply(&delta(3, 5, &[(1, 1)], &[])),
+            Err(SeqError::DeltaBeforeSnapshot { sid: 3, got: 5 })
+        );
+        assert!(s.book(3).is_none());
+        assert_eq!(
+            s.apply(&delta(3, 6, &[(1, 1)], &[])),
+            Err(SeqError::DeltaBeforeSnapshot { sid: 3, got: 6 })
+        );
+        // Another symbol's snapshot does not help sid 3.
+        assert_eq!(s.apply(&snapshot(4, 1, &[], &[])), Ok(()));
+        assert!(s.apply(&delta(3, 7, &[], &[])).is_err());
+    }
+
+    #[test]
+    fn snapshot_resync_is_not_a_gap() {
+        let mut s = StreamState::new();
+        assert_eq!(s.apply(&snapshot(1, 10, &[(5, 5)], &[])), Ok(()));
+        assert_eq!(s.apply(&delta(1, 11, &[], &[])), Ok(()));
+        // Same seq: a refresh, not a resync.
+        assert_eq!(s.apply(&snapshot(1, 11, &[(6, 6)], &[])), Ok(()));
+        assert_eq!(s.resyncs(), 0);
+        assert_eq!(s.book(1).map(|b| b.top_bids(5)), Some(vec![(6, 6)]));
+        // Seq moves forward: resync; the book is replaced, not merged.
+        assert_eq!(s.apply(&snapshot(1, 50, &[(7, 7)], &[(8, 8)])), Ok(()));
+        assert_eq!(s.resyncs(), 1);
+        assert_eq!(s.book(1).map(|b| b.top_bids(5)), Some(vec![(7, 7)]));
+        assert_eq!(s.apply(&delta(1, 51, &[], &[])), Ok(()));
+        assert_eq!(
+            s.apply(&delta(1, 51, &[], &[])),
+            Err(SeqError::Gap {
+                sid: 1,
+                stream: StreamKind::Book,
+                expected: 52,
+                got: 51
+            })
+        );
+    }
+
+    #[test]
+    fn trades_have_their_own_sequence() {
+        let mut s = StreamState::new();
+        assert_eq!(
+            s.apply(&trade(2, 500)),
+            Ok(()),
+            "first trade may carry any seq"
+        );
+        assert_eq!(s.apply(&trade(2, 501)), Ok(()));
+        // Book and trade streams of one symbol are independent.
+        assert_eq!(s.apply(&snapshot(2, 7, &[], &[])), Ok(()));
+        assert_eq!(s.apply(&trade(2, 502)), Ok(()));
+        assert_eq!(s.apply(&trade(9, 1)), Ok(()));
+        assert_eq!(
+            s.apply(&trade(2, 505)),
+            Err(SeqError::Gap {
+                sid: 2,
+                stream: StreamKind::Trades,
+                expected: 503,
+                got: 505
+            })
+        );
+        // The stream continues from what was received.
+        assert_eq!(s.apply(&trade(2, 506)), Ok(()));
+        assert_eq!(s.trade_count(2), 4);
+        assert_eq!(s.trade_count(9), 1);
+        assert_eq!(s.trade_seq(2), Some(506));
+        assert_eq!(s.book_seq(2), Some(7));
+    }
+
+    #[test]
+    fn statuses_are_recorded_not_checked() {
+        let mut s = StreamState::new();
+        assert_eq!(s.apply(&status(1, 1)), Ok(()));
+        assert_eq!(s.apply(&status(1, 2)), Ok(()));
+        assert_eq!(s.apply(&status(4, 3)), Ok(()));
+        assert_eq!(s.statuses(), &[(1, 1), (1, 2), (4, 3)]);
+        // Unknown kinds are ignored.
+        assert_eq!(s.apply(&rec(9, 1, 12345, Body::Unknown)), Ok(()));
+    }
+
+    #[test]
+    fn body_that_does_not_fit_the_kind_is_an_error() {
+        let mut s = StreamState::new();
+        let bad = rec(KIND_TRADE, 5, 1, Body::Status { code: 1 });
+        assert_eq!(
+            s.apply(&bad),
+            Err(SeqError::BodyMismatch {
+                sid: 5,
+                kind: KIND_TRADE
+            })
+        );
+        assert_eq!(
+            s.apply(&bad).err().map(|e| e.stream()),
+            Some(StreamKind::Trades)
+        );
+    }
+
+    #[test]
+    fn tracker_reports_one_discontinuity_once() {
+        let h = |kind, sid, seq| RecordHeader {
+            kind,
+            flags: if kind == KIND_SNAPSHOT {
+                FLAG_SNAPSHOT
+            } else {
+                0
+            },
+            sid,
+            seq,
+            exch_ts: 0,
+            recv_ts: 0,
+        };
+        let mut t = SeqTracker::new();
+        assert_eq!(t.observe(&h(KIND_SNAPSHOT, 1, 10)), Ok(Step::Snapshot));
+        assert_eq!(t.observe(&h(KIND_DELTA, 1, 11)), Ok(Step::InOrder));
+        assert!(t.observe(&h(KIND_DELTA, 1, 20)).is_err());
+        assert_eq!(t.observe(&h(KIND_DELTA, 1, 21)), Ok(Step::InOrder));
+        assert_eq!(
+            t.observe(&h(KIND_SNAPSHOT, 1, 30)),
+            Ok(Step::Resync { previous: 21 })
+        );
+        assert_eq!(t.observe(&h(KIND_TRADE, 1, 0)), Ok(Step::FirstTrade));
+        assert_eq!(t.observe(&h(KIND_STATUS, 1, 0)), Ok(Step::Status));
+        assert_eq!(t.observe(&h(KIND_STATUS, 1, 0)), Ok(Step::Status));
+        assert_eq!(t.observe(&h(77, 1, 3)), Ok(Step::Skipped));
+        // A stream that began with a delta is resynced by its first snapshot.
+        assert!(t.observe(&h(KIND_DELTA, 2, 5)).is_err());
+        assert_eq!(t.observe(&h(KIND_DELTA, 2, 6)), Ok(Step::InOrder));
+        assert_eq!(
+            t.observe(&h(KIND_SNAPSHOT, 2, 6)),
+            Ok(Step::Resync { previous: 6 })
+        );
+        // Seq wrap-around does not panic.
+        assert_eq!(t.observe(&h(KIND_TRADE, 3, u64::MAX)), Ok(Step::FirstTrade));
+        assert_eq!(t.observe(&h(KIND_TRADE, 3, 0)), Ok(Step::InOrder));
+    }
+}

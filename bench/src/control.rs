@@ -1,0 +1,237 @@
+//! Control messages (JSON text frames) of `shared/protocol.md` §1, as typed serde
+//! structs. Both directions derive `Serialize` and `Deserialize`, so a test server
+//! can parse requests and a test client can parse replies with the same types.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A data channel of a symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// Book snapshots and deltas.
+    Book,
+    /// Trades.
+    Trades,
+}
+
+/// A request from client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Subscribe to symbols (`["*"]` for every symbol).
+    Subscribe {
+        /// Client-chosen id, echoed in the reply.
+        id: u64,
+        /// Symbols to subscribe to.
+        symbols: Vec<String>,
+        /// Channels; the server defaults to book and trades.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channels: Option<Vec<Channel>>,
+        /// Book depth: 1, 10, 25 (server default), 100, or 0 for the whole book.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depth: Option<u32>,
+    },
+    /// Unsubscribe from symbols.
+    Unsubscribe {
+        /// Client-chosen id, echoed in the reply.
+        id: u64,
+        /// Symbols to drop.
+        symbols: Vec<String>,
+    },
+    /// List the server's symbols.
+    Symbols {
+        /// Client-chosen id, echoed in the reply.
+        id: u64,
+    },
+    /// Liveness check.
+    Ping {
+        /// Client-chosen id, echoed in the reply.
+        id: u64,
+    },
+}
+
+impl Request {
+    /// The request as a JSON text frame payload.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail; fall back to an empty object
+        // rather than panicking should serde ever disagree.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Parses a request (for test servers).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// A symbol as the server describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SymbolInfo {
+    /// Symbol name, e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Symbol id used in data records.
+    pub sid: u32,
+    /// Prices are scaled by `10^px_decimals`.
+    pub px_decimals: u8,
+    /// Quantities are scaled by `10^qty_decimals`.
+    pub qty_decimals: u8,
+}
+
+/// A reply from server to client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Reply {
+    /// Subscription accepted.
+    Subscribed {
+        /// Id of the request.
+        id: u64,
+        /// The symbols subscribed, with their ids and decimals.
+        symbols: Vec<SymbolInfo>,
+    },
+    /// Unsubscription done. The shape of `symbols` is not fixed by the protocol text.
+    Unsubscribed {
+        /// Id of the request.
+        id: u64,
+        /// Whatever the server lists, kept as raw JSON.
+        #[serde(default)]
+        symbols: serde_json::Value,
+    },
+    /// The server's symbols.
+    Symbols {
+        /// Id of the request.
+        id: u64,
+        /// Every symbol.
+        symbols: Vec<SymbolInfo>,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// Id of the request.
+        id: u64,
+    },
+    /// A request the server cannot honour.
+    Error {
+        /// Id of the request, when the server could read it.
+        #[serde(default)]
+        id: Option<u64>,
+        /// Stable machine-readable code (`bad_json`, `unknown_symbol`, ...).
+        code: String,
+        /// Human-readable explanation.
+        #[serde(default)]
+        message: String,
+    },
+    /// A reply with an `op` this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl Reply {
+    /// Parses a reply text frame.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The reply as a JSON text frame payload (for test servers).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// The id the reply answers, if it carries one.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Self::Subscribed { id, .. }
+            | Self::Unsubscribed { id, .. }
+            | Self::Symbols { id, .. }
+            | Self::Pong { id } => Some(*id),
+            Self::Error { id, .. } => *id,
+            Self::Other => None,
+        }
+    }
+}
+
+/// Maps symbol names to `(px_decimals, qty_decimals)`, for
+/// [`crate::wire::decode_json_batch`]: `|s| map.get(s).copied()`.
+pub fn decimals_map(symbols: &[SymbolInfo]) -> HashMap<String, (u8, u8)> {
+    symbols
+        .iter()
+        .map(|s| (s.symbol.clone(), (s.px_decimals, s.qty_decimals)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_serialise_as_the_protocol_shows() {
+        let sub = Request::Subscribe {
+            id: 1,
+            symbols: vec![String::from("BTC-USD"), String::from("ETH-USD")],
+            channels: Some(vec![Channel::Book, Channel::Trades]),
+            depth: Some(25),
+        };
+        let v: serde_json::Value = serde_json::from_str(&sub.to_json()).unwrap_or_default();
+        assert_eq!(
+            v,
+            serde_json::json!({"op":"subscribe","id":1,"symbols":["BTC-USD","ETH-USD"],
+                               "channels":["book","trades"],"depth":25})
+        );
+        assert_eq!(
+            Request::Symbols { id: 3 }.to_json(),
+            r#"{"op":"symbols","id":3}"#
+        );
+        let bare = Request::parse(r#"{"op":"subscribe","id":2,"symbols":["*"]}"#);
+        assert!(matches!(
+            bare,
+            Ok(Request::Subscribe {
+                id: 2,
+                channels: None,
+                depth: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn replies_parse() {
+        let sub = Reply::parse(
+            r#"{"op":"subscribed","id":1,"symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6}]}"#,
+        );
+        let info = SymbolInfo {
+            symbol: String::from("BTC-USD"),
+            sid: 7,
+            px_decimals: 2,
+            qty_decimals: 6,
+        };
+        assert_eq!(
+            sub.as_ref().ok(),
+            Some(&Reply::Subscribed {
+                id: 1,
+                symbols: vec![info.clone()]
+            })
+        );
+        assert_eq!(decimals_map(&[info]).get("BTC-USD"), Some(&(2, 6)));
+        let err =
+            Reply::parse(r#"{"op":"error","id":5,"code":"unknown_symbol","message":"no XRP"}"#);
+        assert_eq!(
+            err.ok(),
+            Some(Reply::Error {
+                id: Some(5),
+                code: String::from("unknown_symbol"),
+                message: String::from("no XRP"),
+            })
+        );
+        let no_id = Reply::parse(r#"{"op":"error","code":"bad_json","message":"eof"}"#);
+        assert_eq!(no_id.ok().and_then(|r| r.id()), None);
+        assert_eq!(
+            Reply::parse(r#"{"op":"pong","id":4}"#).ok(),
+            Some(Reply::Pong { id: 4 })
+        );
+        assert_eq!(
+            Reply::parse(r#"{"op":"welcome","v":1}"#).ok(),
+            Some(Reply::Other)
+        );
+        assert!(Reply::parse(r#"{"id":1}"#).is_err());
+    }
+}

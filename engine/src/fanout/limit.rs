@@ -1,0 +1,90 @@
+//! Token bucket for client control messages.
+
+use std::time::{Duration, Instant};
+
+/// What the bucket says about one more control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the rate: handle it.
+    Allow,
+    /// Over the rate: answer `rate_limited` and drop it.
+    Limited,
+    /// Far over the rate for long: close the connection with 1008.
+    Exceeded,
+}
+
+/// A token bucket with a penalty counter: requests beyond the bucket are answered with an error
+/// until `strikes` of them have been refused in a row, then the connection is closed.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    rate_per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    refused: u32,
+    strikes: u32,
+}
+
+impl RateLimiter {
+    /// `rate_per_sec` sustained, `burst` at once, `strikes` refusals in a row before closing.
+    pub fn new(rate_per_sec: u32, burst: u32, strikes: u32, now: Instant) -> Self {
+        Self {
+            rate_per_sec: f64::from(rate_per_sec),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+            refused: 0,
+            strikes,
+        }
+    }
+
+    /// Takes one token at `now`.
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate_per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            Verdict::Allow
+        } else {
+            self.refused += 1;
+            if self.refused > self.strikes {
+                Verdict::Exceeded
+            } else {
+                Verdict::Limited
+            }
+        }
+    }
+
+    /// Time until one token is available again (zero when one is).
+    pub fn retry_after(&self) -> Duration {
+        if self.tokens >= 1.0 || self.rate_per_sec <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate_per_sec)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // any instant will do as the origin
+    fn burst_then_limited_then_exceeded_then_refills() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10, 3, 2, t0);
+        for _ in 0..3 {
+            assert_eq!(r.check(t0), Verdict::Allow);
+        }
+        assert_eq!(r.check(t0), Verdict::Limited);
+        assert_eq!(r.check(t0), Verdict::Limited);
+        assert_eq!(r.check(t0), Verdict::Exceeded);
+        assert!(r.retry_after() > Duration::ZERO);
+        // 100 ms at 10/s gives one token back.
+        assert_eq!(r.check(t0 + Duration::from_millis(100)), Verdict::Allow);
+        assert_eq!(r.check(t0 + Duration::from_millis(100)), Verdict::Limited);
+    }
+}

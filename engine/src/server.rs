@@ -1,0 +1,220 @@
+//! Starting and stopping the whole engine: feed (embedded or external), ingester, shards.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::config::{Config, ConfigError, FeedSource, FeedUrl};
+use crate::fanout::interest::Interest;
+use crate::feed::ingest::{self, IngestContext};
+use crate::metrics::Metrics;
+use crate::ring::{Ring, SymbolDirectory};
+use crate::shard::{self, ShardContext};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is invalid; the message names it.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The client listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The embedded simulated exchange could not start.
+    #[error("cannot start the embedded feed simulator: {0}")]
+    Simulator(String),
+    /// Creating an epoll instance, a waker or a thread failed.
+    #[error("cannot start engine threads: {0}")]
+    Threads(#[from] io::Error),
+}
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Engine {
+    local_addr: SocketAddr,
+    feed_url: String,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    ingest_waker: Arc<mio::Waker>,
+    rings: Vec<Arc<Ring>>,
+    simulator: Option<feed_sim::Simulator>,
+}
+
+impl Engine {
+    /// Validates `config`, binds every shard's listener, starts the feed, the ingester and the
+    /// shards, and returns at once.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let (feed, simulator) = match &config.feed {
+            FeedSource::External(url) => (url.clone(), None),
+            FeedSource::Embedded {
+                symbols,
+                rate,
+                seed,
+            } => {
+                let sim_cfg = feed_sim::SimConfig {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    symbols: *symbols,
+                    seed: *seed,
+                    rate: *rate,
+                    ..feed_sim::SimConfig::default()
+                };
+                let sim = feed_sim::Simulator::start(sim_cfg)
+                    .map_err(|e| StartError::Simulator(e.to_string()))?;
+                let url = FeedUrl::parse(&sim.feed_url())?;
+                tracing::info!(feed = %url.url, symbols, rate, "embedded simulated exchange started");
+                (url, Some(sim))
+            }
+        };
+
+        // Bind every listener before any thread starts: an error is reported, not logged.
+        let mut listeners = Vec::with_capacity(config.shards);
+        let mut addr = config.listen;
+        for _ in 0..config.shards {
+            let l =
+                shard::bind_listener(addr).map_err(|source| StartError::Listen { addr, source })?;
+            // With port 0 the first bind picks the port; the other shards share it.
+            addr = l
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?;
+            listeners.push(l);
+        }
+
+        let metrics = Arc::new(Metrics::new(config.shards));
+        let interest = Arc::new(Interest::new(config.shards, config.max_symbols));
+        let symbols = Arc::new(SymbolDirectory::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let ingest_poll = mio::Poll::new()?;
+        let ingest_waker = Arc::new(mio::Waker::new(ingest_poll.registry(), ingest::REQUESTS)?);
+
+        let mut polls = Vec::with_capacity(config.shards);
+        let mut rings = Vec::with_capacity(config.shards);
+        for _ in 0..config.shards {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), shard::WAKER)?;
+            rings.push(Arc::new(Ring::new(config.ring_capacity, waker)));
+            polls.push(poll);
+        }
+
+        let cores = if config.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut threads = Vec::new();
+        for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
+            let ctx = ShardContext {
+                id,
+                config: config.clone(),
+                ring: rings[id].clone(),
+                interest: interest.clone(),
+                symbols: symbols.clone(),
+                requests: req_tx.clone(),
+                ingest_waker: ingest_waker.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if core_affinity::set_for_current(core) {
+                            tracing::info!(shard = id, core = core.id, "shard pinned");
+                        } else {
+                            tracing::warn!(shard = id, core = core.id, "could not pin shard");
+                        }
+                    }
+                    if let Err(e) = shard::run(ctx, poll, listener) {
+                        tracing::error!(shard = id, error = %e, "shard stopped on an event-loop error");
+                    }
+                })?;
+            threads.push(t);
+        }
+
+        let ictx = IngestContext {
+            feed: feed.clone(),
+            rings: rings.clone(),
+            interest,
+            symbols,
+            requests: req_rx,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            reconnect_min: config.reconnect_min,
+            reconnect_max: config.reconnect_max,
+        };
+        let t = std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                if let Err(e) = ingest::run(ictx, ingest_poll) {
+                    tracing::error!(error = %e, "ingester stopped on an event-loop error");
+                }
+            })?;
+        threads.push(t);
+        tracing::info!(listen = %addr, shards = config.shards, feed = %feed.url, "tickcast serving ws://{addr}/ws");
+        Ok(Self {
+            local_addr: addr,
+            feed_url: feed.url,
+            metrics,
+            shutdown,
+            threads,
+            ingest_waker,
+            rings,
+            simulator,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The feed being read.
+    pub fn feed_url(&self) -> &str {
+        &self.feed_url
+    }
+
+    /// Process metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A flag that stops the engine when set (for signal handlers).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Blocks until the engine stops (after [`Engine::shutdown_flag`] is set or a thread ends).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(sim) = self.simulator.take() {
+            sim.shutdown();
+        }
+    }
+
+    /// Stops every thread: clients get close 1001, then the threads are joined.
+    pub fn stop(self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        let _ = self.ingest_waker.wake();
+        for r in &self.rings {
+            r.wake_now();
+        }
+        self.wait();
+    }
+}

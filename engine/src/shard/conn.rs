@@ -1,0 +1,68 @@
+//! One client connection as a shard sees it: socket, protocol state, out-buffer, subscriptions.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpStream;
+
+use crate::fanout::Format;
+use crate::fanout::limit::RateLimiter;
+use crate::fanout::outbuf::OutBuf;
+use crate::proto::conn::WsConn;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for a complete upgrade request until the deadline.
+    Handshake { deadline: Instant },
+    /// A plain HTTP response is queued; close once it is written.
+    Http,
+    /// WebSocket open: control messages in, data out.
+    Open,
+    /// A close frame is queued or sent; no more data. Dropped when the close handshake ends or at
+    /// the deadline.
+    Closing { deadline: Instant },
+}
+
+/// One subscription of a connection (one symbol).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sub {
+    pub(crate) sid: u32,
+    pub(crate) depth_idx: u8,
+    pub(crate) book: bool,
+    pub(crate) trades: bool,
+    /// The snapshot arrived: the connection is in the book topic's subscriber list.
+    pub(crate) ready: bool,
+    /// The snapshot request this subscription waits for.
+    pub(crate) req: u32,
+}
+
+/// A client connection owned by one shard.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) phase: Phase,
+    pub(crate) ws: Option<WsConn>,
+    pub(crate) format: Format,
+    pub(crate) inbuf: BytesMut,
+    pub(crate) out: OutBuf,
+    /// Records owed from the current ring drain, in ring order.
+    pub(crate) pending: Vec<Bytes>,
+    /// WRITABLE interest is registered (only while the out-buffer is not empty).
+    pub(crate) writable: bool,
+    pub(crate) subs: Vec<Sub>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) next_req: u32,
+}
+
+impl Conn {
+    pub(crate) fn sub_mut(&mut self, sid: u32) -> Option<&mut Sub> {
+        self.subs.iter_mut().find(|s| s.sid == sid)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+}

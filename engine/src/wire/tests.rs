@@ -1,0 +1,416 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn hdr(kind: RecordKind) -> RecordHeader {
+    RecordHeader {
+        kind,
+        flags: 0,
+        sid: 0x0102_0304,
+        seq: 0x1112_1314_1516_1718,
+        exch_ts: 1_763_700_000_000_000_000,
+        recv_ts: 1_763_700_000_000_000_123,
+    }
+}
+
+fn meta(symbol: &str) -> SymbolMeta {
+    SymbolMeta {
+        symbol: symbol.to_owned(),
+        sid: 7,
+        px_decimals: 2,
+        qty_decimals: 6,
+    }
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+fn i64_at(b: &[u8], off: usize) -> i64 {
+    i64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+fn check_header(b: &[u8], len: usize, kind: u8, flags: u8, h: &RecordHeader) {
+    assert_eq!(usize::from(u16_at(b, 0)), len);
+    assert_eq!(b[2], kind);
+    assert_eq!(b[3], flags);
+    assert_eq!(u32_at(b, 4), h.sid);
+    assert_eq!(u64_at(b, 8), h.seq);
+    assert_eq!(u64_at(b, 16), h.exch_ts);
+    assert_eq!(u64_at(b, 24), h.recv_ts);
+}
+
+fn json_of(out: &BytesMut) -> Value {
+    serde_json::from_slice(out).unwrap()
+}
+
+#[test]
+fn batch_header_layout() {
+    assert_eq!(batch_header(0x0203), [1, 0, 0x03, 0x02, 0, 0, 0, 0]);
+}
+
+#[test]
+fn header_bytes_are_little_endian_at_fixed_offsets() {
+    let mut out = BytesMut::new();
+    encode_status(&mut out, &hdr(RecordKind::Status), StatusCode::FeedStale);
+    let expect: [u8; 32] = [
+        40, 0, // length
+        4, 0, // kind, flags
+        0x04, 0x03, 0x02, 0x01, // sid
+        0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, // seq
+        0x00, 0x40, 0x5b, 0x36, 0xce, 0xeb, 0x79, 0x18, // exch_ts
+        0x7b, 0x40, 0x5b, 0x36, 0xce, 0xeb, 0x79, 0x18, // recv_ts
+    ];
+    assert_eq!(&out[..32], &expect);
+    assert_eq!(&out[32..], &[1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn book_snapshot_layout() {
+    let h = hdr(RecordKind::Snapshot);
+    let bids = [
+        Level {
+            px: 6_500_010,
+            qty: 1_500_000,
+        },
+        Level {
+            px: 6_500_000,
+            qty: 7,
+        },
+    ];
+    let asks = [Level {
+        px: -5,
+        qty: 250_000,
+    }];
+    let mut out = BytesMut::from(&b"xx"[..]);
+    encode_book(&mut out, &h, &bids, &asks);
+    assert_eq!(&out[..2], b"xx", "appends, never overwrites");
+    let b = &out[2..];
+    let len = 32 + 8 + 3 * 16;
+    assert_eq!(b.len(), len);
+    assert_eq!(book_record_len(2, 1), len);
+    // Snapshots always carry FLAG_SNAPSHOT even when the caller left flags at 0.
+    check_header(b, len, 1, FLAG_SNAPSHOT, &h);
+    assert_eq!(u16_at(b, 32), 2);
+    assert_eq!(u16_at(b, 34), 1);
+    assert_eq!(u32_at(b, 36), 0);
+    assert_eq!((i64_at(b, 40), i64_at(b, 48)), (6_500_010, 1_500_000));
+    assert_eq!((i64_at(b, 56), i64_at(b, 64)), (6_500_000, 7));
+    assert_eq!((i64_at(b, 72), i64_at(b, 80)), (-5, 250_000));
+}
+
+#[test]
+fn book_delta_layout_and_empty_sides() {
+    let h = hdr(RecordKind::Delta);
+    let mut out = BytesMut::new();
+    encode_book(&mut out, &h, &[], &[Level { px: 9, qty: 0 }]);
+    check_header(&out, 56, 2, 0, &h);
+    assert_eq!(u16_at(&out, 32), 0);
+    assert_eq!(u16_at(&out, 34), 1);
+    assert_eq!((i64_at(&out, 40), i64_at(&out, 48)), (9, 0));
+
+    out.clear();
+    encode_book(&mut out, &h, &[], &[]);
+    assert_eq!(out.len(), 40);
+    assert_eq!(u16_at(&out, 0), 40);
+}
+
+#[test]
+fn book_record_too_long_is_rejected_and_writes_nothing() {
+    let h = hdr(RecordKind::Snapshot);
+    let levels = vec![Level { px: 1, qty: 1 }; MAX_BOOK_LEVELS + 1];
+    let mut out = BytesMut::new();
+    assert!(!fits_book_record(MAX_BOOK_LEVELS, 1));
+    assert_eq!(
+        try_encode_book(&mut out, &h, &levels, &[]),
+        Err(WireError::TooManyLevels {
+            levels: MAX_BOOK_LEVELS + 1
+        })
+    );
+    assert!(out.is_empty());
+    encode_book(&mut out, &h, &levels[1..], &levels[..1]);
+    assert!(out.is_empty());
+    let (bids, asks) = levels.split_at(MAX_BOOK_LEVELS / 2);
+    assert!(fits_book_record(bids.len(), asks.len() - 1));
+    try_encode_book(&mut out, &h, bids, &asks[1..]).unwrap();
+    assert_eq!(usize::from(u16_at(&out, 0)), out.len());
+    assert!(out.len() <= usize::from(u16::MAX));
+}
+
+#[test]
+fn trade_layout() {
+    let h = hdr(RecordKind::Trade);
+    let mut out = BytesMut::new();
+    let t = Trade {
+        px: 6_500_020,
+        qty: 10_000,
+        trade_id: 42,
+        taker_side: Side::Ask,
+    };
+    encode_trade(&mut out, &h, &t);
+    check_header(&out, 64, 3, 0, &h);
+    assert_eq!(out.len(), TRADE_RECORD_LEN);
+    assert_eq!(i64_at(&out, 32), 6_500_020);
+    assert_eq!(i64_at(&out, 40), 10_000);
+    assert_eq!(u64_at(&out, 48), 42);
+    assert_eq!(out[56], 1);
+    assert_eq!(&out[57..64], &[0; 7]);
+
+    out.clear();
+    encode_trade(
+        &mut out,
+        &h,
+        &Trade {
+            taker_side: Side::Bid,
+            ..t
+        },
+    );
+    assert_eq!(out[56], 0);
+}
+
+#[test]
+fn status_layout() {
+    let h = RecordHeader {
+        seq: 0,
+        ..hdr(RecordKind::Status)
+    };
+    let mut out = BytesMut::new();
+    encode_status(&mut out, &h, StatusCode::SlowConsumer);
+    check_header(&out, 40, 4, 0, &h);
+    assert_eq!(u16_at(&out, 32), 3);
+    assert_eq!(&out[34..40], &[0; 6]);
+}
+
+#[test]
+fn kind_and_code_round_trip() {
+    for k in [
+        RecordKind::Snapshot,
+        RecordKind::Delta,
+        RecordKind::Trade,
+        RecordKind::Status,
+    ] {
+        assert_eq!(RecordKind::from_u8(k as u8), Some(k));
+    }
+    assert_eq!(RecordKind::from_u8(0), None);
+    assert_eq!(RecordKind::from_u8(5), None);
+    for c in [
+        StatusCode::FeedStale,
+        StatusCode::FeedResumed,
+        StatusCode::SlowConsumer,
+    ] {
+        assert_eq!(StatusCode::from_u16(c as u16), Some(c));
+    }
+    assert_eq!(StatusCode::from_u16(9), None);
+}
+
+#[test]
+fn book_json_fields() {
+    let h = hdr(RecordKind::Snapshot);
+    let mut out = BytesMut::new();
+    encode_book_json(
+        &mut out,
+        &meta("BTC-USD"),
+        &h,
+        &[
+            Level {
+                px: 6_500_010,
+                qty: 1_500_000,
+            },
+            Level { px: 5, qty: 1 },
+        ],
+        &[],
+    );
+    let v = json_of(&out);
+    assert_eq!(
+        v,
+        json!({
+            "kind": "snapshot", "symbol": "BTC-USD", "sid": 7, "seq": h.seq,
+            "exch_ts": h.exch_ts, "recv_ts": h.recv_ts,
+            "bids": [["65000.10", "1.500000"], ["0.05", "0.000001"]], "asks": []
+        })
+    );
+
+    out.clear();
+    encode_book_json(
+        &mut out,
+        &meta("BTC-USD"),
+        &hdr(RecordKind::Delta),
+        &[],
+        &[Level { px: -100, qty: 0 }],
+    );
+    let v = json_of(&out);
+    assert_eq!(v["kind"], "delta");
+    assert_eq!(v["bids"], json!([]));
+    assert_eq!(v["asks"], json!([["-1.00", "0.000000"]]));
+}
+
+#[test]
+fn trade_and_status_json_fields() {
+    let h = hdr(RecordKind::Trade);
+    let mut out = BytesMut::new();
+    let t = Trade {
+        px: 6_500_020,
+        qty: 10_000,
+        trade_id: u64::MAX,
+        taker_side: Side::Bid,
+    };
+    encode_trade_json(&mut out, &meta("ETH-USD"), &h, &t);
+    assert_eq!(
+        json_of(&out),
+        json!({
+            "kind": "trade", "symbol": "ETH-USD", "sid": 7, "seq": h.seq,
+            "exch_ts": h.exch_ts, "recv_ts": h.recv_ts,
+            "price": "65000.20", "qty": "0.010000", "trade_id": u64::MAX, "side": "buy"
+        })
+    );
+    out.clear();
+    encode_trade_json(
+        &mut out,
+        &meta("ETH-USD"),
+        &h,
+        &Trade {
+            taker_side: Side::Ask,
+            ..t
+        },
+    );
+    assert_eq!(json_of(&out)["side"], "sell");
+
+    out.clear();
+    let h = RecordHeader {
+        seq: 0,
+        ..hdr(RecordKind::Status)
+    };
+    encode_status_json(&mut out, &meta("ETH-USD"), &h, StatusCode::FeedResumed);
+    assert_eq!(
+        json_of(&out),
+        json!({
+            "kind": "status", "symbol": "ETH-USD", "sid": 7, "seq": 0,
+            "exch_ts": h.exch_ts, "recv_ts": h.recv_ts, "code": 2
+        })
+    );
+}
+
+#[test]
+fn json_symbol_is_escaped() {
+    let nasty = "a\"b\\c\n\u{1}\u{1f}é€";
+    let mut out = BytesMut::new();
+    encode_status_json(
+        &mut out,
+        &meta(nasty),
+        &hdr(RecordKind::Status),
+        StatusCode::FeedStale,
+    );
+    assert_eq!(json_of(&out)["symbol"], nasty);
+    let mut s = BytesMut::new();
+    write_json_string(&mut s, "x\u{1}\"");
+    assert_eq!(&s[..], br#""x\u0001\"""#);
+}
+
+fn dec(v: i64, d: u8) -> String {
+    let mut out = BytesMut::new();
+    write_decimal(&mut out, v, d);
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+#[test]
+fn write_decimal_cases() {
+    assert_eq!(dec(0, 0), "0");
+    assert_eq!(dec(0, 3), "0.000");
+    assert_eq!(dec(150, 2), "1.50");
+    assert_eq!(dec(5, 3), "0.005");
+    assert_eq!(dec(-5, 3), "-0.005");
+    assert_eq!(dec(-1234, 0), "-1234");
+    assert_eq!(dec(i64::MAX, 18), "9.223372036854775807");
+    assert_eq!(dec(i64::MIN, 0), "-9223372036854775808");
+    assert_eq!(dec(i64::MIN, 19), "-0.9223372036854775808");
+    assert_eq!(dec(1, 25), "0.0000000000000000000000001");
+}
+
+#[test]
+fn parse_decimal_accepts() {
+    assert_eq!(parse_decimal(b"65000.10", 2), Ok(6_500_010));
+    assert_eq!(parse_decimal(b"1.5", 6), Ok(1_500_000));
+    assert_eq!(parse_decimal(b"1.500000000", 2), Ok(150));
+    assert_eq!(parse_decimal(b"007", 0), Ok(7));
+    assert_eq!(parse_decimal(b"-0.01", 2), Ok(-1));
+    assert_eq!(parse_decimal(b"-0", 2), Ok(0));
+    assert_eq!(parse_decimal(b"0.000", 30), Ok(0));
+    assert_eq!(parse_decimal(b"9223372036854775807", 0), Ok(i64::MAX));
+    assert_eq!(parse_decimal(b"-9223372036854775808", 0), Ok(i64::MIN));
+    assert_eq!(parse_decimal(b"-9.223372036854775808", 18), Ok(i64::MIN));
+}
+
+#[test]
+fn parse_decimal_rejects() {
+    use DecimalError::*;
+    for (s, d, e) in [
+        (&b""[..], 2, Empty),
+        (b"-", 2, Empty),
+        (b"+1", 2, Syntax),
+        (b".5", 2, Syntax),
+        (b"1.", 2, Syntax),
+        (b"-.5", 2, Syntax),
+        (b"1.2.3", 2, Syntax),
+        (b"1e3", 2, Syntax),
+        (b" 1", 2, Syntax),
+        (b"1 ", 2, Syntax),
+        (b"--1", 2, Syntax),
+        (b"1,5", 2, Syntax),
+        (b"1.5x", 0, Syntax),
+        (b"1.001", 2, Precision),
+        (b"0.5", 0, Precision),
+        (b"9223372036854775808", 0, Overflow),
+        (b"-9223372036854775809", 0, Overflow),
+        (b"92233720368547758.08", 3, Overflow),
+        (b"99999999999999999999999", 0, Overflow),
+        (b"1", 19, Overflow),
+    ] {
+        assert_eq!(
+            parse_decimal(s, d),
+            Err(e),
+            "{:?}",
+            String::from_utf8_lossy(s)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn decimal_round_trips(v in any::<i64>(), d in 0u8..=19) {
+        let s = dec(v, d);
+        prop_assert_eq!(parse_decimal(s.as_bytes(), d), Ok(v));
+        // Independent reference: integer and fraction parts by i128 arithmetic.
+        let scale = 10i128.pow(u32::from(d));
+        let a = i128::from(v).abs();
+        let sign = if v < 0 { "-" } else { "" };
+        let expect = if d == 0 {
+            format!("{sign}{a}")
+        } else {
+            format!("{sign}{}.{:0width$}", a / scale, a % scale, width = usize::from(d))
+        };
+        prop_assert_eq!(s, expect);
+    }
+
+    #[test]
+    fn extra_zero_digits_are_accepted(v in any::<i64>(), d in 0u8..=12, zeros in 1usize..8) {
+        let mut s = dec(v, d);
+        if d == 0 {
+            s.push('.');
+        }
+        s.extend(std::iter::repeat_n('0', zeros));
+        prop_assert_eq!(parse_decimal(s.as_bytes(), d), Ok(v));
+    }
+
+    #[test]
+    fn parse_never_panics(s in proptest::collection::vec(any::<u8>(), 0..30), d in any::<u8>()) {
+        let _ = parse_decimal(&s, d);
+    }
+}

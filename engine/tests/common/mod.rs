@@ -1,0 +1,409 @@
+//! Shared harness for the loopback integration tests: the real `tickcast` binary, the real
+//! feed-sim (as a library, in the test process), and independent clients (tungstenite for the
+//! WebSocket layer, `tickcast_bench` for decoding records and rebuilding books).
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+// Tests wait on real time; the sans-IO clock rule is for the engine library.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use feed_sim::{SimConfig, Simulator};
+use serde_json::Value;
+use tickcast_bench::book::StreamState;
+use tickcast_bench::control::{Reply, SymbolInfo};
+use tickcast_bench::wire::{Record, decode_batch, decode_json_batch};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// A book as (bids, asks), best first.
+pub type Levels = (Vec<(i64, i64)>, Vec<(i64, i64)>);
+
+/// Upper bound for anything a test waits for.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A simulator on an ephemeral loopback port.
+pub fn simulator(symbols: usize, rate: f64, updates: Option<u64>, seed: u64) -> Simulator {
+    Simulator::start(SimConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        symbols,
+        seed,
+        rate,
+        updates,
+        ..SimConfig::default()
+    })
+    .expect("start feed-sim")
+}
+
+/// The `tickcast` binary, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts `tickcast --listen 127.0.0.1:0 ARGS..` and waits until `/healthz` says the feed is live.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tickcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("tickcast listening on ws://") {
+                    let addr = rest.trim_end_matches("/ws").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(PATIENCE)
+            .expect("tickcast did not print its address")
+            .parse()
+            .expect("address");
+        let d = Self { child, addr };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok((200, _)) = http_get(d.addr, "/healthz") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "tickcast never became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.addr)
+        } else {
+            format!("ws://{}/ws?{query}", self.addr)
+        }
+    }
+
+    /// A counter or gauge from `/metrics`, summed over its label sets.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (status, body) = http_get(self.addr, "/metrics").expect("metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// One labelled sample from `/metrics`.
+    pub fn metric_labelled(&self, name: &str, labels: &str) -> u64 {
+        let (_, body) = http_get(self.addr, "/metrics").expect("metrics");
+        let prefix = format!("{name}{{{labels}}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends `request` as is and reads the response until the server closes.
+pub fn raw_http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Parses a decimal string into an integer scaled by 10^decimals (independent of the engine).
+pub fn scaled(s: &str, decimals: u8) -> i64 {
+    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let mut frac = frac.to_owned();
+    assert!(
+        frac.len() <= usize::from(decimals),
+        "too many decimals in {s}"
+    );
+    while frac.len() < usize::from(decimals) {
+        frac.push('0');
+    }
+    let v: i64 = format!("{int}{frac}").parse().expect("decimal");
+    if neg { -v } else { v }
+}
+
+/// The simulator's truth for `symbol`: (bids, asks) best first, scaled with `info`'s decimals.
+pub fn truth(sim: &Simulator, info: &SymbolInfo) -> Levels {
+    let (status, body) =
+        http_get(sim.local_addr(), &format!("/book/{}", info.symbol)).expect("GET /book");
+    assert_eq!(status, 200, "GET /book/{}: {body}", info.symbol);
+    let v: Value = serde_json::from_str(&body).expect("book json");
+    let side = |k: &str| -> Vec<(i64, i64)> {
+        v[k].as_array()
+            .expect("levels")
+            .iter()
+            .map(|l| {
+                (
+                    scaled(l[0].as_str().expect("px"), info.px_decimals),
+                    scaled(l[1].as_str().expect("qty"), info.qty_decimals),
+                )
+            })
+            .collect()
+    };
+    (side("bids"), side("asks"))
+}
+
+/// A subscriber: a tungstenite client plus the independent stream checker.
+pub struct Client {
+    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    pub state: StreamState,
+    pub json: bool,
+    pub decimals: HashMap<String, (u8, u8)>,
+    pub symbols: Vec<SymbolInfo>,
+    pub records: u64,
+    pub messages: u64,
+    pub seq_errors: Vec<String>,
+    pub replies: Vec<Reply>,
+    pub close: Option<CloseFrame>,
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Self {
+        let (ws, resp) = tungstenite::connect(url).expect("connect");
+        assert_eq!(resp.status(), 101);
+        Self::from_ws(ws, url.contains("format=json"))
+    }
+
+    /// Connects over a socket the caller prepared (e.g. with a small receive buffer).
+    pub fn connect_with(url: &str, stream: TcpStream) -> Self {
+        let (ws, resp) =
+            tungstenite::client(url, MaybeTlsStream::Plain(stream)).expect("handshake");
+        assert_eq!(resp.status(), 101);
+        Self::from_ws(ws, url.contains("format=json"))
+    }
+
+    fn from_ws(ws: WebSocket<MaybeTlsStream<TcpStream>>, json: bool) -> Self {
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+        }
+        Self {
+            ws,
+            state: StreamState::new(),
+            json,
+            decimals: HashMap::new(),
+            symbols: Vec::new(),
+            records: 0,
+            messages: 0,
+            seq_errors: Vec::new(),
+            replies: Vec::new(),
+            close: None,
+        }
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    /// Reads one message (or times out after the socket's read timeout); false when closed.
+    pub fn step(&mut self) -> bool {
+        match self.ws.read() {
+            Ok(Message::Binary(b)) => {
+                self.messages += 1;
+                let recs = decode_batch(&b).expect("valid batch");
+                self.apply(&recs);
+                true
+            }
+            Ok(Message::Text(t)) => {
+                if t.starts_with('[') {
+                    self.messages += 1;
+                    let dec = self.decimals.clone();
+                    let recs = decode_json_batch(&t, &|s: &str| dec.get(s).copied())
+                        .expect("valid json batch");
+                    self.apply(&recs);
+                } else {
+                    let reply = Reply::parse(&t).expect("reply json");
+                    if let Reply::Subscribed { symbols, .. } = &reply {
+                        for s in symbols {
+                            self.decimals
+                                .insert(s.symbol.clone(), (s.px_decimals, s.qty_decimals));
+                            if !self.symbols.iter().any(|x| x.sid == s.sid) {
+                                self.symbols.push(s.clone());
+                            }
+                        }
+                    }
+                    self.replies.push(reply);
+                }
+                true
+            }
+            Ok(Message::Close(frame)) => {
+                self.close = frame;
+                // Complete the close handshake.
+                let _ = self.ws.flush();
+                false
+            }
+            Ok(_) => true,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn apply(&mut self, recs: &[Record]) {
+        for r in recs {
+            self.records += 1;
+            if let Err(e) = self.state.apply(r) {
+                self.seq_errors.push(e.to_string());
+            }
+            if r.header.kind <= 2 {
+                if let Some(b) = self.state.book(r.header.sid) {
+                    assert!(!b.is_crossed(), "crossed book for sid {}", r.header.sid);
+                }
+            }
+        }
+    }
+
+    /// Reads for `d` (or until closed).
+    pub fn pump(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if !self.step() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads until a reply with `id` arrives.
+    pub fn reply(&mut self, id: u64) -> Reply {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(pos) = self.replies.iter().position(|r| r.id() == Some(id)) {
+                return self.replies.remove(pos);
+            }
+            assert!(Instant::now() < deadline, "no reply with id {id}");
+            assert!(
+                self.step(),
+                "connection closed while waiting for reply {id}"
+            );
+        }
+    }
+
+    pub fn subscribe(&mut self, id: u64, symbols: &[&str], depth: u16) -> Reply {
+        self.send(serde_json::json!({"op":"subscribe","id":id,"symbols":symbols,"depth":depth}));
+        self.reply(id)
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub fn until_closed(&mut self, d: Duration) -> Option<u16> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if !self.step() {
+                return self.close.as_ref().map(|f| u16::from(f.code));
+            }
+        }
+        None
+    }
+
+    /// The client's book for `sid` at `depth` levels (0 = all).
+    pub fn top(&self, sid: u32, depth: usize) -> Option<Levels> {
+        let b = self.state.book(sid)?;
+        let n = if depth == 0 { usize::MAX } else { depth };
+        Some((b.top_bids(n), b.top_asks(n)))
+    }
+}
+
+/// Cuts a truth book to `depth` levels (0 = all).
+pub fn cut(book: &Levels, depth: usize) -> Levels {
+    let n = if depth == 0 { usize::MAX } else { depth };
+    (
+        book.0.iter().take(n).copied().collect(),
+        book.1.iter().take(n).copied().collect(),
+    )
+}
+
+/// Pumps every client until each holds exactly the simulator's truth for each of its symbols at
+/// its depth, or panics after `PATIENCE` with the first difference.
+pub fn converge(sim: &Simulator, clients: &mut [(&mut Client, usize)]) {
+    let deadline = Instant::now() + PATIENCE;
+    while !sim.is_done() {
+        for (c, _) in clients.iter_mut() {
+            c.pump(Duration::from_millis(20));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "simulator never finished its updates"
+        );
+    }
+    loop {
+        let mut diff = None;
+        for (c, depth) in clients.iter_mut() {
+            c.pump(Duration::from_millis(50));
+            for info in c.symbols.clone() {
+                let want = cut(&truth(sim, &info), *depth);
+                let have = c.top(info.sid, *depth);
+                if have.as_ref() != Some(&want) {
+                    diff = Some(format!(
+                        "{} depth {depth}: client {:?}\n truth {:?}",
+                        info.symbol,
+                        have.map(|h| (
+                            h.0.into_iter().take(3).collect::<Vec<_>>(),
+                            h.1.into_iter().take(3).collect::<Vec<_>>()
+                        )),
+                        (
+                            want.0.iter().take(3).collect::<Vec<_>>(),
+                            want.1.iter().take(3).collect::<Vec<_>>()
+                        ),
+                    ));
+                }
+            }
+        }
+        if diff.is_none() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "books did not converge: {}",
+            diff.unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,836 @@
+//! The network side: one TCP listener serving `/feed` (WebSocket), `/book/SYMBOL` and
+//! `/healthz`, a generator thread pacing the [`Exchange`], and one thread per connection.
+//!
+//! Consistency between snapshots and the live stream: the generator steps the exchange and
+//! hands the resulting batch to every registered client while holding the core lock; a new
+//! client is registered, and its snapshots are taken, under that same lock. A client therefore
+//! gets exactly the updates after its snapshots, none missed, none twice. Snapshot requests
+//! from a client are served the same way, through the client's own queue.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tracing::{debug, error, info, warn};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes, WebSocket};
+
+use crate::config::{SimConfig, SimError};
+use crate::exchange::Exchange;
+use crate::faults::{self, Faults};
+use crate::http::{self, HeadError, Request};
+
+/// Batches a feed client may have queued before it is disconnected.
+const CLIENT_QUEUE_BATCHES: usize = 16_384;
+/// Bytes a feed client may have queued before it is disconnected (at least twice its
+/// initial snapshots).
+const CLIENT_QUEUE_BYTES: usize = 64 << 20;
+/// Most concurrent connections; further ones are refused.
+const MAX_CONNECTIONS: usize = 256;
+/// Pacing tick of the generator.
+const TICK: Duration = Duration::from_millis(1);
+/// How long idle threads sleep between checks of the stop flag.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+/// Grace period for a feed client to complete the close handshake on shutdown.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// Largest message a feed client may send.
+const MAX_CLIENT_MESSAGE: usize = 64 << 10;
+
+/// Nanoseconds since the Unix epoch (realtime clock).
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A registered feed client, as seen by the generator.
+#[derive(Debug)]
+struct FeedClient {
+    id: u64,
+    peer: SocketAddr,
+    tx: Sender<Bytes>,
+    /// Queue accounting shared with the client's thread.
+    queue: Arc<QueueState>,
+    /// Eviction bound on `queue.bytes`.
+    limit: usize,
+}
+
+impl FeedClient {
+    /// Enqueues a batch; `false` when the client must be dropped (overflow or gone).
+    fn offer(&self, batch: Bytes) -> bool {
+        let len = batch.len();
+        if self.queue.bytes.load(Ordering::Relaxed) + len > self.limit {
+            warn!(client = self.id, peer = %self.peer, "feed client queue over {} bytes; disconnecting", self.limit);
+            self.queue.evicted.store(true, Ordering::Release);
+            return false;
+        }
+        self.queue.bytes.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(batch) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!(client = self.id, peer = %self.peer, "feed client queue full ({CLIENT_QUEUE_BATCHES} batches); disconnecting");
+                self.queue.evicted.store(true, Ordering::Release);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                debug!(client = self.id, "feed client gone");
+                false
+            }
+        }
+    }
+}
+
+/// Accounting of one client's queue, shared by the generator and the client's thread.
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Bytes enqueued and not yet taken by the client's thread.
+    bytes: AtomicUsize,
+    /// Set when the generator dropped the client for overflowing.
+    evicted: AtomicBool,
+}
+
+/// State behind the core lock: the exchange and the clients receiving its stream.
+#[derive(Debug)]
+struct Core {
+    exchange: Exchange,
+    clients: Vec<FeedClient>,
+    faults: Faults,
+}
+
+impl Core {
+    /// Hands a live batch to every client, dropping those that overflow.
+    fn broadcast(&mut self, batch: Bytes) {
+        let batch = faults::inject(&self.faults, batch);
+        if batch.is_empty() {
+            return;
+        }
+        self.clients.retain(|c| c.offer(batch.clone()));
+    }
+}
+
+/// Everything the threads share.
+#[derive(Debug)]
+struct Shared {
+    core: Mutex<Core>,
+    stop: AtomicBool,
+    updates_sent: AtomicU64,
+    done: AtomicBool,
+    open_connections: AtomicUsize,
+    next_client_id: AtomicU64,
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running simulated exchange. Dropping it (or [`shutdown`](Self::shutdown)) stops
+/// accepting, closes feed clients with 1001 and joins every thread.
+#[derive(Debug)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    /// Dropped to wake the generator and the acceptor at shutdown.
+    stop_tx: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Validates `cfg`, builds the exchange, binds the listener (port 0 allowed), spawns the
+    /// acceptor and generator threads and returns at once.
+    pub fn start(cfg: SimConfig) -> Result<Self, SimError> {
+        cfg.validate()?;
+        let listener = TcpListener::bind(cfg.listen).map_err(|source| SimError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let exchange = Exchange::new(cfg.symbols, cfg.depth, cfg.seed);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                exchange,
+                clients: Vec::new(),
+                faults: Faults::none(),
+            }),
+            stop: AtomicBool::new(false),
+            updates_sent: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            open_connections: AtomicUsize::new(0),
+            next_client_id: AtomicU64::new(1),
+            connections: Mutex::new(Vec::new()),
+        });
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut sim = Self {
+            shared: Arc::clone(&shared),
+            local_addr,
+            stop_tx: Some(stop_tx),
+            threads: Vec::new(),
+        };
+        let gen_shared = Arc::clone(&shared);
+        let gen_stop = stop_rx.clone();
+        let (rate, limit) = (cfg.rate, cfg.updates);
+        // On error `sim` is dropped, which stops and joins whatever was already spawned.
+        sim.threads.push(
+            thread::Builder::new()
+                .name("feed-sim-gen".into())
+                .spawn(move || generate(&gen_shared, rate, limit, &gen_stop))?,
+        );
+        sim.threads.push(
+            thread::Builder::new()
+                .name("feed-sim-accept".into())
+                .spawn(move || accept_loop(&shared, &listener, &stop_rx))?,
+        );
+        info!(
+            addr = %local_addr,
+            symbols = cfg.symbols,
+            depth = cfg.depth,
+            seed = cfg.seed,
+            rate = cfg.rate,
+            updates = ?cfg.updates,
+            "feed-sim listening"
+        );
+        Ok(sim)
+    }
+
+    /// The bound address (with the actual port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ADDR/feed`, with a loopback address when listening on an unspecified one.
+    pub fn feed_url(&self) -> String {
+        format!("ws://{}/feed", connectable(self.local_addr))
+    }
+
+    /// l2updates generated so far.
+    pub fn updates_sent(&self) -> u64 {
+        self.shared.updates_sent.load(Ordering::Acquire)
+    }
+
+    /// True once the `updates` limit was reached: books are frozen, serving goes on.
+    pub fn is_done(&self) -> bool {
+        self.shared.done.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, closes feed clients (1001) and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if self.stop_tx.is_none() {
+            return;
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        drop(self.stop_tx.take());
+        for h in self.threads.drain(..) {
+            if h.join().is_err() {
+                error!("feed-sim thread panicked");
+            }
+        }
+        // The acceptor is joined: no connection thread is added any more.
+        let conns = std::mem::take(&mut *self.shared.connections.lock());
+        for h in conns {
+            if h.join().is_err() {
+                error!("feed-sim connection thread panicked");
+            }
+        }
+        self.shared.core.lock().clients.clear();
+        info!(addr = %self.local_addr, "feed-sim stopped");
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// An address a local client can connect to for a listener bound to `addr`.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// The generator: `rate` l2updates per second in small batches, until `limit` or stop.
+fn generate(shared: &Shared, rate: f64, limit: Option<u64>, stop_rx: &Receiver<()>) {
+    // At most 50 ms worth of updates per batch; further behind than 1 s, re-anchor the pace
+    // rather than burst to catch up.
+    let max_batch = ((rate * 0.05).ceil() as u64).max(1);
+    let mut anchor = Instant::now();
+    let mut anchor_count = 0u64;
+    let mut produced = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let remaining = limit.map(|n| n.saturating_sub(produced));
+        if remaining == Some(0) {
+            shared.done.store(true, Ordering::Release);
+            info!(
+                updates = produced,
+                "update limit reached; books frozen, still serving"
+            );
+            // Block until shutdown (the sender is dropped).
+            let _ = stop_rx.recv();
+            return;
+        }
+        let due = anchor_count + (anchor.elapsed().as_secs_f64() * rate) as u64;
+        let mut n = due.saturating_sub(produced);
+        if n > max_batch {
+            if n > max_batch.saturating_mul(20) {
+                debug!(
+                    behind = n,
+                    "generator behind schedule; re-anchoring the pace"
+                );
+                anchor = Instant::now();
+                anchor_count = produced;
+            }
+            n = max_batch;
+        }
+        if let Some(r) = remaining {
+            n = n.min(r);
+        }
+        if n > 0 {
+            buf.reserve(n as usize * 192);
+            let mut core = shared.core.lock();
+            for _ in 0..n {
+                core.exchange.step(now_ns(), &mut buf);
+            }
+            let batch = Bytes::from(std::mem::take(&mut buf));
+            core.broadcast(batch);
+            drop(core);
+            produced += n;
+            shared.updates_sent.store(produced, Ordering::Release);
+        }
+        let next_due = Duration::try_from_secs_f64((produced + 1 - anchor_count) as f64 / rate)
+            .map(|d| anchor + d)
+            .unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
+        let wait = next_due
+            .saturating_duration_since(Instant::now())
+            .clamp(TICK, Duration::from_secs(1));
+        match stop_rx.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Accepts connections until stop; one thread per connection.
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop_rx: &Receiver<()>) {
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => spawn_connection(shared, stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match stop_rx.recv_timeout(IDLE_POLL) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                if !matches!(
+                    stop_rx.recv_timeout(Duration::from_millis(50)),
+                    Err(RecvTimeoutError::Timeout)
+                ) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    if shared.open_connections.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+        warn!(%peer, "too many connections ({MAX_CONNECTIONS}); refusing");
+        return;
+    }
+    shared.open_connections.fetch_add(1, Ordering::AcqRel);
+    let conn_shared = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name("feed-sim-conn".into())
+        .spawn(move || {
+            handle_connection(&conn_shared, stream, peer);
+            conn_shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        });
+    match spawned {
+        Ok(h) => {
+            let mut conns = shared.connections.lock();
+            conns.retain(|h| !h.is_finished());
+            conns.push(h);
+        }
+        Err(e) => {
+            shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+            warn!(%peer, error = %e, "cannot spawn a connection thread; dropping the connection");
+        }
+    }
+}
+
+fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
+    let setup = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.set_read_timeout(Some(Duration::from_millis(100))))
+        .and_then(|()| stream.set_write_timeout(Some(http::HEAD_TIMEOUT)));
+    if let Err(e) = setup {
+        debug!(%peer, error = %e, "socket setup failed");
+        return;
+    }
+    let req = match http::read_request(&mut stream, &shared.stop) {
+        Ok(r) => r,
+        Err(e @ (HeadError::TooLarge | HeadError::Malformed(_))) => {
+            debug!(%peer, error = %e, "bad request");
+            let (status, reason) = match e {
+                HeadError::TooLarge => (431, "Request Header Fields Too Large"),
+                _ => (400, "Bad Request"),
+            };
+            let r = http::respond_text(&mut stream, status, reason, &[], &format!("{e}\n"));
+            finish(&mut stream, r);
+            return;
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "no request");
+            return;
+        }
+    };
+    debug!(%peer, method = %req.method, path = %req.path, "request");
+    if req.method != "GET" {
+        let r = http::respond_text(
+            &mut stream,
+            405,
+            "Method Not Allowed",
+            &[("Allow", "GET")],
+            "only GET is supported\n",
+        );
+        finish(&mut stream, r);
+        return;
+    }
+    let path = req.path.as_str();
+    if path == "/feed" {
+        serve_feed(shared, stream, peer, req);
+    } else if path == "/healthz" {
+        let r = http::respond_text(&mut stream, 200, "OK", &[], "ok\n");
+        finish(&mut stream, r);
+    } else if let Some(symbol) = path.strip_prefix("/book/") {
+        let body = shared.core.lock().exchange.book_json(symbol);
+        let r = match body {
+            Some(body) => http::respond(
+                &mut stream,
+                200,
+                "OK",
+                "application/json",
+                &[],
+                body.as_bytes(),
+            ),
+            None => http::respond_text(&mut stream, 404, "Not Found", &[], "unknown symbol\n"),
+        };
+        finish(&mut stream, r);
+    } else {
+        let r = http::respond_text(&mut stream, 404, "Not Found", &[], "not found\n");
+        finish(&mut stream, r);
+    }
+}
+
+/// Ends a plain HTTP exchange: logs a write error, half-closes so the response is delivered.
+fn finish(stream: &mut TcpStream, written: io::Result<()>) {
+    match written {
+        Ok(()) => {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        Err(e) => debug!(error = %e, "writing the response failed"),
+    }
+}
+
+/// A control message from a feed client.
+#[derive(Debug, Deserialize)]
+struct ClientRequest {
+    op: String,
+    #[serde(default)]
+    symbol: Option<String>,
+}
+
+/// How a feed session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// The client closed or the connection broke.
+    Peer,
+    /// The client's queue overflowed.
+    Evicted,
+    /// The simulator is stopping.
+    Shutdown,
+}
+
+fn serve_feed(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, req: Request) {
+    let accept = match http::check_upgrade(&req) {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(%peer, error = %e, "bad upgrade");
+            let r = match e {
+                http::UpgradeError::Version => http::respond_text(
+                    &mut stream,
+                    426,
+                    "Upgrade Required",
+                    &[("Sec-WebSocket-Version", "13")],
+                    &format!("{e}\n"),
+                ),
+                _ => http::respond_text(&mut stream, 400, "Bad Request", &[], &format!("{e}\n")),
+            };
+            finish(&mut stream, r);
+            return;
+        }
+    };
+    if let Err(e) = io::Write::write_all(&mut stream, http::switching_protocols(&accept).as_bytes())
+    {
+        debug!(%peer, error = %e, "writing the handshake failed");
+        return;
+    }
+    if let Err(e) = stream.set_nonblocking(true) {
+        debug!(%peer, error = %e, "socket setup failed");
+        return;
+    }
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = crossbeam_channel::bounded(CLIENT_QUEUE_BATCHES);
+    let queue = Arc::new(QueueState::default());
+    {
+        let mut core = shared.core.lock();
+        let mut buf = Vec::new();
+        core.exchange.symbols_json(&mut buf);
+        let ts = now_ns();
+        for i in 0..core.exchange.symbols().len() {
+            core.exchange.snapshot_json(i, ts, &mut buf);
+        }
+        let client = FeedClient {
+            id,
+            peer,
+            tx,
+            queue: Arc::clone(&queue),
+            limit: CLIENT_QUEUE_BYTES.max(buf.len() * 2),
+        };
+        if client.offer(Bytes::from(buf)) {
+            core.clients.push(client);
+        }
+    }
+    info!(client = id, %peer, "feed client connected");
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let ws = WebSocket::from_partially_read(stream, req.rest, Role::Server, Some(config));
+    let mut session = FeedSession {
+        shared,
+        id,
+        peer,
+        ws,
+        rx,
+        queue,
+        pending: None,
+    };
+    let end = session.run();
+    info!(client = id, %peer, reason = ?end, "feed client disconnected");
+}
+
+/// One feed connection: a non-blocking WebSocket fed from the client's queue.
+struct FeedSession<'a> {
+    shared: &'a Shared,
+    id: u64,
+    peer: SocketAddr,
+    ws: WebSocket<TcpStream>,
+    rx: Receiver<Bytes>,
+    queue: Arc<QueueState>,
+    /// A batch taken off the queue and the offset of its first message not yet written.
+    pending: Option<(Bytes, usize)>,
+}
+
+/// Outcome of a write or flush on the non-blocking socket.
+enum Io {
+    Done,
+    Blocked,
+    Closed,
+}
+
+fn classify(r: tungstenite::Result<()>, peer: SocketAddr) -> Io {
+    match r {
+        Ok(()) => Io::Done,
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Io::Blocked,
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Io::Closed,
+        Err(e) => {
+            debug!(%peer, error = %e, "feed connection error");
+            Io::Closed
+        }
+    }
+}
+
+impl FeedSession<'_> {
+    fn run(&mut self) -> SessionEnd {
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                self.close(CloseCode::Away, "server shutting down");
+                return SessionEnd::Shutdown;
+            }
+            if self.queue.evicted.load(Ordering::Acquire) {
+                // Whatever is still queued would only delay the disconnect of a slow reader.
+                self.close(CloseCode::Again, "slow consumer");
+                return SessionEnd::Evicted;
+            }
+            if !self.read_all() {
+                return SessionEnd::Peer;
+            }
+            let mut evicted = false;
+            let mut blocked = false;
+            'write: for _ in 0..64 {
+                if self.pending.is_none() {
+                    match self.rx.try_recv() {
+                        Ok(b) => self.take(b),
+                        Err(TryRecvError::Empty) => break 'write,
+                        Err(TryRecvError::Disconnected) => {
+                            evicted = true;
+                            break 'write;
+                        }
+                    }
+                }
+                match self.write_pending() {
+                    Io::Done => {}
+                    Io::Blocked => {
+                        blocked = true;
+                        break 'write;
+                    }
+                    Io::Closed => return SessionEnd::Peer,
+                }
+            }
+            match classify(self.ws.flush(), self.peer) {
+                Io::Done => {}
+                Io::Blocked => blocked = true,
+                Io::Closed => return SessionEnd::Peer,
+            }
+            if evicted && self.pending.is_none() {
+                self.close(CloseCode::Again, "slow consumer");
+                return SessionEnd::Evicted;
+            }
+            if blocked {
+                // The peer is not reading fast enough: wait for socket room. The queue keeps
+                // filling meanwhile and evicts the client if it overflows.
+                thread::sleep(TICK);
+            } else if self.pending.is_none() {
+                match self.rx.recv_timeout(IDLE_POLL) {
+                    Ok(b) => self.take(b),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.close(CloseCode::Again, "slow consumer");
+                        return SessionEnd::Evicted;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, batch: Bytes) {
+        self.queue.bytes.fetch_sub(batch.len(), Ordering::Relaxed);
+        self.pending = Some((batch, 0));
+    }
+
+    /// Writes the pending batch message by message (one text frame per `\n`-terminated line).
+    fn write_pending(&mut self) -> Io {
+        let Some((batch, mut at)) = self.pending.take() else {
+            return Io::Done;
+        };
+        while at < batch.len() {
+            let end = batch[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(batch.len(), |p| at + p);
+            let line = batch.slice(at..end);
+            at = end + 1;
+            if line.is_empty() {
+                continue;
+            }
+            let text = match Utf8Bytes::try_from(line) {
+                Ok(t) => t,
+                Err(e) => {
+                    error!(client = self.id, error = %e, "generated message is not UTF-8; skipped");
+                    continue;
+                }
+            };
+            match classify(self.ws.write(Message::Text(text)), self.peer) {
+                Io::Done => {}
+                Io::Blocked => {
+                    // The frame is buffered inside tungstenite; resume after it.
+                    if at < batch.len() {
+                        self.pending = Some((batch, at));
+                    }
+                    return Io::Blocked;
+                }
+                Io::Closed => return Io::Closed,
+            }
+        }
+        Io::Done
+    }
+
+    /// Reads every available client message; `false` when the connection is over.
+    fn read_all(&mut self) -> bool {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => self.on_text(t.as_str()),
+                Ok(Message::Binary(b)) => {
+                    warn!(
+                        client = self.id,
+                        len = b.len(),
+                        "binary message from feed client ignored"
+                    );
+                }
+                Ok(Message::Close(frame)) => {
+                    debug!(client = self.id, ?frame, "feed client sent close");
+                    // tungstenite queued the reply; the next flush completes the handshake.
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return true;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return false;
+                }
+                Err(e) => {
+                    warn!(client = self.id, peer = %self.peer, error = %e, "feed client protocol error");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn on_text(&self, text: &str) {
+        let req: ClientRequest = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(client = self.id, error = %e, "unparsable message from feed client ignored");
+                return;
+            }
+        };
+        match (req.op.as_str(), req.symbol) {
+            ("snapshot", Some(symbol)) => {
+                let mut core = self.shared.core.lock();
+                let Some(i) = core.exchange.symbol_index(&symbol) else {
+                    warn!(client = self.id, %symbol, "snapshot request for an unknown symbol ignored");
+                    return;
+                };
+                let mut buf = Vec::new();
+                core.exchange.snapshot_json(i, now_ns(), &mut buf);
+                let batch = Bytes::from(buf);
+                // Enqueued under the lock, in order with the live stream.
+                if let Some(pos) = core.clients.iter().position(|c| c.id == self.id) {
+                    if !core.clients[pos].offer(batch) {
+                        core.clients.swap_remove(pos);
+                    }
+                }
+                debug!(client = self.id, %symbol, "snapshot requested");
+            }
+            ("snapshot", None) => warn!(
+                client = self.id,
+                "snapshot request without a symbol ignored"
+            ),
+            (op, _) => warn!(client = self.id, %op, "unknown op from feed client ignored"),
+        }
+    }
+
+    /// Sends a close frame and drives the handshake for a short grace period.
+    fn close(&mut self, code: CloseCode, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        if let Io::Closed = classify(self.ws.close(Some(frame)), self.peer) {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.ws.flush();
+                    thread::sleep(TICK);
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(
+        id: u64,
+        limit: usize,
+        batches: usize,
+    ) -> (FeedClient, Receiver<Bytes>, Arc<QueueState>) {
+        let (tx, rx) = crossbeam_channel::bounded(batches);
+        let queue = Arc::new(QueueState::default());
+        let c = FeedClient {
+            id,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            tx,
+            queue: Arc::clone(&queue),
+            limit,
+        };
+        (c, rx, queue)
+    }
+
+    #[test]
+    fn overflowing_client_is_dropped_and_others_keep_the_stream() {
+        let (slow, _slow_rx, slow_q) = client(1, 10, 100);
+        let (fast, fast_rx, fast_q) = client(2, 1_000, 100);
+        let (tiny, _tiny_rx, tiny_q) = client(3, 1_000, 1);
+        let mut core = Core {
+            exchange: Exchange::new(1, 1, 1),
+            clients: vec![slow, fast, tiny],
+            faults: Faults::none(),
+        };
+        core.broadcast(Bytes::from_static(b"12345678\n"));
+        assert_eq!(core.clients.len(), 3);
+        // 9 + 9 bytes passes the slow client's bound; a second batch overflows the tiny queue.
+        core.broadcast(Bytes::from_static(b"abcdefgh\n"));
+        let ids: Vec<u64> = core.clients.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![2]);
+        assert!(slow_q.evicted.load(Ordering::Acquire));
+        assert!(tiny_q.evicted.load(Ordering::Acquire));
+        assert!(!fast_q.evicted.load(Ordering::Acquire));
+        assert_eq!(fast_q.bytes.load(Ordering::Acquire), 18);
+        let got: Vec<Bytes> = fast_rx.try_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from_static(b"12345678\n"),
+                Bytes::from_static(b"abcdefgh\n")
+            ]
+        );
+        // A client whose receiver is gone is dropped too.
+        drop(fast_rx);
+        core.broadcast(Bytes::from_static(b"x\n"));
+        assert!(core.clients.is_empty());
+    }
+
+    #[test]
+    fn connectable_replaces_unspecified_addresses() {
+        let any = SocketAddr::from(([0, 0, 0, 0], 9001));
+        assert_eq!(connectable(any), SocketAddr::from(([127, 0, 0, 1], 9001)));
+        let exact = SocketAddr::from(([10, 1, 2, 3], 5));
+        assert_eq!(connectable(exact), exact);
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every check a change must pass: formatting, lints, the sans-IO rule, and all tests
+# (unit, property and loopback integration tests with feed-sim and tungstenite clients).
+# Usage: scripts/test.sh            (from anywhere in the checkout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== sans-IO rule"
+scripts/check-sans-io.sh
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
