@@ -48,6 +48,16 @@ pub enum ShardMsg {
         /// The encoded record (binary record or one JSON object).
         bytes: Bytes,
     },
+    /// A status record (feed stale / resumed) for every subscriber of `sid` in `format`,
+    /// whatever its channels and depth; delivered once per connection.
+    Status {
+        /// Symbol id.
+        sid: u32,
+        /// Encoding of `bytes`.
+        format: crate::fanout::Format,
+        /// The encoded status record.
+        bytes: Bytes,
+    },
     /// A snapshot answering one connection's subscription request.
     Snapshot {
         /// The connection that asked.

@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     pub(crate) subs: Vec<Sub>,
     pub(crate) limiter: RateLimiter,
     pub(crate) next_req: u32,
+    /// The last status delivery this connection got (see `Shard::deliver_status`).
+    pub(crate) status_stamp: u64,
 }
 
 impl Conn {

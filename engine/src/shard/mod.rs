@@ -34,7 +34,7 @@ use crate::fanout::interest::Interest;
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
-use crate::fanout::{ConnId, Format, Topic};
+use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::{Metrics, ShardMetrics, add};
 use crate::proto::close_code;
 use crate::proto::conn::{ConnLimits, ConnState, Event, Message, WsConn};
@@ -126,6 +126,8 @@ struct Shard {
     /// Connections with unread input left after their read budget.
     reread: Vec<u32>,
     accept_paused_until: Option<Instant>,
+    /// Number of the last status delivery (dedupes a status per connection).
+    status_stamp: u64,
 }
 
 /// Runs a shard on the current thread until `ctx.shutdown` is set.
@@ -157,6 +159,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         to_flush: Vec::new(),
         reread: Vec::new(),
         accept_paused_until: None,
+        status_stamp: 0,
     };
     shard.run()
 }
@@ -259,6 +262,9 @@ impl Shard {
                         records += 1;
                     }
                 }
+                ShardMsg::Status { sid, format, bytes } => {
+                    records += self.deliver_status(sid, format, &bytes);
+                }
                 ShardMsg::Snapshot {
                     conn,
                     req,
@@ -275,6 +281,46 @@ impl Shard {
         self.metrics()
             .ring_len
             .store(ring.len() as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Gives a status record to every connection subscribed to `sid` in `format` (book at any
+    /// depth, or trades), once each, including book subscribers still waiting for a snapshot.
+    fn deliver_status(&mut self, sid: u32, format: Format, bytes: &Bytes) -> u64 {
+        self.status_stamp = self.status_stamp.wrapping_add(1);
+        let stamp = self.status_stamp;
+        let mut n = 0;
+        for stream in 0..STREAMS_PER_SYMBOL as u8 {
+            let topic = Topic {
+                sid,
+                stream,
+                format,
+            };
+            for &idx in self.core.subs.get(topic) {
+                n += u64::from(push_status(
+                    &mut self.slots,
+                    &mut self.dirty,
+                    idx,
+                    stamp,
+                    bytes,
+                ));
+            }
+        }
+        // Subscribers whose snapshot is still on its way are not in the book topic lists yet.
+        for idx in 0..self.slots.len() {
+            let waiting = self.slots[idx].conn.as_ref().is_some_and(|c| {
+                c.format == format && c.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
+            });
+            if waiting {
+                n += u64::from(push_status(
+                    &mut self.slots,
+                    &mut self.dirty,
+                    idx as u32,
+                    stamp,
+                    bytes,
+                ));
+            }
+        }
         n
     }
 
@@ -462,6 +508,7 @@ impl Shard {
                 now,
             ),
             next_req: 0,
+            status_stamp: 0,
         };
         if let Some(slot) = self.slots.get_mut(idx as usize) {
             slot.conn = Some(conn);
@@ -935,6 +982,28 @@ impl Shard {
             }
         }
     }
+}
+
+/// Appends a status record to one connection unless it already got this one (`stamp`).
+fn push_status(
+    slots: &mut [Slot],
+    dirty: &mut Vec<u32>,
+    idx: u32,
+    stamp: u64,
+    bytes: &Bytes,
+) -> bool {
+    let Some(c) = slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut()) else {
+        return false;
+    };
+    if c.status_stamp == stamp || !c.is_open() {
+        return false;
+    }
+    c.status_stamp = stamp;
+    if c.pending.is_empty() {
+        dirty.push(idx);
+    }
+    c.pending.push(bytes.clone());
+    true
 }
 
 /// Queues a plain HTTP response and marks the connection to close once it is written.
