@@ -114,6 +114,24 @@ pub struct Config {
     pub reconnect_min: Duration,
     /// See `reconnect_min`.
     pub reconnect_max: Duration,
+    /// Serve `/echo` (conformance testing: every client message is echoed back).
+    pub echo: bool,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it.
+    pub deflate: bool,
+    /// Data messages smaller than this many bytes are sent uncompressed even to deflate clients.
+    pub deflate_threshold: usize,
+    /// `Origin` values allowed to upgrade; empty allows any (and requests without one).
+    pub allowed_origins: Vec<String>,
+    /// File of access tokens, one a line; when set, upgrades need a valid token.
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Most client connections in total (all shards).
+    pub max_conns: usize,
+    /// Most client connections from one IP address.
+    pub max_conns_per_ip: usize,
+    /// Interval of server pings; a client that does not answer within two is closed.
+    pub ping_interval: Duration,
+    /// Time allowed for a graceful shutdown (close 1001 to every client, flush) before exit.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for Config {
@@ -141,6 +159,15 @@ impl Default for Config {
             drain_max: 16_384,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            echo: false,
+            deflate: true,
+            deflate_threshold: 256,
+            allowed_origins: Vec::new(),
+            tokens_file: None,
+            max_conns: 19_900,
+            max_conns_per_ip: 19_900,
+            ping_interval: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(5),
         }
     }
 }

@@ -39,6 +39,15 @@ struct Cli {
     /// Messages per shard ring.
     #[arg(long)]
     ring_capacity: Option<usize>,
+    /// Serve /echo, a WebSocket echo endpoint for conformance testing (off by default).
+    #[arg(long)]
+    echo: bool,
+    /// Data messages below this many bytes are not compressed for permessage-deflate clients.
+    #[arg(long, value_name = "BYTES")]
+    deflate_threshold: Option<usize>,
+    /// Refuse permessage-deflate even when clients offer it.
+    #[arg(long)]
+    no_deflate: bool,
     /// Embedded simulator: number of symbols.
     #[arg(long, default_value_t = 50)]
     sim_symbols: usize,
@@ -67,6 +76,11 @@ fn config_from(cli: Cli) -> Result<Config, String> {
         c.shards = n;
     }
     c.pin = cli.pin;
+    c.echo = cli.echo;
+    c.deflate = !cli.no_deflate;
+    if let Some(n) = cli.deflate_threshold {
+        c.deflate_threshold = n;
+    }
     if let Some(n) = cli.max_outbuf_bytes {
         c.max_outbuf_bytes = n;
     }
