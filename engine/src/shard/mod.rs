@@ -568,6 +568,17 @@ impl Shard {
                 c.inbuf.clear();
             }
         }
+        // An idle subscriber keeps no read buffer: control messages are rare, and thousands of
+        // idle connections holding 8 KiB each would dominate the engine's memory.
+        if let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        {
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                c.inbuf = BytesMut::new();
+            }
+        }
         if eof {
             self.drop_conn(idx);
         } else {
