@@ -1,13 +1,18 @@
 //! `tickcast-bench`: opens many subscriber connections to a tickcast server,
 //! checks the sequence of every stream, measures latency per stage, and reports.
+//! Subcommands run the scenarios of `docs/benchmarks.md` against tickcast or a
+//! broadcast peer, and summarise their result files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use tickcast_bench::load::ClientKind;
 use tickcast_bench::runner::{self, DEPTHS};
-use tickcast_bench::{Config, Report};
+use tickcast_bench::scenario::{self, Scenario, ScenarioConfig};
+use tickcast_bench::source::Burst;
+use tickcast_bench::{Config, Report, summary};
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -27,8 +32,313 @@ Exit status:
 /// the book and trades channels. After the ramp, --duration seconds are
 /// measured; every record (ramp included) is sequence-checked.
 #[derive(Debug, Parser)]
-#[command(name = "tickcast-bench", version, after_help = EXIT_HELP)]
-struct Args {
+#[command(name = "tickcast-bench", version, after_help = EXIT_HELP,
+          args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Rate ramp at fixed connections: the highest rate with no loss and p99 under
+    /// --p99-bound-ms (one rate: a fixed-load run).
+    Fanout(ScenarioArgs),
+    /// Idle subscribers: target RSS per connection.
+    Connections(ScenarioArgs),
+    /// A share of subscribers stops reading: the others' latency, evictions, target memory.
+    Slow(ScenarioArgs),
+    /// Input bursts (--burst-factor × the rate for --burst-ms every --burst-every-ms).
+    Burst(ScenarioArgs),
+    /// Medians of result files (DIR/round-*/CASE-LABEL.json) as markdown tables,
+    /// written between the bench markers of a document, and latency plots.
+    Summarize(SummarizeArgs),
+    /// Internal: a load process driven by a scenario over stdin/stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Flags of the scenarios.
+#[derive(Debug, Args)]
+struct ScenarioArgs {
+    /// What the target is: tickcast (the bench serves its feed and subscribes) or
+    /// peer (a broadcast server: the bench publishes to /pub, subscribers read /sub).
+    #[arg(long, value_parser = ["tickcast", "peer"], default_value = "tickcast")]
+    target: String,
+    /// Name of the target in reports and file names.
+    #[arg(long, default_value = "tickcast")]
+    label: String,
+    /// Name of this case in reports and file names (default: the scenario).
+    #[arg(long)]
+    case: Option<String>,
+    /// Command that starts the target; {port} and {feed} (tickcast's feed URL) are
+    /// replaced. The bench runs it with `sh -c "exec ..."`, reads its /proc, kills it at the end.
+    #[arg(long, value_name = "CMD")]
+    target_cmd: Option<String>,
+    /// Port for the started target (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// URL of a target already running (instead of --target-cmd; then tickcast
+    /// must read the feed the bench prints, which only --target-cmd can arrange).
+    #[arg(long)]
+    url: Option<String>,
+    /// Pid of a target already running, for CPU and RSS.
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Symbols of the input (feed or publisher).
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    /// Symbols per connection (tickcast); 0 subscribes each to every symbol (`*`).
+    #[arg(long, default_value_t = 0)]
+    symbols_per_conn: usize,
+    /// Book depth (tickcast).
+    #[arg(long, default_value_t = 25, value_parser = parse_depth)]
+    depth: u32,
+    /// Load processes (0: as many as the open-file limit needs).
+    #[arg(long, default_value_t = 0)]
+    procs: usize,
+    /// Connections opened per second.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+    /// Source addresses 127.0.0.1..N (0: as many as ports need).
+    #[arg(long, default_value_t = 0)]
+    source_ips: u8,
+    /// Input rates, comma-separated, one step each (l2updates/s for tickcast,
+    /// records/s for peers).
+    #[arg(long, value_delimiter = ',', value_name = "R,R,..")]
+    rates: Vec<f64>,
+    /// Geometric ramp START:FACTOR:MAX (instead of --rates).
+    #[arg(long, value_name = "START:FACTOR:MAX")]
+    ramp: Option<String>,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
+    /// Unmeasured seconds before each step.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// A step fails when p99 recv_ts -> client passes this many ms.
+    #[arg(long, default_value_t = 20.0)]
+    p99_bound_ms: f64,
+    /// slow: share of subscribers that stop reading.
+    #[arg(long, default_value_t = 0.1)]
+    stop_share: f64,
+    /// slow: SO_RCVBUF of the subscribers that stop, bytes.
+    #[arg(long, default_value_t = 65_536)]
+    stopper_rcvbuf: u32,
+    /// burst: rate multiplier inside a burst.
+    #[arg(long, default_value_t = 10.0)]
+    burst_factor: f64,
+    /// burst: burst length, ms.
+    #[arg(long, default_value_t = 200)]
+    burst_ms: u64,
+    /// burst: burst period, ms.
+    #[arg(long, default_value_t = 2000)]
+    burst_every_ms: u64,
+    /// Seconds a connection has to connect and subscribe.
+    #[arg(long, default_value_t = 20.0)]
+    connect_timeout: f64,
+    /// Directory for CASE-LABEL.json, .hgrm files, .svg plot and the target's log.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Extra measurements of a step that fails on latency alone (no loss).
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Flags of `summarize`.
+#[derive(Debug, Args)]
+struct SummarizeArgs {
+    /// Directory holding round-*/ subdirectories of result files.
+    #[arg(long, value_name = "DIR")]
+    results: PathBuf,
+    /// Markdown file whose section between <!-- bench:begin --> and
+    /// <!-- bench:end --> is replaced (appended when missing); stdout when absent.
+    #[arg(long, value_name = "FILE")]
+    doc: Option<PathBuf>,
+    /// Directory for the comparison plots (one SVG per case).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// Path of the plots directory as the document links it.
+    #[arg(long, value_name = "PATH")]
+    plots_link: Option<String>,
+    /// Text put at the top of the generated section (machine, date, command).
+    #[arg(long, default_value = "")]
+    preamble: String,
+}
+
+fn parse_ramp(s: &str) -> Result<Vec<f64>, String> {
+    let parts: Vec<f64> = s
+        .split(':')
+        .map(|p| p.parse::<f64>().map_err(|e| format!("--ramp {s:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let [start, factor, max] = parts[..] else {
+        return Err(format!("--ramp {s:?}: expected START:FACTOR:MAX"));
+    };
+    if !(start > 0.0 && factor > 1.0 && max >= start) {
+        return Err(format!(
+            "--ramp {s:?}: need START > 0, FACTOR > 1, MAX >= START"
+        ));
+    }
+    let mut rates = Vec::new();
+    let mut r = start;
+    while r <= max * 1.000_001 && rates.len() < 1000 {
+        rates.push(r.round());
+        r *= factor;
+    }
+    Ok(rates)
+}
+
+fn scenario_config(which: Scenario, a: ScenarioArgs) -> Result<ScenarioConfig, String> {
+    let rates = match (&a.ramp, a.rates.is_empty()) {
+        (Some(r), true) => parse_ramp(r)?,
+        (None, false) => a.rates.clone(),
+        (None, true) => vec![1000.0],
+        (Some(_), false) => return Err(String::from("give --rates or --ramp, not both")),
+    };
+    let secs = |v: f64, flag: &str| {
+        Duration::try_from_secs_f64(v).map_err(|_| format!("{flag} {v}: not a duration"))
+    };
+    if !(0.0..1.0).contains(&a.stop_share) {
+        return Err(format!("--stop-share {}: must be in [0, 1)", a.stop_share));
+    }
+    if a.window <= 0.0 {
+        return Err(String::from("--window must be positive"));
+    }
+    if a.connect_rate <= 0.0 {
+        return Err(String::from("--connect-rate must be positive"));
+    }
+    Ok(ScenarioConfig {
+        scenario: which,
+        case: a.case.unwrap_or_else(|| which.name().to_owned()),
+        kind: if a.target == "peer" {
+            ClientKind::Peer
+        } else {
+            ClientKind::Tickcast
+        },
+        label: a.label,
+        target_cmd: a.target_cmd,
+        port: a.port,
+        url: a.url,
+        target_pid: a.target_pid,
+        conns: a.conns,
+        symbols: a.symbols,
+        symbols_per_conn: a.symbols_per_conn,
+        depth: a.depth,
+        procs: a.procs,
+        connect_rate: a.connect_rate,
+        source_ips: a.source_ips,
+        rates,
+        window: secs(a.window, "--window")?,
+        settle: secs(a.settle, "--settle")?,
+        p99_bound_ms: a.p99_bound_ms,
+        stop_share: a.stop_share,
+        stopper_rcvbuf: a.stopper_rcvbuf,
+        burst: (which == Scenario::Burst).then_some(Burst {
+            factor: a.burst_factor,
+            len_ms: a.burst_ms,
+            every_ms: a.burst_every_ms,
+        }),
+        connect_timeout: secs(a.connect_timeout, "--connect-timeout")?,
+        ready_timeout: Duration::from_secs(60),
+        out: a.out,
+        progress: !a.quiet,
+        retries: a.retries,
+        command_line: std::env::args()
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" "),
+    })
+}
+
+/// Quotes an argument for a POSIX shell when it needs it.
+fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:,=@+%".contains(c));
+    if plain {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+fn local_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn run_scenario(which: Scenario, args: ScenarioArgs) -> ExitCode {
+    let result = scenario_config(which, args).and_then(|cfg| {
+        let rt = local_runtime()?;
+        let local = tokio::task::LocalSet::new();
+        local
+            .block_on(&rt, scenario::run(&cfg))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", scenario::summary_text(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickcast-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_worker() -> ExitCode {
+    let _ = scenario::raise_nofile();
+    let result = local_runtime().and_then(|rt| {
+        let local = tokio::task::LocalSet::new();
+        local
+            .block_on(&rt, tickcast_bench::load::worker_main())
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickcast-bench worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_summarize(a: SummarizeArgs) -> ExitCode {
+    let opts = summary::Options {
+        plots: a.plots,
+        plots_link: a.plots_link,
+        preamble: a.preamble,
+    };
+    let result = summary::summarize(&a.results, &opts).and_then(|section| match &a.doc {
+        Some(doc) => summary::write_section(doc, &section),
+        None => {
+            println!("{section}");
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickcast-bench summarize: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Flags of the plain run (no subcommand).
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Server WebSocket URL (binary format).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
@@ -75,7 +385,19 @@ fn write_json(path: &PathBuf, report: &Report) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Fanout(a)) => run_scenario(Scenario::Fanout, a),
+        Some(Cmd::Connections(a)) => run_scenario(Scenario::Connections, a),
+        Some(Cmd::Slow(a)) => run_scenario(Scenario::Slow, a),
+        Some(Cmd::Burst(a)) => run_scenario(Scenario::Burst, a),
+        Some(Cmd::Summarize(a)) => run_summarize(a),
+        Some(Cmd::Worker) => run_worker(),
+        None => run_plain(cli.run),
+    }
+}
+
+fn run_plain(args: RunArgs) -> ExitCode {
     let config = Config {
         url: args.url,
         conns: args.conns as usize,

@@ -37,6 +37,70 @@ pub struct ShardMetrics {
     pub ring_resyncs: AtomicU64,
     /// Messages currently queued in this shard's ring (sampled each wake).
     pub ring_len: AtomicU64,
+    /// Time from `recv_ts` to the `writev` that handed a record to the kernel, per delivered
+    /// record (binary records; sampled once per record and drain).
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (nanoseconds) of the latency histogram buckets; the last bucket is `+Inf`.
+pub const LATENCY_BOUNDS_NS: [u64; 15] = [
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A fixed-bucket latency histogram (Prometheus `histogram`), written by one thread with relaxed
+/// atomics and read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records `n` observations of `ns` nanoseconds.
+    pub fn record(&self, ns: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(ns.saturating_mul(n), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = LATENCY_BOUNDS_NS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |ns| format!("{}", *ns as f64 / 1e9));
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let labels = labels.trim_end_matches(',');
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(
+            out,
+            "{name}_count{{{labels}}} {}",
+            self.count.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Counters of the ingester.
@@ -260,6 +324,14 @@ impl Metrics {
                 &self.ingest.snapshots_served,
             ),
         ];
+        let name = "tickcast_delivery_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from reading an event off the feed to writing it to a subscriber.\n# TYPE {name} histogram"
+        );
+        for (i, m) in self.shards.iter().enumerate() {
+            m.latency.render(&mut out, name, &format!("shard=\"{i}\","));
+        }
         for (name, help, v) in ingest {
             let _ = writeln!(
                 out,
@@ -299,9 +371,31 @@ mod tests {
         assert!(text.contains("tickcast_records_out_total{shard=\"0\"} 0"));
         assert!(text.contains("tickcast_feed_updates_total 3"));
         assert!(text.contains("tickcast_feed_live 1"));
+        m.shards[0].latency.record(30_000, 2);
+        m.shards[0].latency.record(2_000_000_000, 1);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "tickcast_delivery_latency_seconds_bucket{shard=\"0\",le=\"0.000025\"} 0"
+            )
+        );
+        assert!(
+            text.contains("tickcast_delivery_latency_seconds_bucket{shard=\"0\",le=\"0.00005\"} 2")
+        );
+        assert!(
+            text.contains("tickcast_delivery_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 3")
+        );
+        assert!(text.contains("tickcast_delivery_latency_seconds_count{shard=\"0\"} 3"));
         // Every sample line belongs to a family declared with HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|n| text.contains(&format!("# TYPE {n} histogram")))
+                })
+                .unwrap_or(name);
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
     }

@@ -156,6 +156,7 @@ impl Engine {
             shutdown: shutdown.clone(),
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
+            stall_timeout: config.feed_stall_timeout,
         };
         let t = std::thread::Builder::new()
             .name("ingest".into())
@@ -196,6 +197,40 @@ impl Engine {
     /// A flag that stops the engine when set (for signal handlers).
     pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
         self.shutdown.clone()
+    }
+
+    /// Makes SIGTERM and SIGINT start a graceful shutdown: stop accepting, close every client
+    /// with 1001, flush, and return from [`Engine::wait`] within the shutdown deadline. A second
+    /// signal while shutting down ends the process at once (exit code 130).
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub fn stop_on_signals(&self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for sig in [SIGTERM, SIGINT] {
+            // Registered first, so it sees the flag still clear on the first signal and set on
+            // the second one.
+            signal_hook::flag::register_conditional_shutdown(sig, 130, self.shutdown.clone())?;
+            signal_hook::flag::register(sig, self.shutdown.clone())?;
+        }
+        let waker = self.ingest_waker.clone();
+        let rings = self.rings.clone();
+        let flag = self.shutdown.clone();
+        // The signal handler only sets the flag; this thread turns it into wake-ups so that
+        // sleeping shards and the ingester notice at once rather than at their next tick.
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(std::time::Duration::from_millis(50));
+                }
+                tracing::info!("shutdown requested");
+                let _ = waker.wake();
+                for r in &rings {
+                    r.wake_now();
+                }
+            })?;
+        Ok(())
     }
 
     /// Blocks until the engine stops (after [`Engine::shutdown_flag`] is set or a thread ends).

@@ -168,9 +168,10 @@ fn slow_subscriber_is_evicted_with_1013_and_the_other_gets_everything() {
         "--shards",
         "1",
         "--max-outbuf-bytes",
-        "65536",
+        "1048576",
     ]);
-    // The slow client has a tiny receive window so that the kernel buffers fill fast.
+    // The bound (1 MiB) leaves the good client seconds of slack on a loaded machine; the slow
+    // client has a tiny receive window so that the kernel buffers fill fast.
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(4096).expect("rcvbuf");

@@ -2,6 +2,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::faults::{FaultSpecError, Faults};
 
 /// Most symbols a simulator serves.
 pub const MAX_SYMBOLS: usize = 10_000;
@@ -11,6 +14,42 @@ pub const MAX_DEPTH: usize = 1_000;
 pub const MAX_TOTAL_LEVELS: usize = 2_000_000;
 /// Highest accepted rate, in l2updates per second.
 pub const MAX_RATE: f64 = 100_000_000.0;
+/// Largest burst factor.
+pub const MAX_BURST_FACTOR: f64 = 1_000.0;
+/// Default interval of per-symbol heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Bursts of order flow: every `every`, the rate is `factor` times the base rate for `length`.
+///
+/// Bursts start at `every`, `2 × every`, ... after the simulator starts, so a run is the same
+/// whatever the machine's speed (as long as the generator keeps up).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// Rate multiplier during a burst (1..=1000).
+    pub factor: f64,
+    /// Time from one burst's start to the next one's.
+    pub every: Duration,
+    /// Length of each burst; shorter than `every`.
+    pub length: Duration,
+}
+
+impl Burst {
+    /// Seconds of burst time in `[0, t]` (`t` in seconds since the start).
+    pub fn burst_seconds(&self, t: f64) -> f64 {
+        let (every, length) = (self.every.as_secs_f64(), self.length.as_secs_f64());
+        if every <= 0.0 || t < every {
+            return 0.0;
+        }
+        let n = (t / every).floor();
+        (n - 1.0) * length + (t - n * every).min(length)
+    }
+
+    /// True when `t` seconds since the start falls inside a burst.
+    pub fn active(&self, t: f64) -> bool {
+        let every = self.every.as_secs_f64();
+        every > 0.0 && t >= every && t - (t / every).floor() * every < self.length.as_secs_f64()
+    }
+}
 
 /// How to run a [`Simulator`](crate::Simulator).
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +67,13 @@ pub struct SimConfig {
     /// Initial levels per side (1..=1 000, and `symbols × depth` at most 2 000 000); books
     /// stay around this depth.
     pub depth: usize,
+    /// Fault switches (none by default).
+    pub faults: Faults,
+    /// Bursts of order flow (none by default).
+    pub burst: Option<Burst>,
+    /// A `heartbeat` for each symbol that had no update for this long (`None`: never). Also
+    /// sent while the books are frozen, so that a consumer can tell a quiet feed from a dead one.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -39,6 +85,9 @@ impl Default for SimConfig {
             rate: 2_000.0,
             updates: None,
             depth: 150,
+            faults: Faults::none(),
+            burst: None,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 }
@@ -70,6 +119,32 @@ impl SimConfig {
                 self.symbols, self.depth
             )));
         }
+        self.faults.validate()?;
+        if let Some(b) = &self.burst {
+            if !b.factor.is_finite() || !(1.0..=MAX_BURST_FACTOR).contains(&b.factor) {
+                return Err(SimError::InvalidConfig(format!(
+                    "burst factor must be between 1 and {MAX_BURST_FACTOR}, got {}",
+                    b.factor
+                )));
+            }
+            if b.length.is_zero() || b.length >= b.every {
+                return Err(SimError::InvalidConfig(format!(
+                    "a burst must last more than 0 and less than its period, got {:?} every {:?}",
+                    b.length, b.every
+                )));
+            }
+            if self.rate * b.factor > MAX_RATE {
+                return Err(SimError::InvalidConfig(format!(
+                    "rate × burst factor must be at most {MAX_RATE}, got {}",
+                    self.rate * b.factor
+                )));
+            }
+        }
+        if self.heartbeat.is_some_and(|h| h.is_zero()) {
+            return Err(SimError::InvalidConfig(
+                "heartbeat interval must be above 0 (or None for no heartbeats)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -92,6 +167,9 @@ pub enum SimError {
     /// Another I/O failure while starting (socket options, spawning threads).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A fault switch is out of range.
+    #[error("invalid faults: {0}")]
+    Faults(#[from] FaultSpecError),
 }
 
 #[cfg(test)]
@@ -131,12 +209,56 @@ mod tests {
                 depth: MAX_DEPTH,
                 ..SimConfig::default()
             },
+            SimConfig {
+                faults: Faults::none().with_drop(1.5),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                burst: Some(Burst {
+                    factor: 20.0,
+                    every: Duration::from_secs(1),
+                    length: Duration::from_secs(1),
+                }),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                burst: Some(Burst {
+                    factor: 0.5,
+                    every: Duration::from_secs(2),
+                    length: Duration::from_secs(1),
+                }),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                heartbeat: Some(Duration::ZERO),
+                ..SimConfig::default()
+            },
         ];
         for cfg in bad {
             assert!(
-                matches!(cfg.validate(), Err(SimError::InvalidConfig(_))),
+                matches!(
+                    cfg.validate(),
+                    Err(SimError::InvalidConfig(_) | SimError::Faults(_))
+                ),
                 "{cfg:?}"
             );
         }
+    }
+
+    #[test]
+    fn burst_schedule() {
+        let b = Burst {
+            factor: 20.0,
+            every: Duration::from_secs(2),
+            length: Duration::from_millis(500),
+        };
+        assert_eq!(b.burst_seconds(1.9), 0.0);
+        assert!(!b.active(1.9));
+        assert!(b.active(2.1));
+        assert!((b.burst_seconds(2.25) - 0.25).abs() < 1e-9);
+        assert!((b.burst_seconds(3.0) - 0.5).abs() < 1e-9);
+        assert!(!b.active(3.0));
+        assert!((b.burst_seconds(4.1) - 0.6).abs() < 1e-9);
+        assert!((b.burst_seconds(10.0) - 2.0).abs() < 1e-9);
     }
 }

@@ -338,6 +338,23 @@ impl Exchange {
         out.extend_from_slice(b"}\n");
     }
 
+    /// Appends a `heartbeat` message of symbol `symbol_index`
+    /// (`{"type":"heartbeat","symbol":..,"seq":..,"ts":..}`, the seq of its last update),
+    /// terminated by `\n`. Appends nothing for an unknown index.
+    pub fn heartbeat_json(&self, symbol_index: usize, ts_ns: u64, out: &mut Vec<u8>) {
+        let (Some(spec), Some(st)) = (self.specs.get(symbol_index), self.states.get(symbol_index))
+        else {
+            return;
+        };
+        out.extend_from_slice(b"{\"type\":\"heartbeat\",\"symbol\":");
+        write_plain_str(out, &spec.symbol);
+        out.extend_from_slice(b",\"seq\":");
+        write_u64(out, st.seq);
+        out.extend_from_slice(b",\"ts\":");
+        write_u64(out, ts_ns);
+        out.extend_from_slice(b"}\n");
+    }
+
     /// Appends the `symbols` message, terminated by `\n`.
     pub fn symbols_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"type\":\"symbols\",\"symbols\":[");

@@ -15,10 +15,18 @@
 //! [`Exchange::symbols_json`] append one message each. The server sends one WebSocket text
 //! frame per line.
 //!
-//! # Fault injection
+//! # Heartbeats
 //!
-//! [`Faults`] (no switches yet) and the hook in `faults.rs` are where issue 4 adds drop,
-//! duplicate, reorder, malformed, unknown-type, disconnect and stall faults.
+//! Every [`SimConfig::heartbeat`] interval (1 s by default) the server sends
+//! `{"type":"heartbeat","symbol":..,"seq":..,"ts":..}` for each symbol that had no `l2update`
+//! in the last interval, carrying the seq of that symbol's last update. A consumer learns from
+//! it that the feed is alive and whether it missed the last update of a quiet symbol.
+//!
+//! # Order flow shape and faults
+//!
+//! Symbol popularity is Zipf-like (symbol 0 busiest); [`Burst`] multiplies the rate for short
+//! spells. [`Faults`] switches on dropped, duplicated, reordered, malformed and unknown-symbol
+//! updates, periodic disconnects and stalls, all deterministic under the seed (see `faults.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -31,9 +39,12 @@ mod server;
 mod symbols;
 mod wire;
 
-pub use config::{MAX_DEPTH, MAX_RATE, MAX_SYMBOLS, MAX_TOTAL_LEVELS, SimConfig, SimError};
+pub use config::{
+    Burst, DEFAULT_HEARTBEAT, MAX_BURST_FACTOR, MAX_DEPTH, MAX_RATE, MAX_SYMBOLS, MAX_TOTAL_LEVELS,
+    SimConfig, SimError,
+};
 pub use exchange::{Exchange, MAX_CHANGES, Side, StepInfo};
-pub use faults::Faults;
+pub use faults::{FaultCounts, FaultSpecError, Faults, MAX_FAULT_PERIOD, MAX_HOLD, UNKNOWN_SYMBOL};
 pub use server::Simulator;
 pub use symbols::SymbolSpec;
 pub use wire::parse_decimal;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use feed_sim::{SimConfig, Simulator};
+use feed_sim::{Burst, Faults, SimConfig, Simulator};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -32,18 +32,57 @@ struct Cli {
     /// Initial levels per side (1..=1000).
     #[arg(long, value_name = "D", default_value_t = 150)]
     depth: usize,
+    /// Faults, e.g. drop=0.01,dup=0.01,reorder=0.01,malformed=0.001,unknown=0.001,disconnect=30,stall=60
+    /// (P a probability per update, SECS a period; stall_for=SECS sets a stall's length, half
+    /// the period by default). Deterministic under --seed.
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    faults: Faults,
+    /// Seconds between the starts of two bursts (enables bursts).
+    #[arg(long, value_name = "SECS")]
+    burst_every: Option<f64>,
+    /// Rate multiplier during a burst.
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = 20.0,
+        requires = "burst_every"
+    )]
+    burst_factor: f64,
+    /// Length of a burst in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 200,
+        requires = "burst_every"
+    )]
+    burst_for: u64,
+    /// Heartbeat interval of quiet symbols in milliseconds (0: no heartbeats).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    heartbeat_ms: u64,
 }
 
 impl Cli {
-    fn config(&self) -> SimConfig {
-        SimConfig {
+    fn config(&self) -> Result<SimConfig, String> {
+        let burst = match self.burst_every {
+            None => None,
+            Some(every) => Some(Burst {
+                factor: self.burst_factor,
+                every: Duration::try_from_secs_f64(every)
+                    .map_err(|_| format!("--burst-every: {every} is not a number of seconds"))?,
+                length: Duration::from_millis(self.burst_for),
+            }),
+        };
+        Ok(SimConfig {
             listen: self.listen,
             symbols: self.symbols,
             seed: self.seed,
             rate: self.rate,
             updates: self.updates,
             depth: self.depth,
-        }
+            faults: self.faults.clone(),
+            burst,
+            heartbeat: (self.heartbeat_ms > 0).then(|| Duration::from_millis(self.heartbeat_ms)),
+        })
     }
 }
 
@@ -57,7 +96,13 @@ fn main() -> ExitCode {
         .init();
     // Bad flags: clap prints the problem and exits with status 2.
     let cli = Cli::parse();
-    let cfg = cli.config();
+    let cfg = match cli.config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("feed-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = cfg.validate() {
         error!("{e}");
         eprintln!("feed-sim: {e}");
@@ -95,9 +140,54 @@ mod tests {
         let cli = Cli::try_parse_from(["feed-sim"]);
         assert!(cli.is_ok());
         if let Ok(cli) = cli {
-            assert_eq!(cli.config(), SimConfig::default());
+            assert_eq!(cli.config(), Ok(SimConfig::default()));
         }
         assert!(Cli::try_parse_from(["feed-sim", "--listen", "nope"]).is_err());
         assert!(Cli::try_parse_from(["feed-sim", "--symbols", "-3"]).is_err());
+    }
+
+    #[test]
+    fn fault_and_burst_flags() {
+        let cli = Cli::try_parse_from([
+            "feed-sim",
+            "--faults",
+            "drop=0.1,stall=4",
+            "--burst-every",
+            "2.5",
+            "--burst-factor",
+            "10",
+        ]);
+        let cfg = cli.map(|c| c.config());
+        let Ok(Ok(cfg)) = cfg else { panic!("{cfg:?}") };
+        assert_eq!(
+            cfg.faults,
+            Faults::none()
+                .with_drop(0.1)
+                .with_stall_every(Duration::from_secs(4))
+        );
+        assert_eq!(
+            cfg.burst,
+            Some(Burst {
+                factor: 10.0,
+                every: Duration::from_millis(2500),
+                length: Duration::from_millis(200),
+            })
+        );
+        for bad in [
+            &["feed-sim", "--faults", "drop=7"][..],
+            &["feed-sim", "--faults", "flood=0.1"],
+            &["feed-sim", "--burst-factor", "3"],
+        ] {
+            let err = Cli::try_parse_from(bad)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--faults") || err.contains("--burst-every"),
+                "{err}"
+            );
+        }
+        let neg = Cli::try_parse_from(["feed-sim", "--burst-every=-1"]).map(|c| c.config());
+        assert!(matches!(neg, Ok(Err(_))), "{neg:?}");
     }
 }

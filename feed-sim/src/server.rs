@@ -6,6 +6,10 @@
 //! client is registered, and its snapshots are taken, under that same lock. A client therefore
 //! gets exactly the updates after its snapshots, none missed, none twice. Snapshot requests
 //! from a client are served the same way, through the client's own queue.
+//!
+//! Faults: the generator passes each step's messages through the fault [`Injector`] before they
+//! join the batch, and drives the periodic faults (disconnect, stall) and the heartbeats; the
+//! connection threads carry the periodic faults out (see `faults.rs`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -23,9 +27,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
-use crate::config::{SimConfig, SimError};
+use crate::config::{Burst, SimConfig, SimError};
 use crate::exchange::Exchange;
-use crate::faults::{self, Faults};
+use crate::faults::{FaultCounts, Injector};
 use crate::http::{self, HeadError, Request};
 
 /// Batches a feed client may have queued before it is disconnected.
@@ -98,18 +102,18 @@ struct QueueState {
     evicted: AtomicBool,
 }
 
-/// State behind the core lock: the exchange and the clients receiving its stream.
+/// State behind the core lock: the exchange, the fault injector and the clients receiving the
+/// stream.
 #[derive(Debug)]
 struct Core {
     exchange: Exchange,
     clients: Vec<FeedClient>,
-    faults: Faults,
+    injector: Injector,
 }
 
 impl Core {
-    /// Hands a live batch to every client, dropping those that overflow.
+    /// Hands a live batch (already faulted) to every client, dropping those that overflow.
     fn broadcast(&mut self, batch: Bytes) {
-        let batch = faults::inject(&self.faults, batch);
         if batch.is_empty() {
             return;
         }
@@ -127,6 +131,55 @@ struct Shared {
     open_connections: AtomicUsize,
     next_client_id: AtomicU64,
     connections: Mutex<Vec<JoinHandle<()>>>,
+    /// When the simulator started; periodic faults and bursts count from here.
+    started: Instant,
+    /// Bumped by the disconnect fault: every feed connection opened before drops.
+    disconnect_epoch: AtomicU64,
+    /// End of the current stall, in ms since `started` (0: no stall yet).
+    stall_until_ms: AtomicU64,
+}
+
+impl Shared {
+    /// True while the stall fault keeps feed connections silent.
+    fn stalled(&self) -> bool {
+        let until = self.stall_until_ms.load(Ordering::Acquire);
+        until > 0 && (self.started.elapsed().as_millis() as u64) < until
+    }
+}
+
+/// What the generator thread does, from the configuration.
+#[derive(Debug, Clone)]
+struct Plan {
+    rate: f64,
+    limit: Option<u64>,
+    burst: Option<Burst>,
+    heartbeat: Option<Duration>,
+    disconnect: Option<Duration>,
+    /// Period and length of stalls.
+    stall: Option<(Duration, Duration)>,
+}
+
+impl Plan {
+    /// Updates due `t` seconds after the start at the configured (bursty) rate.
+    fn cumulative(&self, t: f64) -> f64 {
+        let extra = self
+            .burst
+            .map_or(0.0, |b| (b.factor - 1.0) * b.burst_seconds(t));
+        self.rate * (t + extra)
+    }
+
+    /// The rate at `t` seconds after the start.
+    fn rate_at(&self, t: f64) -> f64 {
+        match self.burst {
+            Some(b) if b.active(t) => self.rate * b.factor,
+            _ => self.rate,
+        }
+    }
+
+    /// The highest rate of the run.
+    fn peak_rate(&self) -> f64 {
+        self.rate * self.burst.map_or(1.0, |b| b.factor)
+    }
 }
 
 /// A running simulated exchange. Dropping it (or [`shutdown`](Self::shutdown)) stops
@@ -145,7 +198,7 @@ impl Simulator {
     /// acceptor and generator threads and returns at once.
     pub fn start(cfg: SimConfig) -> Result<Self, SimError> {
         cfg.validate()?;
-        let listener = TcpListener::bind(cfg.listen).map_err(|source| SimError::Bind {
+        let listener = bind(cfg.listen).map_err(|source| SimError::Bind {
             addr: cfg.listen,
             source,
         })?;
@@ -156,7 +209,7 @@ impl Simulator {
             core: Mutex::new(Core {
                 exchange,
                 clients: Vec::new(),
-                faults: Faults::none(),
+                injector: Injector::new(cfg.faults.clone(), cfg.seed),
             }),
             stop: AtomicBool::new(false),
             updates_sent: AtomicU64::new(0),
@@ -164,6 +217,9 @@ impl Simulator {
             open_connections: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             connections: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            disconnect_epoch: AtomicU64::new(0),
+            stall_until_ms: AtomicU64::new(0),
         });
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut sim = Self {
@@ -174,12 +230,19 @@ impl Simulator {
         };
         let gen_shared = Arc::clone(&shared);
         let gen_stop = stop_rx.clone();
-        let (rate, limit) = (cfg.rate, cfg.updates);
+        let plan = Plan {
+            rate: cfg.rate,
+            limit: cfg.updates,
+            burst: cfg.burst,
+            heartbeat: cfg.heartbeat,
+            disconnect: cfg.faults.disconnect_every(),
+            stall: cfg.faults.stall_every().zip(cfg.faults.stall_length()),
+        };
         // On error `sim` is dropped, which stops and joins whatever was already spawned.
         sim.threads.push(
             thread::Builder::new()
                 .name("feed-sim-gen".into())
-                .spawn(move || generate(&gen_shared, rate, limit, &gen_stop))?,
+                .spawn(move || generate(&gen_shared, &plan, &gen_stop))?,
         );
         sim.threads.push(
             thread::Builder::new()
@@ -193,6 +256,8 @@ impl Simulator {
             seed = cfg.seed,
             rate = cfg.rate,
             updates = ?cfg.updates,
+            faults = %cfg.faults,
+            burst = ?cfg.burst,
             "feed-sim listening"
         );
         Ok(sim)
@@ -216,6 +281,11 @@ impl Simulator {
     /// True once the `updates` limit was reached: books are frozen, serving goes on.
     pub fn is_done(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
+    }
+
+    /// How many faults were injected so far.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.shared.core.lock().injector.counts
     }
 
     /// Stops accepting, closes feed clients (1001) and joins every thread.
@@ -265,62 +335,154 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The generator: `rate` l2updates per second in small batches, until `limit` or stop.
-fn generate(shared: &Shared, rate: f64, limit: Option<u64>, stop_rx: &Receiver<()>) {
+/// Binds a listener with `SO_REUSEADDR`, so that a restarted simulator can take its port back
+/// at once (connections of the previous one may linger in `TIME_WAIT`).
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+/// The next time a periodic event is due after `at`: one period later, or one period from
+/// `now` when the thread fell more than a period behind (no catch-up storm).
+fn next_period(at: Instant, period: Duration, now: Instant) -> Instant {
+    let next = at + period;
+    if next <= now { now + period } else { next }
+}
+
+/// The generator: l2updates at the planned (bursty) rate in small batches until `limit` or
+/// stop, faulted by the injector; heartbeats of quiet symbols; the periodic faults.
+fn generate(shared: &Shared, plan: &Plan, stop_rx: &Receiver<()>) {
     // At most 50 ms worth of updates per batch; further behind than 1 s, re-anchor the pace
     // rather than burst to catch up.
-    let max_batch = ((rate * 0.05).ceil() as u64).max(1);
-    let mut anchor = Instant::now();
-    let mut anchor_count = 0u64;
+    let max_batch = ((plan.peak_rate() * 0.05).ceil() as u64).max(1);
+    let start = shared.started;
+    let (mut anchor_t, mut anchor_count) = (0.0f64, 0u64);
     let mut produced = 0u64;
     let mut buf: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::with_capacity(1024);
+    let symbols = shared.core.lock().exchange.symbols().len();
+    // Heartbeat round in which each symbol last had an update.
+    let mut last_round = vec![u64::MAX; symbols];
+    let mut round = 0u64;
+    let mut next_heartbeat = plan.heartbeat.map(|h| start + h);
+    let mut next_disconnect = plan.disconnect.map(|p| start + p);
+    let mut next_stall = plan.stall.map(|(p, _)| start + p);
+    let mut done = false;
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let remaining = limit.map(|n| n.saturating_sub(produced));
-        if remaining == Some(0) {
+        let now = Instant::now();
+        let t = now.duration_since(start).as_secs_f64();
+        let remaining = plan.limit.map(|n| n.saturating_sub(produced));
+        if !done && remaining == Some(0) {
+            done = true;
+            let mut core = shared.core.lock();
+            core.injector.flush(&mut buf);
+            core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+            drop(core);
             shared.done.store(true, Ordering::Release);
             info!(
                 updates = produced,
                 "update limit reached; books frozen, still serving"
             );
-            // Block until shutdown (the sender is dropped).
-            let _ = stop_rx.recv();
-            return;
         }
-        let due = anchor_count + (anchor.elapsed().as_secs_f64() * rate) as u64;
-        let mut n = due.saturating_sub(produced);
-        if n > max_batch {
-            if n > max_batch.saturating_mul(20) {
-                debug!(
-                    behind = n,
-                    "generator behind schedule; re-anchoring the pace"
-                );
-                anchor = Instant::now();
-                anchor_count = produced;
+        let mut next_update = None;
+        if !done {
+            if let (Some(at), Some(period)) = (next_disconnect, plan.disconnect) {
+                if now >= at {
+                    shared.disconnect_epoch.fetch_add(1, Ordering::AcqRel);
+                    shared.core.lock().injector.counts.disconnects += 1;
+                    info!("fault: dropping every feed connection");
+                    next_disconnect = Some(next_period(at, period, now));
+                }
             }
-            n = max_batch;
-        }
-        if let Some(r) = remaining {
-            n = n.min(r);
-        }
-        if n > 0 {
-            buf.reserve(n as usize * 192);
-            let mut core = shared.core.lock();
-            for _ in 0..n {
-                core.exchange.step(now_ns(), &mut buf);
+            if let (Some(at), Some((period, length))) = (next_stall, plan.stall) {
+                if now >= at {
+                    let until = (now + length).duration_since(start).as_millis() as u64;
+                    shared.stall_until_ms.store(until.max(1), Ordering::Release);
+                    shared.core.lock().injector.counts.stalls += 1;
+                    info!(for_ms = length.as_millis() as u64, "fault: feed stalls");
+                    next_stall = Some(next_period(at, period, now));
+                }
             }
-            let batch = Bytes::from(std::mem::take(&mut buf));
-            core.broadcast(batch);
-            drop(core);
-            produced += n;
-            shared.updates_sent.store(produced, Ordering::Release);
+            let due_f = anchor_count as f64 + plan.cumulative(t) - plan.cumulative(anchor_t);
+            let mut n = (due_f as u64).saturating_sub(produced);
+            if n > max_batch {
+                if n > max_batch.saturating_mul(20) {
+                    debug!(
+                        behind = n,
+                        "generator behind schedule; re-anchoring the pace"
+                    );
+                    (anchor_t, anchor_count) = (t, produced);
+                }
+                n = max_batch;
+            }
+            if let Some(r) = remaining {
+                n = n.min(r);
+            }
+            if n > 0 {
+                buf.reserve(n as usize * 192);
+                let mut core = shared.core.lock();
+                let Core {
+                    exchange, injector, ..
+                } = &mut *core;
+                for _ in 0..n {
+                    let info = if injector.passes_through() {
+                        exchange.step(now_ns(), &mut buf)
+                    } else {
+                        scratch.clear();
+                        let info = exchange.step(now_ns(), &mut scratch);
+                        injector.on_step(info.symbol_index, &scratch, &mut buf);
+                        info
+                    };
+                    if let Some(r) = last_round.get_mut(info.symbol_index) {
+                        *r = round;
+                    }
+                }
+                core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+                drop(core);
+                produced += n;
+                shared.updates_sent.store(produced, Ordering::Release);
+            }
+            let missing = (produced + 1) as f64 - due_f;
+            let secs = (missing / plan.rate_at(t)).clamp(0.0, 1.0);
+            next_update = Some(now + Duration::from_secs_f64(secs));
         }
-        let next_due = Duration::try_from_secs_f64((produced + 1 - anchor_count) as f64 / rate)
-            .map(|d| anchor + d)
-            .unwrap_or_else(|_| Instant::now() + Duration::from_secs(1));
-        let wait = next_due
+        if let (Some(at), Some(interval)) = (next_heartbeat, plan.heartbeat) {
+            if now >= at {
+                let mut core = shared.core.lock();
+                let Core {
+                    exchange, injector, ..
+                } = &mut *core;
+                let ts = now_ns();
+                for (i, last) in last_round.iter().enumerate() {
+                    if *last != round {
+                        injector.flush_symbol(i, &mut buf);
+                        exchange.heartbeat_json(i, ts, &mut buf);
+                    }
+                }
+                core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+                drop(core);
+                round += 1;
+                next_heartbeat = Some(next_period(at, interval, now));
+            }
+        }
+        let mut wake = next_update.unwrap_or(now + Duration::from_secs(1));
+        for at in [next_heartbeat, next_disconnect, next_stall]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(at);
+        }
+        let wait = wake
             .saturating_duration_since(Instant::now())
             .clamp(TICK, Duration::from_secs(1));
         match stop_rx.recv_timeout(wait) {
@@ -477,6 +639,8 @@ enum SessionEnd {
     Evicted,
     /// The simulator is stopping.
     Shutdown,
+    /// The disconnect fault dropped the connection.
+    Fault,
 }
 
 fn serve_feed(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, req: Request) {
@@ -508,6 +672,7 @@ fn serve_feed(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, req: Req
         return;
     }
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let epoch = shared.disconnect_epoch.load(Ordering::Acquire);
     let (tx, rx) = crossbeam_channel::bounded(CLIENT_QUEUE_BATCHES);
     let queue = Arc::new(QueueState::default());
     {
@@ -542,6 +707,7 @@ fn serve_feed(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, req: Req
         rx,
         queue,
         pending: None,
+        epoch,
     };
     let end = session.run();
     info!(client = id, %peer, reason = ?end, "feed client disconnected");
@@ -557,6 +723,8 @@ struct FeedSession<'a> {
     queue: Arc<QueueState>,
     /// A batch taken off the queue and the offset of its first message not yet written.
     pending: Option<(Bytes, usize)>,
+    /// The disconnect epoch when the connection opened.
+    epoch: u64,
 }
 
 /// Outcome of a write or flush on the non-blocking socket.
@@ -589,6 +757,16 @@ impl FeedSession<'_> {
                 // Whatever is still queued would only delay the disconnect of a slow reader.
                 self.close(CloseCode::Again, "slow consumer");
                 return SessionEnd::Evicted;
+            }
+            if self.shared.disconnect_epoch.load(Ordering::Acquire) != self.epoch {
+                // An abrupt loss, as a venue's network would cause it: no close frame.
+                let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+                return SessionEnd::Fault;
+            }
+            if self.shared.stalled() {
+                // A hung venue: nothing is read or written (not even pongs) until it ends.
+                thread::sleep(IDLE_POLL);
+                continue;
             }
             if !self.read_all() {
                 return SessionEnd::Peer;
@@ -800,7 +978,7 @@ mod tests {
         let mut core = Core {
             exchange: Exchange::new(1, 1, 1),
             clients: vec![slow, fast, tiny],
-            faults: Faults::none(),
+            injector: Injector::new(crate::faults::Faults::none(), 1),
         };
         core.broadcast(Bytes::from_static(b"12345678\n"));
         assert_eq!(core.clients.len(), 3);

@@ -22,6 +22,7 @@ fn config(symbols: usize, updates: u64, rate: f64) -> SimConfig {
         rate,
         updates: Some(updates),
         depth: 120,
+        ..SimConfig::default()
     }
 }
 

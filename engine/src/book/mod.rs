@@ -56,6 +56,12 @@ pub const DEPTHS: [u16; 5] = [1, 10, 25, 100, 0];
 /// Number of supported depths (`DEPTHS.len()`).
 pub const DEPTH_COUNT: usize = DEPTHS.len();
 
+/// A set of depth indexes, bit `d` for `DEPTHS[d]` (see [`WindowDeltas::set_watched`]).
+pub type DepthMask = u8;
+
+/// Every depth index.
+pub const ALL_DEPTHS: DepthMask = (1 << DEPTH_COUNT) - 1;
+
 /// Depth index of `depth` in [`DEPTHS`], or `None` for an unsupported depth.
 #[must_use]
 pub fn depth_index(depth: u16) -> Option<usize> {
@@ -179,7 +185,8 @@ impl Book {
     ///   the window pushes it out.
     ///
     /// Several changes may be applied into the same `windows` before one
-    /// [`WindowDeltas::finish`].
+    /// [`WindowDeltas::finish`]. Only the depths `windows` watches are recorded (all by
+    /// default, see [`WindowDeltas::set_watched`]); the book itself always changes.
     ///
     /// # Errors
     ///
@@ -198,12 +205,12 @@ impl Book {
             Side::Bid => &mut self.bids,
             Side::Ask => &mut self.asks,
         };
-        let found = levels.binary_search_by(|l| side.cmp_px(l.px, px));
+        let found = find(levels, side, px);
         match (found, qty) {
             (Err(_), 0) => {}
             (Ok(i), 0) => {
                 levels.remove(i);
-                for (d, n) in window_sizes() {
+                for (d, n) in windows.sizes() {
                     if i >= n {
                         continue;
                     }
@@ -222,7 +229,7 @@ impl Book {
                     return Ok(());
                 }
                 level.qty = qty;
-                for (d, n) in window_sizes() {
+                for (d, n) in windows.sizes() {
                     if i < n {
                         windows.record(d, side, Level { px, qty }, true);
                     }
@@ -230,7 +237,7 @@ impl Book {
             }
             (Err(i), _) => {
                 levels.insert(i, Level { px, qty });
-                for (d, n) in window_sizes() {
+                for (d, n) in windows.sizes() {
                     if i >= n {
                         continue;
                     }
@@ -257,18 +264,42 @@ impl Book {
     }
 }
 
-/// (depth index, window size) for every entry of [`DEPTHS`]; the whole book (depth 0) is a
-/// window of `usize::MAX` levels, which no book reaches.
-fn window_sizes() -> impl Iterator<Item = (usize, usize)> {
-    DEPTHS.iter().enumerate().map(|(d, &depth)| {
-        let n = if depth == 0 {
+/// Where `px` is (`Ok`) or would be inserted (`Err`) in `levels` (sorted best first).
+///
+/// Exponential search from the top: feed changes cluster near the touch, where this takes a
+/// few well-predicted comparisons; deep in the book it costs about twice a binary search.
+#[inline]
+fn find(levels: &[Level], side: Side, px: i64) -> Result<usize, usize> {
+    let better = |l: &Level| side.cmp_px(l.px, px) == Ordering::Less;
+    // Find a bracket [lo, hi) holding the answer: levels[lo - 1] is better than `px`, and
+    // levels[hi - 1] is not (or hi is past the end).
+    let mut hi = 1;
+    while hi < levels.len() && better(&levels[hi - 1]) {
+        hi *= 2;
+    }
+    let (lo, hi) = (hi / 2, hi.min(levels.len()));
+    let at = lo + levels[lo..hi].partition_point(better);
+    match levels.get(at) {
+        Some(l) if l.px == px => Ok(at),
+        _ => Err(at),
+    }
+}
+
+/// Window size of each depth index; the whole book (depth 0) is a window of `usize::MAX`
+/// levels, which no book reaches.
+const WINDOW_SIZES: [usize; DEPTH_COUNT] = {
+    let mut sizes = [0; DEPTH_COUNT];
+    let mut d = 0;
+    while d < DEPTH_COUNT {
+        sizes[d] = if DEPTHS[d] == 0 {
             usize::MAX
         } else {
-            usize::from(depth)
+            DEPTHS[d] as usize
         };
-        (d, n)
-    })
-}
+        d += 1;
+    }
+    sizes
+};
 
 /// Copies `input` into `dst`, sorted best first, and validates it.
 fn load_side(dst: &mut Vec<Level>, side: Side, input: &[Level]) -> Result<(), BookError> {
@@ -312,9 +343,20 @@ impl SideDeltas {
     }
 
     fn finish(&mut self, side: Side) {
+        self.out.clear();
+        match self.raw.as_slice() {
+            [] => return,
+            [only] => {
+                if only.level.qty != 0 || only.was_in_window {
+                    self.out.push(only.level);
+                }
+                self.raw.clear();
+                return;
+            }
+            _ => {}
+        }
         self.raw
             .sort_unstable_by(|a, b| side.cmp_px(a.level.px, b.level.px).then(a.ord.cmp(&b.ord)));
-        self.out.clear();
         let mut rest = self.raw.as_slice();
         while let Some(first) = rest.first() {
             let run = rest
@@ -341,17 +383,50 @@ impl SideDeltas {
 /// Reuse one value for every update: [`clear`](Self::clear) keeps capacity. Read the results
 /// only after [`finish`](Self::finish): each depth then lists at most one level per price, best
 /// first, qty 0 meaning "remove".
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct WindowDeltas {
     windows: [[SideDeltas; 2]; DEPTH_COUNT],
     next_ord: u32,
+    watched: DepthMask,
+}
+
+impl Default for WindowDeltas {
+    fn default() -> Self {
+        Self {
+            windows: Default::default(),
+            next_ord: 0,
+            watched: ALL_DEPTHS,
+        }
+    }
 }
 
 impl WindowDeltas {
-    /// Empty deltas.
+    /// Empty deltas, watching every depth.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records only the depth indexes in `mask` from now on (bit `d` for `DEPTHS[d]`); the
+    /// others stay empty. A window nobody watches need not be computed: set this before the
+    /// update's first [`Book::apply`], after [`clear`](Self::clear).
+    pub fn set_watched(&mut self, mask: DepthMask) {
+        self.watched = mask & ALL_DEPTHS;
+    }
+
+    /// The depth indexes recorded (see [`set_watched`](Self::set_watched)).
+    #[must_use]
+    pub fn watched(&self) -> DepthMask {
+        self.watched
+    }
+
+    /// (depth index, window size) of every watched depth.
+    fn sizes(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let watched = self.watched;
+        WINDOW_SIZES
+            .into_iter()
+            .enumerate()
+            .filter(move |(d, _)| watched & (1 << d) != 0)
     }
 
     /// Forgets all recorded changes, keeping capacity. Call before each feed update.

@@ -328,6 +328,63 @@ proptest! {
         }
     }
 
+    /// The search from the top agrees with a binary search, at any price, on both sides.
+    #[test]
+    fn find_agrees_with_binary_search(
+        prices in proptest::collection::btree_set(any::<i64>(), 0..300),
+        probe in any::<i64>(),
+        pick in any::<prop::sample::Index>(),
+        side in side_strategy(),
+    ) {
+        let mut levels: Vec<Level> = prices.iter().map(|&px| lv(px, 1)).collect();
+        if side == Side::Bid {
+            levels.reverse();
+        }
+        let present = if levels.is_empty() { probe } else { levels[pick.index(levels.len())].px };
+        for px in [probe, present, i64::MIN, i64::MAX] {
+            prop_assert_eq!(
+                find(&levels, side, px),
+                levels.binary_search_by(|l| side.cmp_px(l.px, px))
+            );
+        }
+    }
+
+    /// Watching only some depths records exactly what watching all of them records for those
+    /// depths, nothing for the others, and changes the book the same way.
+    #[test]
+    fn watched_depths_match_the_full_computation(
+        bids in snapshot_strategy(150),
+        asks in snapshot_strategy(150),
+        updates in proptest::collection::vec(
+            (0..=ALL_DEPTHS, proptest::collection::vec(change_strategy(150), 1..6)), 1..30),
+    ) {
+        let mut full = Book::new();
+        full.load_snapshot(&bids, &asks).unwrap();
+        let mut masked = full.clone();
+        let (mut wf, mut wm) = (WindowDeltas::new(), WindowDeltas::new());
+        for (mask, changes) in &updates {
+            wf.clear();
+            wm.clear();
+            wm.set_watched(*mask);
+            for &(side, px, qty) in changes {
+                full.apply(side, px, qty, &mut wf).unwrap();
+                masked.apply(side, px, qty, &mut wm).unwrap();
+            }
+            wf.finish();
+            wm.finish();
+            prop_assert_eq!(&full, &masked);
+            for d in 0..DEPTH_COUNT {
+                for side in [Side::Bid, Side::Ask] {
+                    if mask & (1 << d) != 0 {
+                        prop_assert_eq!(wm.side(d, side), wf.side(d, side));
+                    } else {
+                        prop_assert!(wm.side(d, side).is_empty());
+                    }
+                }
+            }
+        }
+    }
+
     /// Snapshots with a non-positive quantity or a duplicate price are rejected; valid ones
     /// load sorted.
     #[test]

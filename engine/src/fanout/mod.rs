@@ -6,10 +6,17 @@
 //! - [`subs`]: a shard's topic → connections table.
 //! - [`outbuf`]: a connection's bounded queue of shared chunks, written with `writev`.
 //! - [`batch`]: cuts the records a connection is owed from one ring drain into messages.
+//! - [`deflate`]: the same for permessage-deflate connections, from compressed pieces shared by
+//!   every subscriber of a stream (compressed once per drain, not once per subscriber).
 //! - [`limit`]: a token bucket for control messages.
+//! - [`admission`]: origin allowlist and access tokens, decided before the upgrade.
+//! - [`keepalive`]: when to ping a client and when to give up on it.
 
+pub mod admission;
 pub mod batch;
+pub mod deflate;
 pub mod interest;
+pub mod keepalive;
 pub mod limit;
 pub mod outbuf;
 pub mod subs;

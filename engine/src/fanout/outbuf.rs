@@ -87,6 +87,11 @@ impl OutBuf {
         self.limit
     }
 
+    /// Changes the bound (for later messages; nothing queued is dropped).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Checks that `bytes` more fit under the bound.
     ///
     /// # Errors

@@ -7,34 +7,49 @@
 //! snapshot requests, in order with the records, which is what lines a subscriber's snapshot up
 //! with the deltas that follow it.
 //!
-//! Sync with the feed, per symbol: a snapshot starts it; each update must carry the feed seq + 1.
-//! Stale or duplicate updates are dropped and counted; a gap or an update the book refuses
-//! marks the symbol out of sync and asks the feed for a fresh snapshot of that symbol alone
-//! (`{"op":"snapshot"}`). A feed snapshot for a symbol that was already served replaces every
-//! client's book with a snapshot record that continues its stream's seq. On disconnect the
-//! ingester reconnects with exponential back-off and jitter, and every symbol resyncs that way.
+//! Sync with the feed, per symbol (protocol.md §3):
+//! - a snapshot starts it; each update must carry the feed seq + 1;
+//! - stale or duplicate updates are dropped and counted;
+//! - an update exactly one ahead (seq + 2) is held back for [`REORDER_WINDOW`] in case its
+//!   predecessor arrives right after it (two updates swapped on the way); then both apply;
+//! - any other gap, an update the book refuses, a heartbeat showing a later seq, or a snapshot
+//!   that does not load marks the symbol out of sync: its subscribers get a status record
+//!   "stale" (code 1), the feed is asked for a fresh snapshot of that symbol alone
+//!   (`{"op":"snapshot"}`) and its updates are ignored until the snapshot arrives. The snapshot
+//!   replaces every client's book with a flagged snapshot record that continues its stream's
+//!   seq, then a status "resumed" (code 2) follows. Other symbols carry on.
+//!
+//! On disconnect, or when the feed sends nothing for [`IngestContext::stall_timeout`] (it is
+//! pinged at half that), every symbol goes stale the same way, and the ingester reconnects with
+//! exponential back-off and jitter; the feed's snapshots on connect resync every symbol.
+//!
+//! Messages that do not decode (malformed JSON, unknown symbols, bad fields) are counted and
+//! logged at most once per thousand; they never mark a healthy symbol stale: a lost update
+//! shows as a gap on the next message of its symbol.
+//!
+//! [`Replay`] drives the same message path without a socket, for benchmarks and tests.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mio::unix::SourceFd;
 use mio::{Events, Interest as Io, Poll, Token};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::book::{Book, DEPTHS, Side, WindowDeltas};
+use crate::book::{Book, DEPTHS, DepthMask, Side, WindowDeltas};
 use crate::clock;
 use crate::config::FeedUrl;
 use crate::fanout::interest::Interest;
-use crate::fanout::{Format, Topic};
-use crate::feed::decode::{FeedDecoder, FeedEvent};
+use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
+use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
 use crate::metrics::{IngestMetrics, Metrics, add};
 use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
-use crate::wire::{self, FLAG_SNAPSHOT, RecordHeader, RecordKind, SymbolMeta, Trade};
+use crate::wire::{self, FLAG_SNAPSHOT, RecordHeader, RecordKind, StatusCode, SymbolMeta, Trade};
 
 /// Token of the feed socket.
 const FEED: Token = Token(0);
@@ -44,6 +59,14 @@ pub const REQUESTS: Token = Token(1);
 const READ_BATCH: usize = 4096;
 /// Bytes reserved at a time for encoded records; records are split off and shared.
 const ARENA_CHUNK: usize = 256 * 1024;
+/// Default of [`IngestContext::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an update that arrived one ahead of its predecessor waits for it.
+pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
+/// Longest the poll loop sleeps while the feed is quiet.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// A feed session that ran this long resets the reconnect back-off even if it never synced.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// What the ingester thread needs.
 #[derive(Debug)]
@@ -66,6 +89,9 @@ pub struct IngestContext {
     pub reconnect_min: Duration,
     /// Reconnect back-off, cap.
     pub reconnect_max: Duration,
+    /// A feed that sends nothing (not even a pong to our ping) for this long is stalled: every
+    /// symbol goes stale and the ingester reconnects. Zero disables the check.
+    pub stall_timeout: Duration,
 }
 
 /// Why a feed session ended.
@@ -80,9 +106,21 @@ pub enum FeedError {
     /// The WebSocket layer failed or the feed closed.
     #[error("feed connection lost: {0}")]
     Closed(String),
+    /// The feed sent nothing for longer than the stall timeout.
+    #[error("feed stalled: nothing received for {0:?}")]
+    Stalled(Duration),
     /// Shutdown was requested.
     #[error("shutting down")]
     Shutdown,
+}
+
+/// An update that arrived one ahead of its predecessor.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    seq: u64,
+    ts: u64,
+    recv_ts: u64,
+    since: Instant,
 }
 
 #[derive(Debug)]
@@ -95,12 +133,17 @@ struct SymState {
     served: bool,
     /// A snapshot request to the feed is outstanding.
     requested: bool,
+    /// Subscribers were told the feed is stale for this symbol and not yet that it resumed.
+    stale: bool,
     feed_seq: u64,
     /// Engine seq of each book stream (by depth index) and of trades.
     seqs: [u64; DEPTHS.len()],
     trade_seq: u64,
     exch_ts: u64,
     recv_ts: u64,
+    /// The update held back for its predecessor, and its changes (capacity kept).
+    held: Option<Held>,
+    held_changes: Vec<Change>,
 }
 
 /// Where records are encoded: one large buffer from which each record is split off as shared
@@ -129,11 +172,21 @@ impl Arena {
     }
 }
 
+/// Hot-path counters, kept locally and added to the shared metrics once per read batch (the
+/// ingester is their only writer; this saves atomic read-modify-writes per message).
+#[derive(Debug, Default)]
+struct Counts {
+    messages: u64,
+    updates: u64,
+    trades: u64,
+    stale: u64,
+    published: u64,
+}
+
 /// The ingester's state across feed sessions.
 struct Ingester {
     ctx: IngestContext,
     poll: Poll,
-    decoder: FeedDecoder,
     syms: Vec<SymState>,
     windows: WindowDeltas,
     arena: Arena,
@@ -146,6 +199,11 @@ struct Ingester {
     /// Snapshot requests to send to the feed.
     feed_requests: Vec<String>,
     warned_symbol_cap: bool,
+    /// Some symbol may hold an update back (see [`REORDER_WINDOW`]).
+    maybe_held: bool,
+    /// Every symbol was in sync at some point of the current session.
+    synced_this_session: bool,
+    counts: Counts,
 }
 
 /// Runs the ingester on the current thread until shutdown.
@@ -153,21 +211,8 @@ struct Ingester {
 /// # Errors
 /// Only a failure to create its `Poll` ends it; feed errors lead to reconnects.
 pub fn run(ctx: IngestContext, poll: Poll) -> io::Result<()> {
-    let shards = ctx.rings.len();
-    let mut ing = Ingester {
-        ctx,
-        poll,
-        decoder: FeedDecoder::new(),
-        syms: Vec::new(),
-        windows: WindowDeltas::new(),
-        arena: Arena::default(),
-        scratch: Vec::with_capacity(64 * 1024),
-        waiting: Vec::new(),
-        touched: vec![false; shards],
-        unsynced: 0,
-        feed_requests: Vec::new(),
-        warned_symbol_cap: false,
-    };
+    let mut ing = Ingester::new(ctx, poll);
+    let mut decoder = FeedDecoder::new();
     let mut backoff = ing.ctx.reconnect_min;
     let mut attempt: u64 = 0;
     loop {
@@ -176,11 +221,12 @@ pub fn run(ctx: IngestContext, poll: Poll) -> io::Result<()> {
         }
         attempt += 1;
         let started = clock::monotonic();
-        match ing.session() {
+        ing.synced_this_session = false;
+        match ing.session(&mut decoder) {
             Err(FeedError::Shutdown) => return Ok(()),
             Err(e) => {
                 ing.feed_lost();
-                if started.elapsed() > Duration::from_secs(10) {
+                if ing.synced_this_session || started.elapsed() > STABLE_SESSION {
                     backoff = ing.ctx.reconnect_min;
                 }
                 // Jitter in [backoff/2, backoff), derived from the attempt count (no RNG needed).
@@ -196,6 +242,26 @@ pub fn run(ctx: IngestContext, poll: Poll) -> io::Result<()> {
 }
 
 impl Ingester {
+    fn new(ctx: IngestContext, poll: Poll) -> Self {
+        let shards = ctx.rings.len();
+        Self {
+            ctx,
+            poll,
+            syms: Vec::new(),
+            windows: WindowDeltas::new(),
+            arena: Arena::default(),
+            scratch: Vec::with_capacity(64 * 1024),
+            waiting: Vec::new(),
+            touched: vec![false; shards],
+            unsynced: 0,
+            feed_requests: Vec::new(),
+            warned_symbol_cap: false,
+            maybe_held: false,
+            synced_this_session: false,
+            counts: Counts::default(),
+        }
+    }
+
     fn m(&self) -> &IngestMetrics {
         &self.ctx.metrics.ingest
     }
@@ -210,15 +276,16 @@ impl Ingester {
             if now >= until || self.ctx.shutdown.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            match self.poll.poll(
-                &mut events,
-                Some((until - now).min(Duration::from_millis(100))),
-            ) {
+            match self
+                .poll
+                .poll(&mut events, Some((until - now).min(IDLE_POLL)))
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
             self.serve_requests();
+            self.wake_shards();
         }
     }
 
@@ -251,7 +318,7 @@ impl Ingester {
     }
 
     /// One feed connection, from connect to loss.
-    fn session(&mut self) -> Result<(), FeedError> {
+    fn session(&mut self, decoder: &mut FeedDecoder) -> Result<(), FeedError> {
         let mut ws = self.connect()?;
         add(&self.m().connects, 1);
         tracing::info!(feed = %self.ctx.feed.url, "feed connected");
@@ -259,14 +326,20 @@ impl Ingester {
         self.poll
             .registry()
             .register(&mut SourceFd(&fd), FEED, Io::READABLE)?;
-        let result = self.pump(&mut ws);
+        let result = self.pump(&mut ws, decoder);
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         result
     }
 
-    fn pump(&mut self, ws: &mut WebSocket<TcpStream>) -> Result<(), FeedError> {
+    fn pump(
+        &mut self,
+        ws: &mut WebSocket<TcpStream>,
+        decoder: &mut FeedDecoder,
+    ) -> Result<(), FeedError> {
         let mut events = Events::with_capacity(16);
         let mut more = true;
+        let mut last_rx = clock::monotonic();
+        let mut pinged = false;
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
                 let _ = ws.close(None);
@@ -275,8 +348,10 @@ impl Ingester {
             }
             let timeout = if more {
                 Duration::ZERO
+            } else if self.maybe_held {
+                REORDER_WINDOW / 2
             } else {
-                Duration::from_millis(100)
+                IDLE_POLL
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -285,6 +360,7 @@ impl Ingester {
             }
             more = false;
             let mut handled = 0;
+            let mut received = false;
             loop {
                 if handled == READ_BATCH {
                     more = true;
@@ -295,25 +371,50 @@ impl Ingester {
                         handled += 1;
                         self.scratch.clear();
                         self.scratch.extend_from_slice(text.as_bytes());
-                        self.on_message();
+                        self.on_message(decoder);
                     }
                     Ok(WsMessage::Binary(_)) => {
                         handled += 1;
-                        add(&self.m().bad_messages, 1);
-                        tracing::warn!("feed sent a binary message; ignored");
+                        self.bad_message(&"the feed sent a binary message");
                     }
                     Ok(WsMessage::Close(frame)) => {
                         return Err(FeedError::Closed(format!("feed closed: {frame:?}")));
                     }
-                    Ok(_) => {}
+                    Ok(_) => received = true,
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         break;
                     }
                     Err(e) => return Err(FeedError::Closed(e.to_string())),
                 }
             }
+            let now = clock::monotonic();
+            if handled > 0 || received {
+                last_rx = now;
+                pinged = false;
+            }
+            if self.maybe_held {
+                self.expire_held(now);
+            }
+            self.flush_counts();
             self.serve_requests();
             self.wake_shards();
+            let stall = self.ctx.stall_timeout;
+            if !stall.is_zero() {
+                let silent = now.saturating_duration_since(last_rx);
+                if silent > stall {
+                    return Err(FeedError::Stalled(silent));
+                }
+                if silent > stall / 2 && !pinged {
+                    // A quiet but live feed answers with a pong.
+                    pinged = true;
+                    match ws.write(WsMessage::Ping(Bytes::new())) {
+                        Ok(()) => {}
+                        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        }
+                        Err(e) => return Err(FeedError::Closed(e.to_string())),
+                    }
+                }
+            }
             for req in self.feed_requests.drain(..) {
                 match ws.write(WsMessage::Text(req.into())) {
                     Ok(()) => {}
@@ -326,48 +427,57 @@ impl Ingester {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(FeedError::Closed(e.to_string())),
             }
-            self.ctx
-                .metrics
-                .health
-                .set_feed_live(self.unsynced == 0 && !self.syms.is_empty());
+            let live = self.unsynced == 0 && !self.syms.is_empty();
+            self.synced_this_session |= live;
+            self.ctx.metrics.health.set_feed_live(live);
         }
     }
 
+    /// The feed connection is gone: every symbol in sync goes stale (status 1) and will resync
+    /// from the snapshots of the next session.
     fn feed_lost(&mut self) {
         self.ctx.metrics.health.set_feed_live(false);
-        self.unsynced = 0;
-        for s in &mut self.syms {
-            s.synced = false;
-            s.requested = false;
-            self.unsynced += 1;
+        for sym in 0..self.syms.len() as u32 {
+            self.mark_unsynced(sym);
+        }
+        for st in &mut self.syms {
+            st.requested = false;
         }
         self.feed_requests.clear();
+        self.flush_counts();
+        self.wake_shards();
     }
 
     // ---- feed messages ----
 
-    fn on_message(&mut self) {
-        add(&self.m().messages, 1);
+    fn on_message(&mut self, decoder: &mut FeedDecoder) {
+        self.counts.messages += 1;
         let recv_ts = clock::realtime_ns();
         let mut scratch = std::mem::take(&mut self.scratch);
-        let result = self.apply(&mut scratch, recv_ts);
+        let result = match decoder.decode(&mut scratch) {
+            Ok(event) => self.apply(event, recv_ts),
+            Err(e) => Err(e.to_string()),
+        };
         self.scratch = scratch;
         if let Err(e) = result {
-            add(&self.m().bad_messages, 1);
-            // Rate-limited: one line per 1,000 bad messages.
-            let n = self.m().bad_messages.load(Ordering::Relaxed);
-            if n % 1000 == 1 {
-                tracing::warn!(error = %e, total = n, "bad feed message");
-            }
+            self.bad_message(&e);
         }
     }
 
-    fn apply(&mut self, msg: &mut [u8], recv_ts: u64) -> Result<(), String> {
-        let event = self.decoder.decode(msg).map_err(|e| e.to_string())?;
+    /// Counts a message that could not be used; logs one line per 1,000 of them.
+    fn bad_message(&self, e: &dyn std::fmt::Display) {
+        let n = self.m().bad_messages.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 1000 == 1 {
+            tracing::warn!(error = %e, total = n, "bad feed message");
+        }
+    }
+
+    fn apply(&mut self, event: FeedEvent<'_>, recv_ts: u64) -> Result<(), String> {
         match event {
             FeedEvent::Symbols(list) => {
                 let list: Vec<_> = list.to_vec();
                 self.on_symbols(&list);
+                Ok(())
             }
             FeedEvent::Snapshot {
                 sym,
@@ -375,92 +485,211 @@ impl Ingester {
                 ts,
                 bids,
                 asks,
-            } => {
-                let Some(st) = self.syms.get_mut(sym as usize) else {
-                    return Err(format!("snapshot for untracked symbol {sym}"));
-                };
-                if let Err(e) = st.book.load_snapshot(bids, asks) {
-                    st.synced = false;
-                    return Err(format!("{}: bad snapshot: {e}", st.meta.symbol));
-                }
-                st.feed_seq = seq;
-                st.exch_ts = ts;
-                st.recv_ts = recv_ts;
-                st.requested = false;
-                if !st.synced {
-                    st.synced = true;
-                    self.unsynced = self.unsynced.saturating_sub(1);
-                }
-                if st.served {
-                    self.publish_resync(sym);
-                }
-                self.answer_waiting(sym);
-            }
+            } => self.on_snapshot(sym, seq, ts, recv_ts, bids, asks),
             FeedEvent::Update {
                 sym,
                 seq,
                 ts,
                 changes,
-            } => {
-                let Some(st) = self.syms.get_mut(sym as usize) else {
-                    return Err(format!("update for untracked symbol {sym}"));
-                };
-                if !st.synced {
-                    return Ok(());
-                }
-                if seq <= st.feed_seq {
-                    add(&self.ctx.metrics.ingest.stale, 1);
-                    return Ok(());
-                }
-                if seq != st.feed_seq + 1 {
-                    add(&self.ctx.metrics.ingest.gaps, 1);
-                    let name = st.meta.symbol.clone();
-                    self.out_of_sync(sym);
-                    return Err(format!(
-                        "{name}: feed gap, expected seq {} got {seq}",
-                        st_seq(&self.syms, sym) + 1
-                    ));
-                }
-                self.windows.clear();
-                let mut failed = None;
-                for c in changes {
-                    if let Err(e) = st.book.apply(c.side, c.px, c.qty, &mut self.windows) {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                }
-                if let Some(e) = failed {
-                    let name = st.meta.symbol.clone();
-                    self.out_of_sync(sym);
-                    return Err(format!("{name}: update refused by the book: {e}"));
-                }
-                st.feed_seq = seq;
-                st.exch_ts = ts;
-                st.recv_ts = recv_ts;
-                self.windows.finish();
-                add(&self.ctx.metrics.ingest.updates, 1);
-                for d in 0..DEPTHS.len() {
-                    if self.windows.is_empty(d) {
-                        continue;
-                    }
-                    self.syms[sym as usize].seqs[d] += 1;
-                    self.publish_book_delta(sym, d, ts, recv_ts);
-                }
-            }
+            } => self.on_update(sym, seq, ts, recv_ts, changes),
             FeedEvent::Trade { sym, ts, trade } => {
                 let Some(st) = self.syms.get_mut(sym as usize) else {
                     return Err(format!("trade for untracked symbol {sym}"));
                 };
                 st.trade_seq += 1;
                 let seq = st.trade_seq;
-                add(&self.ctx.metrics.ingest.trades, 1);
+                self.counts.trades += 1;
                 self.publish_trade(sym, seq, ts, recv_ts, &trade);
+                Ok(())
             }
+            FeedEvent::Heartbeat { sym, seq, .. } => self.on_heartbeat(sym, seq),
+        }
+    }
+
+    fn on_snapshot(
+        &mut self,
+        sym: u32,
+        seq: u64,
+        ts: u64,
+        recv_ts: u64,
+        bids: &[crate::book::Level],
+        asks: &[crate::book::Level],
+    ) -> Result<(), String> {
+        let Some(st) = self.syms.get_mut(sym as usize) else {
+            return Err(format!("snapshot for untracked symbol {sym}"));
+        };
+        st.requested = false;
+        st.held = None;
+        if let Err(e) = st.book.load_snapshot(bids, asks) {
+            // The book is cleared: whatever clients hold is suspect; ask again.
+            let name = st.meta.symbol.clone();
+            self.mark_unsynced(sym);
+            self.request_snapshot(sym);
+            return Err(format!("{name}: bad snapshot: {e}"));
+        }
+        st.feed_seq = seq;
+        st.exch_ts = ts;
+        st.recv_ts = recv_ts;
+        if !st.synced {
+            st.synced = true;
+            self.unsynced = self.unsynced.saturating_sub(1);
+        }
+        let (served, stale) = (st.served, st.stale);
+        st.stale = false;
+        if served {
+            self.publish_resync(sym);
+        }
+        self.answer_waiting(sym);
+        if stale {
+            self.publish_status(sym, StatusCode::FeedResumed);
         }
         Ok(())
     }
 
-    fn on_symbols(&mut self, list: &[crate::feed::decode::SymbolSpec]) {
+    fn on_update(
+        &mut self,
+        sym: u32,
+        seq: u64,
+        ts: u64,
+        recv_ts: u64,
+        changes: &[Change],
+    ) -> Result<(), String> {
+        let Some(st) = self.syms.get_mut(sym as usize) else {
+            return Err(format!("update for untracked symbol {sym}"));
+        };
+        if !st.synced {
+            return Ok(());
+        }
+        if seq <= st.feed_seq || st.held.is_some_and(|h| h.seq == seq) {
+            self.counts.stale += 1;
+            return Ok(());
+        }
+        if seq == st.feed_seq + 1 {
+            self.apply_update(sym, seq, ts, recv_ts, changes)?;
+            return self.release_held(sym);
+        }
+        if seq == st.feed_seq + 2 && st.held.is_none() {
+            // Perhaps swapped with its predecessor on the way: wait briefly for it.
+            st.held = Some(Held {
+                seq,
+                ts,
+                recv_ts,
+                since: clock::monotonic(),
+            });
+            st.held_changes.clear();
+            st.held_changes.extend_from_slice(changes);
+            self.maybe_held = true;
+            return Ok(());
+        }
+        let expected = st.feed_seq + 1;
+        let name = st.meta.symbol.clone();
+        self.gap(sym);
+        Err(format!(
+            "{name}: feed gap, expected seq {expected} got {seq}"
+        ))
+    }
+
+    /// Applies the update held back for `sym` if its predecessor has just been applied.
+    fn release_held(&mut self, sym: u32) -> Result<(), String> {
+        let Some(st) = self.syms.get_mut(sym as usize) else {
+            return Ok(());
+        };
+        let Some(h) = st.held.take() else {
+            return Ok(());
+        };
+        if h.seq != st.feed_seq + 1 {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut st.held_changes);
+        let result = self.apply_update(sym, h.seq, h.ts, h.recv_ts, &changes);
+        if let Some(st) = self.syms.get_mut(sym as usize) {
+            st.held_changes = changes;
+        }
+        result
+    }
+
+    /// Applies one in-sequence update and publishes the deltas of every depth it changed.
+    fn apply_update(
+        &mut self,
+        sym: u32,
+        seq: u64,
+        ts: u64,
+        recv_ts: u64,
+        changes: &[Change],
+    ) -> Result<(), String> {
+        let watched = self.watched_depths(sym);
+        let Some(st) = self.syms.get_mut(sym as usize) else {
+            return Ok(());
+        };
+        self.windows.clear();
+        self.windows.set_watched(watched);
+        let mut failed = None;
+        for c in changes {
+            if let Err(e) = st.book.apply(c.side, c.px, c.qty, &mut self.windows) {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            let name = st.meta.symbol.clone();
+            self.gap(sym);
+            return Err(format!("{name}: update refused by the book: {e}"));
+        }
+        st.feed_seq = seq;
+        st.exch_ts = ts;
+        st.recv_ts = recv_ts;
+        self.windows.finish();
+        self.counts.updates += 1;
+        for d in 0..DEPTHS.len() {
+            if self.windows.is_empty(d) {
+                continue;
+            }
+            self.syms[sym as usize].seqs[d] += 1;
+            self.publish_book_delta(sym, d, ts, recv_ts);
+        }
+        Ok(())
+    }
+
+    fn on_heartbeat(&mut self, sym: u32, seq: u64) -> Result<(), String> {
+        let Some(st) = self.syms.get(sym as usize) else {
+            return Err(format!("heartbeat for untracked symbol {sym}"));
+        };
+        if !st.synced || seq <= st.feed_seq {
+            return Ok(());
+        }
+        // The feed has sent updates this book never got.
+        let (name, have) = (st.meta.symbol.clone(), st.feed_seq);
+        self.gap(sym);
+        Err(format!(
+            "{name}: heartbeat at seq {seq}, book at {have}: updates were lost"
+        ))
+    }
+
+    /// Updates held back longer than [`REORDER_WINDOW`]: their predecessor is lost.
+    fn expire_held(&mut self, now: Instant) {
+        let mut still = false;
+        for sym in 0..self.syms.len() {
+            let Some(h) = self.syms[sym].held else {
+                continue;
+            };
+            if now.saturating_duration_since(h.since) < REORDER_WINDOW {
+                still = true;
+                continue;
+            }
+            let st = &self.syms[sym];
+            let e = format!(
+                "{}: seq {} never arrived before {}",
+                st.meta.symbol,
+                st.feed_seq + 1,
+                h.seq
+            );
+            self.gap(sym as u32);
+            self.bad_message(&e);
+        }
+        self.maybe_held = still;
+    }
+
+    fn on_symbols(&mut self, list: &[SymbolSpec]) {
         let cap = self.ctx.interest.max_symbols();
         let before = self.syms.len();
         for (i, spec) in list.iter().enumerate().skip(before) {
@@ -486,11 +715,14 @@ impl Ingester {
                 synced: false,
                 served: false,
                 requested: false,
+                stale: false,
                 feed_seq: 0,
                 seqs: [0; DEPTHS.len()],
                 trade_seq: 0,
                 exch_ts: 0,
                 recv_ts: 0,
+                held: None,
+                held_changes: Vec::new(),
             });
             self.unsynced += 1;
         }
@@ -503,14 +735,36 @@ impl Ingester {
         }
     }
 
-    fn out_of_sync(&mut self, sym: u32) {
+    /// A gap (or refused update) on `sym`: counted, the symbol goes stale, and one snapshot
+    /// is requested.
+    fn gap(&mut self, sym: u32) {
+        add(&self.m().gaps, 1);
+        self.mark_unsynced(sym);
+        self.request_snapshot(sym);
+    }
+
+    /// Marks `sym` out of sync; if it was in sync, its subscribers are told it is stale.
+    fn mark_unsynced(&mut self, sym: u32) {
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return;
         };
-        if st.synced {
-            st.synced = false;
-            self.unsynced += 1;
+        st.held = None;
+        if !st.synced {
+            return;
         }
+        st.synced = false;
+        self.unsynced += 1;
+        if !st.stale {
+            st.stale = true;
+            self.publish_status(sym, StatusCode::FeedStale);
+        }
+    }
+
+    /// Asks the feed for one snapshot of `sym` (once until it arrives).
+    fn request_snapshot(&mut self, sym: u32) {
+        let Some(st) = self.syms.get_mut(sym as usize) else {
+            return;
+        };
         if !st.requested {
             st.requested = true;
             add(&self.ctx.metrics.ingest.resyncs, 1);
@@ -523,29 +777,122 @@ impl Ingester {
 
     // ---- publishing ----
 
-    /// Pushes `bytes` of `topic` to every shard with subscribers of it.
-    fn push_to_shards(&mut self, topic: Topic, bytes: &Bytes) {
-        let mut pushed = 0;
-        let mut dropped = 0;
-        for (shard, ring) in self.ctx.rings.iter().enumerate() {
-            if !self.ctx.interest.any(shard, topic) {
-                continue;
+    /// Adds the local counters to the shared metrics.
+    fn flush_counts(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let m = &self.ctx.metrics.ingest;
+        add(&m.messages, c.messages);
+        add(&m.updates, c.updates);
+        add(&m.trades, c.trades);
+        add(&m.stale, c.stale);
+        add(&m.published, c.published);
+    }
+
+    /// Pushes `bytes` of `topic` to every shard with subscribers of it (the last one gets
+    /// `bytes` itself, the others a shared clone).
+    fn push_to_shards(&mut self, topic: Topic, bytes: Bytes) {
+        let mut last = None;
+        for shard in 0..self.ctx.rings.len() {
+            if self.ctx.interest.any(shard, topic) {
+                if let Some(prev) = last.replace(shard) {
+                    self.push_record(prev, topic, bytes.clone());
+                }
             }
-            match ring.push(ShardMsg::Record {
-                topic,
-                bytes: bytes.clone(),
-            }) {
-                Push::Queued => pushed += 1,
-                Push::Dropped => dropped += 1,
-            }
-            self.touched[shard] = true;
         }
-        add(&self.ctx.metrics.ingest.published, pushed);
-        add(&self.ctx.metrics.ingest.ring_drops, dropped);
+        if let Some(shard) = last {
+            self.push_record(shard, topic, bytes);
+        }
+    }
+
+    fn push_record(&mut self, shard: usize, topic: Topic, bytes: Bytes) {
+        match self.ctx.rings[shard].push(ShardMsg::Record { topic, bytes }) {
+            Push::Queued => self.counts.published += 1,
+            Push::Dropped => add(&self.ctx.metrics.ingest.ring_drops, 1),
+        }
+        self.touched[shard] = true;
     }
 
     fn interested(&self, topic: Topic) -> bool {
         (0..self.ctx.rings.len()).any(|s| self.ctx.interest.any(s, topic))
+    }
+
+    /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
+    /// computed: a book stream nobody watches needs no deltas, and its seq needs to move only
+    /// while someone holds it (a new subscriber starts from a snapshot carrying the seq as is).
+    fn watched_depths(&self, sid: u32) -> DepthMask {
+        let mut mask = 0;
+        for d in 0..DEPTHS.len() {
+            if self.interested(Topic::book(sid, d, Format::Binary))
+                || self.interested(Topic::book(sid, d, Format::Json))
+            {
+                mask |= 1 << d;
+            }
+        }
+        mask
+    }
+
+    /// True when `shard` has a subscriber of any stream of `sid` in `format`.
+    fn shard_watches(&self, shard: usize, sid: u32, format: Format) -> bool {
+        (0..STREAMS_PER_SYMBOL as u8).any(|stream| {
+            self.ctx.interest.any(
+                shard,
+                Topic {
+                    sid,
+                    stream,
+                    format,
+                },
+            )
+        })
+    }
+
+    /// Tells every subscriber of `sym` (any channel, depth and format) the feed's state for
+    /// it: one status record per connection, seq 0, both timestamps now.
+    fn publish_status(&mut self, sym: u32, code: StatusCode) {
+        let now = clock::realtime_ns();
+        for format in [Format::Binary, Format::Json] {
+            let shards: Vec<usize> = (0..self.ctx.rings.len())
+                .filter(|&s| self.shard_watches(s, sym, format))
+                .collect();
+            if shards.is_empty() {
+                continue;
+            }
+            let Some(st) = self.syms.get(sym as usize) else {
+                return;
+            };
+            let hdr = RecordHeader {
+                kind: RecordKind::Status,
+                flags: 0,
+                sid: sym,
+                seq: 0,
+                exch_ts: now,
+                recv_ts: now,
+            };
+            let encoded = self.arena.encode(|out| {
+                match format {
+                    Format::Binary => wire::encode_status(out, &hdr, code),
+                    Format::Json => {
+                        out.extend_from_slice(b",");
+                        wire::encode_status_json(out, &st.meta, &hdr, code);
+                    }
+                }
+                Ok(())
+            });
+            let Some(bytes) = self.checked(encoded) else {
+                continue;
+            };
+            for shard in shards {
+                let push = self.ctx.rings[shard].push(ShardMsg::Status {
+                    sid: sym,
+                    format,
+                    bytes: bytes.clone(),
+                });
+                match push {
+                    Push::Queued => self.counts.published += 1,
+                    Push::Dropped => add(&self.ctx.metrics.ingest.ring_drops, 1),
+                }
+                self.touched[shard] = true;
+            }
+        }
     }
 
     fn publish_book_delta(&mut self, sym: u32, d: usize, exch_ts: u64, recv_ts: u64) {
@@ -573,7 +920,7 @@ impl Ingester {
                 }
             });
             if let Some(bytes) = self.checked(encoded) {
-                self.push_to_shards(topic, &bytes);
+                self.push_to_shards(topic, bytes);
             }
         }
     }
@@ -604,7 +951,7 @@ impl Ingester {
                 Ok(())
             });
             if let Some(bytes) = self.checked(encoded) {
-                self.push_to_shards(topic, &bytes);
+                self.push_to_shards(topic, bytes);
             }
         }
     }
@@ -655,7 +1002,7 @@ impl Ingester {
                     continue;
                 }
                 if let Some(bytes) = self.snapshot_record(sym, d, format) {
-                    self.push_to_shards(topic, &bytes);
+                    self.push_to_shards(topic, bytes);
                 }
             }
         }
@@ -728,6 +1075,77 @@ impl Ingester {
     }
 }
 
-fn st_seq(syms: &[SymState], sym: u32) -> u64 {
-    syms.get(sym as usize).map_or(0, |s| s.feed_seq)
+/// The ingester's message path without a socket: feed messages in, records into the rings.
+///
+/// For benchmarks and tests: it decodes, applies and publishes exactly as the ingester thread
+/// does (same code), answers the shards' snapshot requests on [`serve_requests`]
+/// (Self::serve_requests), and collects the snapshot requests meant for the feed instead of
+/// sending them.
+pub struct Replay {
+    ing: Ingester,
+    decoder: FeedDecoder,
 }
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("symbols", &self.ing.syms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replay {
+    /// A replay publishing into `ctx`'s rings (`ctx.feed` is not used).
+    ///
+    /// # Errors
+    /// If the OS refuses a `mio::Poll`.
+    pub fn new(ctx: IngestContext) -> io::Result<Self> {
+        Ok(Self {
+            ing: Ingester::new(ctx, Poll::new()?),
+            decoder: FeedDecoder::new(),
+        })
+    }
+
+    /// Handles one feed message (a JSON text) as if it had just been read off the feed.
+    pub fn message(&mut self, msg: &[u8]) {
+        self.ing.scratch.clear();
+        self.ing.scratch.extend_from_slice(msg);
+        self.ing.on_message(&mut self.decoder);
+    }
+
+    /// Answers the shards' pending snapshot requests and wakes the shards that got records.
+    pub fn serve_requests(&mut self) {
+        self.ing.flush_counts();
+        self.ing.serve_requests();
+        self.ing.wake_shards();
+    }
+
+    /// Behaves as if the feed connection was lost.
+    pub fn feed_lost(&mut self) {
+        self.ing.feed_lost();
+    }
+
+    /// Expires updates held back for a lost predecessor as if `REORDER_WINDOW` had passed.
+    pub fn expire_held(&mut self) {
+        self.ing.expire_held(clock::monotonic() + REORDER_WINDOW);
+    }
+
+    /// The snapshot requests the ingester would have sent to the feed since the last call.
+    pub fn take_feed_requests(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ing.feed_requests)
+    }
+
+    /// Metrics counted so far (hot-path counters are added on
+    /// [`serve_requests`](Self::serve_requests)).
+    pub fn metrics(&self) -> &Metrics {
+        &self.ing.ctx.metrics
+    }
+
+    /// True when the symbol `sid` is in sync with the feed.
+    pub fn is_synced(&self, sid: u32) -> bool {
+        self.ing.syms.get(sid as usize).is_some_and(|s| s.synced)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,23 @@
 //! One server-side WebSocket connection after the `101`: frames in, messages and control
 //! replies out (RFC 6455 §5–7).
 //!
-//! [`WsConn`] enforces the receiving rules: client frames are masked, RSV bits are clear (no
-//! extension is negotiated), fragments follow each other (control frames may interleave), text
-//! is UTF-8 (checked as the bytes arrive, so an invalid sequence fails the connection before the
-//! message completes), sizes stay within [`ConnLimits`] (checked on the declared length, before
-//! anything is buffered), and the close handshake follows §5.5.1 and §7.
+//! [`WsConn`] enforces the receiving rules: client frames are masked, RSV bits are clear (but
+//! RSV1 on the first frame of a data message when permessage-deflate was negotiated), fragments
+//! follow each other (control frames may interleave), text is UTF-8 (checked as the bytes
+//! arrive, so an invalid sequence fails the connection before the message completes), sizes stay
+//! within [`ConnLimits`] (checked on the declared length, before anything is buffered, and for a
+//! compressed message also on the inflated length as it is inflated), and the close handshake
+//! follows §5.5.1 and §7.
+//!
+//! Compressed messages (RFC 7692) are inflated frame piece by frame piece as the bytes arrive
+//! ([`Inflater`]); the caller only ever sees plain messages.
 //!
 //! It never sends data frames: the caller encodes those with [`frame::encode_header`] while
 //! [`WsConn::can_send_data`] is true.
 
 use super::close_code;
-use super::frame::{self, FrameHeader, OpCode};
+use super::deflate::{DeflateParams, InflateError, Inflater};
+use super::frame::{self, FrameHeader, OpCode, RSV1};
 use super::utf8::Utf8Validator;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -107,10 +113,11 @@ const PONG_B0: u8 = 0x80 | 0xA;
 pub struct WsConn {
     limits: ConnLimits,
     state: ConnState,
-    /// RSV bits a negotiated extension gives meaning to (none yet). Hook for permessage-deflate:
-    /// it would allow RSV1 (`0b100`) here, and must then also accept it only on the first frame
-    /// of a data message, never on control frames or continuations.
+    /// RSV bits a negotiated extension gives meaning to: RSV1 with permessage-deflate, and then
+    /// only on the first frame of a data message (checked in `start_frame`).
     allowed_rsv: u8,
+    /// permessage-deflate's inflater, when the extension was negotiated.
+    inflater: Option<Inflater>,
     /// The frame whose payload is being received.
     frame: Option<InFrame>,
     /// The data message being received (opened by its first frame's header).
@@ -134,14 +141,20 @@ struct InFrame {
     done: usize,
     /// A data frame after our close: consumed as it arrives and dropped.
     discard: bool,
-    /// Check the payload as UTF-8 as it arrives (text messages).
+    /// Check the payload as UTF-8 as it arrives (uncompressed text messages).
     check_utf8: bool,
+    /// The payload is compressed: inflate it as it arrives (and check the inflated text).
+    inflate: bool,
 }
 
 /// A data message being assembled.
 #[derive(Debug)]
 struct InMessage {
     text: bool,
+    /// RSV1 was set on the first frame: the payload is DEFLATE data, inflated into `inflated`.
+    compressed: bool,
+    /// The inflated bytes of a compressed message.
+    inflated: Vec<u8>,
     /// Payload bytes declared so far, over all fragments.
     len: usize,
     /// The fragments received so far.
@@ -150,13 +163,23 @@ struct InMessage {
 }
 
 impl WsConn {
-    /// A connection in the [`ConnState::Open`] state, right after the `101` was sent.
+    /// A connection in the [`ConnState::Open`] state, right after the `101` was sent, with no
+    /// extension.
     #[must_use]
     pub fn new(limits: ConnLimits) -> Self {
+        Self::with_deflate(limits, None)
+    }
+
+    /// A connection whose `101` accepted permessage-deflate with `deflate` (or no extension
+    /// when `None`): RSV1 marks compressed client messages, which are inflated as they arrive
+    /// and reported as plain [`Message`]s.
+    #[must_use]
+    pub fn with_deflate(limits: ConnLimits, deflate: Option<&DeflateParams>) -> Self {
         Self {
             limits,
             state: ConnState::Open,
-            allowed_rsv: 0,
+            allowed_rsv: if deflate.is_some() { RSV1 } else { 0 },
+            inflater: deflate.map(Inflater::new),
             frame: None,
             message: None,
             transmit: VecDeque::new(),
@@ -212,6 +235,9 @@ impl WsConn {
             let end = frame.len.min(input.len());
             if let Some(fresh) = input.get_mut(frame.done..end) {
                 frame::apply_mask(fresh, frame.mask, frame.done);
+                if frame.inflate {
+                    self.inflate_piece(fresh)?;
+                }
                 let bad_utf8 = frame.check_utf8
                     && self
                         .message
@@ -259,7 +285,13 @@ impl WsConn {
         };
         self.transmit.push_back(frame::encode_close(code, reason));
         self.state = ConnState::CloseSent;
-        self.message = None;
+        self.drop_message();
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection.
+    #[must_use]
+    pub fn deflate(&self) -> bool {
+        self.inflater.is_some()
     }
 
     /// Where the connection is in the closing handshake.
@@ -285,6 +317,13 @@ impl WsConn {
         if header.rsv & !self.allowed_rsv != 0 {
             return Err(self.fail(PROTOCOL_ERROR, "reserved bits set"));
         }
+        let rsv1 = header.rsv & RSV1 != 0;
+        if rsv1 && header.opcode.is_control() {
+            return Err(self.fail(PROTOCOL_ERROR, "compressed control frame"));
+        }
+        if rsv1 && header.opcode == OpCode::Continuation {
+            return Err(self.fail(PROTOCOL_ERROR, "RSV1 on a continuation frame"));
+        }
         let len = match usize::try_from(header.payload_len) {
             Ok(len) if header.opcode.is_control() || len <= self.limits.max_frame_bytes => len,
             _ => return Err(self.fail(TOO_BIG, "frame too big")),
@@ -297,6 +336,7 @@ impl WsConn {
             done: 0,
             discard: false,
             check_utf8: false,
+            inflate: false,
         };
         match header.opcode {
             // parse_header already bounded control frames to 125 bytes with FIN.
@@ -310,9 +350,12 @@ impl WsConn {
                     return Err(self.fail(TOO_BIG, "message too big"));
                 }
                 let text = header.opcode == OpCode::Text;
-                frame.check_utf8 = text;
+                frame.check_utf8 = text && !rsv1;
+                frame.inflate = rsv1;
                 self.message = Some(InMessage {
                     text,
+                    compressed: rsv1,
+                    inflated: Vec::new(),
                     len,
                     buf: BytesMut::new(),
                     utf8: Utf8Validator::default(),
@@ -323,7 +366,8 @@ impl WsConn {
                     return Err(self.fail(PROTOCOL_ERROR, "continuation without a message"));
                 };
                 msg.len = msg.len.saturating_add(len);
-                frame.check_utf8 = msg.text;
+                frame.check_utf8 = msg.text && !msg.compressed;
+                frame.inflate = msg.compressed;
                 if msg.len > self.limits.max_message_bytes {
                     return Err(self.fail(TOO_BIG, "message too big"));
                 }
@@ -364,6 +408,14 @@ impl WsConn {
         let Some(msg) = &mut self.message else {
             return Ok(None);
         };
+        if msg.compressed {
+            // The payload was inflated as it arrived; `payload` is the spent DEFLATE data.
+            return if fin {
+                self.finish_compressed()
+            } else {
+                Ok(None)
+            };
+        }
         if msg.buf.is_empty() {
             // The first (often only) fragment: keep the split-off input buffer, no copy.
             msg.buf = payload;
@@ -386,6 +438,73 @@ impl WsConn {
             ));
         }
         Ok(Some(Event::Message(Message::Text(msg.buf.freeze()))))
+    }
+
+    /// Inflates a newly arrived (unmasked) piece of a compressed message's payload, checking the
+    /// inflated size and, for text, the inflated bytes as UTF-8.
+    fn inflate_piece(&mut self, data: &[u8]) -> Result<(), ProtocolViolation> {
+        let limit = self.limits.max_message_bytes;
+        let (Some(msg), Some(inflater)) = (self.message.as_mut(), self.inflater.as_mut()) else {
+            return Ok(());
+        };
+        let start = msg.inflated.len();
+        let result = inflater.inflate(data, &mut msg.inflated, limit);
+        let bad_utf8 = msg.text
+            && msg
+                .utf8
+                .feed(msg.inflated.get(start..).unwrap_or_default())
+                .is_err();
+        self.check_inflated(result, bad_utf8)
+    }
+
+    /// Completes a compressed message: inflates the removed tail, finishes the UTF-8 check.
+    fn finish_compressed(&mut self) -> Result<Option<Event>, ProtocolViolation> {
+        let limit = self.limits.max_message_bytes;
+        let (Some(mut msg), Some(inflater)) = (self.message.take(), self.inflater.as_mut()) else {
+            return Ok(None);
+        };
+        let start = msg.inflated.len();
+        let result = inflater.finish_message(&mut msg.inflated, limit);
+        let bad_utf8 = msg.text
+            && (msg
+                .utf8
+                .feed(msg.inflated.get(start..).unwrap_or_default())
+                .is_err()
+                || msg.utf8.finish().is_err());
+        self.check_inflated(result, bad_utf8)?;
+        let data = bytes::Bytes::from(msg.inflated);
+        Ok(Some(Event::Message(if msg.text {
+            Message::Text(data)
+        } else {
+            Message::Binary(data)
+        })))
+    }
+
+    fn check_inflated(
+        &mut self,
+        result: Result<(), InflateError>,
+        bad_utf8: bool,
+    ) -> Result<(), ProtocolViolation> {
+        match result {
+            Err(InflateError::TooBig) => Err(self.fail(close_code::TOO_BIG, "message too big")),
+            Err(InflateError::Corrupt) => Err(self.fail(
+                close_code::INVALID_PAYLOAD,
+                "invalid permessage-deflate data",
+            )),
+            Ok(()) if bad_utf8 => {
+                Err(self.fail(close_code::INVALID_PAYLOAD, "invalid UTF-8 in text"))
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Drops the message being received (and the inflater's state for it).
+    fn drop_message(&mut self) {
+        if self.message.take().is_some_and(|m| m.compressed) {
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflater.abandon();
+            }
+        }
     }
 
     /// The client's close frame: validate it, echo it if we have not sent ours, and finish.
@@ -411,7 +530,7 @@ impl WsConn {
             self.transmit.push_back(frame::encode_close(echo, ""));
         }
         self.state = ConnState::Closed;
-        self.message = None;
+        self.drop_message();
         Ok(Event::Closed { code, reason })
     }
 
@@ -436,7 +555,7 @@ impl WsConn {
         }
         self.state = ConnState::Closed;
         self.frame = None;
-        self.message = None;
+        self.drop_message();
         ProtocolViolation {
             close_code: code,
             reason,
@@ -885,6 +1004,191 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    /// A client's compressed message payload (RFC 7692 §7.2.1: sync flush, tail removed),
+    /// made with flate2 directly, independently of our `Deflater`.
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn deflate_conn(params: DeflateParams, limits: ConnLimits) -> WsConn {
+        WsConn::with_deflate(limits, Some(&params))
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated() {
+        let words = "subscribe to everything, everything, everything ".repeat(10);
+        let z = deflated(words.as_bytes());
+        assert!(z.len() < words.len() / 4);
+        // Single frame, RSV1 + text; then a fragmented binary message with a ping inside,
+        // RSV1 on the first frame only; then an uncompressed message (RSV1 is per message).
+        let mut bytes = raw_frame(0x80 | 0x40 | 0x1, &z, Some(MASK));
+        let bin: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+        let zb = deflated(&bin);
+        let cut = zb.len() / 2;
+        bytes.extend(raw_frame(0x40 | 0x2, &zb[..cut], Some(MASK)));
+        bytes.extend(frame(true, 0x9, b"p"));
+        bytes.extend(frame(false, 0x0, &zb[cut..cut + 1]));
+        bytes.extend(frame(true, 0x0, &zb[cut + 1..]));
+        bytes.extend(frame(true, 0x1, b"plain"));
+        // An empty compressed message is the single byte 00.
+        bytes.extend(raw_frame(0x80 | 0x40 | 0x1, &[0x00], Some(MASK)));
+        let want = vec![
+            text(&words),
+            Ok(Event::Ping(Bytes::from_static(b"p"))),
+            Ok(Event::Message(Message::Binary(Bytes::from(bin)))),
+            text("plain"),
+            text(""),
+        ];
+        for params in [
+            DeflateParams::default(),
+            DeflateParams {
+                client_no_context_takeover: true,
+                ..DeflateParams::default()
+            },
+        ] {
+            let mut conn = deflate_conn(params, ConnLimits::default());
+            assert!(conn.deflate());
+            assert_eq!(feed(&mut conn, &mut BytesMut::new(), &bytes), want);
+            // Byte at a time gives the same.
+            let mut conn = deflate_conn(params, ConnLimits::default());
+            let mut input = BytesMut::new();
+            let got: Vec<Outcome> = bytes
+                .iter()
+                .flat_map(|b| feed(&mut conn, &mut input, std::slice::from_ref(b)))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn compression_violations() {
+        let z = deflated(b"hello");
+        let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            (
+                "rsv1 on a continuation",
+                [
+                    raw_frame(0x40 | 0x1, &z, Some(MASK)),
+                    raw_frame(0x80 | 0x40, &z, Some(MASK)),
+                ]
+                .concat(),
+                1002,
+            ),
+            (
+                "rsv1 on an uncompressed message's continuation",
+                [
+                    frame(false, 0x1, b"a"),
+                    raw_frame(0x80 | 0x40, b"b", Some(MASK)),
+                ]
+                .concat(),
+                1002,
+            ),
+            (
+                "rsv1 on a ping",
+                raw_frame(0x80 | 0x40 | 0x9, b"", Some(MASK)),
+                1002,
+            ),
+            (
+                "rsv1 on a close",
+                raw_frame(0x80 | 0x40 | 0x8, &[3, 232], Some(MASK)),
+                1002,
+            ),
+            ("rsv2", raw_frame(0x80 | 0x20 | 0x1, b"x", Some(MASK)), 1002),
+            (
+                "corrupt data",
+                raw_frame(0x80 | 0x40 | 0x2, &[0xff, 0xff, 0xff, 0xff], Some(MASK)),
+                1007,
+            ),
+            (
+                "inflated text is not UTF-8",
+                raw_frame(
+                    0x80 | 0x40 | 0x1,
+                    &deflated(&[b'a', 0xff, b'b']),
+                    Some(MASK),
+                ),
+                1007,
+            ),
+            (
+                "inflated text ends inside a sequence",
+                raw_frame(
+                    0x80 | 0x40 | 0x1,
+                    &deflated(&[b'a', 0xe2, 0x82]),
+                    Some(MASK),
+                ),
+                1007,
+            ),
+        ];
+        for (name, bytes, code) in cases {
+            let mut conn = deflate_conn(DeflateParams::default(), ConnLimits::default());
+            let events = feed(&mut conn, &mut BytesMut::new(), &bytes);
+            assert!(
+                events.last().is_some_and(violation(code)),
+                "{name}: {events:?}"
+            );
+            assert_eq!(conn.state(), ConnState::Closed, "{name}");
+        }
+    }
+
+    #[test]
+    fn compressed_invalid_utf8_fails_before_the_message_ends() {
+        // First fragment inflates to invalid UTF-8: fail without waiting for the rest.
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut z = Vec::with_capacity(256);
+        c.compress_vec(
+            &[b'o', b'k', 0xc0, 0x80],
+            &mut z,
+            flate2::FlushCompress::Sync,
+        )
+        .unwrap();
+        let mut conn = deflate_conn(DeflateParams::default(), ConnLimits::default());
+        let events = feed(
+            &mut conn,
+            &mut BytesMut::new(),
+            &raw_frame(0x40 | 0x1, &z, Some(MASK)),
+        );
+        assert!(events.last().is_some_and(violation(1007)), "{events:?}");
+    }
+
+    #[test]
+    fn zip_bomb_is_refused_on_the_inflated_size() {
+        let limits = ConnLimits {
+            max_message_bytes: 64 << 10,
+            max_frame_bytes: 64 << 10,
+        };
+        // 10 MiB of zeros: about 10 KiB compressed, well within the frame limit.
+        let z = deflated(&vec![0u8; 10 << 20]);
+        assert!(z.len() < limits.max_frame_bytes);
+        let mut conn = deflate_conn(DeflateParams::default(), limits);
+        let events = feed(
+            &mut conn,
+            &mut BytesMut::new(),
+            &raw_frame(0x80 | 0x40 | 0x2, &z, Some(MASK)),
+        );
+        assert!(events.last().is_some_and(violation(1009)), "{events:?}");
+        // At the limit exactly: accepted.
+        let z = deflated(&vec![0u8; 64 << 10]);
+        let mut conn = deflate_conn(DeflateParams::default(), limits);
+        let events = feed(
+            &mut conn,
+            &mut BytesMut::new(),
+            &raw_frame(0x80 | 0x40 | 0x2, &z, Some(MASK)),
+        );
+        assert!(
+            matches!(&events[..], [Ok(Event::Message(Message::Binary(b)))] if b.len() == 64 << 10)
+        );
+    }
+
+    #[test]
+    fn without_negotiation_rsv1_is_a_protocol_error() {
+        let (_, events) = feed_all(&raw_frame(0x80 | 0x40 | 0x1, &deflated(b"x"), Some(MASK)));
+        assert!(events.last().is_some_and(violation(1002)), "{events:?}");
     }
 
     /// Cross-check against an independent implementation: client frames encoded by tungstenite.

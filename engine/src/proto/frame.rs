@@ -206,7 +206,23 @@ pub fn encode_header(
     payload_len: u64,
     out: &mut [u8; MAX_HEADER_LEN],
 ) -> usize {
-    out[0] = if fin { 0x80 } else { 0 } | opcode.as_u8();
+    encode_header_with_rsv(fin, 0, opcode, payload_len, out)
+}
+
+/// RSV1, the bit permessage-deflate sets on the first frame of a compressed message
+/// (RFC 7692 §6), in [`FrameHeader::rsv`]'s numbering.
+pub const RSV1: u8 = 0b100;
+
+/// [`encode_header`] with RSV bits (`rsv` as in [`FrameHeader::rsv`]; only the low three bits
+/// are used): [`RSV1`] marks a compressed message when permessage-deflate was negotiated.
+pub fn encode_header_with_rsv(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload_len: u64,
+    out: &mut [u8; MAX_HEADER_LEN],
+) -> usize {
+    out[0] = if fin { 0x80 } else { 0 } | ((rsv & 0x07) << 4) | opcode.as_u8();
     if payload_len <= 125 {
         // Fits in 7 bits by the check above.
         out[1] = payload_len as u8;
@@ -356,6 +372,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rsv1_header_round_trip() {
+        let mut out = [0u8; MAX_HEADER_LEN];
+        let n = encode_header_with_rsv(true, RSV1, OpCode::Text, 300, &mut out);
+        assert_eq!(out[0], 0xC1);
+        let (h, used) = parse_header(&out[..n]).unwrap().unwrap();
+        assert_eq!((h.rsv, h.payload_len, used), (RSV1, 300, 4));
     }
 
     #[test]

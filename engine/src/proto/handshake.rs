@@ -55,7 +55,8 @@ pub struct UpgradeRequest {
     pub origin: Option<String>,
     /// The subprotocols the client offers (`Sec-WebSocket-Protocol`), in order.
     pub protocols: Vec<String>,
-    /// `Sec-WebSocket-Extensions` as sent (header lines joined by `, `); not negotiated yet.
+    /// `Sec-WebSocket-Extensions` as sent (header lines joined by `, `); see
+    /// [`super::deflate::negotiate`].
     pub extensions: Option<String>,
     /// `Host`. HTTP/1.1 requires it, but it is not needed here, so its absence is tolerated.
     pub host: Option<String>,
@@ -325,6 +326,18 @@ pub fn accept_key(client_key: &str) -> String {
 /// `protocol` is the subprotocol chosen from `req.protocols`, if any (the caller picks it; it is
 /// written as given). No extension is accepted.
 pub fn write_accept_response(req: &UpgradeRequest, protocol: Option<&str>, out: &mut Vec<u8>) {
+    write_accept_response_ext(req, protocol, None, out);
+}
+
+/// [`write_accept_response`] that also accepts an extension: `extensions` is written as the
+/// `Sec-WebSocket-Extensions` value (e.g. a [`super::deflate::Accepted::response`]); a value
+/// containing CR or LF is dropped.
+pub fn write_accept_response_ext(
+    req: &UpgradeRequest,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\n\
           Upgrade: websocket\r\n\
@@ -335,6 +348,9 @@ pub fn write_accept_response(req: &UpgradeRequest, protocol: Option<&str>, out: 
     out.extend_from_slice(b"\r\n");
     if let Some(protocol) = protocol {
         push_header(out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if let Some(extensions) = extensions {
+        push_header(out, "Sec-WebSocket-Extensions", extensions);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -510,6 +526,14 @@ mod tests {
         assert!(text.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.contains("\r\nSec-WebSocket-Protocol: chat\r\n"));
         assert!(text.contains("\r\nUpgrade: websocket\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("Sec-WebSocket-Extensions"));
+
+        let mut out = Vec::new();
+        write_accept_response_ext(&up, None, Some("permessage-deflate"), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"));
+        assert!(!text.contains("Sec-WebSocket-Protocol"));
         assert!(text.ends_with("\r\n\r\n"));
     }
 

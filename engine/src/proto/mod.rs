@@ -12,8 +12,14 @@
 //!    ([`conn::WsConn::handle_input`]) and queues the control frames it owes the client
 //!    ([`conn::WsConn::poll_transmit`]). Data frames are encoded by the caller with
 //!    [`frame::encode_header`] so that a payload encoded once can be shared by many clients.
+//!
+//! permessage-deflate (RFC 7692) lives in [`deflate`]: [`deflate::negotiate`] picks the offer
+//! answered in the `101` ([`handshake::write_accept_response_ext`]), [`conn::WsConn::with_deflate`]
+//! inflates the client's compressed messages, and [`deflate::Deflater`] makes the independent,
+//! shareable compressed pieces the fan-out sends.
 
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 mod utf8;

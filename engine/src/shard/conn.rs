@@ -7,9 +7,21 @@ use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 
 use crate::fanout::Format;
+use crate::fanout::deflate::RunRef;
 use crate::fanout::limit::RateLimiter;
 use crate::fanout::outbuf::OutBuf;
 use crate::proto::conn::WsConn;
+use crate::proto::deflate::DeflateParams;
+
+/// Which WebSocket endpoint a connection upgraded on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/ws`: control messages in, data streams out.
+    Ws,
+    /// `/echo` (only with `--echo`): every text or binary message is sent back as one
+    /// unfragmented message, for the conformance suite.
+    Echo,
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +57,17 @@ pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) ws: Option<WsConn>,
+    pub(crate) endpoint: Endpoint,
+    /// permessage-deflate parameters, when negotiated.
+    pub(crate) deflate: Option<DeflateParams>,
     pub(crate) format: Format,
     pub(crate) inbuf: BytesMut,
     pub(crate) out: OutBuf,
     /// Records owed from the current ring drain, in ring order.
     pub(crate) pending: Vec<Bytes>,
+    /// For a deflate connection, where each record of `pending` sits in the drain's shared
+    /// runs (same length as `pending`); empty otherwise.
+    pub(crate) zrefs: Vec<RunRef>,
     /// WRITABLE interest is registered (only while the out-buffer is not empty).
     pub(crate) writable: bool,
     pub(crate) subs: Vec<Sub>,
@@ -66,5 +84,20 @@ impl Conn {
 
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// Adds a record to what the connection is owed from this drain; `at` is its place in the
+    /// shared runs ([`RunRef::OWN`] for a record of its own).
+    pub(crate) fn owe(&mut self, bytes: Bytes, at: RunRef) {
+        if self.deflate.is_some() {
+            self.zrefs.push(at);
+        }
+        self.pending.push(bytes);
+    }
+
+    /// Forgets what the connection is owed from this drain.
+    pub(crate) fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.zrefs.clear();
     }
 }

@@ -30,6 +30,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::control::{self, ErrorCode, Request, RequestError, SymbolSel};
 use crate::fanout::batch::{append_batch, text_message};
+use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::interest::Interest;
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
@@ -38,12 +39,14 @@ use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::{Metrics, ShardMetrics, add};
 use crate::proto::close_code;
 use crate::proto::conn::{ConnLimits, ConnState, Event, Message, WsConn};
+use crate::proto::deflate;
+use crate::proto::frame::{MAX_HEADER_LEN, OpCode, RSV1, encode_header_with_rsv};
 use crate::proto::handshake::{
-    HandshakeLimits, Request as HttpReq, parse_request, query_param, write_accept_response,
+    HandshakeLimits, Request as HttpReq, parse_request, query_param, write_accept_response_ext,
     write_http_response,
 };
 use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
-use conn::{Conn, Phase, Sub};
+use conn::{Conn, Endpoint, Phase, Sub};
 
 /// Token of the listener.
 const LISTENER: Token = Token(0);
@@ -57,6 +60,9 @@ const TICK: Duration = Duration::from_millis(100);
 const IOV: usize = 64;
 /// Bytes read from one socket per readiness event before moving on (fairness).
 const READ_BUDGET: usize = 256 * 1024;
+/// Smallest message limit of `/echo` connections: the conformance suite's 9.x cases send
+/// 16 MiB messages. A larger `max_message_bytes` raises it.
+const ECHO_MIN_MESSAGE_BYTES: usize = 17 << 20;
 
 /// What a shard thread needs from the rest of the process.
 #[derive(Debug)]
@@ -109,6 +115,8 @@ struct Core {
     subs: Subscribers,
     hs_limits: HandshakeLimits,
     ws_limits: ConnLimits,
+    /// Limits of `/echo` connections (large: the conformance suite sends 16 MiB messages).
+    echo_limits: ConnLimits,
     /// Requests sent since the ingester was last woken.
     requests_sent: bool,
     m: Arc<Metrics>,
@@ -128,6 +136,8 @@ struct Shard {
     accept_paused_until: Option<Instant>,
     /// Number of the last status delivery (dedupes a status per connection).
     status_stamp: u64,
+    /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
+    zshared: SharedDeflate,
 }
 
 /// Runs a shard on the current thread until `ctx.shutdown` is set.
@@ -141,6 +151,11 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         max_message_bytes: ctx.config.max_message_bytes,
         max_frame_bytes: ctx.config.max_message_bytes,
     };
+    let echo_max = ctx.config.max_message_bytes.max(ECHO_MIN_MESSAGE_BYTES);
+    let echo_limits = ConnLimits {
+        max_message_bytes: echo_max,
+        max_frame_bytes: echo_max,
+    };
     let m = ctx.metrics.clone();
     let mut shard = Shard {
         poll,
@@ -150,6 +165,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
             subs: Subscribers::new(),
             hs_limits: HandshakeLimits::default(),
             ws_limits,
+            echo_limits,
             requests_sent: false,
             m,
         },
@@ -160,6 +176,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         reread: Vec::new(),
         accept_paused_until: None,
         status_stamp: 0,
+        zshared: SharedDeflate::default(),
     };
     shard.run()
 }
@@ -240,6 +257,8 @@ impl Shard {
             self.resync_after_lag();
         }
         let max = self.core.ctx.config.drain_max;
+        let batch_limits = self.core.ctx.config.batch;
+        self.zshared.clear();
         let mut n = 0;
         let mut records = 0u64;
         while n < max {
@@ -247,6 +266,9 @@ impl Shard {
             n += 1;
             match msg {
                 ShardMsg::Record { topic, bytes } => {
+                    // Deflate subscribers get the record through the topic's shared run, which
+                    // is compressed once for all of them (fanout::deflate).
+                    let mut run: Option<RunRef> = None;
                     for &idx in self.core.subs.get(topic) {
                         let Some(c) = self
                             .slots
@@ -258,7 +280,14 @@ impl Shard {
                         if c.pending.is_empty() {
                             self.dirty.push(idx);
                         }
-                        c.pending.push(bytes.clone());
+                        let at = if c.deflate.is_some() {
+                            *run.get_or_insert_with(|| {
+                                self.zshared.push(topic, &bytes, batch_limits)
+                            })
+                        } else {
+                            RunRef::OWN
+                        };
+                        c.owe(bytes.clone(), at);
                         records += 1;
                     }
                 }
@@ -352,7 +381,7 @@ impl Shard {
         if c.pending.is_empty() {
             self.dirty.push(id.index);
         }
-        c.pending.push(bytes);
+        c.owe(bytes, RunRef::OWN);
         true
     }
 
@@ -371,7 +400,7 @@ impl Shard {
             let Some(c) = slot.conn.as_mut() else {
                 continue;
             };
-            c.pending.clear();
+            c.clear_pending();
             if !c.is_open() {
                 continue;
             }
@@ -405,6 +434,7 @@ impl Shard {
     fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let limits = self.core.ctx.config.batch;
+        let threshold = self.core.ctx.config.deflate_threshold;
         let mut messages = 0u64;
         for &idx in &dirty {
             let Some(c) = self
@@ -415,11 +445,22 @@ impl Shard {
                 continue;
             };
             if !c.is_open() {
-                c.pending.clear();
+                c.clear_pending();
                 continue;
             }
-            let result = append_batch(&mut c.out, c.format, &c.pending, limits);
-            c.pending.clear();
+            let result = match c.deflate {
+                Some(p) => self.zshared.append_batch(
+                    &mut c.out,
+                    c.format,
+                    &c.pending,
+                    &c.zrefs,
+                    p.server_window_bits,
+                    limits,
+                    threshold,
+                ),
+                None => append_batch(&mut c.out, c.format, &c.pending, limits),
+            };
+            c.clear_pending();
             match result {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
@@ -438,6 +479,8 @@ impl Shard {
         add(&self.metrics().messages_out, messages);
         self.dirty = dirty;
         self.dirty.clear();
+        // Every connection owed something was flushed: release the drain's shared pieces.
+        self.zshared.clear();
     }
 
     // ---- sockets ----
@@ -495,10 +538,13 @@ impl Shard {
                 deadline: now + cfg.handshake_timeout,
             },
             ws: None,
+            endpoint: Endpoint::Ws,
+            deflate: None,
             format: Format::Binary,
             inbuf: BytesMut::new(),
             out: OutBuf::new(cfg.max_outbuf_bytes),
             pending: Vec::new(),
+            zrefs: Vec::new(),
             writable: false,
             subs: Vec::new(),
             limiter: RateLimiter::new(
@@ -517,7 +563,6 @@ impl Shard {
     }
 
     fn on_readable(&mut self, idx: u32) {
-        let max_in = self.core.ctx.config.max_message_bytes + 16 * 1024;
         let Some(c) = self
             .slots
             .get_mut(idx as usize)
@@ -525,6 +570,11 @@ impl Shard {
         else {
             return;
         };
+        let max_message = match c.endpoint {
+            Endpoint::Ws => self.core.ws_limits.max_message_bytes,
+            Endpoint::Echo => self.core.echo_limits.max_message_bytes,
+        };
+        let max_in = max_message + 16 * 1024;
         let mut eof = false;
         let mut stopped_early = false;
         let mut budget = READ_BUDGET;
@@ -641,6 +691,11 @@ impl Shard {
                             "text/plain; charset=utf-8",
                             b"this endpoint speaks WebSocket: send an upgrade request\n".to_vec(),
                         ),
+                        ("GET" | "HEAD", "/echo") if self.core.ctx.config.echo => (
+                            426,
+                            "text/plain; charset=utf-8",
+                            b"this endpoint speaks WebSocket: send an upgrade request\n".to_vec(),
+                        ),
                         ("GET" | "HEAD", _) => {
                             (404, "text/plain; charset=utf-8", b"not found\n".to_vec())
                         }
@@ -659,17 +714,21 @@ impl Shard {
                 respond(c, status, ctype, &body, extra);
             }
             HttpReq::Upgrade(u) => {
-                if u.path != "/ws" {
-                    add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
-                    respond(
-                        c,
-                        404,
-                        "text/plain; charset=utf-8",
-                        b"not found: WebSocket clients connect to /ws\n",
-                        &[],
-                    );
-                    return;
-                }
+                let endpoint = match u.path.as_str() {
+                    "/ws" => Endpoint::Ws,
+                    "/echo" if self.core.ctx.config.echo => Endpoint::Echo,
+                    _ => {
+                        add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                        respond(
+                            c,
+                            404,
+                            "text/plain; charset=utf-8",
+                            b"not found: WebSocket clients connect to /ws\n",
+                            &[],
+                        );
+                        return;
+                    }
+                };
                 let format = match query_param(&u.query, "format") {
                     None => Format::Binary,
                     Some(v) => match Format::from_query(v) {
@@ -687,14 +746,37 @@ impl Shard {
                         }
                     },
                 };
+                // permessage-deflate: the first acceptable offer, if the server allows it.
+                let accepted = u
+                    .extensions
+                    .as_deref()
+                    .filter(|_| self.core.ctx.config.deflate)
+                    .and_then(deflate::negotiate);
                 let mut resp = Vec::with_capacity(256);
-                write_accept_response(&u, None, &mut resp);
+                write_accept_response_ext(
+                    &u,
+                    None,
+                    accepted.as_ref().map(|a| a.response.as_str()),
+                    &mut resp,
+                );
                 c.out.push_shared(Bytes::from(resp), true);
+                let params = accepted.map(|a| a.params);
+                let limits = match endpoint {
+                    Endpoint::Ws => self.core.ws_limits,
+                    Endpoint::Echo => {
+                        // One echoed message of the largest size must fit the out-buffer.
+                        let need = 2 * self.core.echo_limits.max_message_bytes + (64 << 10);
+                        c.out.set_limit(c.out.limit().max(need));
+                        self.core.echo_limits
+                    }
+                };
+                c.endpoint = endpoint;
+                c.deflate = params;
                 c.format = format;
-                c.ws = Some(WsConn::new(self.core.ws_limits));
+                c.ws = Some(WsConn::with_deflate(limits, params.as_ref()));
                 c.phase = Phase::Open;
                 add(&self.core.m.shards[self.core.ctx.id].upgraded, 1);
-                tracing::debug!(peer = %c.peer, ?format, "websocket open");
+                tracing::debug!(peer = %c.peer, ?format, ?endpoint, deflate = ?params, "websocket open");
                 if !c.inbuf.is_empty() {
                     self.frames(idx);
                 }
@@ -718,6 +800,11 @@ impl Shard {
             }
             match result {
                 Ok(None) => return,
+                Ok(Some(Event::Message(msg))) if c.endpoint == Endpoint::Echo => {
+                    if c.is_open() {
+                        self.echo(idx, msg);
+                    }
+                }
                 Ok(Some(Event::Message(Message::Text(text)))) => {
                     if c.is_open() {
                         self.control(idx, &text);
@@ -745,6 +832,50 @@ impl Shard {
                     return;
                 }
             }
+        }
+    }
+
+    // ---- the echo endpoint ----
+
+    /// Sends a message back on an `/echo` connection as one unfragmented message, compressed
+    /// when permessage-deflate was negotiated, through the same out-buffer (and bound) as data.
+    fn echo(&mut self, idx: u32, msg: Message) {
+        let Some(c) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        let (opcode, payload) = match msg {
+            Message::Text(t) => (OpCode::Text, t),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        // Compressed per message with the shard's shared compressor (no context is kept, so
+        // nothing is held per connection).
+        let compressed = c.deflate.and_then(|p| {
+            self.zshared
+                .compress_message(p.server_window_bits, &payload)
+        });
+        let (rsv, payload) = match compressed {
+            Some(z) => (RSV1, z),
+            None => (0, payload),
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let h = encode_header_with_rsv(true, rsv, opcode, payload.len() as u64, &mut head);
+        if c.out.reserve(h + payload.len()).is_err() {
+            add(&self.core.m.shards[self.core.ctx.id].evicted_slow, 1);
+            self.close_conn(
+                idx,
+                close_code::TRY_AGAIN_LATER,
+                "slow consumer: out-buffer full",
+                true,
+            );
+            return;
+        }
+        c.out.push_small(&head[..h], payload.is_empty());
+        if !payload.is_empty() {
+            c.out.push_shared(payload, true);
         }
     }
 
@@ -935,7 +1066,7 @@ impl Shard {
             return;
         }
         c.phase = Phase::Closing { deadline };
-        c.pending.clear();
+        c.clear_pending();
         self.core.unsubscribe_all(c, idx);
         self.to_flush.push(idx);
     }
@@ -1013,7 +1144,7 @@ fn push_status(
     if c.pending.is_empty() {
         dirty.push(idx);
     }
-    c.pending.push(bytes.clone());
+    c.owe(bytes.clone(), RunRef::OWN);
     true
 }
 

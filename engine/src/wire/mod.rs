@@ -220,14 +220,19 @@ pub fn try_encode_book(
     ) else {
         return Err(WireError::TooManyLevels { levels });
     };
+    // Header and body header from one stack buffer, then one copy per level: far fewer
+    // capacity checks than a put call per field.
     out.reserve(usize::from(len));
-    put_header(out, hdr, len, book_flags(hdr));
-    out.put_u16_le(nb);
-    out.put_u16_le(na);
-    out.put_u32_le(0);
+    let mut head = [0u8; RECORD_HEADER_LEN + BOOK_BODY_HEADER_LEN];
+    header_bytes(&mut head, hdr, len, book_flags(hdr));
+    head[32..34].copy_from_slice(&nb.to_le_bytes());
+    head[34..36].copy_from_slice(&na.to_le_bytes());
+    out.extend_from_slice(&head);
     for l in bids.iter().chain(asks) {
-        out.put_i64_le(l.px);
-        out.put_i64_le(l.qty);
+        let mut lv = [0u8; LEVEL_LEN];
+        lv[..8].copy_from_slice(&l.px.to_le_bytes());
+        lv[8..].copy_from_slice(&l.qty.to_le_bytes());
+        out.extend_from_slice(&lv);
     }
     Ok(())
 }
@@ -252,13 +257,20 @@ pub fn encode_status(out: &mut BytesMut, hdr: &RecordHeader, code: StatusCode) {
 }
 
 fn put_header(out: &mut BytesMut, hdr: &RecordHeader, len: u16, flags: u8) {
-    out.put_u16_le(len);
-    out.put_u8(hdr.kind as u8);
-    out.put_u8(flags);
-    out.put_u32_le(hdr.sid);
-    out.put_u64_le(hdr.seq);
-    out.put_u64_le(hdr.exch_ts);
-    out.put_u64_le(hdr.recv_ts);
+    let mut head = [0u8; RECORD_HEADER_LEN];
+    header_bytes(&mut head, hdr, len, flags);
+    out.extend_from_slice(&head);
+}
+
+/// Writes the 32-byte record header into the start of `buf`.
+fn header_bytes(buf: &mut [u8], hdr: &RecordHeader, len: u16, flags: u8) {
+    buf[0..2].copy_from_slice(&len.to_le_bytes());
+    buf[2] = hdr.kind as u8;
+    buf[3] = flags;
+    buf[4..8].copy_from_slice(&hdr.sid.to_le_bytes());
+    buf[8..16].copy_from_slice(&hdr.seq.to_le_bytes());
+    buf[16..24].copy_from_slice(&hdr.exch_ts.to_le_bytes());
+    buf[24..32].copy_from_slice(&hdr.recv_ts.to_le_bytes());
 }
 
 fn book_flags(hdr: &RecordHeader) -> u8 {
@@ -469,6 +481,39 @@ pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     if int.is_empty() {
         return Err(DecimalError::Syntax);
     }
+    let decimals = usize::from(decimals);
+    let mag = match POW10.get(decimals.wrapping_sub(frac.len())) {
+        // Fast path, the usual case: at most 19 digits in all, so u64 arithmetic cannot
+        // overflow, and no fraction digit is dropped.
+        Some(&scale) if int.len() + decimals <= 19 => {
+            let mut mag: u64 = 0;
+            for &b in int.iter().chain(frac) {
+                mag = mag * 10 + u64::from(digit(b)?);
+            }
+            mag * scale
+        }
+        _ => scaled_checked(int, frac, decimals)?,
+    };
+    if neg {
+        0i64.checked_sub_unsigned(mag).ok_or(DecimalError::Overflow)
+    } else {
+        i64::try_from(mag).map_err(|_| DecimalError::Overflow)
+    }
+}
+
+/// Powers of ten that fit a `u64`.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// The magnitude of `int.frac` scaled by `10^decimals`, with every step checked.
+fn scaled_checked(int: &[u8], frac: &[u8], decimals: usize) -> Result<u64, DecimalError> {
     let mut mag: u64 = 0;
     let push = |mag: u64, d: u8| -> Result<u64, DecimalError> {
         mag.checked_mul(10)
@@ -478,7 +523,6 @@ pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     for &b in int {
         mag = push(mag, digit(b)?)?;
     }
-    let decimals = usize::from(decimals);
     let (kept, extra) = frac.split_at(frac.len().min(decimals));
     for &b in kept {
         mag = push(mag, digit(b)?)?;
@@ -493,11 +537,7 @@ pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     for _ in kept.len()..decimals {
         mag = push(mag, 0)?;
     }
-    if neg {
-        0i64.checked_sub_unsigned(mag).ok_or(DecimalError::Overflow)
-    } else {
-        i64::try_from(mag).map_err(|_| DecimalError::Overflow)
-    }
+    Ok(mag)
 }
 
 fn digit(b: u8) -> Result<u8, DecimalError> {

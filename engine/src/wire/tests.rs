@@ -409,6 +409,45 @@ proptest! {
         prop_assert_eq!(parse_decimal(s.as_bytes(), d), Ok(v));
     }
 
+    /// Short and long inputs, fast and checked paths: the same answers as an independent
+    /// big-integer reference.
+    #[test]
+    fn parse_matches_a_wide_reference(
+        neg in any::<bool>(),
+        int in "[0-9]{1,22}",
+        frac in proptest::option::of("[0-9]{1,22}"),
+        d in 0u8..=22,
+    ) {
+        let mut s = String::new();
+        if neg {
+            s.push('-');
+        }
+        s.push_str(&int);
+        if let Some(f) = &frac {
+            s.push('.');
+            s.push_str(f);
+        }
+        let frac = frac.unwrap_or_default();
+        let kept = &frac[..frac.len().min(usize::from(d))];
+        // Documented order: digits that do not fit, then digits that would be lost.
+        let head_overflows = format!("{int}{kept}").parse::<u64>().is_err();
+        let expect = if head_overflows {
+            Err(DecimalError::Overflow)
+        } else if frac[kept.len()..].bytes().any(|b| b != b'0') {
+            Err(DecimalError::Precision)
+        } else {
+            let digits = format!("{int}{kept:0<width$}", width = usize::from(d));
+            match digits.parse::<u128>() {
+                Ok(m) => {
+                    let v = if neg { -(m as i128) } else { m as i128 };
+                    i64::try_from(v).map_err(|_| DecimalError::Overflow)
+                }
+                Err(_) => Err(DecimalError::Overflow),
+            }
+        };
+        prop_assert_eq!(parse_decimal(s.as_bytes(), d), expect, "{}", s);
+    }
+
     #[test]
     fn parse_never_panics(s in proptest::collection::vec(any::<u8>(), 0..30), d in any::<u8>()) {
         let _ = parse_decimal(&s, d);

@@ -198,6 +198,10 @@ pub struct Client {
     pub seq_errors: Vec<String>,
     pub replies: Vec<Reply>,
     pub close: Option<CloseFrame>,
+    /// Flagged snapshots that replaced a book the client held, by sid.
+    pub replaced: HashMap<u32, u64>,
+    /// Replacing snapshots whose seq was not the previous one + 1 (protocol §1.3).
+    pub replace_jumps: Vec<String>,
 }
 
 impl Client {
@@ -231,6 +235,8 @@ impl Client {
             seq_errors: Vec::new(),
             replies: Vec::new(),
             close: None,
+            replaced: HashMap::new(),
+            replace_jumps: Vec::new(),
         }
     }
 
@@ -291,6 +297,7 @@ impl Client {
     fn apply(&mut self, recs: &[Record]) {
         for r in recs {
             self.records += 1;
+            self.check_replacement(r);
             if let Err(e) = self.state.apply(r) {
                 self.seq_errors.push(e.to_string());
             }
@@ -300,6 +307,32 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// A snapshot for a book the client holds must continue its stream: seq = previous + 1.
+    fn check_replacement(&mut self, r: &Record) {
+        let h = &r.header;
+        if h.kind != 1 || self.state.book(h.sid).is_none() {
+            return;
+        }
+        *self.replaced.entry(h.sid).or_default() += 1;
+        let prev = self.state.book_seq(h.sid).unwrap_or(0);
+        if h.seq != prev + 1 {
+            self.replace_jumps.push(format!(
+                "sid {}: replacing snapshot seq {} after {prev}",
+                h.sid, h.seq
+            ));
+        }
+    }
+
+    /// The status codes received for `sid`, in order.
+    pub fn statuses(&self, sid: u32) -> Vec<u16> {
+        self.state
+            .statuses()
+            .iter()
+            .filter(|(s, _)| *s == sid)
+            .map(|(_, c)| *c)
+            .collect()
     }
 
     /// Reads for `d` (or until closed).
@@ -349,6 +382,26 @@ impl Client {
         let b = self.state.book(sid)?;
         let n = if depth == 0 { usize::MAX } else { depth };
         Some((b.top_bids(n), b.top_asks(n)))
+    }
+}
+
+/// A simulator with `cfg` on an ephemeral loopback port (or the port `cfg.listen` names).
+pub fn simulator_with(cfg: SimConfig) -> Simulator {
+    Simulator::start(cfg).expect("start feed-sim")
+}
+
+/// Reads from every client until `done` holds for each, or panics after `PATIENCE`.
+pub fn pump_until(clients: &mut [&mut Client], what: &str, done: impl Fn(&Client) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !clients.iter().all(|c| done(c)) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        for c in clients.iter_mut() {
+            assert!(
+                c.pump(Duration::from_millis(20)),
+                "client closed while waiting for {what}: {:?}",
+                c.close
+            );
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub struct Book {
     pub last_trade_id: Option<u64>,
     pub updates: u64,
     pub trades: u64,
+    pub heartbeats: u64,
 }
 
 impl Book {
@@ -261,6 +262,14 @@ impl FeedClient {
                     "{sym}: snapshot asks differ from the rebuilt book"
                 );
                 self.extra_snapshots.push(v.clone());
+            }
+            "heartbeat" => {
+                assert_eq!(
+                    u(&v, "seq"),
+                    book.seq,
+                    "{sym}: heartbeat seq differs from the last update's"
+                );
+                book.heartbeats += 1;
             }
             other => panic!("unexpected message type {other}"),
         }

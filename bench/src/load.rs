@@ -1,0 +1,1164 @@
+//! The subscriber load of a scenario: many connections in one process (on a
+//! `LocalSet`, one thread), measured in windows the caller opens and closes.
+//!
+//! Every record is sequence-checked from the first one on. Inside a window, each
+//! binary message adds to the window's records, bytes and latency histograms
+//! (book deltas and trades; `now - recv_ts` and `now - exch_ts`, read once per
+//! socket read). Connections marked as *stoppers* (every `stop_every`-th) stop
+//! reading on [`Phase::Stopped`] and are kept out of the window's figures.
+//!
+//! [`LoadGroup`] spreads a load over several processes (`--procs`): this one and
+//! workers (`tickcast-bench worker`) driven over stdin/stdout with JSON lines.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+
+use crate::book::{SeqError, SeqTracker, Step};
+use crate::client::{ClientError, ConnectOptions, Frame, Target, WsConn};
+use crate::control::{Channel, Reply, Request};
+use crate::hist;
+use crate::report::Connections;
+use crate::wire::{self, KIND_DELTA, KIND_TRADE};
+
+/// Close code of a slow-consumer eviction.
+pub const CLOSE_EVICTED: u16 = 1013;
+/// Id of each connection's subscribe request.
+const SUBSCRIBE_ID: u64 = 1;
+/// Distinct failure reasons kept.
+const MAX_REASONS: usize = 16;
+/// Integrity error messages kept.
+const MAX_ERRORS: usize = 10;
+/// Time the connections have to finish after [`Phase::Finish`].
+const FINISH_GRACE: Duration = Duration::from_secs(5);
+
+/// What the connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// tickcast: subscribe, wait for `subscribed`, then read.
+    Tickcast,
+    /// A broadcast peer: read from the upgrade on (nothing to subscribe).
+    Peer,
+}
+
+/// One process's share of a load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadSpec {
+    /// Server URL for subscribers.
+    pub url: String,
+    /// Protocol of the server.
+    pub kind: ClientKind,
+    /// The server's symbols (tickcast), for per-connection assignment.
+    pub symbols: Vec<String>,
+    /// Symbols per connection, round-robin over `symbols`; 0 subscribes to `*`.
+    pub symbols_per_conn: usize,
+    /// Book depth to subscribe with.
+    pub depth: u32,
+    /// Global index of this share's first connection.
+    pub first: usize,
+    /// Connections in this share.
+    pub count: usize,
+    /// Connections opened per second by this share.
+    pub connect_rate: f64,
+    /// Source addresses 127.0.0.1 ..= 127.0.0.N used round-robin (1: let the kernel pick).
+    pub source_ips: u8,
+    /// Every `stop_every`-th connection (global index) is a stopper; 0 for none.
+    pub stop_every: usize,
+    /// `SO_RCVBUF` of stoppers, bytes.
+    pub stopper_rcvbuf: Option<u32>,
+    /// Time to connect, upgrade and get the subscribe reply, ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl LoadSpec {
+    /// The symbols connection `i` subscribes to (`["*"]` when `symbols_per_conn` is 0).
+    pub fn symbols_for(&self, i: usize) -> Vec<String> {
+        if self.symbols_per_conn == 0 {
+            vec![String::from("*")]
+        } else {
+            crate::runner::assign_symbols(&self.symbols, i, self.symbols_per_conn)
+        }
+    }
+
+    /// Whether connection `i` stops reading on [`Phase::Stopped`].
+    pub fn is_stopper(&self, i: usize) -> bool {
+        self.stop_every > 0 && i % self.stop_every == 0
+    }
+
+    /// The source address connection `i` binds, if any.
+    pub fn source_for(&self, i: usize) -> Option<IpAddr> {
+        (self.source_ips > 1).then(|| {
+            let n = (i % usize::from(self.source_ips)) as u8 + 1;
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+        })
+    }
+
+    /// Splits a load of `count` connections into `procs` shares.
+    pub fn split(&self, procs: usize) -> Vec<Self> {
+        let procs = procs.max(1);
+        let (each, extra) = (self.count / procs, self.count % procs);
+        let mut first = self.first;
+        (0..procs)
+            .map(|p| {
+                let count = each + usize::from(p < extra);
+                let share = Self {
+                    first,
+                    count,
+                    connect_rate: self.connect_rate / procs as f64,
+                    ..self.clone()
+                };
+                first += count;
+                share
+            })
+            .filter(|s| s.count > 0)
+            .collect()
+    }
+}
+
+/// The phase the connections are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Everyone reads.
+    Run,
+    /// Stoppers do not read.
+    Stopped,
+    /// Close and report.
+    Finish,
+}
+
+/// Serde helpers carrying histograms as base64 V2 text.
+mod hist_serde {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        h: &Option<Histogram<u64>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match h {
+            None => s.serialize_none(),
+            Some(h) => {
+                let text = crate::hist::to_base64(h).map_err(serde::ser::Error::custom)?;
+                s.serialize_some(&text)
+            }
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Histogram<u64>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| crate::hist::from_base64(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// What the measured connections received during one window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// Records received (stoppers excluded).
+    pub records: u64,
+    /// Binary messages received.
+    pub messages: u64,
+    /// Payload bytes of those messages.
+    pub bytes: u64,
+    /// Sequence gaps and deltas without a snapshot.
+    pub gaps: u64,
+    /// Snapshots that moved a stream's seq (the engine resynchronised it: data was dropped).
+    pub resyncs: u64,
+    /// Messages that did not decode.
+    pub decode_errors: u64,
+    /// Measured connections evicted (1013) during the window.
+    pub evicted: u64,
+    /// Measured connections closed with another code during the window.
+    pub closed: u64,
+    /// Measured connections lost without a close frame during the window.
+    pub dropped: u64,
+    /// Records received by stoppers during the window.
+    pub stopper_records: u64,
+    /// Stoppers evicted (1013) during the window.
+    pub stoppers_evicted: u64,
+    /// Latency from `recv_ts`, µs.
+    #[serde(with = "hist_serde", default)]
+    pub recv_us: Option<Histogram<u64>>,
+    /// Latency from `exch_ts`, µs.
+    #[serde(with = "hist_serde", default)]
+    pub exch_us: Option<Histogram<u64>>,
+}
+
+fn merge_hist(into: &mut Option<Histogram<u64>>, from: &Option<Histogram<u64>>) {
+    match (into.as_mut(), from) {
+        (_, None) => {}
+        (None, Some(f)) => *into = Some(f.clone()),
+        (Some(i), Some(f)) => hist::merge(i, f),
+    }
+}
+
+impl WindowStats {
+    /// Adds another process's window.
+    pub fn merge(&mut self, o: &Self) {
+        self.records += o.records;
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+        self.gaps += o.gaps;
+        self.resyncs += o.resyncs;
+        self.decode_errors += o.decode_errors;
+        self.evicted += o.evicted;
+        self.closed += o.closed;
+        self.dropped += o.dropped;
+        self.stopper_records += o.stopper_records;
+        self.stoppers_evicted += o.stoppers_evicted;
+        merge_hist(&mut self.recv_us, &o.recv_us);
+        merge_hist(&mut self.exch_us, &o.exch_us);
+    }
+}
+
+/// Everything a load saw, at the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FinalStats {
+    /// Connection outcomes.
+    pub connections: Connections,
+    /// Stoppers closed with 1013 over the whole run.
+    pub stoppers_evicted: u64,
+    /// Stoppers in the load.
+    pub stoppers: u64,
+    /// Records sequence-checked.
+    pub records_checked: u64,
+    /// Gaps over the whole run.
+    pub gaps: u64,
+    /// Resyncs over the whole run (not counting first snapshots).
+    pub resyncs: u64,
+    /// Undecodable messages over the whole run.
+    pub decode_errors: u64,
+    /// The first integrity errors seen.
+    pub first_errors: Vec<String>,
+}
+
+impl FinalStats {
+    /// Adds another process's result.
+    pub fn merge(&mut self, o: &Self) {
+        let (c, oc) = (&mut self.connections, &o.connections);
+        c.attempted += oc.attempted;
+        c.ok += oc.ok;
+        c.failed += oc.failed;
+        c.evicted += oc.evicted;
+        c.closed += oc.closed;
+        c.dropped += oc.dropped;
+        for (k, v) in &oc.closes_by_code {
+            *c.closes_by_code.entry(*k).or_default() += v;
+        }
+        for (k, v) in &oc.failure_reasons {
+            add_reason(&mut c.failure_reasons, k.clone(), *v);
+        }
+        self.stoppers_evicted += o.stoppers_evicted;
+        self.stoppers += o.stoppers;
+        self.records_checked += o.records_checked;
+        self.gaps += o.gaps;
+        self.resyncs += o.resyncs;
+        self.decode_errors += o.decode_errors;
+        for e in &o.first_errors {
+            if self.first_errors.len() < MAX_ERRORS && !self.first_errors.contains(e) {
+                self.first_errors.push(e.clone());
+            }
+        }
+    }
+}
+
+fn add_reason(reasons: &mut BTreeMap<String, u64>, reason: String, n: u64) {
+    let key = if reasons.len() < MAX_REASONS || reasons.contains_key(&reason) {
+        reason
+    } else {
+        String::from("(other reasons)")
+    };
+    *reasons.entry(key).or_default() += n;
+}
+
+/// Live counters for progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Connections open (subscribed).
+    pub open: u64,
+    /// Connections still connecting.
+    pub pending: u64,
+    /// Records received so far.
+    pub records: u64,
+    /// Gaps so far.
+    pub gaps: u64,
+    /// Connections closed or lost so far.
+    pub ended: u64,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    active: bool,
+    stats: WindowStats,
+}
+
+/// The load of one process.
+#[derive(Debug)]
+pub struct LocalLoad {
+    spec: LoadSpec,
+    target: Target,
+    phase: watch::Sender<Phase>,
+    window: RefCell<Window>,
+    final_stats: RefCell<FinalStats>,
+    progress: Cell<Progress>,
+    ready: Notify,
+    tasks: RefCell<JoinSet<()>>,
+}
+
+/// Why a load could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The spec is unusable.
+    #[error("{0}")]
+    Spec(String),
+    /// A worker process failed.
+    #[error("worker: {0}")]
+    Worker(String),
+    /// Histograms could not be created.
+    #[error(transparent)]
+    Hist(#[from] hist::HistError),
+}
+
+impl LocalLoad {
+    /// Starts ramping the connections of `spec` (returns at once).
+    pub fn start(spec: LoadSpec) -> Result<Rc<Self>, LoadError> {
+        let target = Target::parse(&spec.url).map_err(LoadError::Spec)?;
+        if spec.connect_rate <= 0.0 {
+            return Err(LoadError::Spec(String::from(
+                "connect rate must be positive",
+            )));
+        }
+        let (phase, _) = watch::channel(Phase::Run);
+        let stoppers = (spec.first..spec.first + spec.count)
+            .filter(|i| spec.is_stopper(*i))
+            .count() as u64;
+        let load = Rc::new(Self {
+            target,
+            phase,
+            window: RefCell::new(Window::default()),
+            final_stats: RefCell::new(FinalStats {
+                connections: Connections {
+                    attempted: spec.count as u64,
+                    ..Connections::default()
+                },
+                stoppers,
+                ..FinalStats::default()
+            }),
+            progress: Cell::new(Progress {
+                pending: spec.count as u64,
+                ..Progress::default()
+            }),
+            ready: Notify::new(),
+            tasks: RefCell::new(JoinSet::new()),
+            spec,
+        });
+        let ramp = load.clone();
+        tokio::task::spawn_local(async move {
+            let start = Instant::now();
+            let rate = ramp.spec.connect_rate;
+            for k in 0..ramp.spec.count {
+                let at = start + Duration::from_secs_f64(k as f64 / rate);
+                if at > Instant::now() {
+                    sleep_until(at).await;
+                }
+                if *ramp.phase.borrow() == Phase::Finish {
+                    break;
+                }
+                let i = ramp.spec.first + k;
+                let c = ramp.clone();
+                ramp.tasks.borrow_mut().spawn_local(connection(c, i));
+            }
+        });
+        Ok(load)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        let mut p = self.progress.get();
+        f(&mut p);
+        self.progress.set(p);
+        if p.pending == 0 {
+            self.ready.notify_waiters();
+        }
+    }
+
+    /// Live counters.
+    pub fn progress(&self) -> Progress {
+        self.progress.get()
+    }
+
+    /// Waits until every connection has subscribed or failed; returns (ok, failed).
+    pub async fn wait_ready(&self) -> (u64, u64) {
+        loop {
+            let notified = self.ready.notified();
+            let p = self.progress.get();
+            if p.pending == 0 {
+                let f = self.final_stats.borrow();
+                return (p.open + p.ended, f.connections.failed);
+            }
+            let _ = timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Opens a measuring window.
+    pub fn window_begin(&self) {
+        let mut w = self.window.borrow_mut();
+        w.active = true;
+        w.stats = WindowStats {
+            recv_us: hist::new_us().ok(),
+            exch_us: hist::new_us().ok(),
+            ..WindowStats::default()
+        };
+    }
+
+    /// Closes the window and returns its figures.
+    pub fn window_end(&self) -> WindowStats {
+        let mut w = self.window.borrow_mut();
+        w.active = false;
+        std::mem::take(&mut w.stats)
+    }
+
+    /// Moves the connections to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Closes every connection and returns the outcome.
+    pub async fn finish(&self) -> FinalStats {
+        self.set_phase(Phase::Finish);
+        let mut tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        let deadline = Instant::now() + FINISH_GRACE;
+        while let Ok(Some(_)) = timeout_at(deadline, tasks.join_next()).await {}
+        let left = tasks.len() as u64;
+        tasks.abort_all();
+        let mut f = self.final_stats.borrow().clone();
+        if left > 0 {
+            f.connections.dropped += left;
+            add_reason(
+                &mut f.connections.failure_reasons,
+                String::from("did not close in time"),
+                left,
+            );
+        }
+        f
+    }
+
+    fn fail(&self, reason: String, close: Option<u16>) {
+        {
+            let mut f = self.final_stats.borrow_mut();
+            f.connections.failed += 1;
+            if let Some(code) = close {
+                *f.connections.closes_by_code.entry(code).or_default() += 1;
+            }
+            add_reason(&mut f.connections.failure_reasons, reason, 1);
+        }
+        self.update(|p| p.pending = p.pending.saturating_sub(1));
+    }
+
+    fn note_error(&self, e: impl FnOnce() -> String) {
+        let mut f = self.final_stats.borrow_mut();
+        if f.first_errors.len() < MAX_ERRORS {
+            let e = e();
+            if !f.first_errors.contains(&e) {
+                f.first_errors.push(e);
+            }
+        }
+    }
+
+    /// A connection ended after subscribing: `Some(code)` for a close frame.
+    fn ended(&self, stopper: bool, close: Result<Option<u16>, String>) {
+        {
+            let mut w = self.window.borrow_mut();
+            let active = w.active;
+            let mut f = self.final_stats.borrow_mut();
+            match close {
+                Ok(None) => f.connections.ok += 1,
+                Ok(Some(code)) => {
+                    *f.connections.closes_by_code.entry(code).or_default() += 1;
+                    if code == CLOSE_EVICTED {
+                        f.connections.evicted += 1;
+                        if stopper {
+                            f.stoppers_evicted += 1;
+                        }
+                    } else {
+                        f.connections.closed += 1;
+                    }
+                    if active {
+                        match (stopper, code == CLOSE_EVICTED) {
+                            (true, true) => w.stats.stoppers_evicted += 1,
+                            (true, false) => {}
+                            (false, true) => w.stats.evicted += 1,
+                            (false, false) => w.stats.closed += 1,
+                        }
+                    }
+                }
+                Err(reason) => {
+                    f.connections.dropped += 1;
+                    add_reason(&mut f.connections.failure_reasons, reason, 1);
+                    if active && !stopper {
+                        w.stats.dropped += 1;
+                    }
+                }
+            }
+        }
+        self.update(|p| {
+            p.open = p.open.saturating_sub(1);
+            p.ended += 1;
+        });
+    }
+}
+
+/// Per-connection reading state.
+#[derive(Debug)]
+struct Reader {
+    seq: SeqTracker,
+    stopper: bool,
+}
+
+impl Reader {
+    fn on_binary(&mut self, data: &[u8], now: u64, load: &LocalLoad) {
+        let mut w = load.window.borrow_mut();
+        let measuring = w.active && !self.stopper;
+        let Window { active, stats } = &mut *w;
+        let (mut gaps, mut resyncs) = (0u64, 0u64);
+        let mut first_error = None;
+        let seq = &mut self.seq;
+        let walked = wire::for_each_header(data, |h| match seq.observe(h) {
+            Ok(Step::InOrder | Step::FirstTrade) => {
+                if measuring && (h.kind == KIND_DELTA || h.kind == KIND_TRADE) {
+                    let (recv, exch) = (
+                        now.saturating_sub(h.recv_ts) / 1000,
+                        now.saturating_sub(h.exch_ts) / 1000,
+                    );
+                    if let Some(hg) = stats.recv_us.as_mut() {
+                        hg.saturating_record(recv);
+                    }
+                    if let Some(hg) = stats.exch_us.as_mut() {
+                        hg.saturating_record(exch);
+                    }
+                }
+            }
+            Ok(Step::Resync { .. }) => resyncs += 1,
+            Ok(_) => {}
+            Err(e @ (SeqError::Gap { .. } | SeqError::DeltaBeforeSnapshot { .. })) => {
+                gaps += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(SeqError::BodyMismatch { .. }) => {}
+        });
+        let n = match walked {
+            Ok(n) => n as u64,
+            Err(e) => {
+                let msg = format!("undecodable batch: {e}");
+                if measuring {
+                    stats.decode_errors += 1;
+                }
+                load.final_stats.borrow_mut().decode_errors += 1;
+                load.note_error(|| msg);
+                0
+            }
+        };
+        if measuring {
+            stats.records += n;
+            stats.messages += 1;
+            stats.bytes += data.len() as u64;
+            stats.gaps += gaps;
+            stats.resyncs += resyncs;
+        } else if *active {
+            stats.stopper_records += n;
+        }
+        drop(w);
+        {
+            let mut f = load.final_stats.borrow_mut();
+            f.records_checked += n;
+            f.gaps += gaps;
+            f.resyncs += resyncs;
+        }
+        if let Some(e) = first_error {
+            load.note_error(|| e);
+        }
+        load.update(|p| {
+            p.records += n;
+            p.gaps += gaps;
+        });
+    }
+}
+
+/// What a read pass ended with.
+enum Next {
+    /// Keep reading.
+    More,
+    /// The server closed (code).
+    Closed(u16),
+}
+
+/// Handles every frame already buffered.
+async fn drain_frames(
+    conn: &mut WsConn,
+    reader: &mut Reader,
+    now: u64,
+    load: &LocalLoad,
+    subscribed: &mut bool,
+) -> Result<Next, ClientError> {
+    let mut pong: Option<Vec<u8>> = None;
+    let mut closed = None;
+    while let Some(frame) = conn.next_frame()? {
+        match frame {
+            Frame::Binary(data) => reader.on_binary(data, now, load),
+            Frame::Text(text) => match Reply::parse(&String::from_utf8_lossy(text)) {
+                Ok(Reply::Subscribed { id, .. }) if id == SUBSCRIBE_ID => *subscribed = true,
+                Ok(Reply::Error { code, message, .. }) => {
+                    if !*subscribed {
+                        return Err(ClientError::Upgrade(format!(
+                            "subscribe refused: {code}: {message}"
+                        )));
+                    }
+                    load.note_error(|| format!("server error {code}: {message}"));
+                }
+                _ => {}
+            },
+            Frame::Ping(p) => pong = Some(p.to_vec()),
+            Frame::Pong => {}
+            Frame::Close(code) => {
+                closed = Some(code);
+                break;
+            }
+        }
+    }
+    if let Some(p) = pong {
+        conn.pong(&p).await?;
+    }
+    if let Some(code) = closed {
+        let _ = timeout(Duration::from_millis(200), conn.close(code)).await;
+        return Ok(Next::Closed(code));
+    }
+    Ok(Next::More)
+}
+
+async fn connection(load: Rc<LocalLoad>, i: usize) {
+    let spec = &load.spec;
+    let stopper = spec.is_stopper(i);
+    let options = ConnectOptions {
+        source: spec.source_for(i),
+        recv_buffer: if stopper { spec.stopper_rcvbuf } else { None },
+    };
+    let limit = Duration::from_millis(spec.connect_timeout_ms);
+    let deadline = Instant::now() + limit;
+    let mut conn = match WsConn::connect(&load.target, options, limit, i as u64).await {
+        Ok(c) => c,
+        Err(e) => return load.fail(format!("connect: {e}"), None),
+    };
+    let mut reader = Reader {
+        seq: SeqTracker::new(),
+        stopper,
+    };
+    let mut subscribed = spec.kind == ClientKind::Peer;
+    if !subscribed {
+        let request = Request::Subscribe {
+            id: SUBSCRIBE_ID,
+            symbols: spec.symbols_for(i),
+            channels: Some(vec![Channel::Book, Channel::Trades]),
+            depth: Some(spec.depth),
+        };
+        if let Err(e) = conn.send_text(&request.to_json()).await {
+            return load.fail(format!("subscribe send: {e}"), None);
+        }
+        while !subscribed {
+            let now = match timeout_at(deadline, conn.fill()).await {
+                Err(_) => return load.fail(String::from("no subscribe reply in time"), None),
+                Ok(Err(e)) => return load.fail(format!("before the subscribe reply: {e}"), None),
+                Ok(Ok(now)) => now,
+            };
+            match drain_frames(&mut conn, &mut reader, now, &load, &mut subscribed).await {
+                Err(e) => return load.fail(e.to_string(), None),
+                Ok(Next::Closed(code)) => {
+                    return load.fail(
+                        format!("closed with {code} before the subscribe reply"),
+                        Some(code),
+                    );
+                }
+                Ok(Next::More) => {}
+            }
+        }
+    }
+    load.update(|p| {
+        p.pending = p.pending.saturating_sub(1);
+        p.open += 1;
+    });
+    let mut phase = load.phase.subscribe();
+    let end = loop {
+        let now_phase = *phase.borrow_and_update();
+        if now_phase == Phase::Finish {
+            let _ = timeout(Duration::from_millis(500), conn.close(1000)).await;
+            break Ok(None);
+        }
+        let reading = !(stopper && now_phase == Phase::Stopped);
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() { break Ok(None) },
+            got = conn.fill(), if reading => match got {
+                Err(e) => break Err(e.to_string()),
+                Ok(now) => match drain_frames(&mut conn, &mut reader, now, &load, &mut subscribed).await {
+                    Err(e) => break Err(e.to_string()),
+                    Ok(Next::Closed(code)) => break Ok(Some(code)),
+                    Ok(Next::More) => {}
+                },
+            },
+        }
+    };
+    load.ended(stopper, end);
+}
+
+/// A command to a worker process.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum WorkerCmd {
+    /// Start the share.
+    Start {
+        /// The share.
+        spec: LoadSpec,
+    },
+    /// Open a window.
+    WindowBegin,
+    /// Close the window and report it.
+    WindowEnd,
+    /// Change phase.
+    Phase {
+        /// The new phase.
+        phase: Phase,
+    },
+    /// Close everything, report, exit.
+    Finish,
+}
+
+/// An event from a worker process.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum WorkerEv {
+    /// Every connection subscribed or failed.
+    Ready {
+        /// Subscribed.
+        ok: u64,
+        /// Failed.
+        failed: u64,
+    },
+    /// Live counters (every second).
+    Progress {
+        /// The counters.
+        progress: Progress,
+    },
+    /// A window's figures.
+    Window {
+        /// The figures.
+        stats: Box<WindowStats>,
+    },
+    /// The final outcome.
+    Done {
+        /// The outcome.
+        stats: Box<FinalStats>,
+    },
+    /// The worker cannot go on.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+fn line(ev: &WorkerEv) -> String {
+    let mut s = serde_json::to_string(ev)
+        .unwrap_or_else(|e| format!(r#"{{"ev":"error","message":"encode: {e}"}}"#));
+    s.push('\n');
+    s
+}
+
+/// The worker side: reads commands on stdin, runs its share, writes events on
+/// stdout. Run inside a `LocalSet`.
+pub async fn worker_main() -> Result<(), LoadError> {
+    let mut out = tokio::io::stdout();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let spec = match lines.next_line().await {
+        Ok(Some(text)) => match serde_json::from_str::<WorkerCmd>(&text) {
+            Ok(WorkerCmd::Start { spec }) => spec,
+            _ => return Err(LoadError::Worker(String::from("expected a start command"))),
+        },
+        _ => return Err(LoadError::Worker(String::from("no start command"))),
+    };
+    let load = LocalLoad::start(spec)?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<WorkerEv>();
+    {
+        let (load, tx) = (load.clone(), tx.clone());
+        tokio::task::spawn_local(async move {
+            let (ok, failed) = load.wait_ready().await;
+            let _ = tx.send(WorkerEv::Ready { ok, failed });
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if tx
+                    .send(WorkerEv::Progress {
+                        progress: load.progress(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(ev) = rx.recv().await {
+            let done = matches!(ev, WorkerEv::Done { .. });
+            if out.write_all(line(&ev).as_bytes()).await.is_err() || out.flush().await.is_err() {
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    while let Ok(Some(text)) = lines.next_line().await {
+        match serde_json::from_str::<WorkerCmd>(&text) {
+            Ok(WorkerCmd::WindowBegin) => load.window_begin(),
+            Ok(WorkerCmd::WindowEnd) => {
+                let stats = Box::new(load.window_end());
+                let _ = tx.send(WorkerEv::Window { stats });
+            }
+            Ok(WorkerCmd::Phase { phase }) => load.set_phase(phase),
+            Ok(WorkerCmd::Finish) => break,
+            Ok(WorkerCmd::Start { .. }) | Err(_) => {
+                let _ = tx.send(WorkerEv::Error {
+                    message: format!("unexpected command: {text}"),
+                });
+            }
+        }
+    }
+    let stats = Box::new(load.finish().await);
+    let _ = tx.send(WorkerEv::Done { stats });
+    let _ = writer.await;
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    replies: mpsc::UnboundedReceiver<WorkerEv>,
+    progress: Rc<Cell<Progress>>,
+}
+
+/// A read-only view of a group's live counters, for a progress task.
+#[derive(Debug, Clone)]
+pub struct ProgressView {
+    local: Option<Rc<LocalLoad>>,
+    workers: Vec<Rc<Cell<Progress>>>,
+}
+
+impl ProgressView {
+    /// Live counters, all processes together.
+    pub fn progress(&self) -> Progress {
+        let mut all = self
+            .local
+            .as_ref()
+            .map(|l| l.progress())
+            .unwrap_or_default();
+        for w in &self.workers {
+            let p = w.get();
+            all.open += p.open;
+            all.pending += p.pending;
+            all.records += p.records;
+            all.gaps += p.gaps;
+            all.ended += p.ended;
+        }
+        all
+    }
+}
+
+/// A load spread over this process and worker processes.
+#[derive(Debug)]
+pub struct LoadGroup {
+    local: Option<Rc<LocalLoad>>,
+    workers: Vec<Worker>,
+}
+
+impl LoadGroup {
+    /// Starts `spec` over `procs` processes: this one takes the first share and
+    /// `procs - 1` workers (this executable, `worker` subcommand) the others.
+    pub async fn start(spec: &LoadSpec, procs: usize) -> Result<Self, LoadError> {
+        let mut shares = spec.split(procs).into_iter();
+        let local = shares.next().map(LocalLoad::start).transpose()?;
+        let exe = std::env::current_exe()
+            .map_err(|e| LoadError::Worker(format!("cannot find this executable: {e}")))?;
+        let mut workers = Vec::new();
+        for share in shares {
+            let mut child = Command::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| LoadError::Worker(format!("cannot start a worker: {e}")))?;
+            let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(LoadError::Worker(String::from("worker pipes missing")));
+            };
+            let pending = share.count as u64;
+            let start = serde_json::to_string(&WorkerCmd::Start { spec: share })
+                .map_err(|e| LoadError::Worker(e.to_string()))?;
+            stdin
+                .write_all(format!("{start}\n").as_bytes())
+                .await
+                .map_err(|e| LoadError::Worker(e.to_string()))?;
+            let (tx, replies) = mpsc::unbounded_channel();
+            let progress = Rc::new(Cell::new(Progress {
+                pending,
+                ..Progress::default()
+            }));
+            let p = progress.clone();
+            tokio::task::spawn_local(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(text)) = lines.next_line().await {
+                    match serde_json::from_str::<WorkerEv>(&text) {
+                        Ok(WorkerEv::Progress { progress }) => p.set(progress),
+                        Ok(ev) => {
+                            if tx.send(ev).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(WorkerEv::Error {
+                                message: format!("bad line from worker: {e}"),
+                            });
+                        }
+                    }
+                }
+            });
+            workers.push(Worker {
+                child,
+                stdin,
+                replies,
+                progress,
+            });
+        }
+        Ok(Self { local, workers })
+    }
+
+    /// Process ids of the workers (for their CPU use).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(|w| w.child.id()).collect()
+    }
+
+    /// A view of the live counters.
+    pub fn view(&self) -> ProgressView {
+        ProgressView {
+            local: self.local.clone(),
+            workers: self.workers.iter().map(|w| w.progress.clone()).collect(),
+        }
+    }
+
+    async fn send(&mut self, cmd: &WorkerCmd) -> Result<(), LoadError> {
+        let text = serde_json::to_string(cmd).map_err(|e| LoadError::Worker(e.to_string()))?;
+        for w in &mut self.workers {
+            w.stdin
+                .write_all(format!("{text}\n").as_bytes())
+                .await
+                .map_err(|e| LoadError::Worker(format!("command not delivered: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn reply<T>(
+        w: &mut Worker,
+        pick: impl Fn(WorkerEv) -> Option<T>,
+    ) -> Result<T, LoadError> {
+        loop {
+            match w.replies.recv().await {
+                None => return Err(LoadError::Worker(String::from("worker exited"))),
+                Some(WorkerEv::Error { message }) => return Err(LoadError::Worker(message)),
+                Some(ev) => {
+                    if let Some(v) = pick(ev) {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until every connection subscribed or failed; returns (ok, failed).
+    pub async fn wait_ready(&mut self) -> Result<(u64, u64), LoadError> {
+        let (mut ok, mut failed) = match &self.local {
+            Some(l) => l.wait_ready().await,
+            None => (0, 0),
+        };
+        for w in &mut self.workers {
+            let (o, f) = Self::reply(w, |ev| match ev {
+                WorkerEv::Ready { ok, failed } => Some((ok, failed)),
+                _ => None,
+            })
+            .await?;
+            ok += o;
+            failed += f;
+        }
+        Ok((ok, failed))
+    }
+
+    /// Opens a window everywhere.
+    pub async fn window_begin(&mut self) -> Result<(), LoadError> {
+        if let Some(l) = &self.local {
+            l.window_begin();
+        }
+        self.send(&WorkerCmd::WindowBegin).await
+    }
+
+    /// Closes the window everywhere; returns the merged figures.
+    pub async fn window_end(&mut self) -> Result<WindowStats, LoadError> {
+        let mut stats = self
+            .local
+            .as_ref()
+            .map(|l| l.window_end())
+            .unwrap_or_default();
+        self.send(&WorkerCmd::WindowEnd).await?;
+        for w in &mut self.workers {
+            let s = Self::reply(w, |ev| match ev {
+                WorkerEv::Window { stats } => Some(stats),
+                _ => None,
+            })
+            .await?;
+            stats.merge(&s);
+        }
+        Ok(stats)
+    }
+
+    /// Moves every connection to `phase`.
+    pub async fn set_phase(&mut self, phase: Phase) -> Result<(), LoadError> {
+        if let Some(l) = &self.local {
+            l.set_phase(phase);
+        }
+        self.send(&WorkerCmd::Phase { phase }).await
+    }
+
+    /// Closes everything; returns the merged outcome.
+    pub async fn finish(mut self) -> Result<FinalStats, LoadError> {
+        let mut stats = match &self.local {
+            Some(l) => l.finish().await,
+            None => FinalStats::default(),
+        };
+        self.send(&WorkerCmd::Finish).await?;
+        for w in &mut self.workers {
+            let s = timeout(
+                FINISH_GRACE * 2,
+                Self::reply(w, |ev| match ev {
+                    WorkerEv::Done { stats } => Some(stats),
+                    _ => None,
+                }),
+            )
+            .await
+            .map_err(|_| LoadError::Worker(String::from("worker did not finish in time")))??;
+            stats.merge(&s);
+            let _ = timeout(Duration::from_secs(2), w.child.wait()).await;
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(count: usize) -> LoadSpec {
+        LoadSpec {
+            url: String::from("ws://127.0.0.1:1/ws"),
+            kind: ClientKind::Tickcast,
+            symbols: (0..5).map(|i| format!("S{i}")).collect(),
+            symbols_per_conn: 2,
+            depth: 25,
+            first: 0,
+            count,
+            connect_rate: 1000.0,
+            source_ips: 3,
+            stop_every: 10,
+            stopper_rcvbuf: None,
+            connect_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn shares_cover_every_connection_once() {
+        let shares = spec(10_001).split(3);
+        assert_eq!(
+            shares
+                .iter()
+                .map(|s| (s.first, s.count))
+                .collect::<Vec<_>>(),
+            vec![(0, 3334), (3334, 3334), (6668, 3333)]
+        );
+        assert!(
+            shares
+                .iter()
+                .all(|s| (s.connect_rate - 1000.0 / 3.0).abs() < 1e-9)
+        );
+        assert_eq!(spec(2).split(5).len(), 2);
+    }
+
+    #[test]
+    fn assignment_sources_and_stoppers() {
+        let s = spec(100);
+        assert_eq!(s.symbols_for(1), vec!["S2", "S3"]);
+        let all = LoadSpec {
+            symbols_per_conn: 0,
+            ..s.clone()
+        };
+        assert_eq!(all.symbols_for(7), vec!["*"]);
+        assert_eq!(
+            s.source_for(0),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)))
+        );
+        assert_eq!(
+            s.source_for(5),
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        );
+        let one = LoadSpec {
+            source_ips: 1,
+            ..s.clone()
+        };
+        assert_eq!(one.source_for(5), None);
+        assert_eq!((0..100).filter(|i| s.is_stopper(*i)).count(), 10);
+    }
+
+    #[test]
+    fn window_stats_travel_and_merge() -> Result<(), Box<dyn std::error::Error>> {
+        let mut h = hist::new_us()?;
+        h.saturating_record(1500);
+        let a = WindowStats {
+            records: 3,
+            gaps: 1,
+            recv_us: Some(h.clone()),
+            exch_us: None,
+            ..WindowStats::default()
+        };
+        let text = serde_json::to_string(&WorkerEv::Window {
+            stats: Box::new(a.clone()),
+        })?;
+        let back = match serde_json::from_str::<WorkerEv>(&text)? {
+            WorkerEv::Window { stats } => *stats,
+            other => return Err(format!("{other:?}").into()),
+        };
+        let mut m = a;
+        m.merge(&back);
+        assert_eq!((m.records, m.gaps), (6, 2));
+        assert_eq!(m.recv_us.as_ref().map(Histogram::len), Some(2));
+        assert!(m.exch_us.is_none());
+        Ok(())
+    }
+}

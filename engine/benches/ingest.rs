@@ -1,0 +1,290 @@
+//! Ingest throughput on one core: the ingester's own message path (`feed::ingest::Replay`):
+//! copy the feed message, parse it with simd-json, apply it to the book, compute the depth
+//! windows, encode the records of every watched stream and push them into a shard ring.
+//!
+//! The feed is feed-sim's order flow (`Exchange::step`: 50 symbols with Zipf popularity,
+//! ~150 levels per side, 1-4 changes per update, ~8% of updates preceded by trades). One
+//! criterion element is one `step`: an `l2update` plus the trades before it, so the figure is
+//! l2updates per second with the trades' cost included. What is encoded depends on the case:
+//!
+//! - `binary_depth25`: one binary stream per symbol (depth 25), the common subscription;
+//! - `binary_all_depths`: binary at depths 1, 10, 25, 100 and 0 (every book stream);
+//! - `binary_json_all_depths`: every book stream in both formats (the worst case);
+//! - `parse_apply_only`: nobody subscribed: parse and apply, nothing encoded;
+//! - `decode_only`: the decoder alone (copy and parse), for the breakdown.
+//!
+//! The ring is drained between chunks of 512 steps, outside the timed region (that is the
+//! shards' work). Run: `cargo bench -p tickcast --bench ingest`.
+
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group};
+use feed_sim::Exchange;
+use tickcast::book::DEPTHS;
+use tickcast::config::FeedUrl;
+use tickcast::fanout::interest::Interest;
+use tickcast::fanout::{Format, Topic};
+use tickcast::feed::decode::FeedDecoder;
+use tickcast::feed::ingest::{DEFAULT_STALL_TIMEOUT, IngestContext, Replay};
+use tickcast::metrics::Metrics;
+use tickcast::ring::{Ring, SymbolDirectory};
+
+const SYMBOLS: usize = 50;
+const DEPTH: usize = 150;
+const STEPS: usize = 100_000;
+const CHUNK: u64 = 512;
+
+/// Feed messages, each a JSON text, in one buffer.
+struct Lines {
+    buf: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl Lines {
+    fn split(buf: Vec<u8>) -> Self {
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        for (i, &b) in buf.iter().enumerate() {
+            if b == b'\n' {
+                ranges.push((start, i));
+                start = i + 1;
+            }
+        }
+        Self { buf, ranges }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let (a, b) = self.ranges[i];
+        &self.buf[a..b]
+    }
+}
+
+/// The initial messages (symbols, one snapshot per symbol) and `STEPS` steps of live flow.
+struct Feed {
+    setup: Lines,
+    live: Lines,
+    /// Index into `live` of the first message of each step.
+    steps: Vec<usize>,
+}
+
+fn feed() -> Feed {
+    let mut ex = Exchange::new(SYMBOLS, DEPTH, 7);
+    let ts = 1_763_700_000_000_000_000u64;
+    let mut buf = Vec::new();
+    ex.symbols_json(&mut buf);
+    for i in 0..SYMBOLS {
+        ex.snapshot_json(i, ts, &mut buf);
+    }
+    let setup = Lines::split(buf);
+    let mut buf = Vec::with_capacity(STEPS * 220);
+    let mut steps = Vec::with_capacity(STEPS + 1);
+    let mut messages = 0;
+    for i in 0..STEPS {
+        steps.push(messages);
+        messages += ex.step(ts + i as u64 * 1_000, &mut buf).messages;
+    }
+    steps.push(messages);
+    Feed {
+        setup,
+        live: Lines::split(buf),
+        steps,
+    }
+}
+
+struct Rig {
+    replay: Replay,
+    ring: Arc<Ring>,
+    _poll: mio::Poll,
+}
+
+/// A replay with one shard whose subscribers watch `streams` (depth index, format) of every
+/// symbol.
+fn rig(feed: &Feed, streams: &[(usize, Format)]) -> Rig {
+    let poll = mio::Poll::new().expect("poll");
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+    let ring = Arc::new(Ring::new(1 << 16, waker));
+    let interest = Arc::new(Interest::new(1, SYMBOLS));
+    let (_tx, rx) = crossbeam_channel::unbounded();
+    let ctx = IngestContext {
+        feed: FeedUrl::parse("ws://127.0.0.1:1/feed").expect("url"),
+        rings: vec![ring.clone()],
+        interest: interest.clone(),
+        symbols: Arc::new(SymbolDirectory::default()),
+        requests: rx,
+        metrics: Arc::new(Metrics::new(1)),
+        shutdown: Arc::new(AtomicBool::new(false)),
+        reconnect_min: Duration::from_millis(100),
+        reconnect_max: Duration::from_secs(5),
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
+    };
+    let mut replay = Replay::new(ctx).expect("replay");
+    for i in 0..feed.setup.ranges.len() {
+        replay.message(feed.setup.get(i));
+    }
+    for sid in 0..SYMBOLS as u32 {
+        for &(d, format) in streams {
+            interest.add(0, Topic::book(sid, d, format));
+        }
+    }
+    Rig {
+        replay,
+        ring,
+        _poll: poll,
+    }
+}
+
+/// Runs `iters` steps, timing only the message path; the ring is drained between chunks and the
+/// books are reset from the initial snapshots when the flow runs out.
+fn run(rig: &mut Rig, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        if *next == STEPS {
+            // Snapshots of the same books restart the flow (its seqs follow them again).
+            for i in 1..feed.setup.ranges.len() {
+                rig.replay.message(feed.setup.get(i));
+            }
+            *next = 0;
+        }
+        let n = left.min(CHUNK).min((STEPS - *next) as u64) as usize;
+        let (from, to) = (feed.steps[*next], feed.steps[*next + n]);
+        let started = Instant::now();
+        for m in from..to {
+            rig.replay.message(black_box(feed.live.get(m)));
+        }
+        total += started.elapsed();
+        *next += n;
+        left -= n as u64;
+        while let Some(msg) = rig.ring.pop() {
+            black_box(msg);
+        }
+    }
+    total
+}
+
+/// The cases: name and the (depth index, format) streams every symbol's subscribers watch.
+fn cases() -> Vec<(&'static str, Vec<(usize, Format)>)> {
+    let all = |formats: &[Format]| -> Vec<(usize, Format)> {
+        (0..DEPTHS.len())
+            .flat_map(|d| formats.iter().map(move |&f| (d, f)))
+            .collect()
+    };
+    vec![
+        ("parse_apply_only", vec![]),
+        ("binary_depth25", vec![(2, Format::Binary)]),
+        ("binary_all_depths", all(&[Format::Binary])),
+        (
+            "binary_json_all_depths",
+            all(&[Format::Binary, Format::Json]),
+        ),
+    ]
+}
+
+fn assert_in_sync(r: &mut Rig) {
+    r.replay.serve_requests();
+    let m = &r.replay.metrics().ingest;
+    assert_eq!(
+        m.gaps.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the replayed flow must stay in sync"
+    );
+}
+
+/// The decoder alone on the same messages (copy + simd-json + interpretation), `iters` steps.
+fn decode_only(dec: &mut FeedDecoder, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
+    let mut scratch = Vec::with_capacity(4096);
+    let mut left = iters;
+    let started = Instant::now();
+    while left > 0 {
+        if *next == STEPS {
+            *next = 0;
+        }
+        let n = left.min((STEPS - *next) as u64) as usize;
+        for m in feed.steps[*next]..feed.steps[*next + n] {
+            scratch.clear();
+            scratch.extend_from_slice(feed.live.get(m));
+            black_box(dec.decode(&mut scratch).is_ok());
+        }
+        *next += n;
+        left -= n as u64;
+    }
+    started.elapsed()
+}
+
+fn decoder(feed: &Feed) -> FeedDecoder {
+    let mut dec = FeedDecoder::new();
+    let mut symbols = feed.setup.get(0).to_vec();
+    assert!(dec.decode(&mut symbols).is_ok());
+    dec
+}
+
+fn ingest(c: &mut Criterion) {
+    let feed = feed();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(4));
+    let mut dec = decoder(&feed);
+    let mut next = 0;
+    g.bench_function("decode_only", |b| {
+        b.iter_custom(|iters| decode_only(&mut dec, &feed, &mut next, iters));
+    });
+    for (name, streams) in cases() {
+        let mut r = rig(&feed, &streams);
+        let mut next = 0;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| run(&mut r, &feed, &mut next, iters));
+        });
+        assert_in_sync(&mut r);
+    }
+    g.finish();
+}
+
+/// `TICKCAST_INGEST_STEPS=N cargo bench -p tickcast --bench ingest -- CASE`: runs exactly `N`
+/// steps of one case (after one untimed pass to warm up) and prints the wall time per step, for
+/// `perf stat` (cycles and instructions per step do not depend on what else the machine runs).
+fn fixed(steps: u64) {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let feed = feed();
+    if filter.as_deref().is_none_or(|f| "decode_only".contains(f)) {
+        let mut dec = decoder(&feed);
+        let mut next = 0;
+        decode_only(&mut dec, &feed, &mut next, STEPS as u64);
+        let t = decode_only(&mut dec, &feed, &mut next, steps);
+        println!(
+            "decode_only: {steps} steps, {:.1} ns/step wall",
+            t.as_nanos() as f64 / steps as f64
+        );
+    }
+    for (name, streams) in cases() {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let mut r = rig(&feed, &streams);
+        let mut next = 0;
+        run(&mut r, &feed, &mut next, STEPS as u64);
+        let t = run(&mut r, &feed, &mut next, steps);
+        assert_in_sync(&mut r);
+        println!(
+            "{name}: {steps} steps, {:.1} ns/step wall",
+            t.as_nanos() as f64 / steps as f64
+        );
+    }
+}
+
+criterion_group!(benches, ingest);
+
+fn main() {
+    match std::env::var("TICKCAST_INGEST_STEPS").map(|v| v.parse::<u64>()) {
+        Ok(Ok(n)) => fixed(n),
+        _ => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

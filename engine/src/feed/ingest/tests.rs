@@ -1,0 +1,413 @@
+//! The ingester's sync logic through [`Replay`]: real rings, interest and metrics, no sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::config::FeedUrl;
+use crate::fanout::ConnId;
+
+const SYMBOLS: &str = r#"{"type":"symbols","symbols":[{"symbol":"AAA-USD","px_decimals":2,"qty_decimals":2},{"symbol":"BBB-USD","px_decimals":2,"qty_decimals":2}]}"#;
+
+/// Depth indexes the fixture subscribes to (depth 1 and the whole book).
+const WATCHED: [usize; 2] = [0, 4];
+
+struct Fixture {
+    replay: Replay,
+    ring: Arc<Ring>,
+    interest: Arc<Interest>,
+    requests: crossbeam_channel::Sender<IngestRequest>,
+    _poll: Poll,
+}
+
+/// What came out of the ring, decoded enough to check the sync rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Out {
+    /// A book or trade record: (sid, depth index or trade stream, kind, flags, seq).
+    Record {
+        sid: u32,
+        stream: u8,
+        kind: u8,
+        flags: u8,
+        seq: u64,
+    },
+    /// A status record: (sid, code).
+    Status { sid: u32, code: u16 },
+    /// A snapshot answering a subscription.
+    Snapshot { sid: u32, seq: u64 },
+}
+
+fn fixture(format: Format) -> Fixture {
+    let poll = Poll::new().unwrap();
+    let waker = mio::Waker::new(poll.registry(), Token(7)).unwrap();
+    let ring = Arc::new(Ring::new(4096, waker));
+    let interest = Arc::new(Interest::new(1, 16));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let ctx = IngestContext {
+        feed: FeedUrl::parse("ws://127.0.0.1:1/feed").unwrap(),
+        rings: vec![ring.clone()],
+        interest: interest.clone(),
+        symbols: Arc::new(SymbolDirectory::default()),
+        requests: rx,
+        metrics: Arc::new(Metrics::new(1)),
+        shutdown: Arc::new(AtomicBool::new(false)),
+        reconnect_min: Duration::from_millis(100),
+        reconnect_max: Duration::from_secs(1),
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
+    };
+    let mut f = Fixture {
+        replay: Replay::new(ctx).unwrap(),
+        ring,
+        interest,
+        requests: tx,
+        _poll: poll,
+    };
+    f.msg(SYMBOLS);
+    f.msg(&snapshot("AAA-USD", 100));
+    f.msg(&snapshot("BBB-USD", 500));
+    // Subscribe one connection to both books at the watched depths, as a shard would.
+    for sid in 0..2 {
+        for d in WATCHED {
+            let topic = Topic::book(sid, d, format);
+            f.interest.add(0, topic);
+            f.requests
+                .send(IngestRequest::Snapshot {
+                    shard: 0,
+                    conn: ConnId {
+                        index: 0,
+                        generation: 0,
+                    },
+                    req: 1,
+                    topic,
+                })
+                .unwrap();
+        }
+    }
+    f.replay.serve_requests();
+    let first = f.drain();
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|o| matches!(o, Out::Snapshot { seq: 0, .. }))
+    );
+    f
+}
+
+fn snapshot(sym: &str, seq: u64) -> String {
+    format!(
+        r#"{{"type":"snapshot","symbol":"{sym}","seq":{seq},"ts":1,"bids":[["10.00","1.00"],["9.00","1.00"]],"asks":[["11.00","1.00"],["12.00","1.00"]]}}"#
+    )
+}
+
+/// An update that changes the best bid's quantity (visible at every depth).
+fn update(sym: &str, seq: u64) -> String {
+    format!(
+        r#"{{"type":"l2update","symbol":"{sym}","seq":{seq},"ts":2,"changes":[["buy","10.00","{}.00"]]}}"#,
+        seq % 50 + 1
+    )
+}
+
+fn heartbeat(sym: &str, seq: u64) -> String {
+    format!(r#"{{"type":"heartbeat","symbol":"{sym}","seq":{seq},"ts":3}}"#)
+}
+
+impl Fixture {
+    fn msg(&mut self, m: &str) {
+        self.replay.message(m.as_bytes());
+    }
+
+    fn drain(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        while let Some(m) = self.ring.pop() {
+            out.push(match m {
+                ShardMsg::Record { topic, bytes } => {
+                    let h = header(&bytes, topic.format);
+                    Out::Record {
+                        sid: topic.sid,
+                        stream: topic.stream,
+                        kind: h.0,
+                        flags: h.1,
+                        seq: h.2,
+                    }
+                }
+                ShardMsg::Status { sid, format, bytes } => Out::Status {
+                    sid,
+                    code: status_code(&bytes, format),
+                },
+                ShardMsg::Snapshot { topic, bytes, .. } => Out::Snapshot {
+                    sid: topic.sid,
+                    seq: header(&bytes, topic.format).2,
+                },
+            });
+        }
+        out
+    }
+
+    fn ingest_counter(
+        &mut self,
+        f: impl Fn(&IngestMetrics) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        self.replay.serve_requests();
+        f(&self.replay.metrics().ingest).load(Ordering::Relaxed)
+    }
+}
+
+/// (kind, flags, seq) of a record in either format.
+fn header(bytes: &[u8], format: Format) -> (u8, u8, u64) {
+    match format {
+        Format::Binary => (
+            bytes[2],
+            bytes[3],
+            u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+        ),
+        Format::Json => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
+            let kind = match v["kind"].as_str().unwrap() {
+                "snapshot" => 1,
+                "delta" => 2,
+                "trade" => 3,
+                _ => 4,
+            };
+            (kind, u8::from(kind == 1), v["seq"].as_u64().unwrap())
+        }
+    }
+}
+
+fn status_code(bytes: &[u8], format: Format) -> u16 {
+    match format {
+        Format::Binary => {
+            assert_eq!(bytes[2], RecordKind::Status as u8);
+            assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), 0);
+            u16::from_le_bytes([bytes[32], bytes[33]])
+        }
+        Format::Json => {
+            assert_eq!(bytes[0], b',', "JSON records are comma-prefixed");
+            let v: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
+            assert_eq!(v["kind"], "status");
+            assert_eq!(v["seq"], 0);
+            u16::try_from(v["code"].as_u64().unwrap()).unwrap()
+        }
+    }
+}
+
+fn deltas(sid: u32, seq: u64) -> Vec<Out> {
+    WATCHED
+        .iter()
+        .map(|&d| Out::Record {
+            sid,
+            stream: d as u8,
+            kind: 2,
+            flags: 0,
+            seq,
+        })
+        .collect()
+}
+
+fn resync(sid: u32, seq: u64) -> Vec<Out> {
+    WATCHED
+        .iter()
+        .map(|&d| Out::Record {
+            sid,
+            stream: d as u8,
+            kind: 1,
+            flags: FLAG_SNAPSHOT,
+            seq,
+        })
+        .collect()
+}
+
+#[test]
+fn in_order_updates_publish_one_delta_per_watched_depth() {
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 101));
+    f.msg(&update("BBB-USD", 501));
+    f.msg(&update("AAA-USD", 102));
+    let mut want = deltas(0, 1);
+    want.extend(deltas(1, 1));
+    want.extend(deltas(0, 2));
+    assert_eq!(f.drain(), want);
+    assert!(f.replay.take_feed_requests().is_empty());
+}
+
+#[test]
+fn gap_resyncs_that_symbol_alone_with_statuses_around_a_flagged_snapshot() {
+    for format in [Format::Binary, Format::Json] {
+        let mut f = fixture(format);
+        f.msg(&update("AAA-USD", 101));
+        f.drain();
+        // 102 and 103 lost: a gap.
+        f.msg(&update("AAA-USD", 104));
+        assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+        assert_eq!(
+            f.replay.take_feed_requests(),
+            vec![r#"{"op":"snapshot","symbol":"AAA-USD"}"#.to_owned()]
+        );
+        assert!(!f.replay.is_synced(0));
+        // The other symbol never pauses; the stale one's updates are ignored, no second request.
+        f.msg(&update("BBB-USD", 501));
+        f.msg(&update("AAA-USD", 105));
+        assert_eq!(f.drain(), deltas(1, 1));
+        assert!(f.replay.take_feed_requests().is_empty());
+        // The snapshot replaces the clients' book, continuing each stream's seq, then resumes.
+        f.msg(&snapshot("AAA-USD", 105));
+        let mut want = resync(0, 2);
+        want.push(Out::Status { sid: 0, code: 2 });
+        assert_eq!(f.drain(), want);
+        f.msg(&update("AAA-USD", 106));
+        assert_eq!(f.drain(), deltas(0, 3));
+        assert_eq!(f.ingest_counter(|m| &m.gaps), 1);
+    }
+}
+
+#[test]
+fn two_swapped_updates_are_applied_in_order_without_a_resync() {
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 102));
+    assert!(f.drain().is_empty(), "held for its predecessor");
+    f.msg(&update("BBB-USD", 501));
+    f.msg(&update("AAA-USD", 101));
+    let mut want = deltas(1, 1);
+    want.extend(deltas(0, 1));
+    want.extend(deltas(0, 2));
+    assert_eq!(f.drain(), want);
+    assert!(f.replay.take_feed_requests().is_empty());
+    assert_eq!(f.ingest_counter(|m| &m.gaps), 0);
+    // A duplicate of the held update, and later the old one again, are only counted.
+    f.msg(&update("AAA-USD", 104));
+    f.msg(&update("AAA-USD", 104));
+    f.msg(&update("AAA-USD", 101));
+    assert!(f.drain().is_empty());
+    assert_eq!(f.ingest_counter(|m| &m.stale), 2);
+    f.msg(&update("AAA-USD", 103));
+    let mut want = deltas(0, 3);
+    want.extend(deltas(0, 4));
+    assert_eq!(f.drain(), want);
+}
+
+#[test]
+fn an_update_held_too_long_means_its_predecessor_is_lost() {
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 102));
+    f.replay.expire_held();
+    assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+    assert_eq!(f.replay.take_feed_requests().len(), 1);
+    // So is one that meets another gap, or a heartbeat past it.
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 102));
+    f.msg(&update("AAA-USD", 103));
+    assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 102));
+    f.msg(&heartbeat("AAA-USD", 102));
+    assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+}
+
+#[test]
+fn duplicates_and_stale_updates_are_dropped_and_counted() {
+    let mut f = fixture(Format::Binary);
+    f.msg(&update("AAA-USD", 101));
+    f.msg(&update("AAA-USD", 101));
+    f.msg(&update("AAA-USD", 99));
+    assert_eq!(f.drain(), deltas(0, 1));
+    assert_eq!(f.ingest_counter(|m| &m.stale), 2);
+    assert!(f.replay.take_feed_requests().is_empty());
+}
+
+#[test]
+fn malformed_and_unknown_symbol_messages_never_make_a_symbol_stale() {
+    let mut f = fixture(Format::Binary);
+    let good = update("AAA-USD", 101);
+    for bad in [
+        good[..good.len() / 2].to_owned(),
+        good.replace(',', ";"),
+        "not json: {".to_owned(),
+        update("UNLISTED-XXX", 101),
+        heartbeat("UNLISTED-XXX", 7),
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":101,"ts":2,"changes":[["buy","1.2.3","1"]]}"#
+            .to_owned(),
+        r#"{"type":"mystery"}"#.to_owned(),
+        String::new(),
+    ] {
+        f.msg(&bad);
+    }
+    assert!(f.drain().is_empty());
+    assert!(f.replay.take_feed_requests().is_empty());
+    assert_eq!(f.ingest_counter(|m| &m.bad_messages), 8);
+    assert!(f.replay.is_synced(0) && f.replay.is_synced(1));
+    f.msg(&good);
+    assert_eq!(f.drain(), deltas(0, 1));
+}
+
+#[test]
+fn heartbeats_reveal_a_lost_last_update() {
+    let mut f = fixture(Format::Binary);
+    f.msg(&heartbeat("AAA-USD", 100));
+    f.msg(&heartbeat("AAA-USD", 99));
+    assert!(f.drain().is_empty());
+    f.msg(&heartbeat("BBB-USD", 501));
+    assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 1 }]);
+    assert_eq!(
+        f.replay.take_feed_requests(),
+        vec![r#"{"op":"snapshot","symbol":"BBB-USD"}"#.to_owned()]
+    );
+}
+
+#[test]
+fn feed_loss_makes_every_symbol_stale_once_and_snapshots_resume_them() {
+    let mut f = fixture(Format::Json);
+    f.replay.feed_lost();
+    assert_eq!(
+        f.drain(),
+        vec![
+            Out::Status { sid: 0, code: 1 },
+            Out::Status { sid: 1, code: 1 }
+        ]
+    );
+    // Losing the feed again while stale says nothing new; nothing is asked of a dead feed.
+    f.replay.feed_lost();
+    assert!(f.drain().is_empty());
+    assert!(f.replay.take_feed_requests().is_empty());
+    // The next session starts with the symbols and a snapshot of each.
+    f.msg(SYMBOLS);
+    f.msg(&snapshot("AAA-USD", 7));
+    f.msg(&snapshot("BBB-USD", 9));
+    let mut want = resync(0, 1);
+    want.push(Out::Status { sid: 0, code: 2 });
+    want.extend(resync(1, 1));
+    want.push(Out::Status { sid: 1, code: 2 });
+    assert_eq!(f.drain(), want);
+    f.msg(&update("AAA-USD", 8));
+    assert_eq!(f.drain(), deltas(0, 2));
+}
+
+#[test]
+fn a_snapshot_that_does_not_load_goes_stale_and_asks_again() {
+    let mut f = fixture(Format::Binary);
+    let bad = snapshot("AAA-USD", 200).replace("\"9.00\"", "\"10.00\"");
+    f.msg(&bad);
+    assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+    assert_eq!(f.replay.take_feed_requests().len(), 1);
+    f.msg(&snapshot("AAA-USD", 201));
+    let mut want = resync(0, 1);
+    want.push(Out::Status { sid: 0, code: 2 });
+    assert_eq!(f.drain(), want);
+}
+
+#[test]
+fn statuses_go_only_to_shards_watching_the_symbol() {
+    let mut f = fixture(Format::Binary);
+    // Nobody watches BBB in JSON and nobody watches a third format: one record per format
+    // with interest. Remove the interest in BBB: its gap publishes nothing.
+    for d in WATCHED {
+        f.interest.remove(0, Topic::book(1, d, Format::Binary));
+    }
+    f.msg(&update("BBB-USD", 510));
+    assert!(f.drain().is_empty());
+    assert_eq!(f.replay.take_feed_requests().len(), 1);
+    // A trades-only subscriber still hears about its symbol.
+    f.interest.add(0, Topic::trades(1, Format::Binary));
+    f.msg(&snapshot("BBB-USD", 600));
+    assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 2 }]);
+}
