@@ -37,6 +37,10 @@ pub struct ShardMetrics {
     pub ring_resyncs: AtomicU64,
     /// Messages currently queued in this shard's ring (sampled each wake).
     pub ring_len: AtomicU64,
+    /// Connections refused before the upgrade, by reason (see [`REFUSAL_REASONS`]).
+    pub refused: [AtomicU64; REFUSAL_REASONS.len()],
+    /// Clients closed because they answered no ping.
+    pub ping_timeouts: AtomicU64,
     /// Time from `recv_ts` to the `writev` that handed a record to the kernel, per delivered
     /// record (binary records; sampled once per record and drain).
     pub latency: LatencyHistogram,
@@ -100,6 +104,24 @@ impl LatencyHistogram {
             "{name}_count{{{labels}}} {}",
             self.count.load(Ordering::Relaxed)
         );
+    }
+}
+
+/// Reasons a connection is refused before the upgrade; the label of `tickcast_refusals_total`.
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "max_conns",
+    "max_conns_per_ip",
+    "origin",
+    "missing_token",
+    "bad_token",
+];
+
+impl ShardMetrics {
+    /// Counts a refusal with a label from [`REFUSAL_REASONS`].
+    pub fn refuse(&self, reason: &str) {
+        if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -324,6 +346,26 @@ impl Metrics {
                 &self.ingest.snapshots_served,
             ),
         ];
+        let name = "tickcast_refusals_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections refused before the upgrade, by reason.\n# TYPE {name} counter"
+        );
+        for (i, m) in self.shards.iter().enumerate() {
+            for (r, reason) in REFUSAL_REASONS.iter().enumerate() {
+                let v = m.refused[r].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",reason=\"{reason}\"}} {v}");
+            }
+        }
+        let name = "tickcast_ping_timeouts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Clients closed because they answered no ping.\n# TYPE {name} counter"
+        );
+        for (i, m) in self.shards.iter().enumerate() {
+            let v = m.ping_timeouts.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {v}");
+        }
         let name = "tickcast_delivery_latency_seconds";
         let _ = writeln!(
             out,

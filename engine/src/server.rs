@@ -97,6 +97,10 @@ impl Engine {
         let interest = Arc::new(Interest::new(config.shards, config.max_symbols));
         let symbols = Arc::new(SymbolDirectory::default());
         let shutdown = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(shard::limits::ConnCounter::new(
+            config.max_conns,
+            config.max_conns_per_ip,
+        ));
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
         let ingest_poll = mio::Poll::new()?;
         let ingest_waker = Arc::new(mio::Waker::new(ingest_poll.registry(), ingest::REQUESTS)?);
@@ -127,6 +131,7 @@ impl Engine {
                 ingest_waker: ingest_waker.clone(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
+                conns: conns.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let t = std::thread::Builder::new()

@@ -75,6 +75,8 @@ pub(crate) struct Conn {
     pub(crate) next_req: u32,
     /// The last status delivery this connection got (see `Shard::deliver_status`).
     pub(crate) status_stamp: u64,
+    /// Ping schedule: any bytes from the client count as a sign of life.
+    pub(crate) keepalive: crate::fanout::keepalive::KeepAlive,
 }
 
 impl Conn {

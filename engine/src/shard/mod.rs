@@ -13,6 +13,7 @@
 //! 4. every 100 ms, expire handshakes and closing connections.
 
 mod conn;
+pub mod limits;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -29,9 +30,11 @@ use crate::book::DEPTHS;
 use crate::clock;
 use crate::config::Config;
 use crate::control::{self, ErrorCode, Request, RequestError, SymbolSel};
+use crate::fanout::admission::{self, Refusal};
 use crate::fanout::batch::{append_batch, text_message};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::interest::Interest;
+use crate::fanout::keepalive::{Action, KeepAlive};
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
@@ -40,7 +43,7 @@ use crate::metrics::{Metrics, ShardMetrics, add};
 use crate::proto::close_code;
 use crate::proto::conn::{ConnLimits, ConnState, Event, Message, WsConn};
 use crate::proto::deflate;
-use crate::proto::frame::{MAX_HEADER_LEN, OpCode, RSV1, encode_header_with_rsv};
+use crate::proto::frame::{MAX_HEADER_LEN, OpCode, RSV1, encode_control, encode_header_with_rsv};
 use crate::proto::handshake::{
     HandshakeLimits, Request as HttpReq, parse_request, query_param, write_accept_response_ext,
     write_http_response,
@@ -85,6 +88,8 @@ pub struct ShardContext {
     pub metrics: Arc<Metrics>,
     /// Set to stop: clients get close 1001 and the thread returns.
     pub shutdown: Arc<AtomicBool>,
+    /// Connection counts across shards (total and per client IP).
+    pub conns: Arc<limits::ConnCounter>,
 }
 
 /// Binds a listener with `SO_REUSEPORT` so that every shard can own one on the same address.
@@ -136,6 +141,9 @@ struct Shard {
     accept_paused_until: Option<Instant>,
     /// Number of the last status delivery (dedupes a status per connection).
     status_stamp: u64,
+    /// (recv_ts, subscribers) of the binary records of the current drain, for the delivery
+    /// latency histogram.
+    latency_samples: Vec<(u64, u64)>,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
     zshared: SharedDeflate,
 }
@@ -177,6 +185,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         accept_paused_until: None,
         status_stamp: 0,
         zshared: SharedDeflate::default(),
+        latency_samples: Vec::new(),
     };
     shard.run()
 }
@@ -196,6 +205,13 @@ impl Shard {
             }
             let drained = self.drain_ring();
             self.flush_dirty();
+            if !self.latency_samples.is_empty() {
+                let now = clock::realtime_ns();
+                let h = &self.core.m.shards[self.core.ctx.id].latency;
+                for (ts, n) in self.latency_samples.drain(..) {
+                    h.record(now.saturating_sub(ts), n);
+                }
+            }
             let now = clock::monotonic();
             let timeout = if drained >= self.core.ctx.config.drain_max || !self.reread.is_empty() {
                 // More is waiting: look at sockets without blocking, then drain again.
@@ -269,6 +285,7 @@ impl Shard {
                     // Deflate subscribers get the record through the topic's shared run, which
                     // is compressed once for all of them (fanout::deflate).
                     let mut run: Option<RunRef> = None;
+                    let mut delivered = 0u64;
                     for &idx in self.core.subs.get(topic) {
                         let Some(c) = self
                             .slots
@@ -289,6 +306,13 @@ impl Shard {
                         };
                         c.owe(bytes.clone(), at);
                         records += 1;
+                        delivered += 1;
+                    }
+                    if delivered > 0 && topic.format == Format::Binary {
+                        if let Some(ts) = bytes.get(24..32).and_then(|b| b.try_into().ok()) {
+                            self.latency_samples
+                                .push((u64::from_le_bytes(ts), delivered));
+                        }
                     }
                 }
                 ShardMsg::Status { sid, format, bytes } => {
@@ -508,6 +532,22 @@ impl Shard {
     }
 
     fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if let Err(refusal) = self.core.ctx.conns.acquire(peer.ip()) {
+            // Refused before anything is read: a short 503 and the socket is closed. A fresh
+            // socket's send buffer is empty, so this write does not block.
+            self.metrics().refuse(refusal.label());
+            tracing::debug!(%peer, %refusal, "connection refused");
+            let mut out = Vec::with_capacity(160);
+            write_http_response(
+                503,
+                "text/plain; charset=utf-8",
+                format!("{refusal}\n").as_bytes(),
+                &[("Retry-After", "5")],
+                &mut out,
+            );
+            let _ = stream.write(&out);
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -526,6 +566,7 @@ impl Shard {
             .register(&mut stream, token, Io::READABLE)
         {
             tracing::warn!(error = %e, "cannot register connection");
+            self.core.ctx.conns.release(peer.ip());
             self.free.push(idx);
             return;
         }
@@ -555,6 +596,7 @@ impl Shard {
             ),
             next_req: 0,
             status_stamp: 0,
+            keepalive: KeepAlive::new(now),
         };
         if let Some(slot) = self.slots.get_mut(idx as usize) {
             slot.conn = Some(conn);
@@ -596,6 +638,7 @@ impl Shard {
                     break;
                 }
                 Ok(n) => {
+                    c.keepalive.heard(clock::monotonic());
                     c.inbuf.truncate(start + n);
                     budget = budget.saturating_sub(n);
                 }
@@ -746,6 +789,32 @@ impl Shard {
                         }
                     },
                 };
+                // Origin allowlist and access token, before anything is upgraded.
+                let protocol = match admission::check(
+                    &self.core.ctx.config,
+                    u.origin.as_deref(),
+                    query_param(&u.query, "token"),
+                    &u.protocols,
+                ) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        self.core.m.shards[self.core.ctx.id].refuse(refusal.label());
+                        tracing::debug!(peer = %c.peer, %refusal, "upgrade refused");
+                        let extra: &[(&str, &str)] = if refusal == Refusal::MissingToken {
+                            &[("WWW-Authenticate", "Bearer")]
+                        } else {
+                            &[]
+                        };
+                        respond(
+                            c,
+                            refusal.status(),
+                            "text/plain; charset=utf-8",
+                            format!("{refusal}\n").as_bytes(),
+                            extra,
+                        );
+                        return;
+                    }
+                };
                 // permessage-deflate: the first acceptable offer, if the server allows it.
                 let accepted = u
                     .extensions
@@ -755,7 +824,7 @@ impl Shard {
                 let mut resp = Vec::with_capacity(256);
                 write_accept_response_ext(
                     &u,
-                    None,
+                    protocol.as_deref(),
                     accepted.as_ref().map(|a| a.response.as_str()),
                     &mut resp,
                 );
@@ -819,7 +888,16 @@ impl Shard {
                         false,
                     );
                 }
-                Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                Ok(Some(Event::Ping(_))) => {
+                    // Pings cost a control-message token: a ping flood ends with 1008 (the
+                    // protocol layer already caps the pongs it queues).
+                    if c.limiter.check(clock::monotonic()) == Verdict::Exceeded {
+                        add(&self.core.m.shards[self.core.ctx.id].closed_policy, 1);
+                        self.close_conn(idx, close_code::POLICY, "ping rate limit exceeded", false);
+                        return;
+                    }
+                }
+                Ok(Some(Event::Pong(_))) => {}
                 Ok(Some(Event::Closed { .. })) => {
                     // Our reply is queued; stop data and drop once it is written.
                     self.enter_closing(idx);
@@ -1079,6 +1157,7 @@ impl Shard {
             return;
         };
         slot.generation = slot.generation.wrapping_add(1);
+        self.core.ctx.conns.release(c.peer.ip());
         self.core.unsubscribe_all(&mut c, idx);
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.free.push(idx);
@@ -1087,17 +1166,67 @@ impl Shard {
     }
 
     fn tick(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (i, slot) in self.slots.iter().enumerate() {
-            let Some(c) = &slot.conn else { continue };
-            match c.phase {
-                Phase::Handshake { deadline } | Phase::Closing { deadline } if now >= deadline => {
-                    if matches!(c.phase, Phase::Handshake { .. }) {
-                        add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
-                    }
-                    expired.push(i as u32);
+        let interval = self.core.ctx.config.ping_interval;
+        let mut dead = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            if !c.is_open() {
+                continue;
+            }
+            match c.keepalive.poll(now, interval) {
+                Action::Idle => {}
+                Action::Ping(n) => {
+                    c.out
+                        .push_shared(encode_control(OpCode::Ping, &n.to_be_bytes()), true);
+                    self.to_flush.push(i as u32);
                 }
+                Action::Dead => dead.push(i as u32),
+            }
+        }
+        for idx in dead {
+            add(&self.core.m.shards[self.core.ctx.id].ping_timeouts, 1);
+            self.close_conn(idx, close_code::GOING_AWAY, "ping timeout", true);
+        }
+        let flush = std::mem::take(&mut self.to_flush);
+        for &idx in &flush {
+            self.write_out(idx);
+        }
+        self.to_flush = flush;
+        self.to_flush.clear();
+        let mut expired = Vec::new();
+        let mut slow_handshakes = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            match c.phase {
+                Phase::Handshake { deadline } if now >= deadline => {
+                    // Slowloris: the request did not complete in time. 408, then close.
+                    add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                    respond(
+                        c,
+                        408,
+                        "text/plain; charset=utf-8",
+                        b"request timeout\n",
+                        &[],
+                    );
+                    slow_handshakes.push(i as u32);
+                }
+                Phase::Closing { deadline } if now >= deadline => expired.push(i as u32),
                 _ => {}
+            }
+        }
+        for idx in slow_handshakes {
+            // The response is tiny: it goes out at once, and the connection closes after it.
+            self.write_out(idx);
+            if self
+                .slots
+                .get(idx as usize)
+                .is_some_and(|s| s.conn.is_some())
+            {
+                self.drop_conn(idx);
             }
         }
         for idx in expired {
@@ -1108,21 +1237,54 @@ impl Shard {
         }
     }
 
+    /// Graceful stop: no more accepts, close 1001 to every client, then write what they are
+    /// owed until every out-buffer is empty or `shutdown_deadline` passes.
     fn shutdown(&mut self) {
         tracing::info!(
             shard = self.core.ctx.id,
             "shutting down: closing clients with 1001"
         );
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        let deadline = clock::monotonic() + self.core.ctx.config.shutdown_deadline;
         for idx in 0..self.slots.len() as u32 {
-            let open = self.slots[idx as usize]
-                .conn
-                .as_ref()
-                .is_some_and(Conn::is_open);
-            if open {
-                self.close_conn(idx, close_code::GOING_AWAY, "server shutting down", false);
+            let Some(c) = self.slots[idx as usize].conn.as_ref() else {
+                continue;
+            };
+            match c.phase {
+                Phase::Open => {
+                    self.close_conn(idx, close_code::GOING_AWAY, "server shutting down", false);
+                    self.write_out(idx);
+                }
+                Phase::Handshake { .. } => self.drop_conn(idx),
+                Phase::Http | Phase::Closing { .. } => self.write_out(idx),
+            }
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let owed = self
+                .slots
+                .iter()
+                .any(|s| s.conn.as_ref().is_some_and(|c| !c.out.is_empty()));
+            let now = clock::monotonic();
+            if !owed || now >= deadline {
+                break;
+            }
+            if self.poll.poll(&mut events, Some(deadline - now)).is_err() {
+                break;
+            }
+            let ready: Vec<u32> = events
+                .iter()
+                .filter(|e| e.token().0 >= FIRST_CONN)
+                .map(|e| (e.token().0 - FIRST_CONN) as u32)
+                .collect();
+            for idx in ready {
+                // Take the client's close reply (or EOF) too, so the close handshake completes.
+                self.on_readable(idx);
                 self.write_out(idx);
             }
         }
+        let left = self.slots.iter().filter(|s| s.conn.is_some()).count();
+        tracing::info!(shard = self.core.ctx.id, left, "shard stopped");
     }
 }
 
