@@ -28,7 +28,7 @@ pub struct ShardMetrics {
     /// Connections closed for control-message abuse (1008).
     pub closed_policy: AtomicU64,
     /// Handshakes refused or timed out.
-    pub handshake_failures: AtomicU64,
+    pub handshake_failures: [AtomicU64; HANDSHAKE_FAILURES.len()],
     /// Plain HTTP requests answered.
     pub http_requests: AtomicU64,
     /// Control messages answered with an error.
@@ -107,6 +107,17 @@ impl LatencyHistogram {
     }
 }
 
+/// Reasons an upgrade request fails; the label of `tickcast_handshake_failures_total`.
+pub const HANDSHAKE_FAILURES: [&str; 7] = [
+    "malformed",
+    "too_large",
+    "bad_version",
+    "method",
+    "not_found",
+    "bad_format",
+    "timeout",
+];
+
 /// Reasons a connection is refused before the upgrade; the label of `tickcast_refusals_total`.
 pub const REFUSAL_REASONS: [&str; 5] = [
     "max_conns",
@@ -117,6 +128,13 @@ pub const REFUSAL_REASONS: [&str; 5] = [
 ];
 
 impl ShardMetrics {
+    /// Counts a failed upgrade request with a label from [`HANDSHAKE_FAILURES`].
+    pub fn handshake_failed(&self, reason: &str) {
+        if let Some(i) = HANDSHAKE_FAILURES.iter().position(|r| *r == reason) {
+            self.handshake_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a refusal with a label from [`REFUSAL_REASONS`].
     pub fn refuse(&self, reason: &str) {
         if let Some(i) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
@@ -202,7 +220,7 @@ impl Metrics {
             &'static str,
             fn(&ShardMetrics) -> &AtomicU64,
         );
-        let shard_metrics: [Family; 13] = [
+        let shard_metrics: [Family; 12] = [
             ("tickcast_connections", "gauge", "Open connections.", |m| {
                 &m.connections
             }),
@@ -247,12 +265,6 @@ impl Metrics {
                 "counter",
                 "Connections closed with 1008.",
                 |m| &m.closed_policy,
-            ),
-            (
-                "tickcast_handshake_failures_total",
-                "counter",
-                "Upgrade requests refused or timed out.",
-                |m| &m.handshake_failures,
             ),
             (
                 "tickcast_http_requests_total",
@@ -346,6 +358,17 @@ impl Metrics {
                 &self.ingest.snapshots_served,
             ),
         ];
+        let name = "tickcast_handshake_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Upgrade requests that failed, by reason.\n# TYPE {name} counter"
+        );
+        for (i, m) in self.shards.iter().enumerate() {
+            for (r, reason) in HANDSHAKE_FAILURES.iter().enumerate() {
+                let v = m.handshake_failures[r].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{i}\",reason=\"{reason}\"}} {v}");
+            }
+        }
         let name = "tickcast_refusals_total";
         let _ = writeln!(
             out,

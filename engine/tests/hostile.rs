@@ -59,7 +59,7 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// Reads server frames until a close frame; returns its code and the text messages seen.
 fn close_code(s: &mut TcpStream) -> (Option<u16>, Vec<String>) {
     let mut texts = Vec::new();
-    let mut read = |n: usize, s: &mut TcpStream| -> Option<Vec<u8>> {
+    let read = |n: usize, s: &mut TcpStream| -> Option<Vec<u8>> {
         let mut v = vec![0u8; n];
         s.read_exact(&mut v).ok()?;
         Some(v)

@@ -696,7 +696,13 @@ impl Shard {
             Ok(None) => return,
             Ok(Some(p)) => p,
             Err(e) => {
-                add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                let reason = match e.status() {
+                    431 => "too_large",
+                    426 => "bad_version",
+                    405 => "method",
+                    _ => "malformed",
+                };
+                self.core.m.shards[self.core.ctx.id].handshake_failed(reason);
                 tracing::debug!(peer = %c.peer, error = %e, "bad upgrade request");
                 let mut out = Vec::with_capacity(256);
                 e.write_response(&mut out);
@@ -761,7 +767,7 @@ impl Shard {
                     "/ws" => Endpoint::Ws,
                     "/echo" if self.core.ctx.config.echo => Endpoint::Echo,
                     _ => {
-                        add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                        self.core.m.shards[self.core.ctx.id].handshake_failed("not_found");
                         respond(
                             c,
                             404,
@@ -777,7 +783,7 @@ impl Shard {
                     Some(v) => match Format::from_query(v) {
                         Some(f) => f,
                         None => {
-                            add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                            self.core.m.shards[self.core.ctx.id].handshake_failed("bad_format");
                             respond(
                                 c,
                                 400,
@@ -1204,7 +1210,7 @@ impl Shard {
             match c.phase {
                 Phase::Handshake { deadline } if now >= deadline => {
                     // Slowloris: the request did not complete in time. 408, then close.
-                    add(&self.core.m.shards[self.core.ctx.id].handshake_failures, 1);
+                    self.core.m.shards[self.core.ctx.id].handshake_failed("timeout");
                     respond(
                         c,
                         408,
