@@ -388,9 +388,19 @@ fn slow_ratio(r: &ScenarioReport) -> Option<(u64, u64, f64)> {
     ))
 }
 
+/// Evictions counted by tickcast itself (`/metrics`) over the run's windows.
+fn engine_evictions(r: &ScenarioReport) -> Option<f64> {
+    (r.kind == "tickcast").then(|| {
+        r.steps
+            .iter()
+            .filter_map(|s| s.metrics_delta.get("tickcast_evictions_total"))
+            .sum()
+    })
+}
+
 fn slow_table(out: &mut String, case: &Case) {
     out.push_str(
-        "| target | p99 recv→client, all reading / with stoppers, ms | ratio (median) | each round | others' gaps/resyncs/evicted | stoppers evicted with 1013 | target RSS during the stopped window, MiB (start → end, max) |\n|---|---|---|---|---|---|---|\n",
+        "| target | p99 recv→client, all reading / with stoppers, ms | ratio (median) | each round | others' gaps/resyncs/evicted | stoppers: saw 1013 / lost without a close frame / evicted per the engine's metric / all | target RSS during the stopped window, MiB (start → end, max) |\n|---|---|---|---|---|---|---|\n",
     );
     for label in label_order(case) {
         let reports = &case[label];
@@ -408,12 +418,14 @@ fn slow_table(out: &mut String, case: &Case) {
         let f = &r.final_stats;
         let _ = writeln!(
             out,
-            "| {label} | {} / {} | **{ratio:.2}** | {} | {} | {}/{} | {} |",
+            "| {label} | {} / {} | **{ratio:.2}** | {} | {} | {} / {} / {} / {} | {} |",
             ms(b),
             ms(s),
             runs(&ratios, |v| format!("{v:.2}")),
             stop.map_or_else(|| String::from("–"), loss),
             f.stoppers_evicted,
+            f.connections.dropped,
+            engine_evictions(r).map_or_else(|| String::from("–"), |n| format!("{n:.0}")),
             f.stoppers,
             stop.map_or_else(
                 || String::from("–"),
@@ -635,6 +647,11 @@ fn checks(cases: &BTreeMap<String, Case>) -> Vec<Check> {
     let ratio = med("slow", "tickcast", &|r| {
         slow_ratio(r).map_or(f64::INFINITY, |x| x.2)
     });
+    let saw_1013 = med("slow", "tickcast", &|r| {
+        r.final_stats.stoppers_evicted as f64
+    });
+    let engine_evicted = med("slow", "tickcast", &|r| engine_evictions(r).unwrap_or(0.0));
+    let stoppers = med("slow", "tickcast", &|r| r.final_stats.stoppers as f64);
     let slow_ok = all("slow", "tickcast", &|r| {
         let stop = r.steps.iter().find(|s| s.name == "stopped");
         let others_clean =
@@ -653,7 +670,10 @@ fn checks(cases: &BTreeMap<String, Case>) -> Vec<Check> {
         ),
         measured: match (ratio, slow_ok) {
             (Some(r), Some(ok)) => format!(
-                "p99 ratio {r:.2}; loss/evictions/RSS {}",
+                "p99 ratio {r:.2}; engine evicted {:.0} of {:.0} stoppers, {:.0} saw the 1013 close; loss/evictions/RSS {}",
+                engine_evicted.unwrap_or(0.0),
+                stoppers.unwrap_or(0.0),
+                saw_1013.unwrap_or(0.0),
                 if ok { "as required in every round" } else { "NOT as required (see table)" }
             ),
             _ => String::from("not run"),
