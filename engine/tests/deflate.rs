@@ -796,6 +796,9 @@ mod bench {
             }
         };
         pump(Instant::now() + Duration::from_secs(3), &mut socks);
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tickcast exited during the warm-up: {status}");
+        }
         let r0 = metric(addr, "tickcast_records_out_total");
         let b0 = metric(addr, "tickcast_bytes_out_total");
         let x0 = metric(addr, "tickcast_ring_resyncs_total");
@@ -805,6 +808,9 @@ mod bench {
         pump(t0 + Duration::from_secs_f64(secs), &mut socks);
         let c1 = cpu_secs(pid);
         let s1 = shard_cpu_secs(pid);
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tickcast exited during the run: {status}");
+        }
         let elapsed = t0.elapsed().as_secs_f64();
         let r1 = metric(addr, "tickcast_records_out_total");
         let b1 = metric(addr, "tickcast_bytes_out_total");
@@ -813,6 +819,7 @@ mod bench {
             0,
             "a client was evicted: the measurement would be wrong"
         );
+        let resyncs = metric(addr, "tickcast_ring_resyncs_total") - x0;
         let _ = child.kill();
         let _ = child.wait();
         Sample {
@@ -821,7 +828,7 @@ mod bench {
             bytes: b1 - b0,
             cpu_secs: c1 - c0,
             shard_cpu_secs: s1 - s0,
-            resyncs: metric(addr, "tickcast_ring_resyncs_total") - x0,
+            resyncs,
         }
     }
 }

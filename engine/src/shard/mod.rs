@@ -4,13 +4,18 @@
 //!
 //! The loop, per wake:
 //! 1. drain the ring (up to `drain_max` messages): each record is appended, as a shared `Bytes`,
-//!    to the pending list of every ready subscriber of its topic;
+//!    to the pending list of every ready subscriber of its topic (and, when a permessage-deflate
+//!    subscriber gets it, once to the topic's shared run of `fanout::deflate`);
 //! 2. flush: each connection that got records is owed one batch, cut into as few WebSocket
-//!    messages as the limits allow, queued in its bounded out-buffer and written with one
-//!    `writev` (a connection that would pass its bound is evicted with 1013);
+//!    messages as the limits allow (compressed from the drain's shared pieces for deflate
+//!    connections), queued in its bounded out-buffer and written with one `writev` (a
+//!    connection that would pass its bound is evicted with 1013);
 //! 3. wait in `epoll_wait` (after telling the ring it may sleep), then handle socket events:
 //!    accepts, upgrade requests, control messages, writable sockets;
 //! 4. every 100 ms, expire handshakes and closing connections.
+//!
+//! Connections upgrade on `/ws` (control messages in, data out) or, with `--echo`, on `/echo`
+//! (every message sent back; for the conformance suite), through the same code.
 
 mod conn;
 pub mod limits;
