@@ -197,7 +197,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
 
 impl Shard {
     fn metrics(&self) -> &ShardMetrics {
-        &self.core.m.shards[self.core.ctx.id]
+        self.core.metrics()
     }
 
     fn run(&mut self) -> io::Result<()> {
@@ -212,7 +212,7 @@ impl Shard {
             self.flush_dirty();
             if !self.latency_samples.is_empty() {
                 let now = clock::realtime_ns();
-                let h = &self.core.m.shards[self.core.ctx.id].latency;
+                let h = &self.core.metrics().latency;
                 for (ts, n) in self.latency_samples.drain(..) {
                     h.record(now.saturating_sub(ts), n);
                 }
@@ -292,11 +292,7 @@ impl Shard {
                     let mut run: Option<RunRef> = None;
                     let mut delivered = 0u64;
                     for &idx in self.core.subs.get(topic) {
-                        let Some(c) = self
-                            .slots
-                            .get_mut(idx as usize)
-                            .and_then(|s| s.conn.as_mut())
-                        else {
+                        let Some(c) = conn_mut(&mut self.slots, idx) else {
                             continue;
                         };
                         if c.pending.is_empty() {
@@ -466,11 +462,7 @@ impl Shard {
         let threshold = self.core.ctx.config.deflate_threshold;
         let mut messages = 0u64;
         for &idx in &dirty {
-            let Some(c) = self
-                .slots
-                .get_mut(idx as usize)
-                .and_then(|s| s.conn.as_mut())
-            else {
+            let Some(c) = conn_mut(&mut self.slots, idx) else {
                 continue;
             };
             if !c.is_open() {
@@ -494,7 +486,7 @@ impl Shard {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
                     tracing::info!(peer = %c.peer, queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
-                    add(&self.core.m.shards[self.core.ctx.id].evicted_slow, 1);
+                    add(&self.core.metrics().evicted_slow, 1);
                     self.close_conn(
                         idx,
                         close_code::TRY_AGAIN_LATER,
@@ -610,11 +602,7 @@ impl Shard {
     }
 
     fn on_readable(&mut self, idx: u32) {
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         let max_message = match c.endpoint {
@@ -668,11 +656,7 @@ impl Shard {
         }
         // An idle subscriber keeps no read buffer: control messages are rare, and thousands of
         // idle connections holding 8 KiB each would dominate the engine's memory.
-        if let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        {
+        if let Some(c) = conn_mut(&mut self.slots, idx) {
             if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
                 c.inbuf = BytesMut::new();
             }
@@ -690,11 +674,7 @@ impl Shard {
     }
 
     fn handshake(&mut self, idx: u32) {
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         let parsed = match parse_request(&c.inbuf, &self.core.hs_limits) {
@@ -707,7 +687,7 @@ impl Shard {
                     405 => "method",
                     _ => "malformed",
                 };
-                self.core.m.shards[self.core.ctx.id].handshake_failed(reason);
+                self.core.metrics().handshake_failed(reason);
                 tracing::debug!(peer = %c.peer, error = %e, "bad upgrade request");
                 let mut out = Vec::with_capacity(256);
                 e.write_response(&mut out);
@@ -721,7 +701,7 @@ impl Shard {
         let _ = c.inbuf.split_to(head_len);
         match req {
             HttpReq::Http(h) => {
-                add(&self.core.m.shards[self.core.ctx.id].http_requests, 1);
+                add(&self.core.metrics().http_requests, 1);
                 let (status, ctype, body): (u16, &str, Vec<u8>) =
                     match (h.method.as_str(), h.path.as_str()) {
                         ("GET" | "HEAD", "/healthz") => {
@@ -772,7 +752,7 @@ impl Shard {
                     "/ws" => Endpoint::Ws,
                     "/echo" if self.core.ctx.config.echo => Endpoint::Echo,
                     _ => {
-                        self.core.m.shards[self.core.ctx.id].handshake_failed("not_found");
+                        self.core.metrics().handshake_failed("not_found");
                         respond(
                             c,
                             404,
@@ -788,7 +768,7 @@ impl Shard {
                     Some(v) => match Format::from_query(v) {
                         Some(f) => f,
                         None => {
-                            self.core.m.shards[self.core.ctx.id].handshake_failed("bad_format");
+                            self.core.metrics().handshake_failed("bad_format");
                             respond(
                                 c,
                                 400,
@@ -809,7 +789,7 @@ impl Shard {
                 ) {
                     Ok(p) => p,
                     Err(refusal) => {
-                        self.core.m.shards[self.core.ctx.id].refuse(refusal.label());
+                        self.core.metrics().refuse(refusal.label());
                         tracing::debug!(peer = %c.peer, %refusal, "upgrade refused");
                         let extra: &[(&str, &str)] = if refusal == Refusal::MissingToken {
                             &[("WWW-Authenticate", "Bearer")]
@@ -855,7 +835,7 @@ impl Shard {
                 c.format = format;
                 c.ws = Some(WsConn::with_deflate(limits, params.as_ref()));
                 c.phase = Phase::Open;
-                add(&self.core.m.shards[self.core.ctx.id].upgraded, 1);
+                add(&self.core.metrics().upgraded, 1);
                 tracing::debug!(peer = %c.peer, ?format, ?endpoint, deflate = ?params, "websocket open");
                 if !c.inbuf.is_empty() {
                     self.frames(idx);
@@ -866,11 +846,7 @@ impl Shard {
 
     fn frames(&mut self, idx: u32) {
         loop {
-            let Some(c) = self
-                .slots
-                .get_mut(idx as usize)
-                .and_then(|s| s.conn.as_mut())
-            else {
+            let Some(c) = conn_mut(&mut self.slots, idx) else {
                 return;
             };
             let Some(ws) = c.ws.as_mut() else { return };
@@ -891,7 +867,7 @@ impl Shard {
                     }
                 }
                 Ok(Some(Event::Message(Message::Binary(_)))) => {
-                    add(&self.core.m.shards[self.core.ctx.id].closed_protocol, 1);
+                    add(&self.core.metrics().closed_protocol, 1);
                     self.close_conn(
                         idx,
                         close_code::UNSUPPORTED_DATA,
@@ -903,7 +879,7 @@ impl Shard {
                     // Pings cost a control-message token: a ping flood ends with 1008 (the
                     // protocol layer already caps the pongs it queues).
                     if c.limiter.check(clock::monotonic()) == Verdict::Exceeded {
-                        add(&self.core.m.shards[self.core.ctx.id].closed_policy, 1);
+                        add(&self.core.metrics().closed_policy, 1);
                         self.close_conn(idx, close_code::POLICY, "ping rate limit exceeded", false);
                         return;
                     }
@@ -915,7 +891,7 @@ impl Shard {
                     return;
                 }
                 Err(violation) => {
-                    add(&self.core.m.shards[self.core.ctx.id].closed_protocol, 1);
+                    add(&self.core.metrics().closed_protocol, 1);
                     tracing::debug!(peer = %c.peer, code = violation.close_code, reason = violation.reason, "protocol violation");
                     self.enter_closing(idx);
                     return;
@@ -929,11 +905,7 @@ impl Shard {
     /// Sends a message back on an `/echo` connection as one unfragmented message, compressed
     /// when permessage-deflate was negotiated, through the same out-buffer (and bound) as data.
     fn echo(&mut self, idx: u32, msg: Message) {
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         let (opcode, payload) = match msg {
@@ -953,7 +925,7 @@ impl Shard {
         let mut head = [0u8; MAX_HEADER_LEN];
         let h = encode_header_with_rsv(true, rsv, opcode, payload.len() as u64, &mut head);
         if c.out.reserve(h + payload.len()).is_err() {
-            add(&self.core.m.shards[self.core.ctx.id].evicted_slow, 1);
+            add(&self.core.metrics().evicted_slow, 1);
             self.close_conn(
                 idx,
                 close_code::TRY_AGAIN_LATER,
@@ -980,7 +952,7 @@ impl Shard {
         match c.limiter.check(now) {
             Verdict::Allow => {}
             Verdict::Limited => {
-                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                add(&self.core.metrics().request_errors, 1);
                 let id = serde_json::from_slice::<Value>(text)
                     .ok()
                     .and_then(|v| v.get("id").cloned())
@@ -997,7 +969,7 @@ impl Shard {
                 return;
             }
             Verdict::Exceeded => {
-                add(&self.core.m.shards[self.core.ctx.id].closed_policy, 1);
+                add(&self.core.metrics().closed_policy, 1);
                 self.close_conn(
                     idx,
                     close_code::POLICY,
@@ -1010,7 +982,7 @@ impl Shard {
         let request = match control::parse_request(text) {
             Ok(r) => r,
             Err(e) => {
-                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                add(&self.core.metrics().request_errors, 1);
                 reply(c, &e.to_json());
                 return;
             }
@@ -1040,7 +1012,7 @@ impl Shard {
         match answer {
             Ok(bytes) => reply(c, &bytes),
             Err(e) => {
-                add(&self.core.m.shards[self.core.ctx.id].request_errors, 1);
+                add(&self.core.metrics().request_errors, 1);
                 reply(c, &e.to_json());
             }
         }
@@ -1049,11 +1021,7 @@ impl Shard {
     // ---- writing and closing ----
 
     fn write_out(&mut self, idx: u32) {
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         let mut written_total = 0u64;
@@ -1078,10 +1046,7 @@ impl Shard {
                 }
             }
         }
-        add(
-            &self.core.m.shards[self.core.ctx.id].bytes_out,
-            written_total,
-        );
+        add(&self.core.metrics().bytes_out, written_total);
         if failed {
             self.drop_conn(idx);
             return;
@@ -1123,11 +1088,7 @@ impl Shard {
 
     /// Starts a server-initiated close with `code`; `evicting` discards queued data first.
     fn close_conn(&mut self, idx: u32, code: u16, reason: &str, evicting: bool) {
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         if evicting {
@@ -1144,11 +1105,7 @@ impl Shard {
 
     fn enter_closing(&mut self, idx: u32) {
         let deadline = clock::monotonic() + self.core.ctx.config.close_timeout;
-        let Some(c) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.conn.as_mut())
-        else {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         if matches!(c.phase, Phase::Closing { .. }) {
@@ -1172,7 +1129,7 @@ impl Shard {
         self.core.unsubscribe_all(&mut c, idx);
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.free.push(idx);
-        let m = &self.core.m.shards[self.core.ctx.id];
+        let m = &self.core.metrics();
         m.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -1197,7 +1154,7 @@ impl Shard {
             }
         }
         for idx in dead {
-            add(&self.core.m.shards[self.core.ctx.id].ping_timeouts, 1);
+            add(&self.core.metrics().ping_timeouts, 1);
             self.close_conn(idx, close_code::GOING_AWAY, "ping timeout", true);
         }
         let flush = std::mem::take(&mut self.to_flush);
@@ -1215,7 +1172,7 @@ impl Shard {
             match c.phase {
                 Phase::Handshake { deadline } if now >= deadline => {
                     // Slowloris: the request did not complete in time. 408, then close.
-                    self.core.m.shards[self.core.ctx.id].handshake_failed("timeout");
+                    self.core.metrics().handshake_failed("timeout");
                     respond(
                         c,
                         408,
@@ -1299,6 +1256,11 @@ impl Shard {
     }
 }
 
+/// The live connection in slot `idx`, if any.
+fn conn_mut(slots: &mut [Slot], idx: u32) -> Option<&mut Conn> {
+    slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut())
+}
+
 /// Appends a status record to one connection unless it already got this one (`stamp`).
 fn push_status(
     slots: &mut [Slot],
@@ -1307,7 +1269,7 @@ fn push_status(
     stamp: u64,
     bytes: &Bytes,
 ) -> bool {
-    let Some(c) = slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut()) else {
+    let Some(c) = conn_mut(slots, idx) else {
         return false;
     };
     if c.status_stamp == stamp || !c.is_open() {
@@ -1337,6 +1299,11 @@ fn reply(c: &mut Conn, json: &[u8]) {
 }
 
 impl Core {
+    /// This shard's block of metrics.
+    fn metrics(&self) -> &ShardMetrics {
+        &self.m.shards[self.ctx.id]
+    }
+
     fn request_snapshot(&mut self, conn: ConnId, req: u32, topic: Topic) {
         let r = IngestRequest::Snapshot {
             shard: self.ctx.id,
