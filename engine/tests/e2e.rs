@@ -63,9 +63,11 @@ fn clients_rebuild_exact_books_at_depth_0_and_10_and_json() {
         );
         assert!(c.records > 100, "only {} records", c.records);
         assert!(c.records > c.messages, "records were not batched at all");
-        for s in &c.symbols {
-            assert!(c.state.trade_count(s.sid) > 0 || c.state.trade_seq(s.sid).is_none());
-        }
+        // Trades arrive on their own stream, sequence-checked like the books.
+        assert!(
+            c.symbols.iter().any(|s| c.state.trade_count(s.sid) > 0),
+            "no trades at all"
+        );
     }
 }
 

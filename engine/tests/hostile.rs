@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, PATIENCE, http_get, raw_http, simulator};
 use tickcast_bench::control::Reply;
+use tungstenite::client::IntoClientRequest;
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
@@ -320,35 +321,22 @@ fn origin_and_token_are_checked_before_the_upgrade() {
     assert_eq!(up(ok_origin, "?token=wrong"), 403);
     // Good origin and token: the upgrade goes through (raw_http reads until the server closes,
     // so use a real client for the positive cases).
-    let req = tungstenite::http::Request::builder()
-        .uri(d.url("token=desk-token-1"))
-        .header("Host", d.addr.to_string())
-        .header("Origin", "https://desk.example.com")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .expect("request");
-    let (_ws, resp) = tungstenite::connect(req).expect("token in the query");
+    let request = |query: &str, protocols: Option<&str>| {
+        let mut req = d.url(query).into_client_request().expect("request");
+        let h = req.headers_mut();
+        h.insert(
+            "Origin",
+            "https://desk.example.com".parse().expect("header"),
+        );
+        if let Some(p) = protocols {
+            h.insert("Sec-WebSocket-Protocol", p.parse().expect("header"));
+        }
+        req
+    };
+    let (_ws, resp) =
+        tungstenite::connect(request("token=desk-token-1", None)).expect("token in the query");
     assert_eq!(resp.status(), 101);
-    let req = tungstenite::http::Request::builder()
-        .uri(d.url(""))
-        .header("Host", d.addr.to_string())
-        .header("Origin", "https://desk.example.com")
-        .header("Sec-WebSocket-Protocol", "tickcast.v1, token.desk-token-1")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .expect("request");
+    let req = request("", Some("tickcast.v1, token.desk-token-1"));
     let (_ws, resp) = tungstenite::connect(req).expect("token as a subprotocol");
     assert_eq!(
         resp.headers()
