@@ -220,14 +220,14 @@ impl Engine {
         }
         let waker = self.ingest_waker.clone();
         let rings = self.rings.clone();
-        let flag = self.shutdown.clone();
-        // The signal handler only sets the flag; this thread turns it into wake-ups so that
-        // sleeping shards and the ingester notice at once rather than at their next tick.
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        // The handlers above only set the flag; this thread blocks until a signal arrives and
+        // turns it into wake-ups, so that sleeping shards and the ingester notice at once.
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(std::time::Duration::from_millis(50));
+                if signals.forever().next().is_none() {
+                    return;
                 }
                 tracing::info!("shutdown requested");
                 let _ = waker.wake();
