@@ -33,6 +33,61 @@ impl Hasher for SidHasher {
 
 type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
 
+/// Sids below this are kept in a vector indexed by sid; larger ones in a map.
+/// The engine assigns small dense sids, so the map only guards against absurd values.
+const DENSE_SIDS: u32 = 1 << 16;
+
+/// Per-sid values: a vector indexed by sid for the small dense ids the engine
+/// assigns, a map for the rest.
+#[derive(Debug, Clone)]
+struct SidTable<V> {
+    dense: Vec<Option<V>>,
+    sparse: SidMap<V>,
+}
+
+impl<V> Default for SidTable<V> {
+    fn default() -> Self {
+        Self {
+            dense: Vec::new(),
+            sparse: SidMap::default(),
+        }
+    }
+}
+
+impl<V> SidTable<V> {
+    fn get(&self, sid: u32) -> Option<&V> {
+        if sid < DENSE_SIDS {
+            self.dense.get(sid as usize).and_then(Option::as_ref)
+        } else {
+            self.sparse.get(&sid)
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self, sid: u32) -> Option<&mut V> {
+        if sid < DENSE_SIDS {
+            self.dense.get_mut(sid as usize).and_then(Option::as_mut)
+        } else {
+            self.sparse.get_mut(&sid)
+        }
+    }
+
+    /// Sets the value of `sid`, returning the previous one.
+    fn insert(&mut self, sid: u32, value: V) -> Option<V> {
+        if sid >= DENSE_SIDS {
+            return self.sparse.insert(sid, value);
+        }
+        let i = sid as usize;
+        if i >= self.dense.len() {
+            self.dense.resize_with(i + 1, || None);
+        }
+        match self.dense.get_mut(i) {
+            Some(slot) => slot.replace(value),
+            None => None,
+        }
+    }
+}
+
 /// One symbol's order book as a client holds it: price → quantity, scaled integers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientBook {
@@ -228,8 +283,8 @@ struct BookTrack {
 /// discontinuity is reported once.
 #[derive(Debug, Clone, Default)]
 pub struct SeqTracker {
-    books: SidMap<BookTrack>,
-    trades: SidMap<u64>,
+    books: SidTable<BookTrack>,
+    trades: SidTable<u64>,
 }
 
 impl SeqTracker {
@@ -260,7 +315,7 @@ impl SeqTracker {
                     _ => Step::Snapshot,
                 })
             }
-            KIND_DELTA => match self.books.get_mut(&h.sid) {
+            KIND_DELTA => match self.books.get_mut(h.sid) {
                 None => {
                     self.books.insert(
                         h.sid,
@@ -289,15 +344,25 @@ impl SeqTracker {
                     }
                 }
             },
-            KIND_TRADE => match self.trades.insert(h.sid, h.seq) {
-                None => Ok(Step::FirstTrade),
-                Some(last) if h.seq == last.wrapping_add(1) => Ok(Step::InOrder),
-                Some(last) => Err(SeqError::Gap {
-                    sid: h.sid,
-                    stream: StreamKind::Trades,
-                    expected: last.wrapping_add(1),
-                    got: h.seq,
-                }),
+            KIND_TRADE => match self.trades.get_mut(h.sid) {
+                None => {
+                    self.trades.insert(h.sid, h.seq);
+                    Ok(Step::FirstTrade)
+                }
+                Some(last) => {
+                    let expected = last.wrapping_add(1);
+                    *last = h.seq;
+                    if h.seq == expected {
+                        Ok(Step::InOrder)
+                    } else {
+                        Err(SeqError::Gap {
+                            sid: h.sid,
+                            stream: StreamKind::Trades,
+                            expected,
+                            got: h.seq,
+                        })
+                    }
+                }
             },
             KIND_STATUS => Ok(Step::Status),
             _ => Ok(Step::Skipped),
@@ -306,12 +371,12 @@ impl SeqTracker {
 
     /// Last seq seen on the symbol's book stream.
     pub fn book_seq(&self, sid: u32) -> Option<u64> {
-        self.books.get(&sid).map(|t| t.last)
+        self.books.get(sid).map(|t| t.last)
     }
 
     /// Last seq seen on the symbol's trade stream.
     pub fn trade_seq(&self, sid: u32) -> Option<u64> {
-        self.trades.get(&sid).copied()
+        self.trades.get(sid).copied()
     }
 }
 
@@ -708,5 +773,22 @@ mod tests {
         // Seq wrap-around does not panic.
         assert_eq!(t.observe(&h(KIND_TRADE, 3, u64::MAX)), Ok(Step::FirstTrade));
         assert_eq!(t.observe(&h(KIND_TRADE, 3, 0)), Ok(Step::InOrder));
+        // Sids past the dense table (and its edge) follow the same rule.
+        for sid in [DENSE_SIDS - 1, DENSE_SIDS, u32::MAX] {
+            assert_eq!(t.book_seq(sid), None, "sid {sid}");
+            assert!(t.observe(&h(KIND_DELTA, sid, 4)).is_err());
+            assert_eq!(
+                t.observe(&h(KIND_SNAPSHOT, sid, 8)),
+                Ok(Step::Resync { previous: 4 })
+            );
+            assert_eq!(t.observe(&h(KIND_DELTA, sid, 9)), Ok(Step::InOrder));
+            assert!(t.observe(&h(KIND_DELTA, sid, 11)).is_err());
+            assert_eq!(t.observe(&h(KIND_TRADE, sid, 1)), Ok(Step::FirstTrade));
+            assert!(t.observe(&h(KIND_TRADE, sid, 3)).is_err());
+            assert_eq!(t.observe(&h(KIND_TRADE, sid, 4)), Ok(Step::InOrder));
+            assert_eq!((t.book_seq(sid), t.trade_seq(sid)), (Some(11), Some(4)));
+        }
+        // Sids in between stay unseen.
+        assert_eq!((t.book_seq(100), t.trade_seq(100)), (None, None));
     }
 }
