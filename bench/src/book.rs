@@ -369,6 +369,19 @@ impl SeqTracker {
         }
     }
 
+    /// Loads the state a record of `kind` for `sid` will use, so that a caller
+    /// walking a batch can take the cache misses of all its records at once
+    /// (independent loads overlap) before checking them one by one. Returns a
+    /// value to feed to [`std::hint::black_box`], which keeps the loads.
+    #[inline]
+    pub fn touch(&self, kind: u8, sid: u32) -> u64 {
+        match kind {
+            KIND_DELTA | KIND_SNAPSHOT => self.books.get(sid).map_or(0, |t| t.last),
+            KIND_TRADE => self.trades.get(sid).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Last seq seen on the symbol's book stream.
     pub fn book_seq(&self, sid: u32) -> Option<u64> {
         self.books.get(sid).map(|t| t.last)

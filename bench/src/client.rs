@@ -31,9 +31,11 @@ const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const OP_CONT: u8 = 0;
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
-const OP_CLOSE: u8 = 8;
+/// Opcode of a close frame.
+pub const OP_CLOSE: u8 = 8;
 const OP_PING: u8 = 9;
-const OP_PONG: u8 = 10;
+/// Opcode of a pong frame.
+pub const OP_PONG: u8 = 10;
 
 /// Close code reported when a close frame carries none.
 pub const CLOSE_NO_STATUS: u16 = 1005;
@@ -314,6 +316,16 @@ pub fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     out
 }
 
+/// The next frame mask from a xorshift state (masks need not be secret here, only vary).
+pub fn next_mask(seed: &mut u32) -> [u8; 4] {
+    let mut x = *seed;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *seed = x;
+    x.to_le_bytes()
+}
+
 /// The `Sec-WebSocket-Accept` value for a key (RFC 6455 §4.2.2).
 pub fn accept_key(key: &str) -> String {
     let mut sha = Sha1::new();
@@ -476,13 +488,14 @@ impl WsConn {
     }
 
     fn mask(&mut self) -> [u8; 4] {
-        // xorshift: masks need not be secret here, only vary.
-        let mut x = self.mask_seed;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.mask_seed = x;
-        x.to_le_bytes()
+        next_mask(&mut self.mask_seed)
+    }
+
+    /// Takes the connection apart for a reader that polls sockets itself: the
+    /// socket (non-blocking, no longer registered with tokio), the parser with any
+    /// bytes still buffered, and the mask state for [`next_mask`].
+    pub fn into_parts(self) -> Result<(std::net::TcpStream, FrameParser, u32), ClientError> {
+        Ok((self.stream.into_std()?, self.parser, self.mask_seed))
     }
 
     /// Reads more bytes from the socket; returns the time they were read

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -31,6 +32,8 @@ use crate::control::{Channel, Reply, Request};
 use crate::hist;
 use crate::report::Connections;
 use crate::wire::{self, KIND_DELTA, KIND_TRADE};
+
+mod reader;
 
 /// Close code of a slow-consumer eviction.
 pub const CLOSE_EVICTED: u16 = 1013;
@@ -307,15 +310,204 @@ struct Window {
     stats: WindowStats,
 }
 
-/// The load of one process.
+/// What the connection tasks (tokio thread) and the reader thread both update.
+#[derive(Debug, Default)]
+struct Shared {
+    window: Window,
+    final_stats: FinalStats,
+    progress: Progress,
+}
+
+impl Shared {
+    fn note_error(&mut self, e: impl FnOnce() -> String) {
+        let f = &mut self.final_stats;
+        if f.first_errors.len() < MAX_ERRORS {
+            let e = e();
+            if !f.first_errors.contains(&e) {
+                f.first_errors.push(e);
+            }
+        }
+    }
+
+    /// A connection failed before subscribing.
+    fn fail(&mut self, reason: String, close: Option<u16>) {
+        let f = &mut self.final_stats;
+        f.connections.failed += 1;
+        if let Some(code) = close {
+            *f.connections.closes_by_code.entry(code).or_default() += 1;
+        }
+        add_reason(&mut f.connections.failure_reasons, reason, 1);
+        self.progress.pending = self.progress.pending.saturating_sub(1);
+    }
+
+    /// A connection ended after subscribing: `Some(code)` for a close frame.
+    fn ended(&mut self, stopper: bool, close: Result<Option<u16>, String>) {
+        let w = &mut self.window;
+        let active = w.active;
+        let f = &mut self.final_stats;
+        match close {
+            Ok(None) => f.connections.ok += 1,
+            Ok(Some(code)) => {
+                *f.connections.closes_by_code.entry(code).or_default() += 1;
+                if code == CLOSE_EVICTED {
+                    f.connections.evicted += 1;
+                    if stopper {
+                        f.stoppers_evicted += 1;
+                    }
+                } else {
+                    f.connections.closed += 1;
+                }
+                if active {
+                    match (stopper, code == CLOSE_EVICTED) {
+                        (true, true) => w.stats.stoppers_evicted += 1,
+                        (true, false) => {}
+                        (false, true) => w.stats.evicted += 1,
+                        (false, false) => w.stats.closed += 1,
+                    }
+                }
+            }
+            Err(reason) => {
+                f.connections.dropped += 1;
+                add_reason(&mut f.connections.failure_reasons, reason, 1);
+                if active && !stopper {
+                    w.stats.dropped += 1;
+                }
+            }
+        }
+        let p = &mut self.progress;
+        p.open = p.open.saturating_sub(1);
+        p.ended += 1;
+    }
+
+    /// Sequence-checks one binary message and adds it to the figures; `now` is
+    /// when the read that brought it returned (ns since the epoch).
+    fn on_binary(&mut self, seq: &mut SeqTracker, stopper: bool, data: &[u8], now: u64) {
+        let measuring = self.window.active && !stopper;
+        let stats = &mut self.window.stats;
+        let (mut gaps, mut resyncs) = (0u64, 0u64);
+        let mut first_error = None;
+        let mut lat = LatencyBatch::default();
+        // The per-symbol state of a connection is cold (it was last used a
+        // message ago, and there are many connections): take its misses together.
+        let touched =
+            wire::kinds_and_sids(data).fold(0u64, |acc, (kind, sid)| acc ^ seq.touch(kind, sid));
+        std::hint::black_box(touched);
+        let walked = wire::for_each_header(data, |h| match seq.observe(h) {
+            Ok(Step::InOrder | Step::FirstTrade) => {
+                if measuring && (h.kind == KIND_DELTA || h.kind == KIND_TRADE) {
+                    lat.add(stats, now, h.recv_ts, h.exch_ts);
+                }
+            }
+            Ok(Step::Resync { .. }) => resyncs += 1,
+            Ok(_) => {}
+            Err(e @ (SeqError::Gap { .. } | SeqError::DeltaBeforeSnapshot { .. })) => {
+                gaps += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(SeqError::BodyMismatch { .. }) => {}
+        });
+        lat.flush(stats);
+        let n = match walked {
+            Ok(n) => n as u64,
+            Err(e) => {
+                if measuring {
+                    stats.decode_errors += 1;
+                }
+                self.final_stats.decode_errors += 1;
+                self.note_error(|| format!("undecodable batch: {e}"));
+                0
+            }
+        };
+        let stats = &mut self.window.stats;
+        if measuring {
+            stats.records += n;
+            stats.messages += 1;
+            stats.bytes += data.len() as u64;
+            stats.gaps += gaps;
+            stats.resyncs += resyncs;
+        } else if self.window.active {
+            stats.stopper_records += n;
+        }
+        let f = &mut self.final_stats;
+        f.records_checked += n;
+        f.gaps += gaps;
+        f.resyncs += resyncs;
+        if let Some(e) = first_error {
+            self.note_error(|| e);
+        }
+        self.progress.records += n;
+        self.progress.gaps += gaps;
+    }
+
+    /// Handles a text frame (a control reply); `Err` when it refuses the subscription.
+    fn on_text(&mut self, text: &[u8], subscribed: &mut bool) -> Result<(), ClientError> {
+        match Reply::parse(&String::from_utf8_lossy(text)) {
+            Ok(Reply::Subscribed { id, .. }) if id == SUBSCRIBE_ID => *subscribed = true,
+            Ok(Reply::Error { code, message, .. }) => {
+                if !*subscribed {
+                    return Err(ClientError::Upgrade(format!(
+                        "subscribe refused: {code}: {message}"
+                    )));
+                }
+                self.note_error(|| format!("server error {code}: {message}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Latencies of consecutive records, recorded as runs: records of one message
+/// often share their stamps, and one `record_n` per run is cheaper than one
+/// `record` per record.
+#[derive(Debug, Default)]
+struct LatencyBatch {
+    recv_us: u64,
+    exch_us: u64,
+    run: u64,
+}
+
+impl LatencyBatch {
+    #[inline]
+    fn add(&mut self, stats: &mut WindowStats, now: u64, recv_ts: u64, exch_ts: u64) {
+        let recv = now.saturating_sub(recv_ts) / 1000;
+        let exch = now.saturating_sub(exch_ts) / 1000;
+        if self.run > 0 && recv == self.recv_us && exch == self.exch_us {
+            self.run += 1;
+            return;
+        }
+        self.flush(stats);
+        (self.recv_us, self.exch_us, self.run) = (recv, exch, 1);
+    }
+
+    fn flush(&mut self, stats: &mut WindowStats) {
+        if self.run == 0 {
+            return;
+        }
+        if let Some(h) = stats.recv_us.as_mut() {
+            h.saturating_record_n(self.recv_us, self.run);
+        }
+        if let Some(h) = stats.exch_us.as_mut() {
+            h.saturating_record_n(self.exch_us, self.run);
+        }
+        self.run = 0;
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves plain counters behind: keep them.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The load of one process: connection tasks on the caller's `LocalSet` connect
+/// and subscribe, then hand each connection to the process's [`reader`] thread.
 #[derive(Debug)]
 pub struct LocalLoad {
     spec: LoadSpec,
     target: Target,
     phase: watch::Sender<Phase>,
-    window: RefCell<Window>,
-    final_stats: RefCell<FinalStats>,
-    progress: Cell<Progress>,
+    shared: Arc<Mutex<Shared>>,
+    reader: RefCell<Option<reader::Handle>>,
     ready: Notify,
     tasks: RefCell<JoinSet<()>>,
 }
@@ -332,6 +524,9 @@ pub enum LoadError {
     /// Histograms could not be created.
     #[error(transparent)]
     Hist(#[from] hist::HistError),
+    /// The reader thread could not start.
+    #[error("reader thread: {0}")]
+    Reader(#[from] std::io::Error),
 }
 
 impl LocalLoad {
@@ -347,22 +542,27 @@ impl LocalLoad {
         let stoppers = (spec.first..spec.first + spec.count)
             .filter(|i| spec.is_stopper(*i))
             .count() as u64;
-        let load = Rc::new(Self {
-            target,
-            phase,
-            window: RefCell::new(Window::default()),
-            final_stats: RefCell::new(FinalStats {
+        let shared = Arc::new(Mutex::new(Shared {
+            window: Window::default(),
+            final_stats: FinalStats {
                 connections: Connections {
                     attempted: spec.count as u64,
                     ..Connections::default()
                 },
                 stoppers,
                 ..FinalStats::default()
-            }),
-            progress: Cell::new(Progress {
+            },
+            progress: Progress {
                 pending: spec.count as u64,
                 ..Progress::default()
-            }),
+            },
+        }));
+        let reader = reader::Handle::spawn(shared.clone())?;
+        let load = Rc::new(Self {
+            target,
+            phase,
+            shared,
+            reader: RefCell::new(Some(reader)),
             ready: Notify::new(),
             tasks: RefCell::new(JoinSet::new()),
             spec,
@@ -387,28 +587,33 @@ impl LocalLoad {
         Ok(load)
     }
 
-    fn update(&self, f: impl FnOnce(&mut Progress)) {
-        let mut p = self.progress.get();
-        f(&mut p);
-        self.progress.set(p);
-        if p.pending == 0 {
+    fn update(&self, f: impl FnOnce(&mut Shared)) {
+        let pending = {
+            let mut s = lock(&self.shared);
+            let before = s.progress.pending;
+            f(&mut s);
+            (before > 0).then_some(s.progress.pending)
+        };
+        if pending == Some(0) {
             self.ready.notify_waiters();
         }
     }
 
     /// Live counters.
     pub fn progress(&self) -> Progress {
-        self.progress.get()
+        lock(&self.shared).progress
     }
 
     /// Waits until every connection has subscribed or failed; returns (ok, failed).
     pub async fn wait_ready(&self) -> (u64, u64) {
         loop {
             let notified = self.ready.notified();
-            let p = self.progress.get();
-            if p.pending == 0 {
-                let f = self.final_stats.borrow();
-                return (p.open + p.ended, f.connections.failed);
+            {
+                let s = lock(&self.shared);
+                let p = s.progress;
+                if p.pending == 0 {
+                    return (p.open + p.ended, s.final_stats.connections.failed);
+                }
             }
             let _ = timeout(Duration::from_millis(200), notified).await;
         }
@@ -416,25 +621,29 @@ impl LocalLoad {
 
     /// Opens a measuring window.
     pub fn window_begin(&self) {
-        let mut w = self.window.borrow_mut();
-        w.active = true;
-        w.stats = WindowStats {
+        let stats = WindowStats {
             recv_us: hist::new_us().ok(),
             exch_us: hist::new_us().ok(),
             ..WindowStats::default()
         };
+        let mut s = lock(&self.shared);
+        s.window.active = true;
+        s.window.stats = stats;
     }
 
     /// Closes the window and returns its figures.
     pub fn window_end(&self) -> WindowStats {
-        let mut w = self.window.borrow_mut();
-        w.active = false;
-        std::mem::take(&mut w.stats)
+        let mut s = lock(&self.shared);
+        s.window.active = false;
+        std::mem::take(&mut s.window.stats)
     }
 
     /// Moves the connections to `phase`.
     pub fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+        if let Some(r) = self.reader.borrow().as_ref() {
+            r.set_phase(phase);
+        }
     }
 
     /// Closes every connection and returns the outcome.
@@ -443,9 +652,15 @@ impl LocalLoad {
         let mut tasks = std::mem::take(&mut *self.tasks.borrow_mut());
         let deadline = Instant::now() + FINISH_GRACE;
         while let Ok(Some(_)) = timeout_at(deadline, tasks.join_next()).await {}
-        let left = tasks.len() as u64;
+        let mut left = tasks.len() as u64;
         tasks.abort_all();
-        let mut f = self.final_stats.borrow().clone();
+        let reader = self.reader.borrow_mut().take();
+        if let Some(r) = reader {
+            if !r.finish(FINISH_GRACE).await {
+                left += lock(&self.shared).progress.open;
+            }
+        }
+        let mut f = lock(&self.shared).final_stats.clone();
         if left > 0 {
             f.connections.dropped += left;
             add_reason(
@@ -458,143 +673,7 @@ impl LocalLoad {
     }
 
     fn fail(&self, reason: String, close: Option<u16>) {
-        {
-            let mut f = self.final_stats.borrow_mut();
-            f.connections.failed += 1;
-            if let Some(code) = close {
-                *f.connections.closes_by_code.entry(code).or_default() += 1;
-            }
-            add_reason(&mut f.connections.failure_reasons, reason, 1);
-        }
-        self.update(|p| p.pending = p.pending.saturating_sub(1));
-    }
-
-    fn note_error(&self, e: impl FnOnce() -> String) {
-        let mut f = self.final_stats.borrow_mut();
-        if f.first_errors.len() < MAX_ERRORS {
-            let e = e();
-            if !f.first_errors.contains(&e) {
-                f.first_errors.push(e);
-            }
-        }
-    }
-
-    /// A connection ended after subscribing: `Some(code)` for a close frame.
-    fn ended(&self, stopper: bool, close: Result<Option<u16>, String>) {
-        {
-            let mut w = self.window.borrow_mut();
-            let active = w.active;
-            let mut f = self.final_stats.borrow_mut();
-            match close {
-                Ok(None) => f.connections.ok += 1,
-                Ok(Some(code)) => {
-                    *f.connections.closes_by_code.entry(code).or_default() += 1;
-                    if code == CLOSE_EVICTED {
-                        f.connections.evicted += 1;
-                        if stopper {
-                            f.stoppers_evicted += 1;
-                        }
-                    } else {
-                        f.connections.closed += 1;
-                    }
-                    if active {
-                        match (stopper, code == CLOSE_EVICTED) {
-                            (true, true) => w.stats.stoppers_evicted += 1,
-                            (true, false) => {}
-                            (false, true) => w.stats.evicted += 1,
-                            (false, false) => w.stats.closed += 1,
-                        }
-                    }
-                }
-                Err(reason) => {
-                    f.connections.dropped += 1;
-                    add_reason(&mut f.connections.failure_reasons, reason, 1);
-                    if active && !stopper {
-                        w.stats.dropped += 1;
-                    }
-                }
-            }
-        }
-        self.update(|p| {
-            p.open = p.open.saturating_sub(1);
-            p.ended += 1;
-        });
-    }
-}
-
-/// Per-connection reading state.
-#[derive(Debug)]
-struct Reader {
-    seq: SeqTracker,
-    stopper: bool,
-}
-
-impl Reader {
-    fn on_binary(&mut self, data: &[u8], now: u64, load: &LocalLoad) {
-        let mut w = load.window.borrow_mut();
-        let measuring = w.active && !self.stopper;
-        let Window { active, stats } = &mut *w;
-        let (mut gaps, mut resyncs) = (0u64, 0u64);
-        let mut first_error = None;
-        let seq = &mut self.seq;
-        let walked = wire::for_each_header(data, |h| match seq.observe(h) {
-            Ok(Step::InOrder | Step::FirstTrade) => {
-                if measuring && (h.kind == KIND_DELTA || h.kind == KIND_TRADE) {
-                    let (recv, exch) = (
-                        now.saturating_sub(h.recv_ts) / 1000,
-                        now.saturating_sub(h.exch_ts) / 1000,
-                    );
-                    if let Some(hg) = stats.recv_us.as_mut() {
-                        hg.saturating_record(recv);
-                    }
-                    if let Some(hg) = stats.exch_us.as_mut() {
-                        hg.saturating_record(exch);
-                    }
-                }
-            }
-            Ok(Step::Resync { .. }) => resyncs += 1,
-            Ok(_) => {}
-            Err(e @ (SeqError::Gap { .. } | SeqError::DeltaBeforeSnapshot { .. })) => {
-                gaps += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(SeqError::BodyMismatch { .. }) => {}
-        });
-        let n = match walked {
-            Ok(n) => n as u64,
-            Err(e) => {
-                let msg = format!("undecodable batch: {e}");
-                if measuring {
-                    stats.decode_errors += 1;
-                }
-                load.final_stats.borrow_mut().decode_errors += 1;
-                load.note_error(|| msg);
-                0
-            }
-        };
-        if measuring {
-            stats.records += n;
-            stats.messages += 1;
-            stats.bytes += data.len() as u64;
-            stats.gaps += gaps;
-            stats.resyncs += resyncs;
-        } else if *active {
-            stats.stopper_records += n;
-        }
-        drop(w);
-        {
-            let mut f = load.final_stats.borrow_mut();
-            f.records_checked += n;
-            f.gaps += gaps;
-            f.resyncs += resyncs;
-        }
-        if let Some(e) = first_error {
-            load.note_error(|| e);
-        }
-        load.update(|p| {
-            p.records += n;
-            p.gaps += gaps;
-        });
+        self.update(|s| s.fail(reason, close));
     }
 }
 
@@ -606,10 +685,11 @@ enum Next {
     Closed(u16),
 }
 
-/// Handles every frame already buffered.
+/// Handles every frame already buffered, before the connection goes to the reader.
 async fn drain_frames(
     conn: &mut WsConn,
-    reader: &mut Reader,
+    seq: &mut SeqTracker,
+    stopper: bool,
     now: u64,
     load: &LocalLoad,
     subscribed: &mut bool,
@@ -618,19 +698,8 @@ async fn drain_frames(
     let mut closed = None;
     while let Some(frame) = conn.next_frame()? {
         match frame {
-            Frame::Binary(data) => reader.on_binary(data, now, load),
-            Frame::Text(text) => match Reply::parse(&String::from_utf8_lossy(text)) {
-                Ok(Reply::Subscribed { id, .. }) if id == SUBSCRIBE_ID => *subscribed = true,
-                Ok(Reply::Error { code, message, .. }) => {
-                    if !*subscribed {
-                        return Err(ClientError::Upgrade(format!(
-                            "subscribe refused: {code}: {message}"
-                        )));
-                    }
-                    load.note_error(|| format!("server error {code}: {message}"));
-                }
-                _ => {}
-            },
+            Frame::Binary(data) => lock(&load.shared).on_binary(seq, stopper, data, now),
+            Frame::Text(text) => lock(&load.shared).on_text(text, subscribed)?,
             Frame::Ping(p) => pong = Some(p.to_vec()),
             Frame::Pong => {}
             Frame::Close(code) => {
@@ -649,6 +718,7 @@ async fn drain_frames(
     Ok(Next::More)
 }
 
+/// Connects, subscribes, and hands the connection to the reader thread.
 async fn connection(load: Rc<LocalLoad>, i: usize) {
     let spec = &load.spec;
     let stopper = spec.is_stopper(i);
@@ -662,10 +732,7 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
         Ok(c) => c,
         Err(e) => return load.fail(format!("connect: {e}"), None),
     };
-    let mut reader = Reader {
-        seq: SeqTracker::new(),
-        stopper,
-    };
+    let mut seq = SeqTracker::new();
     let mut subscribed = spec.kind == ClientKind::Peer;
     if !subscribed {
         let request = Request::Subscribe {
@@ -683,7 +750,7 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
                 Ok(Err(e)) => return load.fail(format!("before the subscribe reply: {e}"), None),
                 Ok(Ok(now)) => now,
             };
-            match drain_frames(&mut conn, &mut reader, now, &load, &mut subscribed).await {
+            match drain_frames(&mut conn, &mut seq, stopper, now, &load, &mut subscribed).await {
                 Err(e) => return load.fail(e.to_string(), None),
                 Ok(Next::Closed(code)) => {
                     return load.fail(
@@ -695,31 +762,22 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
             }
         }
     }
-    load.update(|p| {
-        p.pending = p.pending.saturating_sub(1);
-        p.open += 1;
+    let parts = conn.into_parts();
+    load.update(|s| {
+        s.progress.pending = s.progress.pending.saturating_sub(1);
+        s.progress.open += 1;
+        if let Err(e) = &parts {
+            s.ended(stopper, Err(format!("handing over to the reader: {e}")));
+        }
     });
-    let mut phase = load.phase.subscribe();
-    let end = loop {
-        let now_phase = *phase.borrow_and_update();
-        if now_phase == Phase::Finish {
-            let _ = timeout(Duration::from_millis(500), conn.close(1000)).await;
-            break Ok(None);
-        }
-        let reading = !(stopper && now_phase == Phase::Stopped);
-        tokio::select! {
-            changed = phase.changed() => if changed.is_err() { break Ok(None) },
-            got = conn.fill(), if reading => match got {
-                Err(e) => break Err(e.to_string()),
-                Ok(now) => match drain_frames(&mut conn, &mut reader, now, &load, &mut subscribed).await {
-                    Err(e) => break Err(e.to_string()),
-                    Ok(Next::Closed(code)) => break Ok(Some(code)),
-                    Ok(Next::More) => {}
-                },
-            },
-        }
+    let Ok((stream, parser, mask_seed)) = parts else {
+        return;
     };
-    load.ended(stopper, end);
+    let sub = reader::Sub::new(stream, parser, mask_seed, seq, stopper);
+    match load.reader.borrow().as_ref() {
+        Some(r) => r.add(sub),
+        None => load.update(|s| s.ended(stopper, Ok(None))),
+    }
 }
 
 /// A command to a worker process.
@@ -1134,6 +1192,131 @@ mod tests {
         };
         assert_eq!(one.source_for(5), None);
         assert_eq!((0..100).filter(|i| s.is_stopper(*i)).count(), 10);
+    }
+
+    /// A trade record (kind 3) of sid 7.
+    fn trade(out: &mut Vec<u8>, seq: u64, ts: u64) {
+        out.extend_from_slice(&64u16.to_le_bytes());
+        out.extend_from_slice(&[KIND_TRADE, 0]);
+        out.extend_from_slice(&7u32.to_le_bytes());
+        for v in [seq, ts, ts] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[0; 32]);
+    }
+
+    fn batch(seqs: &[u64]) -> Vec<u8> {
+        let mut out = vec![wire::VERSION, 0];
+        out.extend_from_slice(&(seqs.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let ts = crate::runner::realtime_ns();
+        for s in seqs {
+            trade(&mut out, *s, ts);
+        }
+        out
+    }
+
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        if payload.len() < 126 {
+            out.push(payload.len() as u8);
+        } else {
+            out.push(126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// One subscriber's server: upgrade, a ping, trades with one gap (split
+    /// writes, a fragmented message), then a 1013 close. Returns what the client sent.
+    fn serve_one(listener: std::net::TcpListener) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Write};
+        let (mut tcp, _) = listener.accept()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte)?;
+            head.extend_from_slice(&byte);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap_or_default();
+        let accept = crate::client::accept_key(key.trim());
+        write!(
+            tcp,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )?;
+        tcp.write_all(&server_frame(true, 9, b"hi"))?;
+        let mut bytes = server_frame(true, 2, &batch(&[1, 2]));
+        bytes.extend(server_frame(true, 2, &batch(&[4])));
+        let (a, b) = bytes.split_at(bytes.len() - 5);
+        tcp.write_all(a)?;
+        tcp.flush()?;
+        std::thread::sleep(Duration::from_millis(20));
+        tcp.write_all(b)?;
+        let last = batch(&[5]);
+        let (a, b) = last.split_at(10);
+        tcp.write_all(&server_frame(false, 2, a))?;
+        tcp.write_all(&server_frame(true, 0, b))?;
+        tcp.write_all(&server_frame(true, 8, &CLOSE_EVICTED.to_be_bytes()))?;
+        // The client answers the ping and the close (masked frames of 2+4+2 bytes each).
+        let mut got = vec![0u8; 16];
+        tcp.read_exact(&mut got)?;
+        Ok(got)
+    }
+
+    #[test]
+    fn reader_checks_answers_and_counts_a_real_connection() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let server = std::thread::spawn(move || serve_one(listener));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let local = tokio::task::LocalSet::new();
+        let (window, fin) = local.block_on(&rt, async move {
+            let load = LocalLoad::start(LoadSpec {
+                url: format!("ws://127.0.0.1:{port}/sub"),
+                kind: ClientKind::Peer,
+                source_ips: 1,
+                stop_every: 0,
+                ..spec(1)
+            })?;
+            load.window_begin();
+            assert_eq!(load.wait_ready().await, (1, 0));
+            while load.progress().ended == 0 {
+                sleep_until(Instant::now() + Duration::from_millis(10)).await;
+            }
+            let window = load.window_end();
+            Ok::<_, LoadError>((window, load.finish().await))
+        })?;
+        let sent = server.join().map_err(|_| "server panicked")??;
+        // A masked pong carrying "hi", then a masked close carrying 1013.
+        assert_eq!((sent[0], sent[1]), (0x8A, 0x82));
+        let unmask = |at: usize, n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|k| sent[at + 2 + 4 + k] ^ sent[at + 2 + k % 4])
+                .collect()
+        };
+        assert_eq!(unmask(0, 2), b"hi");
+        assert_eq!((sent[8], sent[9]), (0x88, 0x82));
+        assert_eq!(unmask(8, 2), CLOSE_EVICTED.to_be_bytes());
+        assert_eq!(
+            (window.records, window.messages, window.gaps, window.evicted),
+            (4, 3, 1, 1)
+        );
+        // The out-of-order trade is counted, not measured.
+        assert_eq!(window.recv_us.as_ref().map(Histogram::len), Some(3));
+        assert_eq!(window.exch_us.as_ref().map(Histogram::len), Some(3));
+        assert_eq!((fin.records_checked, fin.gaps), (4, 1));
+        assert_eq!((fin.connections.evicted, fin.connections.ok), (1, 0));
+        assert_eq!(fin.first_errors.len(), 1, "{:?}", fin.first_errors);
+        Ok(())
     }
 
     #[test]

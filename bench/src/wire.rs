@@ -383,6 +383,22 @@ pub fn for_each_header(buf: &[u8], mut f: impl FnMut(&RecordHeader)) -> Result<u
     })
 }
 
+/// The `(kind, sid)` of each record of a binary batch, read without validation
+/// (a malformed batch just ends the walk early): for touching per-symbol state
+/// ahead of [`for_each_header`], so that its cache misses overlap.
+pub fn kinds_and_sids(buf: &[u8]) -> impl Iterator<Item = (u8, u32)> + '_ {
+    let mut at = BATCH_HEADER_LEN;
+    std::iter::from_fn(move || {
+        let rec = buf.get(at..at + RECORD_HEADER_LEN)?;
+        let length = usize::from(u16_at(rec, 0)?);
+        if length < RECORD_HEADER_LEN {
+            return None;
+        }
+        at += length;
+        Some((*rec.get(2)?, u32_at(rec, 4)?))
+    })
+}
+
 /// Like [`for_each_header`], but also hands `f` the record's body bytes (after the
 /// 32-byte header, up to `length`), so that a caller can decode the few bodies
 /// it needs with [`decode_body`]. Body sizes of known kinds are already checked.

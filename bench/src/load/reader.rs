@@ -1,0 +1,390 @@
+//! The reading side of a load: one thread polls every subscribed connection of
+//! the process with mio (epoll), reads as much as each socket holds, and checks
+//! every complete message in place.
+//!
+//! Connection tasks on the tokio thread connect and subscribe, then hand the
+//! socket over ([`Handle::add`]). The thread takes the figures' lock once per
+//! poll round, not per message, and reads the clock once per socket read. A
+//! read shorter than the buffer drained the socket: with edge-triggered
+//! readiness, later bytes bring a new event, so no read ends in `WouldBlock`
+//! unless the socket was empty when the event came.
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::oneshot;
+
+use super::{Phase, Shared, lock};
+use crate::book::SeqTracker;
+use crate::client::{ClientError, Frame, FrameParser, OP_CLOSE, OP_PONG, client_frame, next_mask};
+use crate::runner::realtime_ns;
+
+/// The token of the thread's waker (connections use their slot index).
+const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
+/// Close code sent when the load finishes.
+const CLOSE_NORMAL: u16 = 1000;
+
+/// A subscribed connection as the reader holds it.
+#[derive(Debug)]
+pub(super) struct Sub {
+    stream: TcpStream,
+    parser: FrameParser,
+    mask_seed: u32,
+    seq: SeqTracker,
+    stopper: bool,
+    /// Control frames (pongs, close) not yet written.
+    out: Vec<u8>,
+    /// Readable while not reading (a stopper in [`Phase::Stopped`]).
+    unread: bool,
+}
+
+impl Sub {
+    /// A connection from its parts ([`crate::client::WsConn::into_parts`]) and the
+    /// sequence state its connection task built up.
+    pub(super) fn new(
+        stream: std::net::TcpStream,
+        parser: FrameParser,
+        mask_seed: u32,
+        seq: SeqTracker,
+        stopper: bool,
+    ) -> Self {
+        Self {
+            stream: TcpStream::from_std(stream),
+            parser,
+            mask_seed,
+            seq,
+            stopper,
+            out: Vec::new(),
+            unread: false,
+        }
+    }
+
+    /// Queues a control frame and writes what the socket takes.
+    fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mask = next_mask(&mut self.mask_seed);
+        self.out
+            .extend_from_slice(&client_frame(opcode, payload, mask));
+        self.flush()
+    }
+
+    /// Writes queued control frames until done or the socket is full.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the socket is drained, checking every complete message.
+    /// `Some` when the connection ended (as [`Shared::ended`] takes it).
+    fn read(&mut self, shared: &mut Shared) -> Option<Result<Option<u16>, String>> {
+        loop {
+            let spare = self.parser.spare();
+            let room = spare.len();
+            match self.stream.read(spare) {
+                Ok(0) => return Some(Err(ClientError::Eof.to_string())),
+                Ok(n) => {
+                    self.parser.filled(n);
+                    let now = realtime_ns();
+                    if let Some(end) = self.frames(shared, now) {
+                        return Some(end);
+                    }
+                    if n < room {
+                        return None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+    }
+
+    /// Handles every complete frame buffered.
+    fn frames(&mut self, shared: &mut Shared, now: u64) -> Option<Result<Option<u16>, String>> {
+        let mut pong: Option<Vec<u8>> = None;
+        loop {
+            let frame = match self.parser.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            match frame {
+                Frame::Binary(data) => shared.on_binary(&mut self.seq, self.stopper, data, now),
+                Frame::Text(text) => {
+                    let mut subscribed = true;
+                    if let Err(e) = shared.on_text(text, &mut subscribed) {
+                        return Some(Err(e.to_string()));
+                    }
+                }
+                Frame::Ping(p) => pong = Some(p.to_vec()),
+                Frame::Pong => {}
+                Frame::Close(code) => {
+                    // Best effort, as the server may already be gone.
+                    let _ = self.send(OP_CLOSE, &code.to_be_bytes());
+                    return Some(Ok(Some(code)));
+                }
+            }
+        }
+        if let Some(p) = pong {
+            if let Err(e) = self.send(OP_PONG, &p) {
+                return Some(Err(format!("pong: {e}")));
+            }
+        }
+        None
+    }
+}
+
+/// A message to the reader thread.
+#[derive(Debug)]
+enum Cmd {
+    Add(Box<Sub>),
+    Phase(Phase),
+    /// Close every connection, count it, answer, exit.
+    Finish(oneshot::Sender<()>),
+}
+
+/// The tokio side's end of a reader thread.
+#[derive(Debug)]
+pub(super) struct Handle {
+    commands: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Starts the thread.
+    pub(super) fn spawn(shared: Arc<Mutex<Shared>>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (commands, rx) = mpsc::channel();
+        let reader = Reader {
+            poll,
+            commands: rx,
+            subs: Vec::new(),
+            free: Vec::new(),
+            phase: Phase::Run,
+            shared,
+        };
+        let thread = std::thread::Builder::new()
+            .name(String::from("load-reader"))
+            .spawn(move || reader.run())?;
+        Ok(Self {
+            commands,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, cmd: Cmd) {
+        // A reader that is gone has already counted its connections.
+        if self.commands.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Hands a subscribed connection to the thread.
+    pub(super) fn add(&self, sub: Sub) {
+        self.send(Cmd::Add(Box::new(sub)));
+    }
+
+    /// Moves the thread's connections to `phase`.
+    pub(super) fn set_phase(&self, phase: Phase) {
+        self.send(Cmd::Phase(phase));
+    }
+
+    /// Closes every connection and stops the thread; false when it did not
+    /// answer within `grace`.
+    pub(super) async fn finish(mut self, grace: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Finish(tx));
+        let answered = matches!(tokio::time::timeout(grace, rx).await, Ok(Ok(())));
+        if answered {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+        answered
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let (tx, _) = oneshot::channel();
+            self.send(Cmd::Finish(tx));
+        }
+    }
+}
+
+/// The thread's state.
+struct Reader {
+    poll: Poll,
+    commands: mpsc::Receiver<Cmd>,
+    /// Connections by token; `None` for free slots (listed in `free`).
+    subs: Vec<Option<Box<Sub>>>,
+    free: Vec<usize>,
+    phase: Phase,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let shared = self.shared.clone();
+                let mut shared = lock(&shared);
+                shared.note_error(|| format!("reader poll: {e}"));
+                self.close_all(&mut shared, Err(format!("reader poll: {e}")));
+                return;
+            }
+            let shared = self.shared.clone();
+            let mut shared = lock(&shared);
+            let mut woken = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    woken = true;
+                    continue;
+                }
+                let i = ev.token().0;
+                let Some(Some(sub)) = self.subs.get_mut(i) else {
+                    continue;
+                };
+                let mut end = None;
+                if ev.is_writable() {
+                    if let Err(e) = sub.flush() {
+                        end = Some(Err(e.to_string()));
+                    }
+                }
+                if end.is_none() && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                    if sub.stopper && self.phase == Phase::Stopped {
+                        sub.unread = true;
+                    } else {
+                        end = sub.read(&mut shared);
+                    }
+                }
+                if let Some(end) = end {
+                    self.remove(i, &mut shared, end);
+                }
+            }
+            if woken && self.commands(&mut shared) {
+                return;
+            }
+        }
+    }
+
+    /// Takes the queued commands; true when the thread is to exit.
+    fn commands(&mut self, shared: &mut Shared) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Cmd::Add(sub) => self.add(sub, shared),
+                Cmd::Phase(phase) => {
+                    let resumed = self.phase == Phase::Stopped && phase == Phase::Run;
+                    self.phase = phase;
+                    if phase == Phase::Finish {
+                        self.close_all(shared, Ok(None));
+                    } else if resumed {
+                        self.read_unread(shared);
+                    }
+                }
+                Cmd::Finish(done) => {
+                    self.phase = Phase::Finish;
+                    self.close_all(shared, Ok(None));
+                    let _ = done.send(());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn add(&mut self, mut sub: Box<Sub>, shared: &mut Shared) {
+        if self.phase == Phase::Finish {
+            let _ = sub.send(OP_CLOSE, &CLOSE_NORMAL.to_be_bytes());
+            shared.ended(sub.stopper, Ok(None));
+            return;
+        }
+        // Frames that came with the upgrade response or the subscribe reply.
+        if let Some(end) = sub.frames(shared, realtime_ns()) {
+            shared.ended(sub.stopper, end);
+            return;
+        }
+        let i = self.free.pop().unwrap_or(self.subs.len());
+        let registered = self.poll.registry().register(
+            &mut sub.stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            shared.ended(sub.stopper, Err(format!("reader register: {e}")));
+            if i < self.subs.len() {
+                self.free.push(i);
+            }
+            return;
+        }
+        // epoll reports a socket that is already readable at registration.
+        if i == self.subs.len() {
+            self.subs.push(Some(sub));
+        } else if let Some(slot) = self.subs.get_mut(i) {
+            *slot = Some(sub);
+        }
+    }
+
+    /// Reads the stoppers that became readable while they did not read.
+    fn read_unread(&mut self, shared: &mut Shared) {
+        for i in 0..self.subs.len() {
+            let Some(Some(sub)) = self.subs.get_mut(i) else {
+                continue;
+            };
+            if !std::mem::take(&mut sub.unread) {
+                continue;
+            }
+            if let Some(end) = sub.read(shared) {
+                self.remove(i, shared, end);
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize, shared: &mut Shared, end: Result<Option<u16>, String>) {
+        let Some(slot) = self.subs.get_mut(i) else {
+            return;
+        };
+        if let Some(mut sub) = slot.take() {
+            let _ = self.poll.registry().deregister(&mut sub.stream);
+            shared.ended(sub.stopper, end);
+            self.free.push(i);
+        }
+    }
+
+    /// Sends a close frame on every connection and counts it as ended with `end`.
+    fn close_all(&mut self, shared: &mut Shared, end: Result<Option<u16>, String>) {
+        for slot in &mut self.subs {
+            if let Some(mut sub) = slot.take() {
+                let _ = sub.send(OP_CLOSE, &CLOSE_NORMAL.to_be_bytes());
+                let _ = self.poll.registry().deregister(&mut sub.stream);
+                shared.ended(sub.stopper, end.clone());
+            }
+        }
+        self.subs.clear();
+        self.free.clear();
+    }
+}
