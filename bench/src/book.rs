@@ -37,54 +37,95 @@ type SidMap<V> = HashMap<u32, V, BuildHasherDefault<SidHasher>>;
 /// The engine assigns small dense sids, so the map only guards against absurd values.
 const DENSE_SIDS: u32 = 1 << 16;
 
-/// Per-sid values: a vector indexed by sid for the small dense ids the engine
-/// assigns, a map for the rest.
-#[derive(Debug, Clone)]
-struct SidTable<V> {
-    dense: Vec<Option<V>>,
-    sparse: SidMap<V>,
+/// Sequence state by sid. For the small sids the engine assigns, the last book
+/// and trade seqs of a symbol sit side by side in one vector (16 bytes a symbol,
+/// so that the state of many connections stays in cache) and their presence
+/// bits in another; larger sids go to maps.
+#[derive(Debug, Clone, Default)]
+struct SeqTable {
+    /// `[book, trade]` last seqs by sid.
+    last: Vec<[u64; 2]>,
+    /// [`HAS_BOOK`], [`SYNCED`] and [`HAS_TRADE`] by sid.
+    flags: Vec<u8>,
+    sparse_books: SidMap<BookTrack>,
+    sparse_trades: SidMap<u64>,
 }
 
-impl<V> Default for SidTable<V> {
-    fn default() -> Self {
-        Self {
-            dense: Vec::new(),
-            sparse: SidMap::default(),
+/// The book stream of the sid has been seen.
+const HAS_BOOK: u8 = 1;
+/// The book stream of the sid started with a snapshot.
+const SYNCED: u8 = 2;
+/// The trade stream of the sid has been seen.
+const HAS_TRADE: u8 = 4;
+
+impl SeqTable {
+    #[inline]
+    fn book(&self, sid: u32) -> Option<BookTrack> {
+        if sid >= DENSE_SIDS {
+            return self.sparse_books.get(&sid).copied();
         }
+        let i = sid as usize;
+        let flags = *self.flags.get(i)?;
+        let [last, _] = *self.last.get(i)?;
+        (flags & HAS_BOOK != 0).then_some(BookTrack {
+            last,
+            synced: flags & SYNCED != 0,
+        })
     }
-}
 
-impl<V> SidTable<V> {
-    fn get(&self, sid: u32) -> Option<&V> {
-        if sid < DENSE_SIDS {
-            self.dense.get(sid as usize).and_then(Option::as_ref)
-        } else {
-            self.sparse.get(&sid)
+    #[inline]
+    fn set_book(&mut self, sid: u32, track: BookTrack) {
+        if sid >= DENSE_SIDS {
+            self.sparse_books.insert(sid, track);
+            return;
+        }
+        let i = self.grow(sid);
+        if let (Some(last), Some(flags)) = (self.last.get_mut(i), self.flags.get_mut(i)) {
+            last[0] = track.last;
+            let synced = if track.synced { SYNCED } else { 0 };
+            *flags = (*flags & !SYNCED) | HAS_BOOK | synced;
         }
     }
 
     #[inline]
-    fn get_mut(&mut self, sid: u32) -> Option<&mut V> {
-        if sid < DENSE_SIDS {
-            self.dense.get_mut(sid as usize).and_then(Option::as_mut)
-        } else {
-            self.sparse.get_mut(&sid)
+    fn trade(&self, sid: u32) -> Option<u64> {
+        if sid >= DENSE_SIDS {
+            return self.sparse_trades.get(&sid).copied();
+        }
+        let i = sid as usize;
+        let flags = *self.flags.get(i)?;
+        let [_, last] = *self.last.get(i)?;
+        (flags & HAS_TRADE != 0).then_some(last)
+    }
+
+    #[inline]
+    fn set_trade(&mut self, sid: u32, seq: u64) {
+        if sid >= DENSE_SIDS {
+            self.sparse_trades.insert(sid, seq);
+            return;
+        }
+        let i = self.grow(sid);
+        if let (Some(last), Some(flags)) = (self.last.get_mut(i), self.flags.get_mut(i)) {
+            last[1] = seq;
+            *flags |= HAS_TRADE;
         }
     }
 
-    /// Sets the value of `sid`, returning the previous one.
-    fn insert(&mut self, sid: u32, value: V) -> Option<V> {
-        if sid >= DENSE_SIDS {
-            return self.sparse.insert(sid, value);
-        }
+    /// The index of a dense sid, with room for it.
+    #[inline]
+    fn grow(&mut self, sid: u32) -> usize {
         let i = sid as usize;
-        if i >= self.dense.len() {
-            self.dense.resize_with(i + 1, || None);
+        if i >= self.last.len() {
+            self.last.resize(i + 1, [0; 2]);
+            self.flags.resize(i + 1, 0);
         }
-        match self.dense.get_mut(i) {
-            Some(slot) => slot.replace(value),
-            None => None,
-        }
+        i
+    }
+
+    /// Loads the state of a dense sid (see [`SeqTracker::touch`]).
+    #[inline]
+    fn touch(&self, sid: u32) -> u64 {
+        self.last.get(sid as usize).map_or(0, |[b, t]| b ^ t)
     }
 }
 
@@ -283,8 +324,7 @@ struct BookTrack {
 /// discontinuity is reported once.
 #[derive(Debug, Clone, Default)]
 pub struct SeqTracker {
-    books: SidTable<BookTrack>,
-    trades: SidTable<u64>,
+    streams: SeqTable,
 }
 
 impl SeqTracker {
@@ -302,22 +342,27 @@ impl SeqTracker {
     /// - Trade (kind 3): any seq first, then last + 1.
     /// - Status (kind 4) and unknown kinds: not checked.
     pub fn observe(&mut self, h: &RecordHeader) -> Result<Step, SeqError> {
+        let t = &mut self.streams;
         match h.kind {
             KIND_SNAPSHOT => {
-                let fresh = BookTrack {
-                    last: h.seq,
-                    synced: true,
-                };
-                Ok(match self.books.insert(h.sid, fresh) {
+                let previous = t.book(h.sid);
+                t.set_book(
+                    h.sid,
+                    BookTrack {
+                        last: h.seq,
+                        synced: true,
+                    },
+                );
+                Ok(match previous {
                     Some(prev) if !prev.synced || prev.last != h.seq => Step::Resync {
                         previous: prev.last,
                     },
                     _ => Step::Snapshot,
                 })
             }
-            KIND_DELTA => match self.books.get_mut(h.sid) {
+            KIND_DELTA => match t.book(h.sid) {
                 None => {
-                    self.books.insert(
+                    t.set_book(
                         h.sid,
                         BookTrack {
                             last: h.seq,
@@ -331,7 +376,13 @@ impl SeqTracker {
                 }
                 Some(track) => {
                     let expected = track.last.wrapping_add(1);
-                    track.last = h.seq;
+                    t.set_book(
+                        h.sid,
+                        BookTrack {
+                            last: h.seq,
+                            ..track
+                        },
+                    );
                     if h.seq == expected {
                         Ok(Step::InOrder)
                     } else {
@@ -344,52 +395,42 @@ impl SeqTracker {
                     }
                 }
             },
-            KIND_TRADE => match self.trades.get_mut(h.sid) {
-                None => {
-                    self.trades.insert(h.sid, h.seq);
-                    Ok(Step::FirstTrade)
+            KIND_TRADE => {
+                let previous = t.trade(h.sid);
+                t.set_trade(h.sid, h.seq);
+                match previous {
+                    None => Ok(Step::FirstTrade),
+                    Some(last) if h.seq == last.wrapping_add(1) => Ok(Step::InOrder),
+                    Some(last) => Err(SeqError::Gap {
+                        sid: h.sid,
+                        stream: StreamKind::Trades,
+                        expected: last.wrapping_add(1),
+                        got: h.seq,
+                    }),
                 }
-                Some(last) => {
-                    let expected = last.wrapping_add(1);
-                    *last = h.seq;
-                    if h.seq == expected {
-                        Ok(Step::InOrder)
-                    } else {
-                        Err(SeqError::Gap {
-                            sid: h.sid,
-                            stream: StreamKind::Trades,
-                            expected,
-                            got: h.seq,
-                        })
-                    }
-                }
-            },
+            }
             KIND_STATUS => Ok(Step::Status),
             _ => Ok(Step::Skipped),
         }
     }
 
-    /// Loads the state a record of `kind` for `sid` will use, so that a caller
+    /// Loads the state a record for `sid` will use, so that a caller
     /// walking a batch can take the cache misses of all its records at once
     /// (independent loads overlap) before checking them one by one. Returns a
     /// value to feed to [`std::hint::black_box`], which keeps the loads.
     #[inline]
-    pub fn touch(&self, kind: u8, sid: u32) -> u64 {
-        match kind {
-            KIND_DELTA | KIND_SNAPSHOT => self.books.get(sid).map_or(0, |t| t.last),
-            KIND_TRADE => self.trades.get(sid).copied().unwrap_or(0),
-            _ => 0,
-        }
+    pub fn touch(&self, sid: u32) -> u64 {
+        self.streams.touch(sid)
     }
 
     /// Last seq seen on the symbol's book stream.
     pub fn book_seq(&self, sid: u32) -> Option<u64> {
-        self.books.get(sid).map(|t| t.last)
+        self.streams.book(sid).map(|t| t.last)
     }
 
     /// Last seq seen on the symbol's trade stream.
     pub fn trade_seq(&self, sid: u32) -> Option<u64> {
-        self.trades.get(sid).copied()
+        self.streams.trade(sid)
     }
 }
 

@@ -205,6 +205,12 @@ impl FrameParser {
         self.end - self.start
     }
 
+    /// True when no bytes are held and no fragmented message is being assembled:
+    /// the next bytes may then be parsed outside the parser with [`whole_frame`].
+    pub fn is_idle(&self) -> bool {
+        self.start == self.end && self.partial.is_none()
+    }
+
     /// The next complete message or control frame, or `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, ClientError> {
         loop {
@@ -271,11 +277,7 @@ impl FrameParser {
                 }
                 OP_CLOSE => {
                     let payload = self.buf.get(from..to).unwrap_or_default();
-                    let code = match payload {
-                        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-                        _ => CLOSE_NO_STATUS,
-                    };
-                    return Ok(Some(Frame::Close(code)));
+                    return Ok(Some(Frame::Close(close_code(payload))));
                 }
                 OP_PING => {
                     return Ok(Some(Frame::Ping(
@@ -288,6 +290,44 @@ impl FrameParser {
                 }
             }
         }
+    }
+}
+
+/// The complete, unfragmented message or control frame at the start of `data`,
+/// and its length on the wire. `Ok(None)` when `data` holds less than a frame or
+/// the frame is a fragment: give the bytes to a [`FrameParser`] then, which
+/// assembles fragments (and reports a continuation of nothing). Checks what
+/// [`FrameParser::next_frame`] checks.
+pub fn whole_frame(data: &[u8]) -> Result<Option<(Frame<'_>, usize)>, ClientError> {
+    let Some(head) = parse_head(data)? else {
+        return Ok(None);
+    };
+    let total = head.header_len + head.payload_len;
+    let Some(payload) = data.get(head.header_len..total) else {
+        return Ok(None);
+    };
+    if head.opcode >= OP_CLOSE && (!head.fin || head.payload_len > 125) {
+        return Err(ClientError::Protocol(String::from(
+            "fragmented or oversized control frame",
+        )));
+    }
+    let frame = match head.opcode {
+        _ if !head.fin => return Ok(None),
+        OP_CONT => return Ok(None),
+        OP_BINARY => Frame::Binary(payload),
+        OP_TEXT => Frame::Text(payload),
+        OP_CLOSE => Frame::Close(close_code(payload)),
+        OP_PING => Frame::Ping(payload),
+        OP_PONG => Frame::Pong,
+        other => return Err(ClientError::Protocol(format!("unknown opcode {other}"))),
+    };
+    Ok(Some((frame, total)))
+}
+
+fn close_code(payload: &[u8]) -> u16 {
+    match payload {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => CLOSE_NO_STATUS,
     }
 }
 
@@ -616,6 +656,35 @@ mod tests {
             );
             assert_eq!(p.buffered(), 0);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn whole_frames_outside_the_parser_agree_with_it() -> Result<(), ClientError> {
+        let mut stream = Vec::new();
+        stream.extend(server_frame(true, OP_BINARY, &[3; 300]));
+        stream.extend(server_frame(true, OP_PING, b"p"));
+        stream.extend(server_frame(true, OP_CLOSE, &1013u16.to_be_bytes()));
+        let mut data = stream.as_slice();
+        let mut seen = Vec::new();
+        while let Some((f, len)) = whole_frame(data)? {
+            seen.push(format!("{f:?}").len());
+            data = data.get(len..).unwrap_or_default();
+        }
+        assert!(data.is_empty());
+        assert_eq!(seen.len(), 3);
+        // Incomplete frames and fragments are left to the parser.
+        let bin = server_frame(true, OP_BINARY, b"abc");
+        assert!(whole_frame(&bin[..bin.len() - 1])?.is_none());
+        assert!(whole_frame(&server_frame(false, OP_BINARY, b"a"))?.is_none());
+        assert!(whole_frame(&server_frame(true, OP_CONT, b"a"))?.is_none());
+        assert!(matches!(
+            whole_frame(&server_frame(true, OP_CLOSE, b"")),
+            Ok(Some((Frame::Close(CLOSE_NO_STATUS), 2)))
+        ));
+        assert!(whole_frame(&server_frame(false, OP_PING, b"x")).is_err());
+        assert!(whole_frame(&[0x82, 0x81, 0, 0, 0, 0, 1]).is_err());
+        assert!(whole_frame(&server_frame(true, 5, b"")).is_err());
         Ok(())
     }
 

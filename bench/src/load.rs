@@ -389,8 +389,7 @@ impl Shared {
         let mut lat = LatencyBatch::default();
         // The per-symbol state of a connection is cold (it was last used a
         // message ago, and there are many connections): take its misses together.
-        let touched =
-            wire::kinds_and_sids(data).fold(0u64, |acc, (kind, sid)| acc ^ seq.touch(kind, sid));
+        let touched = wire::record_sids(data).fold(0u64, |acc, sid| acc ^ seq.touch(sid));
         std::hint::black_box(touched);
         let walked = wire::for_each_header(data, |h| match seq.observe(h) {
             Ok(Step::InOrder | Step::FirstTrade) => {

@@ -383,10 +383,10 @@ pub fn for_each_header(buf: &[u8], mut f: impl FnMut(&RecordHeader)) -> Result<u
     })
 }
 
-/// The `(kind, sid)` of each record of a binary batch, read without validation
-/// (a malformed batch just ends the walk early): for touching per-symbol state
+/// The sid of each record of a binary batch, read without validation (a
+/// malformed batch just ends the walk early): for touching per-symbol state
 /// ahead of [`for_each_header`], so that its cache misses overlap.
-pub fn kinds_and_sids(buf: &[u8]) -> impl Iterator<Item = (u8, u32)> + '_ {
+pub fn record_sids(buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
     let mut at = BATCH_HEADER_LEN;
     std::iter::from_fn(move || {
         let rec = buf.get(at..at + RECORD_HEADER_LEN)?;
@@ -395,7 +395,7 @@ pub fn kinds_and_sids(buf: &[u8]) -> impl Iterator<Item = (u8, u32)> + '_ {
             return None;
         }
         at += length;
-        Some((*rec.get(2)?, u32_at(rec, 4)?))
+        u32_at(rec, 4)
     })
 }
 

@@ -21,13 +21,18 @@ use tokio::sync::oneshot;
 
 use super::{Phase, Shared, lock};
 use crate::book::SeqTracker;
-use crate::client::{ClientError, Frame, FrameParser, OP_CLOSE, OP_PONG, client_frame, next_mask};
+use crate::client::{
+    ClientError, Frame, FrameParser, OP_CLOSE, OP_PONG, client_frame, next_mask, whole_frame,
+};
 use crate::runner::realtime_ns;
 
 /// The token of the thread's waker (connections use their slot index).
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per poll.
 const EVENTS: usize = 1024;
+/// The thread's read buffer: every read of a connection whose parser holds
+/// nothing goes here, so its size bounds a read, not the memory per connection.
+const READ_BUFFER: usize = 256 << 10;
 /// Close code sent when the load finishes.
 const CLOSE_NORMAL: u16 = 1000;
 
@@ -92,62 +97,126 @@ impl Sub {
 
     /// Reads until the socket is drained, checking every complete message.
     /// `Some` when the connection ended (as [`Shared::ended`] takes it).
-    fn read(&mut self, shared: &mut Shared) -> Option<Result<Option<u16>, String>> {
+    ///
+    /// While the connection's parser holds nothing (the usual case: messages
+    /// arrive whole), reads go to the thread's `buf`, which stays in cache
+    /// whatever the number of connections, and only a trailing partial frame
+    /// is copied to the parser.
+    fn read(&mut self, shared: &mut Shared, buf: &mut [u8]) -> Option<End> {
         loop {
-            let spare = self.parser.spare();
+            let idle = self.parser.is_idle();
+            let spare = if idle { &mut *buf } else { self.parser.spare() };
             let room = spare.len();
-            match self.stream.read(spare) {
+            let n = match self.stream.read(spare) {
                 Ok(0) => return Some(Err(ClientError::Eof.to_string())),
-                Ok(n) => {
-                    self.parser.filled(n);
-                    let now = realtime_ns();
-                    if let Some(end) = self.frames(shared, now) {
-                        return Some(end);
-                    }
-                    if n < room {
-                        return None;
-                    }
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Some(Err(e.to_string())),
+            };
+            let now = realtime_ns();
+            if idle {
+                let data = buf.get(..n).unwrap_or_default();
+                if let Some(end) = self.whole_frames(shared, data, now) {
+                    return Some(end);
+                }
+            } else {
+                self.parser.filled(n);
+            }
+            if let Some(end) = self.frames(shared, now) {
+                return Some(end);
+            }
+            if n < room {
+                return None;
             }
         }
     }
 
-    /// Handles every complete frame buffered.
-    fn frames(&mut self, shared: &mut Shared, now: u64) -> Option<Result<Option<u16>, String>> {
-        let mut pong: Option<Vec<u8>> = None;
+    /// Handles the whole frames at the start of `data` and leaves the rest (a
+    /// partial frame, or fragments) to the parser.
+    fn whole_frames(&mut self, shared: &mut Shared, mut data: &[u8], now: u64) -> Option<End> {
+        let mut pong = None;
+        loop {
+            match whole_frame(data) {
+                Ok(Some((frame, len))) => {
+                    if let Some(end) =
+                        on_frame(shared, &mut self.seq, self.stopper, frame, now, &mut pong)
+                    {
+                        return Some(self.finish_frames(end, pong));
+                    }
+                    data = data.get(len..).unwrap_or_default();
+                }
+                Ok(None) => break,
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+        if !data.is_empty() {
+            self.parser.push(data);
+        }
+        self.answer(pong)
+    }
+
+    /// Handles every complete frame the parser holds.
+    fn frames(&mut self, shared: &mut Shared, now: u64) -> Option<End> {
+        let mut pong = None;
         loop {
             let frame = match self.parser.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return Some(Err(e.to_string())),
             };
-            match frame {
-                Frame::Binary(data) => shared.on_binary(&mut self.seq, self.stopper, data, now),
-                Frame::Text(text) => {
-                    let mut subscribed = true;
-                    if let Err(e) = shared.on_text(text, &mut subscribed) {
-                        return Some(Err(e.to_string()));
-                    }
-                }
-                Frame::Ping(p) => pong = Some(p.to_vec()),
-                Frame::Pong => {}
-                Frame::Close(code) => {
-                    // Best effort, as the server may already be gone.
-                    let _ = self.send(OP_CLOSE, &code.to_be_bytes());
-                    return Some(Ok(Some(code)));
-                }
+            if let Some(end) = on_frame(shared, &mut self.seq, self.stopper, frame, now, &mut pong)
+            {
+                return Some(self.finish_frames(end, pong));
             }
         }
-        if let Some(p) = pong {
-            if let Err(e) = self.send(OP_PONG, &p) {
-                return Some(Err(format!("pong: {e}")));
-            }
-        }
-        None
+        self.answer(pong)
     }
+
+    /// Answers the last ping of a read, if any.
+    fn answer(&mut self, pong: Option<Vec<u8>>) -> Option<End> {
+        let p = pong?;
+        self.send(OP_PONG, &p)
+            .err()
+            .map(|e| Err(format!("pong: {e}")))
+    }
+
+    /// The end of a connection found while handling frames: a close frame is answered.
+    fn finish_frames(&mut self, end: End, pong: Option<Vec<u8>>) -> End {
+        if let Ok(Some(code)) = end {
+            // Best effort, as the server may already be gone.
+            let _ = self.answer(pong);
+            let _ = self.send(OP_CLOSE, &code.to_be_bytes());
+        }
+        end
+    }
+}
+
+/// How a connection ended, as [`Shared::ended`] takes it.
+type End = Result<Option<u16>, String>;
+
+/// Handles one frame; `Some` when it ends the connection.
+fn on_frame(
+    shared: &mut Shared,
+    seq: &mut SeqTracker,
+    stopper: bool,
+    frame: Frame<'_>,
+    now: u64,
+    pong: &mut Option<Vec<u8>>,
+) -> Option<End> {
+    match frame {
+        Frame::Binary(data) => shared.on_binary(seq, stopper, data, now),
+        Frame::Text(text) => {
+            let mut subscribed = true;
+            if let Err(e) = shared.on_text(text, &mut subscribed) {
+                return Some(Err(e.to_string()));
+            }
+        }
+        Frame::Ping(p) => *pong = Some(p.to_vec()),
+        Frame::Pong => {}
+        Frame::Close(code) => return Some(Ok(Some(code))),
+    }
+    None
 }
 
 /// A message to the reader thread.
@@ -180,6 +249,7 @@ impl Handle {
             free: Vec::new(),
             phase: Phase::Run,
             shared,
+            buf: vec![0; READ_BUFFER],
         };
         let thread = std::thread::Builder::new()
             .name(String::from("load-reader"))
@@ -241,6 +311,8 @@ struct Reader {
     free: Vec<usize>,
     phase: Phase,
     shared: Arc<Mutex<Shared>>,
+    /// Where reads go while a connection's parser is idle.
+    buf: Vec<u8>,
 }
 
 impl Reader {
@@ -279,7 +351,7 @@ impl Reader {
                     if sub.stopper && self.phase == Phase::Stopped {
                         sub.unread = true;
                     } else {
-                        end = sub.read(&mut shared);
+                        end = sub.read(&mut shared, &mut self.buf);
                     }
                 }
                 if let Some(end) = end {
@@ -358,7 +430,7 @@ impl Reader {
             if !std::mem::take(&mut sub.unread) {
                 continue;
             }
-            if let Some(end) = sub.read(shared) {
+            if let Some(end) = sub.read(shared, &mut self.buf) {
                 self.remove(i, shared, end);
             }
         }
