@@ -1,5 +1,10 @@
-//! The subscriber load of a scenario: many connections in one process (on a
-//! `LocalSet`, one thread), measured in windows the caller opens and closes.
+//! The subscriber load of a scenario: many connections in one process, measured
+//! in windows the caller opens and closes.
+//!
+//! Connection tasks on the caller's `LocalSet` connect, upgrade and subscribe;
+//! each then hands its socket to the process's reader thread (`reader`: one mio
+//! poll over every subscribed connection), which does all the reading. The
+//! figures sit behind one lock that the reader takes once per poll round.
 //!
 //! Every record is sequence-checked from the first one on. Inside a window, each
 //! binary message adds to the window's records, bytes and latency histograms

@@ -37,7 +37,9 @@ the load (`tickcast-bench`) under `taskset -c 1`; every case is bounded in time.
   peer relays each message to every subscriber. The peers do less work per record than tickcast.
 - **Output.** The same client code reads both: every record is sequence-checked (a gap, or a
   snapshot that moves a stream, is loss), and for book deltas and trades it records
-  `now − recv_ts` and `now − exch_ts` (µs, HdrHistogram) at the socket read. For peers
+  `now − recv_ts` and `now − exch_ts` (µs, HdrHistogram) at the socket read (one clock read
+  per read). Subscribers are connected and subscribed by tokio tasks, then read by one mio
+  (epoll) thread per load process, which parses every frame in place. For peers
   `recv_ts = exch_ts` = the publisher's send time, so their \"recv→client\" includes the publisher's
   own socket: it is the same hop as tickcast's feed-read-to-client.
 - **Fair shares.** Peers send every record to every client, so the ramp and the 10k case

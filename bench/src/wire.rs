@@ -570,6 +570,19 @@ mod tests {
     }
 
     #[test]
+    fn record_sids_walk_by_length_and_stop_at_garbage() {
+        let mut buf = batch(&[
+            book(KIND_DELTA, 7, 101, &[(6_500_010, 0)], &[]),
+            trade(9, 5, 6_500_020, 10_000, 42, SIDE_SELL),
+            status(3, STATUS_FEED_STALE),
+        ]);
+        assert_eq!(record_sids(&buf).collect::<Vec<_>>(), [7, 9, 3]);
+        buf.extend_from_slice(&[0; 40]); // a record of length 0 ends the walk
+        assert_eq!(record_sids(&buf).count(), 3);
+        assert_eq!(record_sids(&buf[..20]).count(), 0);
+    }
+
+    #[test]
     fn decodes_every_kind() {
         let buf = batch(&[
             book(
