@@ -88,6 +88,9 @@ pub struct LoadSpec {
     pub stopper_rcvbuf: Option<u32>,
     /// Time to connect, upgrade and get the subscribe reply, ms.
     pub connect_timeout_ms: u64,
+    /// Pause of the reader thread before each poll, µs (0: none).
+    #[serde(default)]
+    pub read_pause_us: u64,
 }
 
 impl LoadSpec {
@@ -561,7 +564,8 @@ impl LocalLoad {
                 ..Progress::default()
             },
         }));
-        let reader = reader::Handle::spawn(shared.clone())?;
+        let pause = Duration::from_micros(spec.read_pause_us);
+        let reader = reader::Handle::spawn(shared.clone(), pause)?;
         let load = Rc::new(Self {
             target,
             phase,
@@ -1152,6 +1156,7 @@ mod tests {
             stop_every: 10,
             stopper_rcvbuf: None,
             connect_timeout_ms: 1000,
+            read_pause_us: 0,
         }
     }
 
@@ -1289,6 +1294,7 @@ mod tests {
                 kind: ClientKind::Peer,
                 source_ips: 1,
                 stop_every: 0,
+                read_pause_us: 300,
                 ..spec(1)
             })?;
             load.window_begin();

@@ -104,6 +104,8 @@ pub struct ScenarioConfig {
     pub burst: Option<Burst>,
     /// Time a connection has to connect and subscribe.
     pub connect_timeout: Duration,
+    /// Pause of each load process's reader before each poll (zero: none).
+    pub read_pause: Duration,
     /// Time the target has to become ready.
     pub ready_timeout: Duration,
     /// Directory for JSON, .hgrm, .svg and the target's log.
@@ -762,6 +764,7 @@ pub async fn run(cfg: &ScenarioConfig) -> Result<ScenarioReport, ScenarioError> 
         stop_every,
         stopper_rcvbuf: (stop_every > 0).then_some(cfg.stopper_rcvbuf),
         connect_timeout_ms: cfg.connect_timeout.as_millis() as u64,
+        read_pause_us: cfg.read_pause.as_micros() as u64,
     };
     let ramp_start = Instant::now();
     let mut group = LoadGroup::start(&spec, procs).await?;

@@ -8,6 +8,11 @@
 //! read shorter than the buffer drained the socket: with edge-triggered
 //! readiness, later bytes bring a new event, so no read ends in `WouldBlock`
 //! unless the socket was empty when the event came.
+//!
+//! Optionally the thread sleeps a little before each poll (`--read-pause-us`):
+//! each wake-up then serves many sockets, and the reads stop contending for the
+//! socket locks with the server's writes message by message. It costs that much
+//! latency at most, and the figures include it.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
@@ -237,8 +242,8 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    /// Starts the thread.
-    pub(super) fn spawn(shared: Arc<Mutex<Shared>>) -> io::Result<Self> {
+    /// Starts the thread; it sleeps `pause` before each poll (zero: never).
+    pub(super) fn spawn(shared: Arc<Mutex<Shared>>, pause: Duration) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands, rx) = mpsc::channel();
@@ -250,6 +255,7 @@ impl Handle {
             phase: Phase::Run,
             shared,
             buf: vec![0; READ_BUFFER],
+            pause: (!pause.is_zero()).then_some(pause),
         };
         let thread = std::thread::Builder::new()
             .name(String::from("load-reader"))
@@ -313,12 +319,17 @@ struct Reader {
     shared: Arc<Mutex<Shared>>,
     /// Where reads go while a connection's parser is idle.
     buf: Vec<u8>,
+    /// Sleep before each poll, so that one poll finds many sockets ready.
+    pause: Option<Duration>,
 }
 
 impl Reader {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
+            if let Some(p) = self.pause {
+                std::thread::sleep(p);
+            }
             if let Err(e) = self.poll.poll(&mut events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
