@@ -39,7 +39,9 @@ the load (`tickcast-bench`) under `taskset -c 1`; every case is bounded in time.
   snapshot that moves a stream, is loss), and for book deltas and trades it records
   `now − recv_ts` and `now − exch_ts` (µs, HdrHistogram) at the socket read (one clock read
   per read). Subscribers are connected and subscribed by tokio tasks, then read by one mio
-  (epoll) thread per load process, which parses every frame in place. For peers
+  (epoll) thread per load process, which parses every frame in place and sleeps
+  `--read-pause-us` (300 µs unless given) before each poll: at most that much of every latency
+  figure is the instrument's own batching. For peers
   `recv_ts = exch_ts` = the publisher's send time, so their \"recv→client\" includes the publisher's
   own socket: it is the same hop as tickcast's feed-read-to-client.
 - **Fair shares.** Peers send every record to every client, so the ramp and the 10k case
