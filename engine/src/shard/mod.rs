@@ -3,9 +3,11 @@
 //! are its [`Ring`] and its `mio::Waker`.
 //!
 //! The loop, per wake:
-//! 1. drain the ring (up to `drain_max` messages): each record is appended, as a shared `Bytes`,
-//!    to the pending list of every ready subscriber of its topic (and, when a permessage-deflate
-//!    subscriber gets it, once to the topic's shared run of `fanout::deflate`);
+//! 1. drain the ring (up to `drain_max` messages): each record is copied once into the drain's
+//!    arena and its span added to what every ready plain subscriber of its topic is owed
+//!    (contiguous spans merge: a subscriber of everything owes one span); when a
+//!    permessage-deflate subscriber gets it, it goes once to the topic's shared run of
+//!    `fanout::deflate` and, as a shared `Bytes`, to that subscriber's list;
 //! 2. flush: each connection that got records is owed one batch, cut into as few WebSocket
 //!    messages as the limits allow (compressed from the drain's shared pieces for deflate
 //!    connections), queued in its bounded out-buffer and written with one `writev` (a
@@ -36,7 +38,8 @@ use crate::clock;
 use crate::config::Config;
 use crate::control::{self, ErrorCode, Request, RequestError, SymbolSel};
 use crate::fanout::admission::{self, Refusal};
-use crate::fanout::batch::{append_batch, text_message};
+use crate::fanout::arena::{DrainArena, Owed, Span};
+use crate::fanout::batch::{append_owed, text_message};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::interest::Interest;
 use crate::fanout::keepalive::{Action, KeepAlive};
@@ -54,7 +57,7 @@ use crate::proto::handshake::{
     write_http_response,
 };
 use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
-use conn::{Conn, Endpoint, Phase, Sub};
+use conn::{Conn, Endpoint, NOT_OWED, Phase, Sub};
 
 /// Token of the listener.
 const LISTENER: Token = Token(0);
@@ -112,6 +115,26 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// What one connection is owed from the current drain: an entry of `Shard::pending`, at the
+/// connection's position in the dirty list ([`Conn::owed`]).
+#[derive(Debug, Default)]
+struct Pending {
+    /// Plain connections: spans of the drain's arena.
+    owed: Owed,
+    /// permessage-deflate connections: the records, in ring order, and where each sits in the
+    /// drain's shared runs.
+    records: Vec<Bytes>,
+    refs: Vec<RunRef>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.owed.clear();
+        self.records.clear();
+        self.refs.clear();
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     generation: u32,
@@ -138,7 +161,12 @@ struct Shard {
     core: Core,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Connections owed something from the current drain, in the order of their first record.
     dirty: Vec<u32>,
+    /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
+    pending: Vec<Pending>,
+    /// This drain's records, copied once, for plain connections.
+    arena: DrainArena,
     /// Connections whose out-buffer may need writing after event handling.
     to_flush: Vec<u32>,
     /// Connections with unread input left after their read budget.
@@ -185,6 +213,8 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         slots: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
+        pending: Vec::new(),
+        arena: DrainArena::new(),
         to_flush: Vec::new(),
         reread: Vec::new(),
         accept_paused_until: None,
@@ -289,26 +319,28 @@ impl Shard {
                 ShardMsg::Record { topic, bytes } => {
                     // Deflate subscribers get the record through the topic's shared run, which
                     // is compressed once for all of them (fanout::deflate).
+                    // Plain subscribers get it as a span of the drain's arena (copied once).
                     let mut run: Option<RunRef> = None;
+                    let mut span: Option<Span> = None;
                     let mut delivered = 0u64;
                     for &idx in self.core.subs.get(topic) {
                         let Some(c) = conn_mut(&mut self.slots, idx) else {
                             continue;
                         };
-                        if c.pending.is_empty() {
-                            self.dirty.push(idx);
-                        }
-                        let at = if c.deflate.is_some() {
-                            *run.get_or_insert_with(|| {
+                        let p = pending_of(c, idx, &mut self.dirty, &mut self.pending);
+                        if c.deflate.is_some() {
+                            let at = *run.get_or_insert_with(|| {
                                 self.zshared.push(topic, &bytes, batch_limits)
-                            })
+                            });
+                            p.records.push(bytes.clone());
+                            p.refs.push(at);
                         } else {
-                            RunRef::OWN
-                        };
-                        c.owe(bytes.clone(), at);
-                        records += 1;
+                            p.owed
+                                .add(*span.get_or_insert_with(|| self.arena.push(&bytes)), 1);
+                        }
                         delivered += 1;
                     }
+                    records += delivered;
                     if delivered > 0 && topic.format == Format::Binary {
                         if let Some(ts) = bytes.get(24..32).and_then(|b| b.try_into().ok()) {
                             self.latency_samples
@@ -331,6 +363,8 @@ impl Shard {
                 }
             }
         }
+        // The drain's records are complete: slices of them can be taken.
+        self.arena.seal();
         add(&self.metrics().records_out, records);
         self.metrics()
             .ring_len
@@ -343,6 +377,14 @@ impl Shard {
     fn deliver_status(&mut self, sid: u32, format: Format, bytes: &Bytes) -> u64 {
         self.status_stamp = self.status_stamp.wrapping_add(1);
         let stamp = self.status_stamp;
+        let mut to = StatusTo {
+            dirty: &mut self.dirty,
+            pending: &mut self.pending,
+            arena: &mut self.arena,
+            span: None,
+            stamp,
+            bytes,
+        };
         let mut n = 0;
         for stream in 0..STREAMS_PER_SYMBOL as u8 {
             let topic = Topic {
@@ -351,13 +393,7 @@ impl Shard {
                 format,
             };
             for &idx in self.core.subs.get(topic) {
-                n += u64::from(push_status(
-                    &mut self.slots,
-                    &mut self.dirty,
-                    idx,
-                    stamp,
-                    bytes,
-                ));
+                n += u64::from(to.push(&mut self.slots, idx));
             }
         }
         // Subscribers whose snapshot is still on its way are not in the book topic lists yet.
@@ -366,13 +402,7 @@ impl Shard {
                 c.format == format && c.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
             });
             if waiting {
-                n += u64::from(push_status(
-                    &mut self.slots,
-                    &mut self.dirty,
-                    idx as u32,
-                    stamp,
-                    bytes,
-                ));
+                n += u64::from(to.push(&mut self.slots, idx as u32));
             }
         }
         n
@@ -403,10 +433,13 @@ impl Shard {
         }
         sub.ready = true;
         self.core.subs.add(topic, id.index);
-        if c.pending.is_empty() {
-            self.dirty.push(id.index);
+        let p = pending_of(c, id.index, &mut self.dirty, &mut self.pending);
+        if c.deflate.is_some() {
+            p.records.push(bytes);
+            p.refs.push(RunRef::OWN);
+        } else {
+            p.owed.add(self.arena.push(&bytes), 1);
         }
-        c.owe(bytes, RunRef::OWN);
         true
     }
 
@@ -458,30 +491,37 @@ impl Shard {
 
     fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
+        let mut pending = std::mem::take(&mut self.pending);
         let limits = self.core.ctx.config.batch;
         let threshold = self.core.ctx.config.deflate_threshold;
         let mut messages = 0u64;
-        for &idx in &dirty {
+        for (pos, (&idx, p)) in dirty.iter().zip(pending.iter_mut()).enumerate() {
             let Some(c) = conn_mut(&mut self.slots, idx) else {
+                p.clear();
                 continue;
             };
-            if !c.is_open() {
-                c.clear_pending();
+            // Not the entry of this connection any more (it started closing meanwhile).
+            if c.owed != pos as u32 || !c.is_open() {
+                if c.owed == pos as u32 {
+                    c.clear_pending();
+                }
+                p.clear();
                 continue;
             }
+            c.clear_pending();
             let result = match c.deflate {
-                Some(p) => self.zshared.append_batch(
+                Some(z) => self.zshared.append_batch(
                     &mut c.out,
                     c.format,
-                    &c.pending,
-                    &c.zrefs,
-                    p.server_window_bits,
+                    &p.records,
+                    &p.refs,
+                    z.server_window_bits,
                     limits,
                     threshold,
                 ),
-                None => append_batch(&mut c.out, c.format, &c.pending, limits),
+                None => append_owed(&mut c.out, c.format, &self.arena, &p.owed, limits),
             };
-            c.clear_pending();
+            p.clear();
             match result {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
@@ -500,8 +540,10 @@ impl Shard {
         add(&self.metrics().messages_out, messages);
         self.dirty = dirty;
         self.dirty.clear();
+        self.pending = pending;
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
+        self.arena.clear();
     }
 
     // ---- sockets ----
@@ -581,8 +623,7 @@ impl Shard {
             format: Format::Binary,
             inbuf: BytesMut::new(),
             out: OutBuf::new(cfg.max_outbuf_bytes),
-            pending: Vec::new(),
-            zrefs: Vec::new(),
+            owed: NOT_OWED,
             writable: false,
             subs: Vec::new(),
             limiter: RateLimiter::new(
@@ -1261,26 +1302,56 @@ fn conn_mut(slots: &mut [Slot], idx: u32) -> Option<&mut Conn> {
     slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut())
 }
 
-/// Appends a status record to one connection unless it already got this one (`stamp`).
-fn push_status(
-    slots: &mut [Slot],
-    dirty: &mut Vec<u32>,
+/// The entry of `pending` for connection `idx` (slot `c`), made on its first record of the
+/// drain, which also puts it in the dirty list.
+fn pending_of<'a>(
+    c: &mut Conn,
     idx: u32,
-    stamp: u64,
-    bytes: &Bytes,
-) -> bool {
-    let Some(c) = conn_mut(slots, idx) else {
-        return false;
-    };
-    if c.status_stamp == stamp || !c.is_open() {
-        return false;
-    }
-    c.status_stamp = stamp;
-    if c.pending.is_empty() {
+    dirty: &mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+) -> &'a mut Pending {
+    if c.owed == NOT_OWED {
+        c.owed = dirty.len() as u32;
         dirty.push(idx);
     }
-    c.owe(bytes.clone(), RunRef::OWN);
-    true
+    let at = c.owed as usize;
+    if pending.len() <= at {
+        pending.resize_with(at + 1, Pending::default);
+    }
+    &mut pending[at]
+}
+
+/// One status record on its way to the connections of a symbol (see `Shard::deliver_status`).
+struct StatusTo<'a> {
+    dirty: &'a mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+    arena: &'a mut DrainArena,
+    /// The record in the arena, once a plain connection got it.
+    span: Option<Span>,
+    stamp: u64,
+    bytes: &'a Bytes,
+}
+
+impl StatusTo<'_> {
+    /// Appends the status record to one connection unless it already got this one (`stamp`).
+    fn push(&mut self, slots: &mut [Slot], idx: u32) -> bool {
+        let Some(c) = conn_mut(slots, idx) else {
+            return false;
+        };
+        if c.status_stamp == self.stamp || !c.is_open() {
+            return false;
+        }
+        c.status_stamp = self.stamp;
+        let p = pending_of(c, idx, self.dirty, self.pending);
+        if c.deflate.is_some() {
+            p.records.push(self.bytes.clone());
+            p.refs.push(RunRef::OWN);
+        } else {
+            let span = *self.span.get_or_insert_with(|| self.arena.push(self.bytes));
+            p.owed.add(span, 1);
+        }
+        true
+    }
 }
 
 /// Queues a plain HTTP response and marks the connection to close once it is written.
