@@ -69,6 +69,8 @@ const FIRST_CONN: usize = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// Slices per `writev`.
 const IOV: usize = 64;
+/// During a flush pass, the ring is drained again every this many connections.
+const REDRAIN_EVERY: usize = 64;
 /// Bytes read from one socket per readiness event before moving on (fairness).
 const READ_BUDGET: usize = 256 * 1024;
 /// Smallest message limit of `/echo` connections: the conformance suite's 9.x cases send
@@ -303,13 +305,19 @@ impl Shard {
     // ---- ring → subscribers ----
 
     fn drain_ring(&mut self) -> usize {
-        let ring = self.core.ctx.ring.clone();
-        if ring.is_lagged() {
+        if self.core.ctx.ring.is_lagged() {
             self.resync_after_lag();
         }
+        self.zshared.clear();
+        self.drain_records()
+    }
+
+    /// Pops up to `drain_max` ring messages and adds their records to what each subscriber is
+    /// owed (the `dirty` list and `pending` table); returns the number popped.
+    fn drain_records(&mut self) -> usize {
+        let ring = self.core.ctx.ring.clone();
         let max = self.core.ctx.config.drain_max;
         let batch_limits = self.core.ctx.config.batch;
-        self.zshared.clear();
         let mut n = 0;
         let mut records = 0u64;
         while n < max {
@@ -489,26 +497,40 @@ impl Shard {
         self.dirty.clear();
     }
 
+    /// Flushes every connection owed something, in the order of the dirty list. Under load,
+    /// records that arrive while the list is being flushed are drained every
+    /// [`REDRAIN_EVERY`] connections (see [`Self::redrain`]): a connection already flushed in
+    /// this pass is put back at the end of the list, one not yet flushed gets them in the
+    /// batch it is about to get. Each connection is thus visited about once per pass time and
+    /// a record waits at most about one pass, instead of up to two (the rest of the pass it
+    /// arrived in, then its place in the next one).
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut pending = std::mem::take(&mut self.pending);
         let limits = self.core.ctx.config.batch;
         let threshold = self.core.ctx.config.deflate_threshold;
         let mut messages = 0u64;
-        for (pos, (&idx, p)) in dirty.iter().zip(pending.iter_mut()).enumerate() {
-            let Some(c) = conn_mut(&mut self.slots, idx) else {
+        // Visits after which no more is drained in this pass (events wait meanwhile).
+        let redrain_until = self.dirty.len().max(REDRAIN_EVERY) * 2;
+        let mut pos = 0;
+        while let Some(&idx) = self.dirty.get(pos) {
+            if pos % REDRAIN_EVERY == REDRAIN_EVERY - 1 && pos < redrain_until {
+                self.redrain();
+            }
+            let mut p = std::mem::take(&mut self.pending[pos]);
+            let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed == pos as u32);
+            let Some(c) = owner else {
+                // Gone, or no longer its entry (it started closing meanwhile).
                 p.clear();
+                self.pending[pos] = p;
+                pos += 1;
                 continue;
             };
-            // Not the entry of this connection any more (it started closing meanwhile).
-            if c.owed != pos as u32 || !c.is_open() {
-                if c.owed == pos as u32 {
-                    c.clear_pending();
-                }
+            c.clear_pending();
+            if !c.is_open() {
                 p.clear();
+                self.pending[pos] = p;
+                pos += 1;
                 continue;
             }
-            c.clear_pending();
             let result = match c.deflate {
                 Some(z) => self.zshared.append_batch(
                     &mut c.out,
@@ -522,6 +544,8 @@ impl Shard {
                 None => append_owed(&mut c.out, c.format, &self.arena, &p.owed, limits),
             };
             p.clear();
+            self.pending[pos] = p;
+            pos += 1;
             match result {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
@@ -538,12 +562,21 @@ impl Shard {
             self.write_out(idx);
         }
         add(&self.metrics().messages_out, messages);
-        self.dirty = dirty;
         self.dirty.clear();
-        self.pending = pending;
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
         self.arena.clear();
+    }
+
+    /// Drains what arrived during a flush pass, unless the ring is lagged (the next pass
+    /// resyncs first) or this drain has permessage-deflate runs (a run that was compressed
+    /// must not grow).
+    fn redrain(&mut self) {
+        let ring = &self.core.ctx.ring;
+        if ring.is_empty() || ring.is_lagged() || !self.zshared.is_empty() {
+            return;
+        }
+        self.drain_records();
     }
 
     // ---- sockets ----
