@@ -18,6 +18,9 @@ use bytes::{Bytes, BytesMut};
 
 /// Initial (and usual) capacity of the arena's buffer.
 const ARENA_BYTES: usize = 64 * 1024;
+/// A buffer grown past this (a drain full of snapshots after a subscription storm or a resync)
+/// is not kept for the next drain: its memory goes back once the out-buffers have written it.
+const ARENA_KEEP_BYTES: usize = 4 * ARENA_BYTES;
 
 /// Records `start..end` (byte offsets) of chunk `chunk` of the drain arena. Always starts and
 /// ends at record boundaries.
@@ -95,12 +98,20 @@ impl DrainArena {
         }
     }
 
-    /// Forgets every record (after every connection owed some was flushed). Keeps the memory.
+    /// Forgets every record (after every connection owed some was flushed). Keeps the memory,
+    /// unless the drain made it unusually large.
     pub fn clear(&mut self) {
         self.seal();
+        let grown: usize = self.chunks.iter().map(Bytes::len).sum();
+        if grown + self.open.capacity() > ARENA_KEEP_BYTES {
+            self.open = BytesMut::new();
+        }
         self.chunks.clear();
         self.starts.clear();
         self.first.clear();
+        if self.starts.capacity() > ARENA_KEEP_BYTES / 16 {
+            self.starts = Vec::new();
+        }
     }
 
     /// The bytes of `span`, shared (no copy); empty if its chunk is not sealed.
@@ -166,10 +177,36 @@ impl DrainArena {
     }
 }
 
-/// What one connection is owed from one drain: spans of the arena in ring order.
+/// Part of what a connection is owed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Records of the drain arena.
+    Span(Span),
+    /// One record of the connection's own (a snapshot), not copied into the arena: it is
+    /// large and nobody else gets it.
+    Own(Bytes),
+}
+
+impl Piece {
+    /// Bytes in the piece.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Span(s) => s.len(),
+            Self::Own(b) => b.len(),
+        }
+    }
+
+    /// True for an empty piece.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What one connection is owed from one drain: pieces (mostly spans of the arena) in ring
+/// order.
 #[derive(Debug, Default)]
 pub struct Owed {
-    spans: Vec<Span>,
+    pieces: Vec<Piece>,
     records: usize,
     bytes: usize,
 }
@@ -180,18 +217,25 @@ impl Owed {
     pub fn add(&mut self, span: Span, records: usize) {
         self.records += records;
         self.bytes += span.len();
-        if let Some(last) = self.spans.last_mut() {
+        if let Some(Piece::Span(last)) = self.pieces.last_mut() {
             if last.chunk == span.chunk && last.end == span.start {
                 last.end = span.end;
                 return;
             }
         }
-        self.spans.push(span);
+        self.pieces.push(Piece::Span(span));
     }
 
-    /// The spans, in ring order.
-    pub fn spans(&self) -> &[Span] {
-        &self.spans
+    /// Adds one record of the connection's own, shared as it is.
+    pub fn add_own(&mut self, record: Bytes) {
+        self.records += 1;
+        self.bytes += record.len();
+        self.pieces.push(Piece::Own(record));
+    }
+
+    /// The pieces, in ring order.
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
     }
 
     /// Records owed.
@@ -211,7 +255,7 @@ impl Owed {
 
     /// Forgets everything (keeps the memory).
     pub fn clear(&mut self) {
-        self.spans.clear();
+        self.pieces.clear();
         self.records = 0;
         self.bytes = 0;
     }
@@ -220,6 +264,13 @@ impl Owed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn span(o: &Owed, i: usize) -> Span {
+        match &o.pieces()[i] {
+            Piece::Span(s) => *s,
+            Piece::Own(_) => panic!("not a span"),
+        }
+    }
 
     #[test]
     fn consecutive_records_merge_into_one_span() {
@@ -234,12 +285,12 @@ mod tests {
             }
         }
         a.seal();
-        assert_eq!(all.spans().len(), 1);
+        assert_eq!(all.pieces().len(), 1);
         assert_eq!((all.records(), all.bytes()), (6, 18));
-        assert_eq!(a.records_in(all.spans()[0]), 6);
-        assert_eq!(odd.spans().len(), 3);
-        assert_eq!(&a.slice(odd.spans()[2])[..], &[5, 5, 5]);
-        assert_eq!(a.slice(all.spans()[0]).len(), 18);
+        assert_eq!(a.records_in(span(&all, 0)), 6);
+        assert_eq!(odd.pieces().len(), 3);
+        assert_eq!(&a.slice(span(&odd, 2))[..], &[5, 5, 5]);
+        assert_eq!(a.slice(span(&all, 0)).len(), 18);
     }
 
     #[test]
@@ -250,10 +301,10 @@ mod tests {
         a.seal();
         o.add(a.push(b"cd"), 1);
         a.seal();
-        assert_eq!(o.spans().len(), 2);
-        assert_eq!(&a.slice(o.spans()[0])[..], b"ab");
-        assert_eq!(&a.slice(o.spans()[1])[..], b"cd");
-        assert_eq!(a.records_in(o.spans()[1]), 1);
+        assert_eq!(o.pieces().len(), 2);
+        assert_eq!(&a.slice(span(&o, 0))[..], b"ab");
+        assert_eq!(&a.slice(span(&o, 1))[..], b"cd");
+        assert_eq!(a.records_in(span(&o, 1)), 1);
     }
 
     #[test]
@@ -264,7 +315,7 @@ mod tests {
             o.add(a.push(&vec![1u8; n]), 1);
         }
         a.seal();
-        let s = o.spans()[0];
+        let s = span(&o, 0);
         let (h, n, r) = a.split(s, 35, 100, false);
         assert_eq!((h.len(), n, r.len()), (30, 2, 70));
         let (h, n, _) = a.split(s, 5, 100, false);
@@ -275,6 +326,18 @@ mod tests {
         assert_eq!((h.len(), n), (60, 3));
         let (h, n, r) = a.split(r, 1000, 100, false);
         assert_eq!((h.len(), n, r.len()), (90, 3, 0));
+    }
+
+    #[test]
+    fn a_grown_buffer_is_not_kept() {
+        let mut a = DrainArena::new();
+        let big = vec![1u8; ARENA_KEEP_BYTES + 1];
+        let _ = a.push(&big);
+        a.clear();
+        assert_eq!(a.open.capacity(), 0);
+        let s = a.push(b"x");
+        a.seal();
+        assert_eq!(&a.slice(s)[..], b"x");
     }
 
     #[test]

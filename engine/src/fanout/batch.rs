@@ -13,7 +13,7 @@
 use bytes::Bytes;
 
 use super::Format;
-use super::arena::{DrainArena, Owed, Span};
+use super::arena::{DrainArena, Owed, Piece};
 use super::outbuf::{OutBuf, Overflow};
 use crate::proto::frame::{MAX_HEADER_LEN, OpCode, encode_header};
 use crate::wire::{BATCH_HEADER_LEN, batch_header};
@@ -160,31 +160,38 @@ pub fn append_owed(
     if owed.records() <= max_records && (payload <= limits.max_payload || owed.records() == 1) {
         // The usual case: everything in one message.
         out.reserve(payload + frame_header_len(payload))?;
-        push_message(out, format, arena, owed.records(), payload, owed.spans());
+        push_message(out, format, arena, owed.records(), payload, owed.pieces());
         return Ok(1);
     }
     // Several messages: cut the spans at record boundaries, then queue.
-    let mut pieces: Vec<Span> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     let mut messages: Vec<(usize, usize, usize)> = Vec::new();
     let base = base_len(format);
     let (mut count, mut payload) = (0, base);
-    for &span in owed.spans() {
-        let mut rest = span;
+    for piece in owed.pieces() {
+        let mut rest = piece.clone();
         while !rest.is_empty() {
-            let (head, n, tail) = arena.split(
-                rest,
-                limits.max_payload.saturating_sub(payload),
-                max_records - count,
-                count == 0,
-            );
+            let room = limits.max_payload.saturating_sub(payload);
+            let (head, n, tail) = match rest {
+                Piece::Span(span) => {
+                    let (h, n, t) = arena.split(span, room, max_records - count, count == 0);
+                    (Piece::Span(h), n, Piece::Span(t))
+                }
+                Piece::Own(b) if b.len() <= room || count == 0 => {
+                    (Piece::Own(b), 1, Piece::Own(Bytes::new()))
+                }
+                Piece::Own(b) => (Piece::Own(Bytes::new()), 0, Piece::Own(b)),
+            };
             if n > 0 {
-                pieces.push(head);
                 count += n;
                 payload += head.len();
+                pieces.push(head);
             }
             rest = tail;
-            if !rest.is_empty() {
-                messages.push((count, payload, pieces.len()));
+            if !rest.is_empty() || count == max_records {
+                if count > 0 {
+                    messages.push((count, payload, pieces.len()));
+                }
                 (count, payload) = (0, base);
             }
         }
@@ -228,8 +235,12 @@ fn push_message(
     arena: &DrainArena,
     count: usize,
     payload: usize,
-    spans: &[Span],
+    spans: &[Piece],
 ) {
+    let bytes = |p: &Piece| match p {
+        Piece::Span(s) => arena.slice(*s),
+        Piece::Own(b) => b.clone(),
+    };
     let mut head = [0u8; MAX_HEADER_LEN + BATCH_HEADER_LEN];
     let mut frame = [0u8; MAX_HEADER_LEN];
     let last = spans.len().saturating_sub(1);
@@ -241,8 +252,8 @@ fn push_message(
             let count = u16::try_from(count).unwrap_or(u16::MAX);
             head[h..h + BATCH_HEADER_LEN].copy_from_slice(&batch_header(count));
             out.push_small(&head[..h + BATCH_HEADER_LEN], spans.is_empty());
-            for (i, &s) in spans.iter().enumerate() {
-                out.push_shared(arena.slice(s), i == last);
+            for (i, s) in spans.iter().enumerate() {
+                out.push_shared(bytes(s), i == last);
             }
         }
         Format::Json => {
@@ -250,8 +261,8 @@ fn push_message(
             head[..h].copy_from_slice(&frame[..h]);
             head[h] = b'[';
             out.push_small(&head[..=h], false);
-            for (i, &s) in spans.iter().enumerate() {
-                let b = arena.slice(s);
+            for (i, s) in spans.iter().enumerate() {
+                let b = bytes(s);
                 // The first record's leading comma is dropped.
                 out.push_shared(if i == 0 { b.slice(1.min(b.len())..) } else { b }, false);
             }
@@ -398,6 +409,14 @@ mod tests {
                     format!(",{{\"i\":{i},\"p\":\"{body}\"}}").into_bytes()
                 }
             };
+            if i % 9 == 4 {
+                // The connection's own record (a snapshot): not in the arena.
+                if who(i) {
+                    owed.add_own(Bytes::from(r.clone()));
+                    list.push(Bytes::from(r));
+                }
+                continue;
+            }
             let span = arena.push(&r);
             if who(i) {
                 owed.add(span, 1);
@@ -481,9 +500,9 @@ mod tests {
 
     #[test]
     fn a_subscriber_of_everything_owes_one_span_and_two_chunks() {
-        let (arena, owed, list) = drain(Format::Binary, 50, |_| true);
-        assert_eq!(owed.spans().len(), 1);
-        assert_eq!(owed.records(), 50);
+        let (arena, owed, list) = drain(Format::Binary, 4, |_| true);
+        assert_eq!(owed.pieces().len(), 1);
+        assert_eq!(owed.records(), 4);
         let mut out = OutBuf::new(1 << 30);
         assert_eq!(
             append_owed(
@@ -499,7 +518,7 @@ mod tests {
         assert_eq!(out.io_slices(&mut s), 2);
         let f = frames(&flatten(&mut out));
         assert_eq!(f.len(), 1);
-        assert_eq!(u16::from_le_bytes([f[0].1[2], f[0].1[3]]), 50);
+        assert_eq!(u16::from_le_bytes([f[0].1[2], f[0].1[3]]), 4);
         let body: Vec<u8> = list.iter().flat_map(|r| r.iter().copied()).collect();
         assert_eq!(&f[0].1[8..], &body[..]);
     }

@@ -71,6 +71,8 @@ const TICK: Duration = Duration::from_millis(100);
 const IOV: usize = 64;
 /// During a flush pass, the ring is drained again every this many connections.
 const REDRAIN_EVERY: usize = 64;
+/// Entries of the pending table always kept (see `Shard::flush_dirty`).
+const PENDING_KEEP: usize = 256;
 /// Bytes read from one socket per readiness event before moving on (fairness).
 const READ_BUDGET: usize = 256 * 1024;
 /// Smallest message limit of `/echo` connections: the conformance suite's 9.x cases send
@@ -446,7 +448,8 @@ impl Shard {
             p.records.push(bytes);
             p.refs.push(RunRef::OWN);
         } else {
-            p.owed.add(self.arena.push(&bytes), 1);
+            // A snapshot is large and this connection's alone: shared as it is, not copied.
+            p.owed.add_own(bytes);
         }
         true
     }
@@ -563,6 +566,12 @@ impl Shard {
         }
         add(&self.metrics().messages_out, messages);
         self.dirty.clear();
+        // Spare entries are kept for the next passes, but not the thousands a subscription
+        // storm or a resync made (idle memory).
+        if self.pending.len() > (2 * pos).max(PENDING_KEEP) {
+            self.pending.truncate(pos.max(PENDING_KEEP));
+            self.pending.shrink_to_fit();
+        }
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
         self.arena.clear();
