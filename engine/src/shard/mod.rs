@@ -566,10 +566,11 @@ impl Shard {
         }
         add(&self.metrics().messages_out, messages);
         self.dirty.clear();
-        // Spare entries are kept for the next passes, but not the thousands a subscription
-        // storm or a resync made (idle memory).
-        if self.pending.len() > (2 * pos).max(PENDING_KEEP) {
-            self.pending.truncate(pos.max(PENDING_KEEP));
+        // Spare entries (and their lists' memory) are kept for the next passes, whose length
+        // varies with the rolling drains, but not the thousands a subscription storm or a
+        // resync made (idle memory).
+        if self.pending.len() > (8 * pos).max(PENDING_KEEP) {
+            self.pending.truncate((2 * pos).max(PENDING_KEEP));
             self.pending.shrink_to_fit();
         }
         // Every connection owed something was flushed: release the drain's shared pieces.
