@@ -4,10 +4,16 @@
 //! shared records. JSON: each record is encoded with a leading `,`; a message is
 //! `frame header + "["`, the first record without its comma, the others as they are, then `"]"`.
 //! Either way no record byte is copied per subscriber.
+//!
+//! Plain connections are served by [`append_owed`]: their records are spans of the drain's
+//! [`DrainArena`], so a message is one inline chunk plus one shared slice per span (typically
+//! one), whatever the number of records. [`append_batch`] takes a list of records (the fallback
+//! of permessage-deflate connections).
 
 use bytes::Bytes;
 
 use super::Format;
+use super::arena::{DrainArena, Owed, Piece};
 use super::outbuf::{OutBuf, Overflow};
 use crate::proto::frame::{MAX_HEADER_LEN, OpCode, encode_header};
 use crate::wire::{BATCH_HEADER_LEN, batch_header};
@@ -130,6 +136,141 @@ pub fn append_batch(
     Ok(messages)
 }
 
+/// Appends what `owed` holds (spans of the sealed `arena`, in ring order) to `out` as as few
+/// messages as `limits` allow; the bytes are exactly those [`append_batch`] would queue for the
+/// same records. Each message is one inline chunk (frame header, then the batch header or `[`)
+/// followed by one shared slice per span (cut at record boundaries when a message must end
+/// inside a span). Returns the number of messages, or refuses all of them when they would pass
+/// the buffer's bound.
+///
+/// # Errors
+/// [`Overflow`] when the batch does not fit; nothing was queued.
+pub fn append_owed(
+    out: &mut OutBuf,
+    format: Format,
+    arena: &DrainArena,
+    owed: &Owed,
+    limits: BatchLimits,
+) -> Result<usize, Overflow> {
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let max_records = limits.max_records.clamp(1, usize::from(u16::MAX));
+    let payload = base_len(format) + owed.bytes();
+    if owed.records() <= max_records && (payload <= limits.max_payload || owed.records() == 1) {
+        // The usual case: everything in one message.
+        out.reserve(payload + frame_header_len(payload))?;
+        push_message(out, format, arena, owed.records(), payload, owed.pieces());
+        return Ok(1);
+    }
+    // Several messages: cut the spans at record boundaries, then queue.
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut messages: Vec<(usize, usize, usize)> = Vec::new();
+    let base = base_len(format);
+    let (mut count, mut payload) = (0, base);
+    for piece in owed.pieces() {
+        let mut rest = piece.clone();
+        while !rest.is_empty() {
+            let room = limits.max_payload.saturating_sub(payload);
+            let (head, n, tail) = match rest {
+                Piece::Span(span) => {
+                    let (h, n, t) = arena.split(span, room, max_records - count, count == 0);
+                    (Piece::Span(h), n, Piece::Span(t))
+                }
+                Piece::Own(b) if b.len() <= room || count == 0 => {
+                    (Piece::Own(b), 1, Piece::Own(Bytes::new()))
+                }
+                Piece::Own(b) => (Piece::Own(Bytes::new()), 0, Piece::Own(b)),
+            };
+            if n > 0 {
+                count += n;
+                payload += head.len();
+                pieces.push(head);
+            }
+            rest = tail;
+            if !rest.is_empty() || count == max_records {
+                if count > 0 {
+                    messages.push((count, payload, pieces.len()));
+                }
+                (count, payload) = (0, base);
+            }
+        }
+    }
+    if count > 0 {
+        messages.push((count, payload, pieces.len()));
+    }
+    let wire = messages
+        .iter()
+        .map(|&(_, p, _)| p + frame_header_len(p))
+        .sum();
+    out.reserve(wire)?;
+    let mut from = 0;
+    for &(count, payload, to) in &messages {
+        push_message(
+            out,
+            format,
+            arena,
+            count,
+            payload,
+            pieces.get(from..to).unwrap_or_default(),
+        );
+        from = to;
+    }
+    Ok(messages.len())
+}
+
+/// Payload bytes of a message besides its records.
+fn base_len(format: Format) -> usize {
+    match format {
+        Format::Binary => BATCH_HEADER_LEN,
+        // "[" + "]" and the first record's comma dropped.
+        Format::Json => 1,
+    }
+}
+
+/// Queues one message of `count` records (`payload` bytes) made of `spans`.
+fn push_message(
+    out: &mut OutBuf,
+    format: Format,
+    arena: &DrainArena,
+    count: usize,
+    payload: usize,
+    spans: &[Piece],
+) {
+    let bytes = |p: &Piece| match p {
+        Piece::Span(s) => arena.slice(*s),
+        Piece::Own(b) => b.clone(),
+    };
+    let mut head = [0u8; MAX_HEADER_LEN + BATCH_HEADER_LEN];
+    let mut frame = [0u8; MAX_HEADER_LEN];
+    let last = spans.len().saturating_sub(1);
+    match format {
+        Format::Binary => {
+            let h = encode_header(true, OpCode::Binary, payload as u64, &mut frame);
+            head[..h].copy_from_slice(&frame[..h]);
+            // Callers cap a message at u16::MAX records.
+            let count = u16::try_from(count).unwrap_or(u16::MAX);
+            head[h..h + BATCH_HEADER_LEN].copy_from_slice(&batch_header(count));
+            out.push_small(&head[..h + BATCH_HEADER_LEN], spans.is_empty());
+            for (i, s) in spans.iter().enumerate() {
+                out.push_shared(bytes(s), i == last);
+            }
+        }
+        Format::Json => {
+            let h = encode_header(true, OpCode::Text, payload as u64, &mut frame);
+            head[..h].copy_from_slice(&frame[..h]);
+            head[h] = b'[';
+            out.push_small(&head[..=h], false);
+            for (i, s) in spans.iter().enumerate() {
+                let b = bytes(s);
+                // The first record's leading comma is dropped.
+                out.push_shared(if i == 0 { b.slice(1.min(b.len())..) } else { b }, false);
+            }
+            out.push_small(b"]", true);
+        }
+    }
+}
+
 /// A whole unfragmented server text message (control replies).
 pub fn text_message(payload: &[u8]) -> Bytes {
     let mut frame = [0u8; MAX_HEADER_LEN];
@@ -246,6 +387,200 @@ mod tests {
         let mut out = OutBuf::new(50);
         assert!(append_batch(&mut out, Format::Binary, &recs, BatchLimits::default()).is_err());
         assert!(out.is_empty());
+    }
+
+    /// A drain of `n` records of varied sizes (JSON ones with their leading comma); `who(i)`
+    /// says whether the connection gets record `i`. Returns the arena, the connection's
+    /// spans and the same records as a list.
+    fn drain(
+        format: Format,
+        n: usize,
+        who: impl Fn(usize) -> bool,
+    ) -> (DrainArena, Owed, Vec<Bytes>) {
+        let mut arena = DrainArena::new();
+        let mut owed = Owed::default();
+        let mut list = Vec::new();
+        for i in 0..n {
+            let len = 20 + (i * 37) % 90;
+            let r: Vec<u8> = match format {
+                Format::Binary => (0..len).map(|k| (i + k) as u8).collect(),
+                Format::Json => {
+                    let body = "x".repeat(len);
+                    format!(",{{\"i\":{i},\"p\":\"{body}\"}}").into_bytes()
+                }
+            };
+            if i % 9 == 4 {
+                // The connection's own record (a snapshot): not in the arena.
+                if who(i) {
+                    owed.add_own(Bytes::from(r.clone()));
+                    list.push(Bytes::from(r));
+                }
+                continue;
+            }
+            let span = arena.push(&r);
+            if who(i) {
+                owed.add(span, 1);
+                list.push(Bytes::from(r));
+            }
+        }
+        arena.seal();
+        (arena, owed, list)
+    }
+
+    fn owed_bytes(
+        format: Format,
+        arena: &DrainArena,
+        owed: &Owed,
+        limits: BatchLimits,
+        write: usize,
+    ) -> (usize, Vec<u8>) {
+        let mut out = OutBuf::new(1 << 30);
+        let n = append_owed(&mut out, format, arena, owed, limits).unwrap();
+        let queued = out.len();
+        // Written in pieces of `write` bytes, as partial writes would.
+        let mut v = Vec::new();
+        while !out.is_empty() {
+            let mut s = [IoSlice::new(&[]); 3];
+            let k = out.io_slices(&mut s);
+            let mut left = write;
+            let mut w = 0;
+            for x in &s[..k] {
+                let t = x.len().min(left);
+                v.extend_from_slice(&x[..t]);
+                left -= t;
+                w += t;
+            }
+            out.advance(w);
+        }
+        assert_eq!(queued, v.len());
+        (n, v)
+    }
+
+    #[test]
+    fn owed_spans_give_the_same_bytes_as_the_record_list() {
+        let limit_sets = [
+            BatchLimits::default(),
+            BatchLimits {
+                max_records: 3,
+                max_payload: 1 << 20,
+            },
+            BatchLimits {
+                max_records: 1000,
+                max_payload: 300,
+            },
+            BatchLimits {
+                max_records: 1,
+                max_payload: 10,
+            },
+            BatchLimits {
+                max_records: 7,
+                max_payload: 500,
+            },
+        ];
+        let patterns: [&dyn Fn(usize) -> bool; 4] =
+            [&|_| true, &|i| i % 3 != 1, &|i| (i / 4) % 2 == 0, &|i| {
+                i == 5
+            }];
+        for format in [Format::Binary, Format::Json] {
+            for who in patterns {
+                for limits in limit_sets {
+                    let (arena, owed, list) = drain(format, 40, who);
+                    let mut out = OutBuf::new(1 << 30);
+                    let expect_n = append_batch(&mut out, format, &list, limits).unwrap();
+                    let expect = flatten(&mut out);
+                    for write in [1, 7, 1 << 20] {
+                        let (n, got) = owed_bytes(format, &arena, &owed, limits, write);
+                        assert_eq!(n, expect_n, "{format:?} {limits:?}");
+                        assert!(got == expect, "{format:?} {limits:?} write {write}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_subscriber_of_everything_owes_one_span_and_two_chunks() {
+        let (arena, owed, list) = drain(Format::Binary, 4, |_| true);
+        assert_eq!(owed.pieces().len(), 1);
+        assert_eq!(owed.records(), 4);
+        let mut out = OutBuf::new(1 << 30);
+        assert_eq!(
+            append_owed(
+                &mut out,
+                Format::Binary,
+                &arena,
+                &owed,
+                BatchLimits::default()
+            ),
+            Ok(1)
+        );
+        let mut s = [IoSlice::new(&[]); 8];
+        assert_eq!(out.io_slices(&mut s), 2);
+        let f = frames(&flatten(&mut out));
+        assert_eq!(f.len(), 1);
+        assert_eq!(u16::from_le_bytes([f[0].1[2], f[0].1[3]]), 4);
+        let body: Vec<u8> = list.iter().flat_map(|r| r.iter().copied()).collect();
+        assert_eq!(&f[0].1[8..], &body[..]);
+    }
+
+    #[test]
+    fn json_owed_is_an_array_with_commas_and_splits_at_max_payload() {
+        let (arena, owed, _) = drain(Format::Json, 30, |i| i % 2 == 0);
+        let limits = BatchLimits {
+            max_records: 1000,
+            max_payload: 400,
+        };
+        let mut out = OutBuf::new(1 << 30);
+        let n = append_owed(&mut out, Format::Json, &arena, &owed, limits).unwrap();
+        assert!(n > 1);
+        let f = frames(&flatten(&mut out));
+        assert_eq!(f.len(), n);
+        let mut seen = Vec::new();
+        for (op, p) in &f {
+            assert_eq!(*op, 1);
+            assert!(p.len() <= 400);
+            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            for r in v.as_array().unwrap() {
+                seen.push(r["i"].as_u64().unwrap());
+            }
+        }
+        // Every record once, in ring order.
+        assert_eq!(seen, (0..30).step_by(2).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn owed_overflow_queues_nothing() {
+        let (arena, owed, _) = drain(Format::Binary, 10, |_| true);
+        let mut out = OutBuf::new(100);
+        assert!(
+            append_owed(
+                &mut out,
+                Format::Binary,
+                &arena,
+                &owed,
+                BatchLimits::default()
+            )
+            .is_err()
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_record_larger_than_max_payload_goes_alone() {
+        let (arena, owed, list) = drain(Format::Binary, 6, |_| true);
+        let limits = BatchLimits {
+            max_records: 100,
+            max_payload: 16,
+        };
+        let mut out = OutBuf::new(1 << 30);
+        assert_eq!(
+            append_owed(&mut out, Format::Binary, &arena, &owed, limits),
+            Ok(6)
+        );
+        let f = frames(&flatten(&mut out));
+        for (r, (_, p)) in list.iter().zip(&f) {
+            assert_eq!(&p[8..], &r[..]);
+        }
     }
 
     #[test]

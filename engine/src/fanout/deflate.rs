@@ -316,6 +316,11 @@ impl SharedDeflate {
         self.own_keep.clear();
     }
 
+    /// True when no record was pushed since the last [`clear`](Self::clear).
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
     /// Counters since the shard started.
     pub fn stats(&self) -> DeflateStats {
         self.stats

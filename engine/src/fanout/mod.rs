@@ -5,6 +5,8 @@
 //! - [`interest`]: per-shard subscriber counts the ingester reads to skip unwatched streams.
 //! - [`subs`]: a shard's topic → connections table.
 //! - [`outbuf`]: a connection's bounded queue of shared chunks, written with `writev`.
+//! - [`arena`]: a drain's records copied once into one buffer; what a connection is owed as
+//!   spans of it.
 //! - [`batch`]: cuts the records a connection is owed from one ring drain into messages.
 //! - [`deflate`]: the same for permessage-deflate connections, from compressed pieces shared by
 //!   every subscriber of a stream (compressed once per drain, not once per subscriber).
@@ -13,6 +15,7 @@
 //! - [`keepalive`]: when to ping a client and when to give up on it.
 
 pub mod admission;
+pub mod arena;
 pub mod batch;
 pub mod deflate;
 pub mod interest;

@@ -3,15 +3,17 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::net::TcpStream;
 
 use crate::fanout::Format;
-use crate::fanout::deflate::RunRef;
 use crate::fanout::limit::RateLimiter;
 use crate::fanout::outbuf::OutBuf;
 use crate::proto::conn::WsConn;
 use crate::proto::deflate::DeflateParams;
+
+/// [`Conn::owed`] of a connection owed nothing from the current drain.
+pub(crate) const NOT_OWED: u32 = u32::MAX;
 
 /// Which WebSocket endpoint a connection upgraded on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +65,9 @@ pub(crate) struct Conn {
     pub(crate) format: Format,
     pub(crate) inbuf: BytesMut,
     pub(crate) out: OutBuf,
-    /// Records owed from the current ring drain, in ring order.
-    pub(crate) pending: Vec<Bytes>,
-    /// For a deflate connection, where each record of `pending` sits in the drain's shared
-    /// runs (same length as `pending`); empty otherwise.
-    pub(crate) zrefs: Vec<RunRef>,
+    /// Where what the connection is owed from the current ring drain is kept: its index in the
+    /// shard's table of pending batches (and in its dirty list), or [`NOT_OWED`].
+    pub(crate) owed: u32,
     /// WRITABLE interest is registered (only while the out-buffer is not empty).
     pub(crate) writable: bool,
     pub(crate) subs: Vec<Sub>,
@@ -88,18 +88,8 @@ impl Conn {
         self.phase == Phase::Open
     }
 
-    /// Adds a record to what the connection is owed from this drain; `at` is its place in the
-    /// shared runs ([`RunRef::OWN`] for a record of its own).
-    pub(crate) fn owe(&mut self, bytes: Bytes, at: RunRef) {
-        if self.deflate.is_some() {
-            self.zrefs.push(at);
-        }
-        self.pending.push(bytes);
-    }
-
     /// Forgets what the connection is owed from this drain.
     pub(crate) fn clear_pending(&mut self) {
-        self.pending.clear();
-        self.zrefs.clear();
+        self.owed = NOT_OWED;
     }
 }

@@ -3,9 +3,11 @@
 //! are its [`Ring`] and its `mio::Waker`.
 //!
 //! The loop, per wake:
-//! 1. drain the ring (up to `drain_max` messages): each record is appended, as a shared `Bytes`,
-//!    to the pending list of every ready subscriber of its topic (and, when a permessage-deflate
-//!    subscriber gets it, once to the topic's shared run of `fanout::deflate`);
+//! 1. drain the ring (up to `drain_max` messages): each record is copied once into the drain's
+//!    arena and its span added to what every ready plain subscriber of its topic is owed
+//!    (contiguous spans merge: a subscriber of everything owes one span); when a
+//!    permessage-deflate subscriber gets it, it goes once to the topic's shared run of
+//!    `fanout::deflate` and, as a shared `Bytes`, to that subscriber's list;
 //! 2. flush: each connection that got records is owed one batch, cut into as few WebSocket
 //!    messages as the limits allow (compressed from the drain's shared pieces for deflate
 //!    connections), queued in its bounded out-buffer and written with one `writev` (a
@@ -36,7 +38,8 @@ use crate::clock;
 use crate::config::Config;
 use crate::control::{self, ErrorCode, Request, RequestError, SymbolSel};
 use crate::fanout::admission::{self, Refusal};
-use crate::fanout::batch::{append_batch, text_message};
+use crate::fanout::arena::{DrainArena, Owed, Span};
+use crate::fanout::batch::{append_owed, text_message};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::interest::Interest;
 use crate::fanout::keepalive::{Action, KeepAlive};
@@ -54,7 +57,7 @@ use crate::proto::handshake::{
     write_http_response,
 };
 use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
-use conn::{Conn, Endpoint, Phase, Sub};
+use conn::{Conn, Endpoint, NOT_OWED, Phase, Sub};
 
 /// Token of the listener.
 const LISTENER: Token = Token(0);
@@ -66,6 +69,10 @@ const FIRST_CONN: usize = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// Slices per `writev`.
 const IOV: usize = 64;
+/// During a flush pass, the ring is drained again every this many connections.
+const REDRAIN_EVERY: usize = 64;
+/// Entries of the pending table always kept (see `Shard::flush_dirty`).
+const PENDING_KEEP: usize = 256;
 /// Bytes read from one socket per readiness event before moving on (fairness).
 const READ_BUDGET: usize = 256 * 1024;
 /// Smallest message limit of `/echo` connections: the conformance suite's 9.x cases send
@@ -112,6 +119,26 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// What one connection is owed from the current drain: an entry of `Shard::pending`, at the
+/// connection's position in the dirty list ([`Conn::owed`]).
+#[derive(Debug, Default)]
+struct Pending {
+    /// Plain connections: spans of the drain's arena.
+    owed: Owed,
+    /// permessage-deflate connections: the records, in ring order, and where each sits in the
+    /// drain's shared runs.
+    records: Vec<Bytes>,
+    refs: Vec<RunRef>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.owed.clear();
+        self.records.clear();
+        self.refs.clear();
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     generation: u32,
@@ -138,7 +165,12 @@ struct Shard {
     core: Core,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Connections owed something from the current drain, in the order of their first record.
     dirty: Vec<u32>,
+    /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
+    pending: Vec<Pending>,
+    /// This drain's records, copied once, for plain connections.
+    arena: DrainArena,
     /// Connections whose out-buffer may need writing after event handling.
     to_flush: Vec<u32>,
     /// Connections with unread input left after their read budget.
@@ -185,6 +217,8 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         slots: Vec::new(),
         free: Vec::new(),
         dirty: Vec::new(),
+        pending: Vec::new(),
+        arena: DrainArena::new(),
         to_flush: Vec::new(),
         reread: Vec::new(),
         accept_paused_until: None,
@@ -273,13 +307,19 @@ impl Shard {
     // ---- ring → subscribers ----
 
     fn drain_ring(&mut self) -> usize {
-        let ring = self.core.ctx.ring.clone();
-        if ring.is_lagged() {
+        if self.core.ctx.ring.is_lagged() {
             self.resync_after_lag();
         }
+        self.zshared.clear();
+        self.drain_records()
+    }
+
+    /// Pops up to `drain_max` ring messages and adds their records to what each subscriber is
+    /// owed (the `dirty` list and `pending` table); returns the number popped.
+    fn drain_records(&mut self) -> usize {
+        let ring = self.core.ctx.ring.clone();
         let max = self.core.ctx.config.drain_max;
         let batch_limits = self.core.ctx.config.batch;
-        self.zshared.clear();
         let mut n = 0;
         let mut records = 0u64;
         while n < max {
@@ -289,26 +329,28 @@ impl Shard {
                 ShardMsg::Record { topic, bytes } => {
                     // Deflate subscribers get the record through the topic's shared run, which
                     // is compressed once for all of them (fanout::deflate).
+                    // Plain subscribers get it as a span of the drain's arena (copied once).
                     let mut run: Option<RunRef> = None;
+                    let mut span: Option<Span> = None;
                     let mut delivered = 0u64;
                     for &idx in self.core.subs.get(topic) {
                         let Some(c) = conn_mut(&mut self.slots, idx) else {
                             continue;
                         };
-                        if c.pending.is_empty() {
-                            self.dirty.push(idx);
-                        }
-                        let at = if c.deflate.is_some() {
-                            *run.get_or_insert_with(|| {
+                        let p = pending_of(c, idx, &mut self.dirty, &mut self.pending);
+                        if c.deflate.is_some() {
+                            let at = *run.get_or_insert_with(|| {
                                 self.zshared.push(topic, &bytes, batch_limits)
-                            })
+                            });
+                            p.records.push(bytes.clone());
+                            p.refs.push(at);
                         } else {
-                            RunRef::OWN
-                        };
-                        c.owe(bytes.clone(), at);
-                        records += 1;
+                            p.owed
+                                .add(*span.get_or_insert_with(|| self.arena.push(&bytes)), 1);
+                        }
                         delivered += 1;
                     }
+                    records += delivered;
                     if delivered > 0 && topic.format == Format::Binary {
                         if let Some(ts) = bytes.get(24..32).and_then(|b| b.try_into().ok()) {
                             self.latency_samples
@@ -331,6 +373,8 @@ impl Shard {
                 }
             }
         }
+        // The drain's records are complete: slices of them can be taken.
+        self.arena.seal();
         add(&self.metrics().records_out, records);
         self.metrics()
             .ring_len
@@ -343,6 +387,14 @@ impl Shard {
     fn deliver_status(&mut self, sid: u32, format: Format, bytes: &Bytes) -> u64 {
         self.status_stamp = self.status_stamp.wrapping_add(1);
         let stamp = self.status_stamp;
+        let mut to = StatusTo {
+            dirty: &mut self.dirty,
+            pending: &mut self.pending,
+            arena: &mut self.arena,
+            span: None,
+            stamp,
+            bytes,
+        };
         let mut n = 0;
         for stream in 0..STREAMS_PER_SYMBOL as u8 {
             let topic = Topic {
@@ -351,13 +403,7 @@ impl Shard {
                 format,
             };
             for &idx in self.core.subs.get(topic) {
-                n += u64::from(push_status(
-                    &mut self.slots,
-                    &mut self.dirty,
-                    idx,
-                    stamp,
-                    bytes,
-                ));
+                n += u64::from(to.push(&mut self.slots, idx));
             }
         }
         // Subscribers whose snapshot is still on its way are not in the book topic lists yet.
@@ -366,13 +412,7 @@ impl Shard {
                 c.format == format && c.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
             });
             if waiting {
-                n += u64::from(push_status(
-                    &mut self.slots,
-                    &mut self.dirty,
-                    idx as u32,
-                    stamp,
-                    bytes,
-                ));
+                n += u64::from(to.push(&mut self.slots, idx as u32));
             }
         }
         n
@@ -403,10 +443,14 @@ impl Shard {
         }
         sub.ready = true;
         self.core.subs.add(topic, id.index);
-        if c.pending.is_empty() {
-            self.dirty.push(id.index);
+        let p = pending_of(c, id.index, &mut self.dirty, &mut self.pending);
+        if c.deflate.is_some() {
+            p.records.push(bytes);
+            p.refs.push(RunRef::OWN);
+        } else {
+            // A snapshot is large and this connection's alone: shared as it is, not copied.
+            p.owed.add_own(bytes);
         }
-        c.owe(bytes, RunRef::OWN);
         true
     }
 
@@ -456,32 +500,55 @@ impl Shard {
         self.dirty.clear();
     }
 
+    /// Flushes every connection owed something, in the order of the dirty list. Under load,
+    /// records that arrive while the list is being flushed are drained every
+    /// [`REDRAIN_EVERY`] connections (see [`Self::redrain`]): a connection already flushed in
+    /// this pass is put back at the end of the list, one not yet flushed gets them in the
+    /// batch it is about to get. Each connection is thus visited about once per pass time and
+    /// a record waits at most about one pass, instead of up to two (the rest of the pass it
+    /// arrived in, then its place in the next one).
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
         let limits = self.core.ctx.config.batch;
         let threshold = self.core.ctx.config.deflate_threshold;
         let mut messages = 0u64;
-        for &idx in &dirty {
-            let Some(c) = conn_mut(&mut self.slots, idx) else {
+        // Visits after which no more is drained in this pass (events wait meanwhile).
+        let redrain_until = self.dirty.len().max(REDRAIN_EVERY) * 2;
+        let mut pos = 0;
+        while let Some(&idx) = self.dirty.get(pos) {
+            if pos % REDRAIN_EVERY == REDRAIN_EVERY - 1 && pos < redrain_until {
+                self.redrain();
+            }
+            let mut p = std::mem::take(&mut self.pending[pos]);
+            let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed == pos as u32);
+            let Some(c) = owner else {
+                // Gone, or no longer its entry (it started closing meanwhile).
+                p.clear();
+                self.pending[pos] = p;
+                pos += 1;
                 continue;
             };
+            c.clear_pending();
             if !c.is_open() {
-                c.clear_pending();
+                p.clear();
+                self.pending[pos] = p;
+                pos += 1;
                 continue;
             }
             let result = match c.deflate {
-                Some(p) => self.zshared.append_batch(
+                Some(z) => self.zshared.append_batch(
                     &mut c.out,
                     c.format,
-                    &c.pending,
-                    &c.zrefs,
-                    p.server_window_bits,
+                    &p.records,
+                    &p.refs,
+                    z.server_window_bits,
                     limits,
                     threshold,
                 ),
-                None => append_batch(&mut c.out, c.format, &c.pending, limits),
+                None => append_owed(&mut c.out, c.format, &self.arena, &p.owed, limits),
             };
-            c.clear_pending();
+            p.clear();
+            self.pending[pos] = p;
+            pos += 1;
             match result {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
@@ -498,10 +565,28 @@ impl Shard {
             self.write_out(idx);
         }
         add(&self.metrics().messages_out, messages);
-        self.dirty = dirty;
         self.dirty.clear();
+        // Spare entries (and their lists' memory) are kept for the next passes, whose length
+        // varies with the rolling drains, but not the thousands a subscription storm or a
+        // resync made (idle memory).
+        if self.pending.len() > (8 * pos).max(PENDING_KEEP) {
+            self.pending.truncate((2 * pos).max(PENDING_KEEP));
+            self.pending.shrink_to_fit();
+        }
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
+        self.arena.clear();
+    }
+
+    /// Drains what arrived during a flush pass, unless the ring is lagged (the next pass
+    /// resyncs first) or this drain has permessage-deflate runs (a run that was compressed
+    /// must not grow).
+    fn redrain(&mut self) {
+        let ring = &self.core.ctx.ring;
+        if ring.is_empty() || ring.is_lagged() || !self.zshared.is_empty() {
+            return;
+        }
+        self.drain_records();
     }
 
     // ---- sockets ----
@@ -581,8 +666,7 @@ impl Shard {
             format: Format::Binary,
             inbuf: BytesMut::new(),
             out: OutBuf::new(cfg.max_outbuf_bytes),
-            pending: Vec::new(),
-            zrefs: Vec::new(),
+            owed: NOT_OWED,
             writable: false,
             subs: Vec::new(),
             limiter: RateLimiter::new(
@@ -1261,26 +1345,56 @@ fn conn_mut(slots: &mut [Slot], idx: u32) -> Option<&mut Conn> {
     slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut())
 }
 
-/// Appends a status record to one connection unless it already got this one (`stamp`).
-fn push_status(
-    slots: &mut [Slot],
-    dirty: &mut Vec<u32>,
+/// The entry of `pending` for connection `idx` (slot `c`), made on its first record of the
+/// drain, which also puts it in the dirty list.
+fn pending_of<'a>(
+    c: &mut Conn,
     idx: u32,
-    stamp: u64,
-    bytes: &Bytes,
-) -> bool {
-    let Some(c) = conn_mut(slots, idx) else {
-        return false;
-    };
-    if c.status_stamp == stamp || !c.is_open() {
-        return false;
-    }
-    c.status_stamp = stamp;
-    if c.pending.is_empty() {
+    dirty: &mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+) -> &'a mut Pending {
+    if c.owed == NOT_OWED {
+        c.owed = dirty.len() as u32;
         dirty.push(idx);
     }
-    c.owe(bytes.clone(), RunRef::OWN);
-    true
+    let at = c.owed as usize;
+    if pending.len() <= at {
+        pending.resize_with(at + 1, Pending::default);
+    }
+    &mut pending[at]
+}
+
+/// One status record on its way to the connections of a symbol (see `Shard::deliver_status`).
+struct StatusTo<'a> {
+    dirty: &'a mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+    arena: &'a mut DrainArena,
+    /// The record in the arena, once a plain connection got it.
+    span: Option<Span>,
+    stamp: u64,
+    bytes: &'a Bytes,
+}
+
+impl StatusTo<'_> {
+    /// Appends the status record to one connection unless it already got this one (`stamp`).
+    fn push(&mut self, slots: &mut [Slot], idx: u32) -> bool {
+        let Some(c) = conn_mut(slots, idx) else {
+            return false;
+        };
+        if c.status_stamp == self.stamp || !c.is_open() {
+            return false;
+        }
+        c.status_stamp = self.stamp;
+        let p = pending_of(c, idx, self.dirty, self.pending);
+        if c.deflate.is_some() {
+            p.records.push(self.bytes.clone());
+            p.refs.push(RunRef::OWN);
+        } else {
+            let span = *self.span.get_or_insert_with(|| self.arena.push(self.bytes));
+            p.owed.add(span, 1);
+        }
+        true
+    }
 }
 
 /// Queues a plain HTTP response and marks the connection to close once it is written.
