@@ -96,7 +96,7 @@ pub enum ConnState {
 
 /// Pongs queued at once. Beyond this the newest pong replaces the last queued one, which
 /// RFC 6455 §5.5.3 allows, so that a ping flood cannot grow the queue.
-const MAX_QUEUED_PONGS: usize = 16;
+const MAX_QUEUED_PONGS: u32 = 16;
 
 /// First byte of an unmasked pong frame (FIN + opcode 0xA).
 const PONG_B0: u8 = 0x80 | 0xA;
@@ -117,15 +117,18 @@ pub struct WsConn {
     /// only on the first frame of a data message (checked in `start_frame`).
     allowed_rsv: u8,
     /// permessage-deflate's inflater, when the extension was negotiated.
-    inflater: Option<Inflater>,
-    /// The frame whose payload is being received.
-    frame: Option<InFrame>,
+    /// Boxed: most connections never negotiate it, and it is rarely used when they do.
+    inflater: Option<Box<Inflater>>,
+    /// The frame whose payload is being received (boxed: an idle connection has none, and
+    /// client frames are rare on `/ws`).
+    frame: Option<Box<InFrame>>,
     /// The data message being received (opened by its first frame's header).
-    message: Option<InMessage>,
+    /// Boxed so that an idle connection (no message in flight) does not carry its size.
+    message: Option<Box<InMessage>>,
     /// Control frames to send, in order.
     transmit: VecDeque<Bytes>,
     /// How many of the frames in `transmit` are pongs.
-    queued_pongs: usize,
+    queued_pongs: u32,
 }
 
 /// A frame whose header has been consumed and whose payload is arriving.
@@ -179,7 +182,7 @@ impl WsConn {
             limits,
             state: ConnState::Open,
             allowed_rsv: if deflate.is_some() { RSV1 } else { 0 },
-            inflater: deflate.map(Inflater::new),
+            inflater: deflate.map(|d| Box::new(Inflater::new(d))),
             frame: None,
             message: None,
             transmit: VecDeque::new(),
@@ -216,7 +219,7 @@ impl WsConn {
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(self.fail(e.close_code(), e.reason())),
                 };
-                self.frame = Some(self.start_frame(&header)?);
+                self.frame = Some(Box::new(self.start_frame(&header)?));
                 input.advance(header_len);
                 continue;
             };
@@ -352,14 +355,14 @@ impl WsConn {
                 let text = header.opcode == OpCode::Text;
                 frame.check_utf8 = text && !rsv1;
                 frame.inflate = rsv1;
-                self.message = Some(InMessage {
+                self.message = Some(Box::new(InMessage {
                     text,
                     compressed: rsv1,
                     inflated: Vec::new(),
                     len,
                     buf: BytesMut::new(),
                     utf8: Utf8Validator::default(),
-                });
+                }));
             }
             OpCode::Continuation => {
                 let Some(msg) = &mut self.message else {
@@ -972,7 +975,7 @@ mod tests {
         let (mut conn, events) = feed_all(&bytes);
         assert_eq!(events.len(), 40);
         let out = transmitted(&mut conn);
-        assert_eq!(out.len(), MAX_QUEUED_PONGS);
+        assert_eq!(out.len(), MAX_QUEUED_PONGS as usize);
         assert_eq!(out[0], frame::encode_control(OpCode::Pong, &[0]));
         // The most recent ping is always answered.
         assert_eq!(

@@ -1,6 +1,6 @@
 //! One client connection as a shard sees it: socket, protocol state, out-buffer, subscriptions.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -50,11 +50,40 @@ pub(crate) struct Sub {
     pub(crate) req: u32,
 }
 
+/// A client's address, packed (19 bytes of fields instead of `SocketAddr`'s 32: this is kept
+/// per connection).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl Peer {
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Self {
+        Self {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
+    }
+}
+
 /// A client connection owned by one shard.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Peer,
     pub(crate) phase: Phase,
     pub(crate) ws: Option<WsConn>,
     pub(crate) endpoint: Endpoint,
@@ -74,7 +103,8 @@ pub(crate) struct Conn {
     pub(crate) limiter: RateLimiter,
     pub(crate) next_req: u32,
     /// The last status delivery this connection got (see `Shard::deliver_status`).
-    pub(crate) status_stamp: u64,
+    /// (Truncated to 32 bits: a false match needs 2^32 status deliveries in between.)
+    pub(crate) status_stamp: u32,
     /// Ping schedule: any bytes from the client count as a sign of life.
     pub(crate) keepalive: crate::fanout::keepalive::KeepAlive,
 }
@@ -94,12 +124,78 @@ impl Conn {
         if self.deflate.is_some() {
             self.zrefs.push(at);
         }
+        if self.pending.capacity() == 0 {
+            // Most connections are owed one record per drain (and give the list back after
+            // the write): room for one, not Vec's four, keeps a drain that reaches every
+            // connection at once (snapshots after a resync) from leaving a large heap behind.
+            self.pending.reserve_exact(1);
+        }
         self.pending.push(bytes);
+    }
+
+    /// Gives back the heap storage an idle connection does not need (out-buffer queue, pending
+    /// lists, spare subscription capacity); called from the shard's tick. Active connections
+    /// allocate again on their next message, at most once per tick.
+    pub(crate) fn release_idle_storage(&mut self) {
+        if !self.out.is_empty() || !self.pending.is_empty() {
+            return;
+        }
+        self.out.release_storage();
+        if self.pending.capacity() > 0 {
+            self.pending = Vec::new();
+        }
+        if self.zrefs.capacity() > 0 {
+            self.zrefs = Vec::new();
+        }
+        if self.subs.capacity() > self.subs.len() {
+            self.subs.shrink_to_fit();
+        }
+    }
+
+    /// After a write that emptied the out-buffer: gives back the out-buffer queue and the
+    /// pending lists when they are small (a connection that gets a few records per wake). A
+    /// burst that reaches thousands of connections at once (snapshots for a `*` subscription,
+    /// a resync) then does not leave each of them holding storage, which the allocator would
+    /// keep resident after the burst. Large ones (busy connections) are kept and released by
+    /// the tick once idle; the cost is one small allocation per write, against a `writev`.
+    pub(crate) fn release_small_storage(&mut self) {
+        const SMALL: usize = 8;
+        if self.out.is_empty() && self.pending.is_empty() && self.pending.capacity() <= SMALL {
+            self.out.release_storage_if_at_most(SMALL);
+            if self.pending.capacity() > 0 {
+                self.pending = Vec::new();
+            }
+            if self.zrefs.capacity() > 0 && self.zrefs.capacity() <= SMALL {
+                self.zrefs = Vec::new();
+            }
+        }
     }
 
     /// Forgets what the connection is owed from this drain.
     pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
         self.zrefs.clear();
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use std::mem::size_of;
+
+    /// Every connection costs `size_of::<Conn>()` in the shard's table, idle or not: the bulk
+    /// of an idle subscriber's memory (docs/operations.md, "Memory per connection"). A change
+    /// that grows these should be deliberate: update the figures here and there.
+    #[test]
+    fn idle_connection_state_stays_small() {
+        assert!(
+            size_of::<super::Conn>() <= 384,
+            "{}",
+            size_of::<super::Conn>()
+        );
+        assert!(size_of::<crate::proto::conn::WsConn>() <= 80);
+        assert!(size_of::<crate::fanout::outbuf::OutBuf>() <= 64);
+        assert!(size_of::<crate::fanout::limit::RateLimiter>() <= 32);
+        assert!(size_of::<crate::fanout::keepalive::KeepAlive>() <= 24);
+        assert!(size_of::<super::Peer>() <= 20);
     }
 }
