@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest as Io, Poll, Token};
 use serde_json::Value;
@@ -599,7 +599,7 @@ impl Shard {
             endpoint: Endpoint::Ws,
             deflate: None,
             format: Format::Binary,
-            inbuf: BytesMut::new(),
+            inbuf: conn::InBuf::default(),
             out: OutBuf::new(cfg.max_outbuf_bytes),
             pending: Vec::new(),
             zrefs: Vec::new(),
@@ -669,9 +669,7 @@ impl Shard {
         // An idle subscriber keeps no read buffer: control messages are rare, and thousands of
         // idle connections holding 8 KiB each would dominate the engine's memory.
         if let Some(c) = conn_mut(&mut self.slots, idx) {
-            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
-                c.inbuf = BytesMut::new();
-            }
+            c.inbuf.release_if_empty();
         }
         if eof {
             self.drop_conn(idx);
@@ -689,7 +687,7 @@ impl Shard {
         let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
-        let parsed = match parse_request(&c.inbuf, &self.core.hs_limits) {
+        let parsed = match parse_request(c.inbuf.as_slice(), &self.core.hs_limits) {
             Ok(None) => return,
             Ok(Some(p)) => p,
             Err(e) => {
@@ -862,7 +860,7 @@ impl Shard {
                 return;
             };
             let Some(ws) = c.ws.as_mut() else { return };
-            let result = ws.handle_input(&mut c.inbuf);
+            let result = ws.handle_input(c.inbuf.buf_mut());
             while let Some(frame) = ws.poll_transmit() {
                 c.out.push_shared(frame, true);
             }
@@ -1336,7 +1334,9 @@ fn tune_socket(stream: &TcpStream, config: &Config) {
 /// counted before it joined (the first waiter counted the topic's interest before asking, and
 /// the count stays above zero while any waiter is subscribed), so every record of the topic the
 /// ingester publishes after the snapshot is in the ring behind it. It gets the snapshot and then
-/// exactly the records that follow it (seq + 1, + 2, …), as the first waiter does.
+/// exactly the records that follow it (seq + 1, + 2, …), as the first waiter does. That needs
+/// the count to stay above zero from the request on, so a request whose topic loses its last
+/// subscriber on this shard is forgotten (`forget`).
 #[derive(Debug, Default)]
 struct SnapshotRequests {
     /// Topic index → the request sent for it and the subscriptions waiting for its answer.
@@ -1387,6 +1387,13 @@ impl SnapshotRequests {
                 .unwrap_or_default(),
             _ => Vec::new(),
         }
+    }
+
+    /// Forgets the request in flight for `topic` (its interest dropped to zero: the records
+    /// after its snapshot may not all reach this shard). A later subscriber asks again; the
+    /// old answer then goes only to its own (gone) subscription.
+    fn forget(&mut self, topic: Topic) {
+        self.in_flight.remove(&topic.index());
     }
 
     /// Forgets every request in flight (after a ring resync, which asks again).
@@ -1596,6 +1603,11 @@ impl Core {
         if s.book {
             let t = Topic::book(s.sid, usize::from(s.depth_idx), format);
             self.ctx.interest.remove(self.ctx.id, t);
+            if !self.ctx.interest.any(self.ctx.id, t) {
+                // Nobody here counts the topic: the ingester may stop publishing it to this
+                // shard, so a snapshot in flight is no longer followed by every record.
+                self.snapshots.forget(t);
+            }
             if s.ready {
                 self.subs.remove(t, idx);
             }
