@@ -154,6 +154,10 @@ pub struct Config {
     pub max_symbols: usize,
     /// Bound of a connection's out-buffer in bytes; past it the client is evicted (1013).
     pub max_outbuf_bytes: usize,
+    /// `SO_SNDBUF` of accepted sockets in bytes (the kernel doubles it); 0 leaves the kernel's
+    /// autotuning (`tcp_wmem`). A fixed size bounds kernel memory per subscriber and makes a
+    /// client that stopped reading reach its out-buffer bound (eviction) sooner.
+    pub send_buffer_bytes: usize,
     /// Largest client message (control requests) in bytes; larger is closed with 1009.
     pub max_message_bytes: usize,
     /// Most symbols one connection may subscribe to.
@@ -162,6 +166,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Time a closing connection has to take its close frame before the socket is dropped.
     pub close_timeout: Duration,
+    /// Time an evicted slow consumer has to take the data it was mid-way through and its 1013
+    /// close frame: until then the socket is kept (with only that much queued), so a client that
+    /// resumes reading sees the close; after it the socket is dropped.
+    pub evict_timeout: Duration,
     /// Control messages per second per connection (sustained).
     pub control_rate: u32,
     /// Control messages per connection at once.
@@ -219,10 +227,12 @@ impl Default for Config {
             ring_capacity: 1 << 16,
             max_symbols: 4096,
             max_outbuf_bytes: 4 << 20,
+            send_buffer_bytes: 0,
             max_message_bytes: 64 << 10,
             max_subscriptions: 4096,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            evict_timeout: Duration::from_secs(60),
             control_rate: 50,
             control_burst: 100,
             control_strikes: 20,
@@ -294,6 +304,7 @@ impl Config {
         set(&mut c.ring_capacity, o.ring_capacity);
         set(&mut c.max_symbols, o.max_symbols);
         set(&mut c.max_outbuf_bytes, o.max_outbuf_bytes);
+        set(&mut c.send_buffer_bytes, o.send_buffer_bytes);
         set(&mut c.max_message_bytes, o.max_message_bytes);
         set(&mut c.max_subscriptions, o.max_subscriptions);
         set(&mut c.control_rate, o.control_rate);
@@ -325,6 +336,7 @@ impl Config {
                 &mut c.handshake_timeout,
             ),
             ("close-timeout", o.close_timeout, &mut c.close_timeout),
+            ("evict-timeout", o.evict_timeout, &mut c.evict_timeout),
             ("reconnect-min", o.reconnect_min, &mut c.reconnect_min),
             ("reconnect-max", o.reconnect_max, &mut c.reconnect_max),
             (
@@ -384,6 +396,9 @@ impl Config {
         range("ring-capacity", self.ring_capacity, 16, 1 << 24)?;
         range("max-symbols", self.max_symbols, 1, 1 << 20)?;
         range("max-outbuf-bytes", self.max_outbuf_bytes, 4096, 1 << 32)?;
+        if self.send_buffer_bytes != 0 {
+            range("send-buffer-bytes", self.send_buffer_bytes, 4096, 1 << 30)?;
+        }
         range("max-message-bytes", self.max_message_bytes, 125, 1 << 30)?;
         range("max-subscriptions", self.max_subscriptions, 1, 1 << 20)?;
         range("drain-max", self.drain_max, 1, 1 << 24)?;
@@ -402,6 +417,7 @@ impl Config {
         positive("control-strikes", self.control_strikes)?;
         duration("handshake-timeout", self.handshake_timeout)?;
         duration("close-timeout", self.close_timeout)?;
+        duration("evict-timeout", self.evict_timeout)?;
         duration("ping-interval", self.ping_interval)?;
         duration("shutdown-deadline", self.shutdown_deadline)?;
         duration("reconnect-min", self.reconnect_min)?;
@@ -497,6 +513,8 @@ pub struct Overrides {
     pub max_symbols: Option<usize>,
     /// `max-outbuf-bytes`: [`Config::max_outbuf_bytes`].
     pub max_outbuf_bytes: Option<usize>,
+    /// `send-buffer-bytes`: [`Config::send_buffer_bytes`].
+    pub send_buffer_bytes: Option<usize>,
     /// `max-message-bytes`: [`Config::max_message_bytes`].
     pub max_message_bytes: Option<usize>,
     /// `max-subscriptions`: [`Config::max_subscriptions`].
@@ -505,6 +523,8 @@ pub struct Overrides {
     pub handshake_timeout: Option<Seconds>,
     /// `close-timeout`: [`Config::close_timeout`].
     pub close_timeout: Option<Seconds>,
+    /// `evict-timeout`: [`Config::evict_timeout`].
+    pub evict_timeout: Option<Seconds>,
     /// `control-rate`: [`Config::control_rate`].
     pub control_rate: Option<u32>,
     /// `control-burst`: [`Config::control_burst`].
@@ -556,10 +576,12 @@ pub const KEYS: &[&str] = &[
     "ring-capacity",
     "max-symbols",
     "max-outbuf-bytes",
+    "send-buffer-bytes",
     "max-message-bytes",
     "max-subscriptions",
     "handshake-timeout",
     "close-timeout",
+    "evict-timeout",
     "control-rate",
     "control-burst",
     "control-strikes",
@@ -620,10 +642,12 @@ impl Overrides {
             ring_capacity: over.ring_capacity.or(self.ring_capacity),
             max_symbols: over.max_symbols.or(self.max_symbols),
             max_outbuf_bytes: over.max_outbuf_bytes.or(self.max_outbuf_bytes),
+            send_buffer_bytes: over.send_buffer_bytes.or(self.send_buffer_bytes),
             max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
             max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
             handshake_timeout: over.handshake_timeout.or(self.handshake_timeout),
             close_timeout: over.close_timeout.or(self.close_timeout),
+            evict_timeout: over.evict_timeout.or(self.evict_timeout),
             control_rate: over.control_rate.or(self.control_rate),
             control_burst: over.control_burst.or(self.control_burst),
             control_strikes: over.control_strikes.or(self.control_strikes),

@@ -108,6 +108,10 @@ struct Cli {
     /// [default: 4194304].
     #[arg(long, value_name = "BYTES", help_heading = "Per-connection limits")]
     max_outbuf_bytes: Option<usize>,
+    /// SO_SNDBUF of accepted sockets (the kernel doubles it); 0 = kernel autotuning
+    /// [default: 0].
+    #[arg(long, value_name = "BYTES", help_heading = "Per-connection limits")]
+    send_buffer_bytes: Option<usize>,
     /// Largest client message (larger: close 1009) [default: 65536].
     #[arg(long, value_name = "BYTES", help_heading = "Per-connection limits")]
     max_message_bytes: Option<usize>,
@@ -140,6 +144,15 @@ struct Cli {
         help_heading = "Timing"
     )]
     close_timeout: Option<Seconds>,
+    /// Seconds an evicted slow consumer is kept so that it can read its 1013 close frame
+    /// [default: 60].
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        help_heading = "Timing"
+    )]
+    evict_timeout: Option<Seconds>,
     /// Interval of server pings; a client answering none of two is closed [default: 30].
     #[arg(
         long,
@@ -197,10 +210,12 @@ impl Cli {
             ring_capacity: self.ring_capacity,
             max_symbols: self.max_symbols,
             max_outbuf_bytes: self.max_outbuf_bytes,
+            send_buffer_bytes: self.send_buffer_bytes,
             max_message_bytes: self.max_message_bytes,
             max_subscriptions: self.max_subscriptions,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
+            evict_timeout: self.evict_timeout,
             control_rate: self.control_rate,
             control_burst: self.control_burst,
             control_strikes: self.control_strikes,

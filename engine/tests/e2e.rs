@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Client, Daemon, PATIENCE, converge, http_get, raw_http, simulator};
+use common::{Client, Daemon, PATIENCE, converge, http_get, pump_until, raw_http, simulator};
 use serde_json::json;
 use tickcast_bench::control::Reply;
 use tungstenite::Message;
@@ -213,6 +213,81 @@ fn slow_subscriber_is_evicted_with_1013_and_the_other_gets_everything() {
     // The slow client, reading again, finds the data it was owed and then close 1013.
     assert_eq!(slow.until_closed(PATIENCE), Some(1013));
     assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
+}
+
+#[test]
+fn evicted_subscriber_that_resumes_after_the_close_timeout_still_gets_1013() {
+    let sim = simulator(10, 10_000.0, None, 6);
+    let d = Daemon::start(&[
+        "--feed",
+        &sim.feed_url(),
+        "--shards",
+        "1",
+        "--max-outbuf-bytes",
+        "65536",
+        "--close-timeout",
+        "1",
+        "--evict-timeout",
+        "60",
+    ]);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&d.addr.into()).expect("connect");
+    let mut slow = Client::connect_with(&d.url(""), sock.into());
+    slow.send(json!({"op":"subscribe","id":1,"symbols":["*"],"depth":0}));
+    // The client stops reading until it is evicted...
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while d.metric("tickcast_evictions_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow client never evicted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and for well past the close timeout: the close frame is still behind the data that
+    // fills the socket buffers, and the eviction keeps the socket for `evict-timeout`.
+    std::thread::sleep(Duration::from_secs(3));
+    // Reading again, it gets what it was owed (a valid stream) and then the 1013 close (not an
+    // RST or a bare EOF).
+    assert_eq!(slow.until_closed(PATIENCE), Some(1013));
+    assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
+}
+
+#[test]
+fn many_subscribers_at_once_share_snapshots_without_a_ring_resync() {
+    // 48 connections × 24 symbols = 1,152 book subscriptions at once; one snapshot each would
+    // not fit the 1,024-message ring. Requests are coalesced per topic: 24 snapshots.
+    let sim = simulator(24, 500.0, None, 8);
+    let d = Daemon::start(&[
+        "--feed",
+        &sim.feed_url(),
+        "--shards",
+        "1",
+        "--ring-capacity",
+        "1024",
+    ]);
+    let n_symbols = symbol_list(&d.url("")).len();
+    let mut clients: Vec<Client> = (0..48).map(|_| Client::connect(&d.url(""))).collect();
+    for c in &mut clients {
+        c.send(json!({"op":"subscribe","id":1,"symbols":["*"],"depth":10}));
+    }
+    {
+        let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+        pump_until(&mut refs, "a snapshot of every symbol", |c| {
+            c.symbols.len() == n_symbols && c.symbols.iter().all(|s| c.state.book(s.sid).is_some())
+        });
+    }
+    // Some deltas on top of the snapshots.
+    for c in &mut clients {
+        c.pump(Duration::from_millis(100));
+    }
+    assert_eq!(d.metric("tickcast_ring_resyncs_total"), 0);
+    for c in &clients {
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert!(c.replaced.is_empty(), "snapshot replaced: {:?}", c.replaced);
+        assert!(c.close.is_none());
+    }
 }
 
 #[test]

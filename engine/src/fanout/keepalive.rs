@@ -17,38 +17,41 @@ pub enum Action {
 /// the connection is dead when that ping is not answered (by anything) within another interval.
 #[derive(Debug, Clone, Copy)]
 pub struct KeepAlive {
-    last_heard: Instant,
-    ping_sent: Option<Instant>,
-    pings: u64,
+    /// When the client was last heard from, or, once `pinged`, when the ping was sent.
+    at: Instant,
+    /// A ping is out and not answered yet.
+    pinged: bool,
+    pings: u32,
 }
 
 impl KeepAlive {
     /// Starts the schedule at `now`.
     pub fn new(now: Instant) -> Self {
         Self {
-            last_heard: now,
-            ping_sent: None,
+            at: now,
+            pinged: false,
             pings: 0,
         }
     }
 
     /// The client sent something (any frame proves it is alive).
     pub fn heard(&mut self, now: Instant) {
-        self.last_heard = now;
-        self.ping_sent = None;
+        self.at = now;
+        self.pinged = false;
     }
 
     /// Decides at `now`.
     pub fn poll(&mut self, now: Instant, interval: Duration) -> Action {
-        match self.ping_sent {
-            Some(sent) if now.saturating_duration_since(sent) >= interval => Action::Dead,
-            Some(_) => Action::Idle,
-            None if now.saturating_duration_since(self.last_heard) >= interval => {
-                self.ping_sent = Some(now);
-                self.pings += 1;
-                Action::Ping(self.pings)
+        let due = now.saturating_duration_since(self.at) >= interval;
+        match (self.pinged, due) {
+            (true, true) => Action::Dead,
+            (false, true) => {
+                self.at = now;
+                self.pinged = true;
+                self.pings = self.pings.wrapping_add(1);
+                Action::Ping(u64::from(self.pings))
             }
-            None => Action::Idle,
+            (_, false) => Action::Idle,
         }
     }
 }

@@ -17,24 +17,26 @@ pub enum Verdict {
 /// until `strikes` of them have been refused in a row, then the connection is closed.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    rate_per_sec: f64,
-    burst: f64,
-    tokens: f64,
     last: Instant,
-    refused: u32,
-    strikes: u32,
+    // Compact (one per connection): f32 is plenty for token counts.
+    rate_per_sec: f32,
+    burst: f32,
+    tokens: f32,
+    refused: u16,
+    strikes: u16,
 }
 
 impl RateLimiter {
     /// `rate_per_sec` sustained, `burst` at once, `strikes` refusals in a row before closing.
     pub fn new(rate_per_sec: u32, burst: u32, strikes: u32, now: Instant) -> Self {
+        let burst = burst.max(1) as f32;
         Self {
-            rate_per_sec: f64::from(rate_per_sec),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
             last: now,
+            rate_per_sec: rate_per_sec as f32,
+            burst,
+            tokens: burst,
             refused: 0,
-            strikes,
+            strikes: u16::try_from(strikes).unwrap_or(u16::MAX),
         }
     }
 
@@ -42,13 +44,14 @@ impl RateLimiter {
     pub fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate_per_sec).min(self.burst);
+        let refill = elapsed.as_secs_f64() * f64::from(self.rate_per_sec);
+        self.tokens = (f64::from(self.tokens) + refill).min(f64::from(self.burst)) as f32;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             self.refused = 0;
             Verdict::Allow
         } else {
-            self.refused += 1;
+            self.refused = self.refused.saturating_add(1);
             if self.refused > self.strikes {
                 Verdict::Exceeded
             } else {
@@ -62,7 +65,7 @@ impl RateLimiter {
         if self.tokens >= 1.0 || self.rate_per_sec <= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate_per_sec)
+            Duration::from_secs_f64(f64::from(1.0 - self.tokens) / f64::from(self.rate_per_sec))
         }
     }
 }

@@ -181,6 +181,23 @@ impl OutBuf {
         }
     }
 
+    /// Gives the queue's storage back to the allocator when nothing is queued (an idle
+    /// connection then holds no out-buffer memory; the next message allocates again).
+    pub fn release_storage(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+            self.front_offset = 0;
+        }
+    }
+
+    /// [`release_storage`](Self::release_storage) when the queue's capacity is at most
+    /// `entries` (a busy connection keeps its larger queue).
+    pub fn release_storage_if_at_most(&mut self, entries: usize) {
+        if self.entries.capacity() <= entries {
+            self.release_storage();
+        }
+    }
+
     /// Drops every message that has not started going out, finishing the one that has.
     /// Returns the bytes dropped.
     pub fn discard_unsent(&mut self) -> usize {

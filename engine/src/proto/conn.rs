@@ -20,7 +20,6 @@ use super::deflate::{DeflateParams, InflateError, Inflater};
 use super::frame::{self, FrameHeader, OpCode, RSV1};
 use super::utf8::Utf8Validator;
 use bytes::{Buf, Bytes, BytesMut};
-use std::collections::VecDeque;
 
 /// Size limits for what a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +95,7 @@ pub enum ConnState {
 
 /// Pongs queued at once. Beyond this the newest pong replaces the last queued one, which
 /// RFC 6455 §5.5.3 allows, so that a ping flood cannot grow the queue.
-const MAX_QUEUED_PONGS: usize = 16;
+const MAX_QUEUED_PONGS: u32 = 16;
 
 /// First byte of an unmasked pong frame (FIN + opcode 0xA).
 const PONG_B0: u8 = 0x80 | 0xA;
@@ -111,21 +110,28 @@ const PONG_B0: u8 = 0x80 | 0xA;
 /// - state: [`state`](Self::state), [`can_send_data`](Self::can_send_data).
 #[derive(Debug)]
 pub struct WsConn {
-    limits: ConnLimits,
+    /// [`ConnLimits`], stored in 32 bits each (limits are at most 1 GiB).
+    max_message: u32,
+    max_frame: u32,
     state: ConnState,
     /// RSV bits a negotiated extension gives meaning to: RSV1 with permessage-deflate, and then
     /// only on the first frame of a data message (checked in `start_frame`).
     allowed_rsv: u8,
     /// permessage-deflate's inflater, when the extension was negotiated.
-    inflater: Option<Inflater>,
-    /// The frame whose payload is being received.
-    frame: Option<InFrame>,
+    /// Boxed: most connections never negotiate it, and it is rarely used when they do.
+    inflater: Option<Box<Inflater>>,
+    /// The frame whose payload is being received (boxed: an idle connection has none, and
+    /// client frames are rare on `/ws`).
+    frame: Option<Box<InFrame>>,
     /// The data message being received (opened by its first frame's header).
-    message: Option<InMessage>,
+    /// Boxed so that an idle connection (no message in flight) does not carry its size.
+    message: Option<Box<InMessage>>,
     /// Control frames to send, in order.
-    transmit: VecDeque<Bytes>,
+    /// (A `Vec`, smaller than a `VecDeque`: it holds at most a few frames, and
+    /// `poll_transmit` empties it in one go.)
+    transmit: Vec<Bytes>,
     /// How many of the frames in `transmit` are pongs.
-    queued_pongs: usize,
+    queued_pongs: u32,
 }
 
 /// A frame whose header has been consumed and whose payload is arriving.
@@ -176,13 +182,14 @@ impl WsConn {
     #[must_use]
     pub fn with_deflate(limits: ConnLimits, deflate: Option<&DeflateParams>) -> Self {
         Self {
-            limits,
+            max_message: u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX),
+            max_frame: u32::try_from(limits.max_frame_bytes).unwrap_or(u32::MAX),
             state: ConnState::Open,
             allowed_rsv: if deflate.is_some() { RSV1 } else { 0 },
-            inflater: deflate.map(Inflater::new),
+            inflater: deflate.map(|d| Box::new(Inflater::new(d))),
             frame: None,
             message: None,
-            transmit: VecDeque::new(),
+            transmit: Vec::new(),
             queued_pongs: 0,
         }
     }
@@ -216,7 +223,7 @@ impl WsConn {
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(self.fail(e.close_code(), e.reason())),
                 };
-                self.frame = Some(self.start_frame(&header)?);
+                self.frame = Some(Box::new(self.start_frame(&header)?));
                 input.advance(header_len);
                 continue;
             };
@@ -261,7 +268,14 @@ impl WsConn {
 
     /// The next control frame (pong, close) to send, in order; append it to the out-buffer.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        let frame = self.transmit.pop_front()?;
+        if self.transmit.is_empty() {
+            return None;
+        }
+        let frame = self.transmit.remove(0);
+        if self.transmit.is_empty() {
+            // Close and pong frames are rare: an idle connection keeps no storage for them.
+            self.transmit = Vec::new();
+        }
         if frame.first() == Some(&PONG_B0) {
             self.queued_pongs = self.queued_pongs.saturating_sub(1);
         }
@@ -283,7 +297,7 @@ impl WsConn {
         } else {
             close_code::INTERNAL_ERROR
         };
-        self.transmit.push_back(frame::encode_close(code, reason));
+        self.transmit.push(frame::encode_close(code, reason));
         self.state = ConnState::CloseSent;
         self.drop_message();
     }
@@ -325,7 +339,7 @@ impl WsConn {
             return Err(self.fail(PROTOCOL_ERROR, "RSV1 on a continuation frame"));
         }
         let len = match usize::try_from(header.payload_len) {
-            Ok(len) if header.opcode.is_control() || len <= self.limits.max_frame_bytes => len,
+            Ok(len) if header.opcode.is_control() || len <= self.max_frame as usize => len,
             _ => return Err(self.fail(TOO_BIG, "frame too big")),
         };
         let mut frame = InFrame {
@@ -346,20 +360,20 @@ impl WsConn {
                 if self.message.is_some() {
                     return Err(self.fail(PROTOCOL_ERROR, "new message inside a fragmented one"));
                 }
-                if len > self.limits.max_message_bytes {
+                if len > self.max_message as usize {
                     return Err(self.fail(TOO_BIG, "message too big"));
                 }
                 let text = header.opcode == OpCode::Text;
                 frame.check_utf8 = text && !rsv1;
                 frame.inflate = rsv1;
-                self.message = Some(InMessage {
+                self.message = Some(Box::new(InMessage {
                     text,
                     compressed: rsv1,
                     inflated: Vec::new(),
                     len,
                     buf: BytesMut::new(),
                     utf8: Utf8Validator::default(),
-                });
+                }));
             }
             OpCode::Continuation => {
                 let Some(msg) = &mut self.message else {
@@ -368,7 +382,7 @@ impl WsConn {
                 msg.len = msg.len.saturating_add(len);
                 frame.check_utf8 = msg.text && !msg.compressed;
                 frame.inflate = msg.compressed;
-                if msg.len > self.limits.max_message_bytes {
+                if msg.len > self.max_message as usize {
                     return Err(self.fail(TOO_BIG, "message too big"));
                 }
             }
@@ -443,7 +457,7 @@ impl WsConn {
     /// Inflates a newly arrived (unmasked) piece of a compressed message's payload, checking the
     /// inflated size and, for text, the inflated bytes as UTF-8.
     fn inflate_piece(&mut self, data: &[u8]) -> Result<(), ProtocolViolation> {
-        let limit = self.limits.max_message_bytes;
+        let limit = self.max_message as usize;
         let (Some(msg), Some(inflater)) = (self.message.as_mut(), self.inflater.as_mut()) else {
             return Ok(());
         };
@@ -459,7 +473,7 @@ impl WsConn {
 
     /// Completes a compressed message: inflates the removed tail, finishes the UTF-8 check.
     fn finish_compressed(&mut self) -> Result<Option<Event>, ProtocolViolation> {
-        let limit = self.limits.max_message_bytes;
+        let limit = self.max_message as usize;
         let (Some(mut msg), Some(inflater)) = (self.message.take(), self.inflater.as_mut()) else {
             return Ok(None);
         };
@@ -527,7 +541,7 @@ impl WsConn {
         };
         if self.state == ConnState::Open {
             let echo = code.unwrap_or(close_code::NORMAL);
-            self.transmit.push_back(frame::encode_close(echo, ""));
+            self.transmit.push(frame::encode_close(echo, ""));
         }
         self.state = ConnState::Closed;
         self.drop_message();
@@ -538,12 +552,12 @@ impl WsConn {
         let pong = frame::encode_control(OpCode::Pong, payload);
         if self.queued_pongs >= MAX_QUEUED_PONGS {
             // While open, only pongs are queued, so the last frame is a pong.
-            if let Some(last) = self.transmit.back_mut() {
+            if let Some(last) = self.transmit.last_mut() {
                 *last = pong;
                 return;
             }
         }
-        self.transmit.push_back(pong);
+        self.transmit.push(pong);
         self.queued_pongs += 1;
     }
 
@@ -551,7 +565,7 @@ impl WsConn {
     /// drop all receive state, and stop processing input.
     fn fail(&mut self, code: u16, reason: &'static str) -> ProtocolViolation {
         if self.state == ConnState::Open {
-            self.transmit.push_back(frame::encode_close(code, reason));
+            self.transmit.push(frame::encode_close(code, reason));
         }
         self.state = ConnState::Closed;
         self.frame = None;
@@ -972,7 +986,7 @@ mod tests {
         let (mut conn, events) = feed_all(&bytes);
         assert_eq!(events.len(), 40);
         let out = transmitted(&mut conn);
-        assert_eq!(out.len(), MAX_QUEUED_PONGS);
+        assert_eq!(out.len(), MAX_QUEUED_PONGS as usize);
         assert_eq!(out[0], frame::encode_control(OpCode::Pong, &[0]));
         // The most recent ping is always answered.
         assert_eq!(

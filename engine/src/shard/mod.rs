@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest as Io, Poll, Token};
 use serde_json::Value;
@@ -75,6 +75,8 @@ const REDRAIN_EVERY: usize = 64;
 const PENDING_KEEP: usize = 256;
 /// Bytes read from one socket per readiness event before moving on (fairness).
 const READ_BUDGET: usize = 256 * 1024;
+/// Size of the shard's read buffer (one `read` at most).
+const SCRATCH_BYTES: usize = 64 * 1024;
 /// Smallest message limit of `/echo` connections: the conformance suite's 9.x cases send
 /// 16 MiB messages. A larger `max_message_bytes` raises it.
 const ECHO_MIN_MESSAGE_BYTES: usize = 17 << 20;
@@ -156,6 +158,8 @@ struct Core {
     echo_limits: ConnLimits,
     /// Requests sent since the ingester was last woken.
     requests_sent: bool,
+    /// Snapshot requests in flight, one per topic, with every subscription waiting for it.
+    snapshots: SnapshotRequests,
     m: Arc<Metrics>,
 }
 
@@ -183,6 +187,10 @@ struct Shard {
     latency_samples: Vec<(u64, u64)>,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
     zshared: SharedDeflate,
+    /// Sockets are read into this one buffer; a connection's `inbuf` gets a copy of only what
+    /// is left unprocessed, so that an idle subscriber's control messages never make it hold
+    /// (or the allocator keep) a read-sized buffer.
+    scratch: Vec<u8>,
 }
 
 /// Runs a shard on the current thread until `ctx.shutdown` is set.
@@ -202,6 +210,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         max_frame_bytes: echo_max,
     };
     let m = ctx.metrics.clone();
+    let slots = slot_table(ctx.config.max_conns);
     let mut shard = Shard {
         poll,
         listener,
@@ -212,9 +221,10 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
             ws_limits,
             echo_limits,
             requests_sent: false,
+            snapshots: SnapshotRequests::default(),
             m,
         },
-        slots: Vec::new(),
+        slots,
         free: Vec::new(),
         dirty: Vec::new(),
         pending: Vec::new(),
@@ -225,6 +235,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         status_stamp: 0,
         zshared: SharedDeflate::default(),
         latency_samples: Vec::new(),
+        scratch: vec![0; SCRATCH_BYTES],
     };
     shard.run()
 }
@@ -366,11 +377,7 @@ impl Shard {
                     req,
                     topic,
                     bytes,
-                } => {
-                    if self.deliver_snapshot(conn, req, topic, bytes) {
-                        records += 1;
-                    }
-                }
+                } => records += self.deliver_snapshots(conn, req, topic, &bytes),
             }
         }
         // The drain's records are complete: slices of them can be taken.
@@ -418,6 +425,22 @@ impl Shard {
         n
     }
 
+    /// A snapshot came out of the ring: every subscription waiting for that request gets it
+    /// (requests are coalesced per topic, see [`SnapshotRequests`]); returns how many got it.
+    fn deliver_snapshots(&mut self, conn: ConnId, req: u32, topic: Topic, bytes: &Bytes) -> u64 {
+        let waiters = self.core.snapshots.answered(conn, req, topic);
+        if waiters.is_empty() {
+            // Not the request in flight for the topic (one from before a resync): only its own
+            // subscription may take it, and `deliver_snapshot` finds that its req is stale.
+            return u64::from(self.deliver_snapshot(conn, req, topic, bytes.clone()));
+        }
+        let mut n = 0;
+        for (id, req) in waiters {
+            n += u64::from(self.deliver_snapshot(id, req, topic, bytes.clone()));
+        }
+        n
+    }
+
     fn deliver_snapshot(&mut self, id: ConnId, req: u32, topic: Topic, bytes: Bytes) -> bool {
         let Some(slot) = self.slots.get_mut(id.index as usize) else {
             return false;
@@ -458,6 +481,9 @@ impl Shard {
     /// book subscription from a fresh snapshot (trades simply continue; their seq shows the jump).
     fn resync_after_lag(&mut self) {
         let discarded = self.core.ctx.ring.recover();
+        // Requests in flight may have been answered into the discarded part of the ring: ask
+        // again for every waiting subscription (below, with new req numbers).
+        self.core.snapshots.clear();
         add(&self.metrics().ring_resyncs, 1);
         tracing::warn!(
             shard = self.core.ctx.id,
@@ -553,16 +579,10 @@ impl Shard {
                 Ok(n) => messages += n as u64,
                 Err(overflow) => {
                     tracing::info!(peer = %c.peer, queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
-                    add(&self.core.metrics().evicted_slow, 1);
-                    self.close_conn(
-                        idx,
-                        close_code::TRY_AGAIN_LATER,
-                        "slow consumer: out-buffer full",
-                        true,
-                    );
+                    self.evict_slow(idx);
                 }
             }
-            self.write_out(idx);
+            self.write_ready(idx);
         }
         add(&self.metrics().messages_out, messages);
         self.dirty.clear();
@@ -630,7 +650,7 @@ impl Shard {
             let _ = stream.write(&out);
             return;
         }
-        let _ = stream.set_nodelay(true);
+        tune_socket(&stream, &self.core.ctx.config);
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -656,7 +676,7 @@ impl Shard {
         let cfg = &self.core.ctx.config;
         let conn = Conn {
             stream,
-            peer,
+            peer: peer.into(),
             phase: Phase::Handshake {
                 deadline: now + cfg.handshake_timeout,
             },
@@ -664,7 +684,7 @@ impl Shard {
             endpoint: Endpoint::Ws,
             deflate: None,
             format: Format::Binary,
-            inbuf: BytesMut::new(),
+            inbuf: conn::InBuf::default(),
             out: OutBuf::new(cfg.max_outbuf_bytes),
             owed: NOT_OWED,
             writable: false,
@@ -704,28 +724,20 @@ impl Shard {
                 stopped_early = true;
                 break;
             }
-            c.inbuf.reserve(8192);
-            let spare = c.inbuf.capacity() - c.inbuf.len();
-            let start = c.inbuf.len();
-            c.inbuf.resize(start + spare.min(budget), 0);
-            match c.stream.read(&mut c.inbuf[start..]) {
+            let want = self.scratch.len().min(budget);
+            match c.stream.read(&mut self.scratch[..want]) {
                 Ok(0) => {
-                    c.inbuf.truncate(start);
                     eof = true;
                     break;
                 }
                 Ok(n) => {
                     c.keepalive.heard(clock::monotonic());
-                    c.inbuf.truncate(start + n);
+                    c.inbuf.extend_from_slice(&self.scratch[..n]);
                     budget = budget.saturating_sub(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.inbuf.truncate(start);
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => c.inbuf.truncate(start),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    c.inbuf.truncate(start);
                     eof = true;
                     break;
                 }
@@ -741,9 +753,7 @@ impl Shard {
         // An idle subscriber keeps no read buffer: control messages are rare, and thousands of
         // idle connections holding 8 KiB each would dominate the engine's memory.
         if let Some(c) = conn_mut(&mut self.slots, idx) {
-            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
-                c.inbuf = BytesMut::new();
-            }
+            c.inbuf.release_if_empty();
         }
         if eof {
             self.drop_conn(idx);
@@ -761,7 +771,7 @@ impl Shard {
         let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
-        let parsed = match parse_request(&c.inbuf, &self.core.hs_limits) {
+        let parsed = match parse_request(c.inbuf.as_slice(), &self.core.hs_limits) {
             Ok(None) => return,
             Ok(Some(p)) => p,
             Err(e) => {
@@ -934,7 +944,7 @@ impl Shard {
                 return;
             };
             let Some(ws) = c.ws.as_mut() else { return };
-            let result = ws.handle_input(&mut c.inbuf);
+            let result = ws.handle_input(c.inbuf.buf_mut());
             while let Some(frame) = ws.poll_transmit() {
                 c.out.push_shared(frame, true);
             }
@@ -1009,13 +1019,7 @@ impl Shard {
         let mut head = [0u8; MAX_HEADER_LEN];
         let h = encode_header_with_rsv(true, rsv, opcode, payload.len() as u64, &mut head);
         if c.out.reserve(h + payload.len()).is_err() {
-            add(&self.core.metrics().evicted_slow, 1);
-            self.close_conn(
-                idx,
-                close_code::TRY_AGAIN_LATER,
-                "slow consumer: out-buffer full",
-                true,
-            );
+            self.evict_slow(idx);
             return;
         }
         c.out.push_small(&head[..h], payload.is_empty());
@@ -1155,6 +1159,8 @@ impl Shard {
             c.writable = want_write;
         }
         if c.out.is_empty() {
+            c.release_small_storage();
+            settle_close_deadline(c, self.core.ctx.config.close_timeout);
             let done = match c.phase {
                 Phase::Http => true,
                 Phase::Closing { .. } => {
@@ -1185,6 +1191,36 @@ impl Shard {
             }
         }
         self.enter_closing(idx);
+    }
+
+    /// Evicts a slow consumer: what it was owed and had not started is dropped (a message half
+    /// written is finished), close 1013 is queued behind it, and the socket is kept for
+    /// `evict_timeout` (not `close_timeout`) so that a client that resumes reading gets the
+    /// close; once the close frame is in the kernel's hands the close handshake gets the usual
+    /// `close_timeout` (see [`settle_close_deadline`]).
+    fn evict_slow(&mut self, idx: u32) {
+        add(&self.core.metrics().evicted_slow, 1);
+        self.close_conn(
+            idx,
+            close_code::TRY_AGAIN_LATER,
+            "slow consumer: out-buffer full",
+            true,
+        );
+        let deadline = clock::monotonic() + self.core.ctx.config.evict_timeout;
+        if let Some(c) = conn_mut(&mut self.slots, idx) {
+            if let Phase::Closing { deadline: d } = &mut c.phase {
+                *d = deadline;
+            }
+        }
+    }
+
+    /// Writes a connection's out-buffer unless its socket is known to be full (WRITABLE is
+    /// registered after a write would have blocked): the readiness event will come, and a
+    /// `writev` before it only fails again.
+    fn write_ready(&mut self, idx: u32) {
+        if conn_mut(&mut self.slots, idx).is_some_and(|c| !c.writable) {
+            self.write_out(idx);
+        }
     }
 
     fn enter_closing(&mut self, idx: u32) {
@@ -1227,6 +1263,7 @@ impl Shard {
             if !c.is_open() {
                 continue;
             }
+            c.release_idle_storage();
             match c.keepalive.poll(now, interval) {
                 Action::Idle => {}
                 Action::Ping(n) => {
@@ -1340,6 +1377,115 @@ impl Shard {
     }
 }
 
+/// The connection table, with room for `max_conns` reserved up front: growing it by doubling
+/// would copy it and leave the old copies as freed but resident heap (about the table's size
+/// again). Pages of the reservation that no connection used are never touched, so they cost
+/// address space, not memory.
+fn slot_table(max_conns: usize) -> Vec<Slot> {
+    Vec::with_capacity(max_conns.min(1 << 20))
+}
+
+/// A closing connection whose out-buffer just emptied (its close frame is with the kernel) has
+/// `close_timeout` from now for the close handshake, however long its deadline was (an evicted
+/// consumer's is `evict_timeout`).
+fn settle_close_deadline(c: &mut Conn, close_timeout: Duration) {
+    if let Phase::Closing { deadline } = &mut c.phase {
+        let now = clock::monotonic();
+        if *deadline > now + close_timeout {
+            *deadline = now + close_timeout;
+        }
+    }
+}
+
+/// Socket options of an accepted connection: no Nagle (records go out at once) and, when
+/// configured, a fixed send buffer (`send-buffer-bytes`).
+fn tune_socket(stream: &TcpStream, config: &Config) {
+    let _ = stream.set_nodelay(true);
+    if config.send_buffer_bytes > 0 {
+        let sock = socket2::SockRef::from(stream);
+        if let Err(e) = sock.set_send_buffer_size(config.send_buffer_bytes) {
+            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+        }
+    }
+}
+
+/// Snapshot requests in flight, coalesced per topic: when thousands of connections subscribe to
+/// the same topics at once, the ingester is asked once per topic and one snapshot record per
+/// topic goes through the ring, instead of one per subscription (which would overflow the ring
+/// and force a resync).
+///
+/// Why a waiter that joined after the request was sent gets a correct stream: its interest was
+/// counted before it joined (the first waiter counted the topic's interest before asking, and
+/// the count stays above zero while any waiter is subscribed), so every record of the topic the
+/// ingester publishes after the snapshot is in the ring behind it. It gets the snapshot and then
+/// exactly the records that follow it (seq + 1, + 2, …), as the first waiter does. That needs
+/// the count to stay above zero from the request on, so a request whose topic loses its last
+/// subscriber on this shard is forgotten (`forget`).
+#[derive(Debug, Default)]
+struct SnapshotRequests {
+    /// Topic index → the request sent for it and the subscriptions waiting for its answer.
+    in_flight: std::collections::HashMap<usize, InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    /// Who the request was sent for (the ingester echoes it in the snapshot).
+    conn: ConnId,
+    req: u32,
+    /// (connection, subscription req) waiting, including the first.
+    waiters: Vec<(ConnId, u32)>,
+}
+
+impl SnapshotRequests {
+    /// Records that subscription `req` of `conn` waits for a snapshot of `topic`; true when no
+    /// request is in flight for the topic, so the caller must send one.
+    fn wait(&mut self, conn: ConnId, req: u32, topic: Topic) -> bool {
+        match self.in_flight.entry(topic.index()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let waiters = &mut e.get_mut().waiters;
+                // An older wait of the same slot is stale (a newer req replaced it, or the slot
+                // has a new connection): at most one entry per slot.
+                waiters.retain(|(c, _)| c.index != conn.index);
+                waiters.push((conn, req));
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(InFlight {
+                    conn,
+                    req,
+                    waiters: vec![(conn, req)],
+                });
+                true
+            }
+        }
+    }
+
+    /// The snapshot for request (`conn`, `req`) of `topic` arrived: the subscriptions waiting
+    /// for it (empty when it is not the request in flight for the topic).
+    fn answered(&mut self, conn: ConnId, req: u32, topic: Topic) -> Vec<(ConnId, u32)> {
+        match self.in_flight.get(&topic.index()) {
+            Some(f) if f.conn == conn && f.req == req => self
+                .in_flight
+                .remove(&topic.index())
+                .map(|f| f.waiters)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Forgets the request in flight for `topic` (its interest dropped to zero: the records
+    /// after its snapshot may not all reach this shard). A later subscriber asks again; the
+    /// old answer then goes only to its own (gone) subscription.
+    fn forget(&mut self, topic: Topic) {
+        self.in_flight.remove(&topic.index());
+    }
+
+    /// Forgets every request in flight (after a ring resync, which asks again).
+    fn clear(&mut self) {
+        self.in_flight.clear();
+    }
+}
+
 /// The live connection in slot `idx`, if any.
 fn conn_mut(slots: &mut [Slot], idx: u32) -> Option<&mut Conn> {
     slots.get_mut(idx as usize).and_then(|s| s.conn.as_mut())
@@ -1381,10 +1527,13 @@ impl StatusTo<'_> {
         let Some(c) = conn_mut(slots, idx) else {
             return false;
         };
-        if c.status_stamp == self.stamp || !c.is_open() {
+        // Stamps are compared in 32 bits (Conn keeps the low half): a wrap would need four
+        // billion status deliveries between two of one connection's.
+        let stamp = self.stamp as u32;
+        if c.status_stamp == stamp || !c.is_open() {
             return false;
         }
-        c.status_stamp = self.stamp;
+        c.status_stamp = stamp;
         let p = pending_of(c, idx, self.dirty, self.pending);
         if c.deflate.is_some() {
             p.records.push(self.bytes.clone());
@@ -1418,7 +1567,12 @@ impl Core {
         &self.m.shards[self.ctx.id]
     }
 
+    /// Asks the ingester for a snapshot of `topic` for subscription `req` of `conn`, unless a
+    /// request for the topic is already in flight: then the subscription waits for that one.
     fn request_snapshot(&mut self, conn: ConnId, req: u32, topic: Topic) {
+        if !self.snapshots.wait(conn, req, topic) {
+            return;
+        }
         let r = IngestRequest::Snapshot {
             shard: self.ctx.id,
             conn,
@@ -1483,6 +1637,8 @@ impl Core {
                 ),
             ));
         }
+        // Exact: a subscriber keeps this list for its whole life.
+        c.subs.reserve_exact(new);
         for m in &metas {
             if let Some(pos) = c.subs.iter().position(|s| s.sid == m.sid) {
                 let old = c.subs.swap_remove(pos);
@@ -1563,6 +1719,11 @@ impl Core {
         if s.book {
             let t = Topic::book(s.sid, usize::from(s.depth_idx), format);
             self.ctx.interest.remove(self.ctx.id, t);
+            if !self.ctx.interest.any(self.ctx.id, t) {
+                // Nobody here counts the topic: the ingester may stop publishing it to this
+                // shard, so a snapshot in flight is no longer followed by every record.
+                self.snapshots.forget(t);
+            }
             if s.ready {
                 self.subs.remove(t, idx);
             }
