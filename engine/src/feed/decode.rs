@@ -1,8 +1,13 @@
 //! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
 //!
-//! Messages are parsed in place with simd-json into a tape that the decoder keeps between
-//! calls, together with simd-json's scratch buffers and the level/change vectors the events
-//! borrow, so that decoding a snapshot, an update or a trade does not allocate in steady state.
+//! The hot messages (`l2update`, `trade`, `heartbeat`) in their usual form are first offered
+//! to a strict single-pass scanner (`feed::scan`), which reads them without a tape or string
+//! copies and either decodes them completely or declines. Everything it declines (snapshots,
+//! `symbols`, escapes, non-ASCII text, unusual numbers, and every error) is parsed in place with
+//! simd-json into a tape that the decoder keeps between calls, so simd-json alone decides what
+//! is valid and what each error is. The tape, simd-json's scratch buffers and the level/change
+//! vectors the events borrow are kept between calls, so that decoding a snapshot, an update or
+//! a trade does not allocate in steady state.
 //! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
 //! there is no floating point.
 //!
@@ -21,6 +26,7 @@ use simd_json::prelude::{ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Array, Value};
 use simd_json::{Buffers, Tape};
 
+use super::scan::{self, RawChange, Scanned};
 use crate::book::{Level, Side};
 use crate::wire::{DecimalError, Trade, parse_decimal};
 
@@ -189,6 +195,8 @@ pub struct FeedDecoder {
     bids: Vec<Level>,
     asks: Vec<Level>,
     changes: Vec<Change>,
+    /// The fast path's changes as text, before scaling.
+    raw_changes: Vec<RawChange>,
 }
 
 impl fmt::Debug for FeedDecoder {
@@ -252,6 +260,7 @@ impl FeedDecoder {
             bids: Vec::new(),
             asks: Vec::new(),
             changes: Vec::new(),
+            raw_changes: Vec::new(),
         }
     }
 
@@ -280,13 +289,68 @@ impl FeedDecoder {
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let parsed = match self.scan(msg) {
+            Some(parsed) => parsed,
+            None => self.parse_generic(msg)?,
+        };
+        Ok(self.event(parsed))
+    }
+
+    /// The fast path ([`scan`]) for the hot message types: `None` when it does not decide the
+    /// message (anything unusual, or any error), which then takes the generic path.
+    fn scan(&mut self, msg: &[u8]) -> Option<Parsed> {
+        match scan::scan(msg, &mut self.raw_changes)? {
+            Scanned::Update { symbol, seq, ts } => {
+                let (sym, px_dec, qty_dec) = self.lookup_bytes(symbol)?;
+                scan::scale_changes(msg, &self.raw_changes, px_dec, qty_dec, &mut self.changes)?;
+                Some(Parsed::Update { sym, seq, ts })
+            }
+            Scanned::Trade {
+                symbol,
+                ts,
+                trade_id,
+                price,
+                qty,
+                side,
+            } => {
+                let (sym, px_dec, qty_dec) = self.lookup_bytes(symbol)?;
+                let trade = scan::scale_trade(price, qty, trade_id, side, px_dec, qty_dec)?;
+                Some(Parsed::Trade { sym, ts, trade })
+            }
+            Scanned::Heartbeat { symbol, seq, ts } => {
+                let (sym, _, _) = self.lookup_bytes(symbol)?;
+                Some(Parsed::Heartbeat { sym, seq, ts })
+            }
+        }
+    }
+
+    /// Resolves a symbol name to (sid, px_decimals, qty_decimals), if announced.
+    fn lookup_bytes(&self, name: &[u8]) -> Option<(u32, u8, u8)> {
+        let sym = *self.index.get(std::str::from_utf8(name).ok()?)?;
+        let spec = self.symbol(sym)?;
+        Some((sym, spec.px_decimals, spec.qty_decimals))
+    }
+
+    /// The generic path: simd-json's tape, then [`interpret`](Self::interpret).
+    fn parse_generic(&mut self, msg: &mut [u8]) -> Result<Parsed, DecodeError> {
         let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
         let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
             Ok(()) => self.interpret(tape.as_value()),
             Err(e) => Err(DecodeError::Json(e)),
         };
         self.tape = tape.reset();
-        Ok(match parsed? {
+        parsed
+    }
+
+    /// Decodes with the generic path only (for tests comparing the two paths).
+    #[cfg(test)]
+    fn decode_generic<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let parsed = self.parse_generic(msg)?;
+        Ok(self.event(parsed))
+    }
+
+    fn event(&self, parsed: Parsed) -> FeedEvent<'_> {
+        match parsed {
             Parsed::Symbols => FeedEvent::Symbols(&self.symbols),
             Parsed::Snapshot { sym, seq, ts } => FeedEvent::Snapshot {
                 sym,
@@ -303,7 +367,7 @@ impl FeedDecoder {
             },
             Parsed::Trade { sym, ts, trade } => FeedEvent::Trade { sym, ts, trade },
             Parsed::Heartbeat { sym, seq, ts } => FeedEvent::Heartbeat { sym, seq, ts },
-        })
+        }
     }
 
     fn interpret(&mut self, root: Value<'_, '_>) -> Result<Parsed, DecodeError> {
@@ -995,15 +1059,24 @@ mod tests {
     #[test]
     fn scratch_is_reused_across_messages() {
         let mut d = ready();
+        d.decode(&mut SNAPSHOT.as_bytes().to_vec()).unwrap();
         d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
-        let (tape_cap, changes_ptr) = (d.tape.0.capacity(), d.changes.as_ptr());
+        let generic_update = UPDATE.replace("\"seq\"", "\"s\\u0065q\"");
+        d.decode(&mut generic_update.as_bytes().to_vec()).unwrap();
+        let (tape_cap, changes_ptr, raw_ptr) = (
+            d.tape.0.capacity(),
+            d.changes.as_ptr(),
+            d.raw_changes.as_ptr(),
+        );
         assert!(tape_cap > 0);
         for _ in 0..100 {
             d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+            d.decode(&mut generic_update.as_bytes().to_vec()).unwrap();
             d.decode(&mut TRADE.as_bytes().to_vec()).unwrap();
         }
         assert_eq!(d.tape.0.capacity(), tape_cap);
         assert_eq!(d.changes.as_ptr(), changes_ptr);
+        assert_eq!(d.raw_changes.as_ptr(), raw_ptr);
         assert!(d.tape.0.is_empty());
     }
 
@@ -1157,5 +1230,148 @@ mod tests {
         println!("throughput: {updates} updates, {records} records, {bytes_out} bytes encoded");
         assert_eq!(updates, (MSGS * rounds) as u64);
         assert!(records >= updates);
+    }
+
+    // ---- the fast path (`scan`) against the generic path ----
+
+    const HEARTBEAT: &str = r#"{"type":"heartbeat","symbol":"ETH-USD","seq":7,"ts":9}"#;
+
+    /// Decodes `msg` through `decode` (fast path first) and through the generic path alone, and
+    /// requires the same outcome: the same event, or errors with the same message.
+    fn same_as_generic(msg: &[u8]) {
+        let (mut fast, mut generic) = (ready(), ready());
+        let a = fast.decode(&mut msg.to_vec()).map_err(|e| e.to_string());
+        let b = generic
+            .decode_generic(&mut msg.to_vec())
+            .map_err(|e| e.to_string());
+        assert_eq!(a, b, "{}", String::from_utf8_lossy(msg));
+    }
+
+    /// True when the fast path decided `msg` on its own.
+    fn scanned(msg: &str) -> bool {
+        let mut d = ready();
+        d.scan(msg.as_bytes()).is_some()
+    }
+
+    /// Messages the fast path must decide (and decide as the generic path does).
+    #[test]
+    fn fast_path_takes_the_hot_messages_in_any_form() {
+        let ws = "{ \"type\" :\t\"l2update\" ,\r\n \"symbol\":\"BTC-USD\", \"seq\": 1001 ,\"ts\":1763700000000100000,\n\"changes\" : [ [ \"buy\" , \"65000.10\" , \"0.000000\" ] ,[\"sell\",\"65000.30\",\"2.000000\"] ] }\n";
+        let reordered = r#"{"changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"symbol":"ETH-USD","type":"l2update"}"#;
+        let unknown = r#"{"type":"l2update","x":null,"y":[true,false,{"a":[-0.5,1,{}],"b":[]}],"z":-12,"w":"v","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#;
+        let unused_known = r#"{"type":"trade","bids":[1],"asks":{"a":1},"changes":[["buy","1","2"]],"seq":"x","symbol":"BTC-USD","trade_id":0,"ts":5,"price":"-1.5","qty":"2","side":"sell"}"#;
+        let big = r#"{"type":"heartbeat","symbol":"BTC-USD","seq":9223372036854775807,"ts":0}"#;
+        for msg in [
+            UPDATE,
+            TRADE,
+            HEARTBEAT,
+            ws,
+            reordered,
+            unknown,
+            unused_known,
+            big,
+        ] {
+            assert!(scanned(msg), "{msg}");
+            same_as_generic(msg.as_bytes());
+        }
+    }
+
+    /// Messages the fast path must leave to the generic path (which then decides them, with the
+    /// same result as before the fast path existed).
+    #[test]
+    fn fast_path_gives_up_on_the_unusual_and_the_wrong() {
+        let cases: Vec<String> = vec![
+            // Escapes and non-ASCII text: valid, decided by simd-json.
+            r#"{"type":"trade","symbol":"BTC\u002dUSD","trade_id":1,"ts":5,"price":"1","qty":"2","side":"sell"}"#.into(),
+            UPDATE.replace("\"seq\"", "\"s\\u0065q\""),
+            UPDATE.replace("\"buy\"", "\"b\\u0075y\""),
+            UPDATE.replace("65000.10", "6500\\u0030.10"),
+            r#"{"type":"l2update","note":"é","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            r#"{"type":"l2update","noté":1,"symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            // Numbers outside the fast path's strict subset, valid or not.
+            UPDATE.replace("1001", "1001.0"),
+            UPDATE.replace("1001", "1e3"),
+            UPDATE.replace("1001", "-1"),
+            UPDATE.replace("1001", "01"),
+            UPDATE.replace("1001", "9223372036854775808"),
+            UPDATE.replace("1001", "18446744073709551615"),
+            UPDATE.replace("1001", "18446744073709551616"),
+            UPDATE.replace("1001", "100000000000000000000"),
+            UPDATE.replace("1001", "\"1001\""),
+            UPDATE.replace("\"seq\"", "\"x\":1e5,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":01,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":-,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":1.,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":.5,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":1234567890123456789012,\"seq\""),
+            // Bad decimals.
+            UPDATE.replace("65000.10", "65000.1x"),
+            UPDATE.replace("65000.10", "65000.123"),
+            UPDATE.replace("65000.10", ""),
+            UPDATE.replace("65000.10", "99999999999999999999"),
+            TRADE.replace("0.010000", "0.0100001"),
+            // Structure and types.
+            UPDATE.replace("\"sell\",", "\"hold\","),
+            UPDATE.replace(",\"2.000000\"]", "]"),
+            UPDATE.replace(",\"2.000000\"]", ",\"2\",\"3\"]"),
+            UPDATE.replace("[[", "[{\"a\":1},["),
+            UPDATE.replace("\"changes\"", "\"changes\":[],\"changes\""),
+            UPDATE.replace("\"symbol\":\"BTC-USD\"", "\"symbol\":\"XRP-USD\""),
+            UPDATE.replace("\"symbol\":\"BTC-USD\",", ""),
+            UPDATE.replace("\"type\":\"l2update\",", ""),
+            UPDATE.replace("l2update", "l3update"),
+            UPDATE.replace("\"ts\":1763700000000100000,", "\"ts\":null,"),
+            UPDATE.replace("\"changes\":[", "\"changes\":{\"a\":["),
+            TRADE.replace("\"side\":\"buy\"", "\"side\":1"),
+            TRADE.replace("\"trade_id\":42,", ""),
+            HEARTBEAT.replace("\"seq\":7,", ""),
+            format!("{UPDATE} x"),
+            format!("{UPDATE}{{}}"),
+            format!("[{UPDATE}]"),
+            UPDATE[..UPDATE.len() - 1].to_owned(),
+            UPDATE.replace("]]}", "]],}"),
+            UPDATE.replace("]]}", "],]}"),
+            UPDATE.replace("\"seq\"", "\"x\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]],\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":tru,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":\"a\tb\",\"seq\""),
+            "{}".into(),
+            " ".into(),
+            SNAPSHOT.into(),
+            SYMBOLS.into(),
+        ];
+        for msg in &cases {
+            assert!(!scanned(msg), "{msg}");
+            same_as_generic(msg.as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Random edits of hot messages (bytes replaced, inserted or removed, often JSON
+        /// punctuation): the fast path never decides a message differently from simd-json.
+        #[test]
+        fn fast_path_agrees_with_generic_on_mutations(
+            base in 0usize..4,
+            edits in proptest::collection::vec((0usize..512, 0u8..4, 0usize..24), 1..4),
+        ) {
+            const ALPHABET: &[u8] = b"{}[]:,\" \\-.0123456789eE\t";
+            let mut msg = [UPDATE, TRADE, HEARTBEAT, r#"{"type":"l2update","symbol":"ETH-USD","seq":5,"ts":6,"changes":[["buy","1.5","0"]],"x":[1,{"y":null}]}"#][base]
+                .as_bytes()
+                .to_vec();
+            for (pos, op, ch) in edits {
+                let pos = pos % (msg.len() + 1);
+                let b = ALPHABET[ch % ALPHABET.len()];
+                match op {
+                    0 if pos < msg.len() => msg[pos] = b,
+                    1 => msg.insert(pos, b),
+                    2 if pos < msg.len() => {
+                        msg.remove(pos);
+                    }
+                    _ => msg.insert(pos, b' '),
+                }
+            }
+            same_as_generic(&msg);
+        }
     }
 }
