@@ -26,7 +26,7 @@ use simd_json::prelude::{ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Array, Value};
 use simd_json::{Buffers, Tape};
 
-use super::scan::{self, RawChange, Scanned};
+use super::scan::{self, Scanned, Sym};
 use crate::book::{Level, Side};
 use crate::wire::{DecimalError, Trade, parse_decimal};
 
@@ -187,7 +187,8 @@ impl Hasher for NameHasher {
 /// Decodes feed messages, remembering the announced symbols. Reuse one per feed connection.
 pub struct FeedDecoder {
     symbols: Vec<SymbolSpec>,
-    index: HashMap<String, u32, BuildHasherDefault<NameHasher>>,
+    /// Symbol name (the bytes of the UTF-8 name) to sid.
+    index: HashMap<Box<[u8]>, u32, BuildHasherDefault<NameHasher>>,
     max_symbols: usize,
     buffers: Buffers,
     /// Always empty between calls; kept only for its capacity.
@@ -195,8 +196,6 @@ pub struct FeedDecoder {
     bids: Vec<Level>,
     asks: Vec<Level>,
     changes: Vec<Change>,
-    /// The fast path's changes as text, before scaling.
-    raw_changes: Vec<RawChange>,
 }
 
 impl fmt::Debug for FeedDecoder {
@@ -260,7 +259,6 @@ impl FeedDecoder {
             bids: Vec::new(),
             asks: Vec::new(),
             changes: Vec::new(),
-            raw_changes: Vec::new(),
         }
     }
 
@@ -273,7 +271,7 @@ impl FeedDecoder {
     /// The sid of `name`, if announced.
     #[must_use]
     pub fn symbol_index(&self, name: &str) -> Option<u32> {
-        self.index.get(name).copied()
+        self.index.get(name.as_bytes()).copied()
     }
 
     /// The symbol with id `sid`, if announced.
@@ -299,36 +297,33 @@ impl FeedDecoder {
     /// The fast path ([`scan`]) for the hot message types: `None` when it does not decide the
     /// message (anything unusual, or any error), which then takes the generic path.
     fn scan(&mut self, msg: &[u8]) -> Option<Parsed> {
-        match scan::scan(msg, &mut self.raw_changes)? {
-            Scanned::Update { symbol, seq, ts } => {
-                let (sym, px_dec, qty_dec) = self.lookup_bytes(symbol)?;
-                scan::scale_changes(msg, &self.raw_changes, px_dec, qty_dec, &mut self.changes)?;
-                Some(Parsed::Update { sym, seq, ts })
-            }
-            Scanned::Trade {
-                symbol,
+        let (index, symbols) = (&self.index, &self.symbols);
+        let lookup = |name: &[u8]| {
+            let sid = *index.get(name)?;
+            let spec = symbols.get(usize::try_from(sid).ok()?)?;
+            Some(Sym {
+                sid,
+                px_dec: spec.px_decimals,
+                qty_dec: spec.qty_decimals,
+            })
+        };
+        Some(match scan::scan(msg, lookup, &mut self.changes)? {
+            Scanned::Update { sym, seq, ts } => Parsed::Update {
+                sym: sym.sid,
+                seq,
                 ts,
-                trade_id,
-                price,
-                qty,
-                side,
-            } => {
-                let (sym, px_dec, qty_dec) = self.lookup_bytes(symbol)?;
-                let trade = scan::scale_trade(price, qty, trade_id, side, px_dec, qty_dec)?;
-                Some(Parsed::Trade { sym, ts, trade })
-            }
-            Scanned::Heartbeat { symbol, seq, ts } => {
-                let (sym, _, _) = self.lookup_bytes(symbol)?;
-                Some(Parsed::Heartbeat { sym, seq, ts })
-            }
-        }
-    }
-
-    /// Resolves a symbol name to (sid, px_decimals, qty_decimals), if announced.
-    fn lookup_bytes(&self, name: &[u8]) -> Option<(u32, u8, u8)> {
-        let sym = *self.index.get(std::str::from_utf8(name).ok()?)?;
-        let spec = self.symbol(sym)?;
-        Some((sym, spec.px_decimals, spec.qty_decimals))
+            },
+            Scanned::Trade { sym, ts, trade } => Parsed::Trade {
+                sym: sym.sid,
+                ts,
+                trade,
+            },
+            Scanned::Heartbeat { sym, seq, ts } => Parsed::Heartbeat {
+                sym: sym.sid,
+                seq,
+                ts,
+            },
+        })
     }
 
     /// The generic path: simd-json's tape, then [`interpret`](Self::interpret).
@@ -456,7 +451,7 @@ impl FeedDecoder {
         let res = self.add_symbols_inner(list);
         if res.is_err() {
             for spec in self.symbols.drain(before..) {
-                self.index.remove(&spec.symbol);
+                self.index.remove(spec.symbol.as_bytes());
             }
         }
         res
@@ -500,7 +495,7 @@ impl FeedDecoder {
                 px_decimals,
                 qty_decimals,
             });
-            self.index.insert(name.to_owned(), sid);
+            self.index.insert(name.as_bytes().into(), sid);
         }
         Ok(())
     }
@@ -1063,11 +1058,7 @@ mod tests {
         d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
         let generic_update = UPDATE.replace("\"seq\"", "\"s\\u0065q\"");
         d.decode(&mut generic_update.as_bytes().to_vec()).unwrap();
-        let (tape_cap, changes_ptr, raw_ptr) = (
-            d.tape.0.capacity(),
-            d.changes.as_ptr(),
-            d.raw_changes.as_ptr(),
-        );
+        let (tape_cap, changes_ptr) = (d.tape.0.capacity(), d.changes.as_ptr());
         assert!(tape_cap > 0);
         for _ in 0..100 {
             d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
@@ -1076,7 +1067,6 @@ mod tests {
         }
         assert_eq!(d.tape.0.capacity(), tape_cap);
         assert_eq!(d.changes.as_ptr(), changes_ptr);
-        assert_eq!(d.raw_changes.as_ptr(), raw_ptr);
         assert!(d.tape.0.is_empty());
     }
 
@@ -1257,9 +1247,10 @@ mod tests {
     #[test]
     fn fast_path_takes_the_hot_messages_in_any_form() {
         let ws = "{ \"type\" :\t\"l2update\" ,\r\n \"symbol\":\"BTC-USD\", \"seq\": 1001 ,\"ts\":1763700000000100000,\n\"changes\" : [ [ \"buy\" , \"65000.10\" , \"0.000000\" ] ,[\"sell\",\"65000.30\",\"2.000000\"] ] }\n";
-        let reordered = r#"{"changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"symbol":"ETH-USD","type":"l2update"}"#;
+        let reordered = r#"{"symbol":"ETH-USD","changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"type":"l2update"}"#;
         let unknown = r#"{"type":"l2update","x":null,"y":[true,false,{"a":[-0.5,1,{}],"b":[]}],"z":-12,"w":"v","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#;
-        let unused_known = r#"{"type":"trade","bids":[1],"asks":{"a":1},"changes":[["buy","1","2"]],"seq":"x","symbol":"BTC-USD","trade_id":0,"ts":5,"price":"-1.5","qty":"2","side":"sell"}"#;
+        let unused_known = r#"{"type":"trade","bids":[1],"asks":{"a":1},"symbol":"BTC-USD","changes":[["buy","1","2"]],"seq":"x","trade_id":0,"ts":5,"price":"-1.5","qty":"2","side":"sell"}"#;
+        let decimals = r#"{"type":"l2update","symbol":"BTC-USD","seq":1,"ts":2,"changes":[["buy","-0.5","7"],["sell","0065000","12.000001"],["buy","-92233720368547758.08","9223372036854.775807"]]}"#;
         let big = r#"{"type":"heartbeat","symbol":"BTC-USD","seq":9223372036854775807,"ts":0}"#;
         for msg in [
             UPDATE,
@@ -1270,6 +1261,7 @@ mod tests {
             unknown,
             unused_known,
             big,
+            decimals,
         ] {
             assert!(scanned(msg), "{msg}");
             same_as_generic(msg.as_bytes());
@@ -1281,6 +1273,8 @@ mod tests {
     #[test]
     fn fast_path_gives_up_on_the_unusual_and_the_wrong() {
         let cases: Vec<String> = vec![
+            // The changes before the symbol: valid, decided by simd-json.
+            r#"{"changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"symbol":"ETH-USD","type":"l2update"}"#.into(),
             // Escapes and non-ASCII text: valid, decided by simd-json.
             r#"{"type":"trade","symbol":"BTC\u002dUSD","trade_id":1,"ts":5,"price":"1","qty":"2","side":"sell"}"#.into(),
             UPDATE.replace("\"seq\"", "\"s\\u0065q\""),
@@ -1310,6 +1304,15 @@ mod tests {
             UPDATE.replace("65000.10", ""),
             UPDATE.replace("65000.10", "99999999999999999999"),
             TRADE.replace("0.010000", "0.0100001"),
+            UPDATE.replace("65000.10", "-92233720368547758.09"),
+            UPDATE.replace("65000.10", "-"),
+            UPDATE.replace("65000.10", "1."),
+            UPDATE.replace("65000.10", ".5"),
+            UPDATE.replace("65000.10", "--5"),
+            UPDATE.replace("65000.10", "1e5"),
+            UPDATE.replace("65000.10", "+5"),
+            UPDATE.replace("65000.10", " 5"),
+            UPDATE.replace("2.000000", "9223372036854.775808"),
             // Structure and types.
             UPDATE.replace("\"sell\",", "\"hold\","),
             UPDATE.replace(",\"2.000000\"]", "]"),

@@ -16,7 +16,9 @@
 //! - structure: one object, whitespace (space, tab, CR, LF) anywhere JSON allows it, nesting
 //!   of unknown values at most [`MAX_NESTING`] deep, nothing but whitespace after it;
 //! - semantics: a duplicated known field, a missing or mistyped field, an unknown symbol or
-//!   type, or a bad decimal all give up (the generic path reports them).
+//!   type, or a bad decimal all give up (the generic path reports them);
+//! - order: the `symbol` must come before `changes` (as every feed sends it), so that the
+//!   changes' decimal strings are scaled to integers while they are scanned, in one pass.
 //!
 //! Snapshots and `symbols` messages are rare and always take the generic path.
 
@@ -24,33 +26,26 @@ use super::decode::Change;
 use crate::book::Side;
 use crate::wire::{Trade, parse_decimal};
 
+/// A symbol resolved by the caller: sid and the scales of its prices and quantities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Sym {
+    pub(super) sid: u32,
+    pub(super) px_dec: u8,
+    pub(super) qty_dec: u8,
+}
+
 /// Deepest nesting of arrays/objects in a value the scanner skips.
 const MAX_NESTING: usize = 16;
 
 /// A message the scanner decoded completely.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Scanned<'m> {
+pub(super) enum Scanned {
     /// An `l2update`; its changes were written to the caller's vector.
-    Update { symbol: &'m [u8], seq: u64, ts: u64 },
-    /// A `trade`, with price and quantity still as decimal text (the scale is the symbol's).
-    Trade {
-        symbol: &'m [u8],
-        ts: u64,
-        trade_id: u64,
-        price: &'m [u8],
-        qty: &'m [u8],
-        side: Side,
-    },
+    Update { sym: Sym, seq: u64, ts: u64 },
+    /// A `trade`, scaled.
+    Trade { sym: Sym, ts: u64, trade: Trade },
     /// A `heartbeat`.
-    Heartbeat { symbol: &'m [u8], seq: u64, ts: u64 },
-}
-
-/// An `l2update` change as text: side and the two decimal strings (byte ranges of the message).
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct RawChange {
-    side: u8,
-    px: (u32, u32),
-    qty: (u32, u32),
+    Heartbeat { sym: Sym, seq: u64, ts: u64 },
 }
 
 /// The value of a known field.
@@ -78,11 +73,16 @@ struct Fields<'m> {
     side: Option<Val<'m>>,
 }
 
-/// Scans `msg`. On `Some(Update)`, `raw` holds the update's changes as text, in order;
-/// [`scale_changes`] turns them into [`Change`]s.
-pub(super) fn scan<'m>(msg: &'m [u8], raw: &mut Vec<RawChange>) -> Option<Scanned<'m>> {
+/// Scans `msg`, resolving its symbol name with `lookup`. On `Some(Update)`, `changes` holds the
+/// update's changes, scaled, in order (it is cleared first, and may hold anything after `None`).
+pub(super) fn scan(
+    msg: &[u8],
+    lookup: impl Fn(&[u8]) -> Option<Sym>,
+    changes: &mut Vec<Change>,
+) -> Option<Scanned> {
     let mut c = Cursor { b: msg, i: 0 };
     let mut f = Fields::default();
+    let mut sym = None;
     c.ws();
     c.eat(b'{')?;
     c.ws();
@@ -120,10 +120,17 @@ pub(super) fn scan<'m>(msg: &'m [u8], raw: &mut Vec<RawChange>) -> Option<Scanne
             return None;
         }
         let v = match c.peek()? {
-            b'"' => Val::Str(c.simple_str()?),
+            b'"' => {
+                let s = c.simple_str()?;
+                if key == b"symbol" {
+                    sym = Some(lookup(s)?);
+                }
+                Val::Str(s)
+            }
             b'0'..=b'9' => Val::UInt(c.uint()?),
             b'[' if key == b"changes" => {
-                c.changes(raw)?;
+                let s = sym?;
+                c.changes(s.px_dec, s.qty_dec, changes)?;
                 Val::Changes
             }
             _ => {
@@ -142,28 +149,30 @@ pub(super) fn scan<'m>(msg: &'m [u8], raw: &mut Vec<RawChange>) -> Option<Scanne
         return None;
     }
     let ty = str_of(f.ty?)?;
-    let symbol = str_of(f.symbol?)?;
+    let sym = sym?;
     match ty {
         b"l2update" => {
             if !matches!(f.changes?, Val::Changes) {
                 return None;
             }
             Some(Scanned::Update {
-                symbol,
+                sym,
                 seq: uint_of(f.seq?)?,
                 ts: uint_of(f.ts?)?,
             })
         }
-        b"trade" => Some(Scanned::Trade {
-            symbol,
-            ts: uint_of(f.ts?)?,
-            price: str_of(f.price?)?,
-            qty: str_of(f.qty?)?,
-            trade_id: uint_of(f.trade_id?)?,
-            side: side(str_of(f.side?)?)?,
-        }),
+        b"trade" => {
+            let ts = uint_of(f.ts?)?;
+            let trade = Trade {
+                px: parse_decimal(str_of(f.price?)?, sym.px_dec).ok()?,
+                qty: parse_decimal(str_of(f.qty?)?, sym.qty_dec).ok()?,
+                trade_id: uint_of(f.trade_id?)?,
+                taker_side: side(str_of(f.side?)?)?,
+            };
+            Some(Scanned::Trade { sym, ts, trade })
+        }
         b"heartbeat" => Some(Scanned::Heartbeat {
-            symbol,
+            sym,
             seq: uint_of(f.seq?)?,
             ts: uint_of(f.ts?)?,
         }),
@@ -171,44 +180,16 @@ pub(super) fn scan<'m>(msg: &'m [u8], raw: &mut Vec<RawChange>) -> Option<Scanne
     }
 }
 
-/// Scales the changes [`scan`] found in `msg` into `out` (cleared first); `None` on a bad
-/// decimal.
-pub(super) fn scale_changes(
-    msg: &[u8],
-    raw: &[RawChange],
-    px_dec: u8,
-    qty_dec: u8,
-    out: &mut Vec<Change>,
-) -> Option<()> {
-    out.clear();
-    for r in raw {
-        let px = msg.get(r.px.0 as usize..r.px.1 as usize)?;
-        let qty = msg.get(r.qty.0 as usize..r.qty.1 as usize)?;
-        out.push(Change {
-            side: if r.side == 0 { Side::Bid } else { Side::Ask },
-            px: parse_decimal(px, px_dec).ok()?,
-            qty: parse_decimal(qty, qty_dec).ok()?,
-        });
+/// Powers of ten that fit a `u64`.
+const POW10: [u64; 20] = {
+    let mut t = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
     }
-    Some(())
-}
-
-/// Scales a trade's decimal strings.
-pub(super) fn scale_trade(
-    price: &[u8],
-    qty: &[u8],
-    trade_id: u64,
-    side: Side,
-    px_dec: u8,
-    qty_dec: u8,
-) -> Option<Trade> {
-    Some(Trade {
-        px: parse_decimal(price, px_dec).ok()?,
-        qty: parse_decimal(qty, qty_dec).ok()?,
-        trade_id,
-        taker_side: side,
-    })
-}
+    t
+};
 
 fn str_of(v: Val<'_>) -> Option<&[u8]> {
     match v {
@@ -295,6 +276,14 @@ impl<'m> Cursor<'m> {
     fn uint(&mut self) -> Option<u64> {
         let start = self.i;
         let mut n: u64 = 0;
+        // Eight digits at a time while they last (timestamps have 19), then one by one.
+        while self.i - start <= 8 {
+            let Some(eight) = self.eight_digits() else {
+                break;
+            };
+            n = n * 100_000_000 + eight;
+            self.i += 8;
+        }
         while let Some(d @ b'0'..=b'9') = self.peek() {
             if self.i - start == 19 {
                 return None;
@@ -310,6 +299,84 @@ impl<'m> Cursor<'m> {
             return None;
         }
         Some(n)
+    }
+
+    /// The value of the next eight bytes if they are all ASCII digits (SWAR).
+    #[inline]
+    fn eight_digits(&self) -> Option<u64> {
+        const LO: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+        const HI: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+        const THREE: u64 = 0x3030_3030_3030_3030;
+        const SIX: u64 = 0x0606_0606_0606_0606;
+        let end = self.i.checked_add(8)?;
+        let bytes: [u8; 8] = self.b.get(self.i..end)?.try_into().ok()?;
+        let x = u64::from_le_bytes(bytes);
+        // Every byte is 0x30..=0x39: high nibble 3, and adding 6 does not carry out of it.
+        if x & HI != THREE || (x.wrapping_add(SIX) & HI) != THREE {
+            return None;
+        }
+        let d = x & LO;
+        // First digit in the lowest byte: combine pairs, quads, then the two halves.
+        let d = (d.wrapping_mul(10) + (d >> 8)) & 0x00ff_00ff_00ff_00ff;
+        let d = (d.wrapping_mul(100) + (d >> 16)) & 0x0000_ffff_0000_ffff;
+        Some((d.wrapping_mul(10_000) + (d >> 32)) & 0xffff_ffff)
+    }
+
+    /// A decimal string scaled by `10^decimals`, in one pass for the usual form
+    /// (`-?d+(.d+)?`, at most 19 digits after scaling, no more fraction digits than
+    /// `decimals`); anything else is read as a string and handed to [`parse_decimal`], which
+    /// also decides every error. `None` on any error.
+    #[inline]
+    fn decimal(&mut self, decimals: u8) -> Option<i64> {
+        let start = self.i;
+        self.eat(b'"')?;
+        let neg = self.peek() == Some(b'-');
+        if neg {
+            self.i += 1;
+        }
+        let mut mag: u64 = 0;
+        let int_start = self.i;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            mag = mag.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            self.i += 1;
+        }
+        let int_len = self.i - int_start;
+        let mut frac_len = 0;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let frac_start = self.i;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                mag = mag.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                self.i += 1;
+            }
+            frac_len = self.i - frac_start;
+            if frac_len == 0 {
+                return self.decimal_slow(start, decimals);
+            }
+        }
+        let scale = POW10.get(usize::from(decimals).wrapping_sub(frac_len));
+        let (Some(&scale), Some(b'"')) = (scale, self.peek()) else {
+            return self.decimal_slow(start, decimals);
+        };
+        if int_len == 0 || int_len + usize::from(decimals) > 19 {
+            return self.decimal_slow(start, decimals);
+        }
+        self.i += 1;
+        // At most 19 digits in all (int_len + decimals <= 19): no overflow, as in parse_decimal.
+        let mag = mag * scale;
+        if neg {
+            0i64.checked_sub_unsigned(mag)
+        } else {
+            i64::try_from(mag).ok()
+        }
+    }
+
+    /// The general case of [`decimal`](Self::decimal): the string from `start`, by
+    /// [`parse_decimal`].
+    #[cold]
+    fn decimal_slow(&mut self, start: usize, decimals: u8) -> Option<i64> {
+        self.i = start;
+        parse_decimal(self.simple_str()?, decimals).ok()
     }
 
     /// `-?(0|[1-9]d*)(.d+)?`, at most 18 digits per part, no exponent.
@@ -407,9 +474,9 @@ impl<'m> Cursor<'m> {
         }
     }
 
-    /// `[["buy"|"sell","px","qty"],...]` into `raw` (cleared first).
-    fn changes(&mut self, raw: &mut Vec<RawChange>) -> Option<()> {
-        raw.clear();
+    /// `[["buy"|"sell","px","qty"],...]` into `out` (cleared first), scaled.
+    fn changes(&mut self, px_dec: u8, qty_dec: u8, out: &mut Vec<Change>) -> Option<()> {
+        out.clear();
         self.eat(b'[')?;
         self.ws();
         if self.peek()? == b']' {
@@ -419,22 +486,18 @@ impl<'m> Cursor<'m> {
         loop {
             self.eat(b'[')?;
             self.ws();
-            let side = match self.simple_str()? {
-                b"buy" => 0,
-                b"sell" => 1,
-                _ => return None,
-            };
+            let side = side(self.simple_str()?)?;
             self.ws();
             self.eat(b',')?;
             self.ws();
-            let px = self.str_range()?;
+            let px = self.decimal(px_dec)?;
             self.ws();
             self.eat(b',')?;
             self.ws();
-            let qty = self.str_range()?;
+            let qty = self.decimal(qty_dec)?;
             self.ws();
             self.eat(b']')?;
-            raw.push(RawChange { side, px, qty });
+            out.push(Change { side, px, qty });
             self.ws();
             match self.peek()? {
                 b',' => {
@@ -448,12 +511,5 @@ impl<'m> Cursor<'m> {
                 _ => return None,
             }
         }
-    }
-
-    /// A simple string's content as a byte range of the message.
-    fn str_range(&mut self) -> Option<(u32, u32)> {
-        let s = self.simple_str()?.len();
-        let end = u32::try_from(self.i - 1).ok()?;
-        Some((end - u32::try_from(s).ok()?, end))
     }
 }
