@@ -1,6 +1,7 @@
 //! Ingest throughput on one core: the ingester's own message path (`feed::ingest::Replay`):
-//! copy the feed message, parse it with simd-json, apply it to the book, compute the depth
-//! windows, encode the records of every watched stream and push them into a shard ring.
+//! parse the feed message (the decoder's scanner, simd-json for anything it declines), apply
+//! it to the book, compute the depth windows, encode the records of every watched stream and
+//! push them into a shard ring.
 //!
 //! The feed is feed-sim's order flow (`Exchange::step`: 50 symbols with Zipf popularity,
 //! ~150 levels per side, 1-4 changes per update, ~8% of updates preceded by trades). One
@@ -11,7 +12,7 @@
 //! - `binary_all_depths`: binary at depths 1, 10, 25, 100 and 0 (every book stream);
 //! - `binary_json_all_depths`: every book stream in both formats (the worst case);
 //! - `parse_apply_only`: nobody subscribed: parse and apply, nothing encoded;
-//! - `decode_only`: the decoder alone (copy and parse), for the breakdown.
+//! - `decode_only`: the decoder alone, for the breakdown.
 //!
 //! The ring is drained between chunks of 512 steps, outside the timed region (that is the
 //! shards' work). Run: `cargo bench -p tickcast --bench ingest`.
@@ -195,9 +196,8 @@ fn assert_in_sync(r: &mut Rig) {
     );
 }
 
-/// The decoder alone on the same messages (copy + simd-json + interpretation), `iters` steps.
+/// The decoder alone on the same messages, as the ingester calls it, `iters` steps.
 fn decode_only(dec: &mut FeedDecoder, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
-    let mut scratch = Vec::with_capacity(4096);
     let mut left = iters;
     let started = Instant::now();
     while left > 0 {
@@ -206,9 +206,7 @@ fn decode_only(dec: &mut FeedDecoder, feed: &Feed, next: &mut usize, iters: u64)
         }
         let n = left.min((STEPS - *next) as u64) as usize;
         for m in feed.steps[*next]..feed.steps[*next + n] {
-            scratch.clear();
-            scratch.extend_from_slice(feed.live.get(m));
-            black_box(dec.decode(&mut scratch).is_ok());
+            black_box(dec.decode_bytes(black_box(feed.live.get(m))).is_ok());
         }
         *next += n;
         left -= n as u64;

@@ -196,6 +196,8 @@ pub struct FeedDecoder {
     bids: Vec<Level>,
     asks: Vec<Level>,
     changes: Vec<Change>,
+    /// A copy of a message for simd-json, by [`decode_bytes`](Self::decode_bytes).
+    copy: Vec<u8>,
 }
 
 impl fmt::Debug for FeedDecoder {
@@ -259,6 +261,7 @@ impl FeedDecoder {
             bids: Vec::new(),
             asks: Vec::new(),
             changes: Vec::new(),
+            copy: Vec::new(),
         }
     }
 
@@ -290,6 +293,28 @@ impl FeedDecoder {
         let parsed = match self.scan(msg) {
             Some(parsed) => parsed,
             None => self.parse_generic(msg)?,
+        };
+        Ok(self.event(parsed))
+    }
+
+    /// Decodes one message without modifying it, as [`decode`](Self::decode) does: the fast
+    /// path reads `msg` where it is, and only a message it declines is copied into the
+    /// decoder's scratch buffer for simd-json (which parses in place).
+    ///
+    /// # Errors
+    ///
+    /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
+    pub fn decode_bytes<'a>(&'a mut self, msg: &[u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let parsed = match self.scan(msg) {
+            Some(parsed) => parsed,
+            None => {
+                let mut copy = std::mem::take(&mut self.copy);
+                copy.clear();
+                copy.extend_from_slice(msg);
+                let parsed = self.parse_generic(&mut copy);
+                self.copy = copy;
+                parsed?
+            }
         };
         Ok(self.event(parsed))
     }
@@ -1229,12 +1254,14 @@ mod tests {
     /// Decodes `msg` through `decode` (fast path first) and through the generic path alone, and
     /// requires the same outcome: the same event, or errors with the same message.
     fn same_as_generic(msg: &[u8]) {
-        let (mut fast, mut generic) = (ready(), ready());
+        let (mut fast, mut generic, mut borrowed) = (ready(), ready(), ready());
         let a = fast.decode(&mut msg.to_vec()).map_err(|e| e.to_string());
         let b = generic
             .decode_generic(&mut msg.to_vec())
             .map_err(|e| e.to_string());
         assert_eq!(a, b, "{}", String::from_utf8_lossy(msg));
+        let c = borrowed.decode_bytes(msg).map_err(|e| e.to_string());
+        assert_eq!(a, c, "{}", String::from_utf8_lossy(msg));
     }
 
     /// True when the fast path decided `msg` on its own.

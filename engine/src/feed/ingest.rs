@@ -190,7 +190,6 @@ struct Ingester {
     syms: Vec<SymState>,
     windows: WindowDeltas,
     arena: Arena,
-    scratch: Vec<u8>,
     /// Snapshot requests waiting for their symbol to sync.
     waiting: Vec<IngestRequest>,
     /// Shards that got messages since they were last woken.
@@ -250,7 +249,6 @@ impl Ingester {
             syms: Vec::new(),
             windows: WindowDeltas::new(),
             arena: Arena::default(),
-            scratch: Vec::with_capacity(64 * 1024),
             waiting: Vec::new(),
             touched: vec![false; shards],
             unsynced: 0,
@@ -369,9 +367,7 @@ impl Ingester {
                 match ws.read() {
                     Ok(WsMessage::Text(text)) => {
                         handled += 1;
-                        self.scratch.clear();
-                        self.scratch.extend_from_slice(text.as_bytes());
-                        self.on_message(decoder);
+                        self.on_message(decoder, text.as_bytes());
                     }
                     Ok(WsMessage::Binary(_)) => {
                         handled += 1;
@@ -450,15 +446,13 @@ impl Ingester {
 
     // ---- feed messages ----
 
-    fn on_message(&mut self, decoder: &mut FeedDecoder) {
+    fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8]) {
         self.counts.messages += 1;
         let recv_ts = clock::realtime_ns();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = match decoder.decode(&mut scratch) {
+        let result = match decoder.decode_bytes(msg) {
             Ok(event) => self.apply(event, recv_ts),
             Err(e) => Err(e.to_string()),
         };
-        self.scratch = scratch;
         if let Err(e) = result {
             self.bad_message(&e);
         }
@@ -1108,9 +1102,7 @@ impl Replay {
 
     /// Handles one feed message (a JSON text) as if it had just been read off the feed.
     pub fn message(&mut self, msg: &[u8]) {
-        self.ing.scratch.clear();
-        self.ing.scratch.extend_from_slice(msg);
-        self.ing.on_message(&mut self.decoder);
+        self.ing.on_message(&mut self.decoder, msg);
     }
 
     /// Answers the shards' pending snapshot requests and wakes the shards that got records.
