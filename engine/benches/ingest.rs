@@ -253,11 +253,10 @@ fn fixed(steps: u64) {
         let mut dec = decoder(&feed);
         let mut next = 0;
         decode_only(&mut dec, &feed, &mut next, STEPS as u64);
+        let cpu = thread_cpu_ns();
         let t = decode_only(&mut dec, &feed, &mut next, steps);
-        println!(
-            "decode_only: {steps} steps, {:.1} ns/step wall",
-            t.as_nanos() as f64 / steps as f64
-        );
+        let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| b - a);
+        report("decode_only", steps, t, cpu);
     }
     for (name, streams) in cases() {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -266,12 +265,35 @@ fn fixed(steps: u64) {
         let mut r = rig(&feed, &streams);
         let mut next = 0;
         run(&mut r, &feed, &mut next, STEPS as u64);
+        let cpu = thread_cpu_ns();
         let t = run(&mut r, &feed, &mut next, steps);
+        let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| b - a);
         assert_in_sync(&mut r);
-        println!(
+        report(name, steps, t, cpu);
+    }
+}
+
+/// CPU time this thread has run, in ns (the first field of `/proc/thread-self/schedstat`), if
+/// the kernel provides it.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Prints the wall time per step of the timed region and, where known, the CPU time per step
+/// of the same run (timed region plus the ring draining between chunks).
+fn report(name: &str, steps: u64, wall: Duration, cpu: Option<u64>) {
+    let per = |ns: f64| ns / steps as f64;
+    match cpu {
+        Some(cpu) => println!(
+            "{name}: {steps} steps, {:.1} ns/step wall, {:.1} ns/step cpu",
+            per(wall.as_nanos() as f64),
+            per(cpu as f64)
+        ),
+        None => println!(
             "{name}: {steps} steps, {:.1} ns/step wall",
-            t.as_nanos() as f64 / steps as f64
-        );
+            per(wall.as_nanos() as f64)
+        ),
     }
 }
 
