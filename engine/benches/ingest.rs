@@ -1,7 +1,6 @@
 //! Ingest throughput on one core: the ingester's own message path (`feed::ingest::Replay`):
-//! parse the feed message (the decoder's scanner, simd-json for anything it declines), apply
-//! it to the book, compute the depth windows, encode the records of every watched stream and
-//! push them into a shard ring.
+//! parse the feed message (simd-json on every message), apply it to the book, compute the depth
+//! windows, encode the records of every watched stream and push them into a shard ring.
 //!
 //! The feed is feed-sim's order flow (`Exchange::step`: 50 symbols with Zipf popularity,
 //! ~150 levels per side, 1-4 changes per update, ~8% of updates preceded by trades). One

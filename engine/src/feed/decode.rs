@@ -1,13 +1,9 @@
 //! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
 //!
-//! The hot messages (`l2update`, `trade`, `heartbeat`) in their usual form are first offered
-//! to a strict single-pass scanner (`feed::scan`), which reads them without a tape or string
-//! copies and either decodes them completely or declines. Everything it declines (snapshots,
-//! `symbols`, escapes, non-ASCII text, unusual numbers, and every error) is parsed in place with
-//! simd-json into a tape that the decoder keeps between calls, so simd-json alone decides what
-//! is valid and what each error is. The tape, simd-json's scratch buffers and the level/change
-//! vectors the events borrow are kept between calls, so that decoding a snapshot, an update or
-//! a trade does not allocate in steady state.
+//! Every message is parsed in place with simd-json into a tape that the decoder keeps between
+//! calls, so simd-json alone decides what is valid JSON. The tape, simd-json's scratch buffers
+//! and the level/change vectors the events borrow are kept between calls, so that decoding a
+//! snapshot, an update or a trade does not allocate in steady state.
 //! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
 //! there is no floating point.
 //!
@@ -26,7 +22,6 @@ use simd_json::prelude::{ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Array, Value};
 use simd_json::{Buffers, Tape};
 
-use super::scan::{self, Scanned, Sym};
 use crate::book::{Level, Side};
 use crate::wire::{DecimalError, Trade, parse_decimal};
 
@@ -290,69 +285,28 @@ impl FeedDecoder {
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
-        let parsed = match self.scan(msg) {
-            Some(parsed) => parsed,
-            None => self.parse_generic(msg)?,
-        };
+        let parsed = self.parse(msg)?;
         Ok(self.event(parsed))
     }
 
-    /// Decodes one message without modifying it, as [`decode`](Self::decode) does: the fast
-    /// path reads `msg` where it is, and only a message it declines is copied into the
-    /// decoder's scratch buffer for simd-json (which parses in place).
+    /// Decodes one message without modifying it, as [`decode`](Self::decode) does, on a copy
+    /// in the decoder's scratch buffer (simd-json parses in place). Prefer [`decode`]
+    /// (Self::decode) when the caller owns the message.
     ///
     /// # Errors
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode_bytes<'a>(&'a mut self, msg: &[u8]) -> Result<FeedEvent<'a>, DecodeError> {
-        let parsed = match self.scan(msg) {
-            Some(parsed) => parsed,
-            None => {
-                let mut copy = std::mem::take(&mut self.copy);
-                copy.clear();
-                copy.extend_from_slice(msg);
-                let parsed = self.parse_generic(&mut copy);
-                self.copy = copy;
-                parsed?
-            }
-        };
-        Ok(self.event(parsed))
+        let mut copy = std::mem::take(&mut self.copy);
+        copy.clear();
+        copy.extend_from_slice(msg);
+        let parsed = self.parse(&mut copy);
+        self.copy = copy;
+        Ok(self.event(parsed?))
     }
 
-    /// The fast path ([`scan`]) for the hot message types: `None` when it does not decide the
-    /// message (anything unusual, or any error), which then takes the generic path.
-    fn scan(&mut self, msg: &[u8]) -> Option<Parsed> {
-        let (index, symbols) = (&self.index, &self.symbols);
-        let lookup = |name: &[u8]| {
-            let sid = *index.get(name)?;
-            let spec = symbols.get(usize::try_from(sid).ok()?)?;
-            Some(Sym {
-                sid,
-                px_dec: spec.px_decimals,
-                qty_dec: spec.qty_decimals,
-            })
-        };
-        Some(match scan::scan(msg, lookup, &mut self.changes)? {
-            Scanned::Update { sym, seq, ts } => Parsed::Update {
-                sym: sym.sid,
-                seq,
-                ts,
-            },
-            Scanned::Trade { sym, ts, trade } => Parsed::Trade {
-                sym: sym.sid,
-                ts,
-                trade,
-            },
-            Scanned::Heartbeat { sym, seq, ts } => Parsed::Heartbeat {
-                sym: sym.sid,
-                seq,
-                ts,
-            },
-        })
-    }
-
-    /// The generic path: simd-json's tape, then [`interpret`](Self::interpret).
-    fn parse_generic(&mut self, msg: &mut [u8]) -> Result<Parsed, DecodeError> {
+    /// simd-json's tape, then [`interpret`](Self::interpret).
+    fn parse(&mut self, msg: &mut [u8]) -> Result<Parsed, DecodeError> {
         let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
         let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
             Ok(()) => self.interpret(tape.as_value()),
@@ -360,13 +314,6 @@ impl FeedDecoder {
         };
         self.tape = tape.reset();
         parsed
-    }
-
-    /// Decodes with the generic path only (for tests comparing the two paths).
-    #[cfg(test)]
-    fn decode_generic<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
-        let parsed = self.parse_generic(msg)?;
-        Ok(self.event(parsed))
     }
 
     fn event(&self, parsed: Parsed) -> FeedEvent<'_> {
@@ -1081,13 +1028,13 @@ mod tests {
         let mut d = ready();
         d.decode(&mut SNAPSHOT.as_bytes().to_vec()).unwrap();
         d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
-        let generic_update = UPDATE.replace("\"seq\"", "\"s\\u0065q\"");
-        d.decode(&mut generic_update.as_bytes().to_vec()).unwrap();
+        let escaped_update = UPDATE.replace("\"seq\"", "\"s\\u0065q\"");
+        d.decode(&mut escaped_update.as_bytes().to_vec()).unwrap();
         let (tape_cap, changes_ptr) = (d.tape.0.capacity(), d.changes.as_ptr());
         assert!(tape_cap > 0);
         for _ in 0..100 {
             d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
-            d.decode(&mut generic_update.as_bytes().to_vec()).unwrap();
+            d.decode(&mut escaped_update.as_bytes().to_vec()).unwrap();
             d.decode(&mut TRADE.as_bytes().to_vec()).unwrap();
         }
         assert_eq!(d.tape.0.capacity(), tape_cap);
@@ -1247,32 +1194,30 @@ mod tests {
         assert!(records >= updates);
     }
 
-    // ---- the fast path (`scan`) against the generic path ----
+    // ---- the same outcome whichever way a message is decoded ----
 
     const HEARTBEAT: &str = r#"{"type":"heartbeat","symbol":"ETH-USD","seq":7,"ts":9}"#;
 
-    /// Decodes `msg` through `decode` (fast path first) and through the generic path alone, and
-    /// requires the same outcome: the same event, or errors with the same message.
-    fn same_as_generic(msg: &[u8]) {
-        let (mut fast, mut generic, mut borrowed) = (ready(), ready(), ready());
-        let a = fast.decode(&mut msg.to_vec()).map_err(|e| e.to_string());
-        let b = generic
-            .decode_generic(&mut msg.to_vec())
+    /// Decodes `msg` with `decode` (in place) and with `decode_bytes` (on a copy), and requires
+    /// the same outcome: the same event, or errors with the same message.
+    fn same_outcome(msg: &[u8]) -> Result<String, String> {
+        let (mut owned, mut borrowed) = (ready(), ready());
+        let a = owned
+            .decode(&mut msg.to_vec())
+            .map(|e| format!("{e:?}"))
             .map_err(|e| e.to_string());
-        assert_eq!(a, b, "{}", String::from_utf8_lossy(msg));
-        let c = borrowed.decode_bytes(msg).map_err(|e| e.to_string());
+        let c = borrowed
+            .decode_bytes(msg)
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
         assert_eq!(a, c, "{}", String::from_utf8_lossy(msg));
+        a
     }
 
-    /// True when the fast path decided `msg` on its own.
-    fn scanned(msg: &str) -> bool {
-        let mut d = ready();
-        d.scan(msg.as_bytes()).is_some()
-    }
-
-    /// Messages the fast path must decide (and decide as the generic path does).
+    /// The hot messages in any valid form: whitespace, key order, unknown keys of every JSON
+    /// type, unused known keys, extreme decimals and integers.
     #[test]
-    fn fast_path_takes_the_hot_messages_in_any_form() {
+    fn hot_messages_decode_in_any_form() {
         let ws = "{ \"type\" :\t\"l2update\" ,\r\n \"symbol\":\"BTC-USD\", \"seq\": 1001 ,\"ts\":1763700000000100000,\n\"changes\" : [ [ \"buy\" , \"65000.10\" , \"0.000000\" ] ,[\"sell\",\"65000.30\",\"2.000000\"] ] }\n";
         let reordered = r#"{"symbol":"ETH-USD","changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"type":"l2update"}"#;
         let unknown = r#"{"type":"l2update","x":null,"y":[true,false,{"a":[-0.5,1,{}],"b":[]}],"z":-12,"w":"v","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#;
@@ -1290,26 +1235,25 @@ mod tests {
             big,
             decimals,
         ] {
-            assert!(scanned(msg), "{msg}");
-            same_as_generic(msg.as_bytes());
+            let out = same_outcome(msg.as_bytes());
+            assert!(out.is_ok(), "{msg}: {out:?}");
         }
     }
 
-    /// Messages the fast path must leave to the generic path (which then decides them, with the
-    /// same result as before the fast path existed).
+    /// Unusual valid messages and wrong ones: decided alike in place and on a copy.
     #[test]
-    fn fast_path_gives_up_on_the_unusual_and_the_wrong() {
+    fn unusual_and_wrong_messages() {
         let cases: Vec<String> = vec![
-            // The changes before the symbol: valid, decided by simd-json.
+            // The changes before the symbol: valid.
             r#"{"changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"symbol":"ETH-USD","type":"l2update"}"#.into(),
-            // Escapes and non-ASCII text: valid, decided by simd-json.
+            // Escapes and non-ASCII text: valid.
             r#"{"type":"trade","symbol":"BTC\u002dUSD","trade_id":1,"ts":5,"price":"1","qty":"2","side":"sell"}"#.into(),
             UPDATE.replace("\"seq\"", "\"s\\u0065q\""),
             UPDATE.replace("\"buy\"", "\"b\\u0075y\""),
             UPDATE.replace("65000.10", "6500\\u0030.10"),
             r#"{"type":"l2update","note":"é","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
             r#"{"type":"l2update","noté":1,"symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
-            // Numbers outside the fast path's strict subset, valid or not.
+            // Unusual numbers, valid or not.
             UPDATE.replace("1001", "1001.0"),
             UPDATE.replace("1001", "1e3"),
             UPDATE.replace("1001", "-1"),
@@ -1370,8 +1314,7 @@ mod tests {
             SYMBOLS.into(),
         ];
         for msg in &cases {
-            assert!(!scanned(msg), "{msg}");
-            same_as_generic(msg.as_bytes());
+            let _ = same_outcome(msg.as_bytes());
         }
     }
 
@@ -1379,9 +1322,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
 
         /// Random edits of hot messages (bytes replaced, inserted or removed, often JSON
-        /// punctuation): the fast path never decides a message differently from simd-json.
+        /// punctuation): never a panic, the same outcome in place and on a copy.
         #[test]
-        fn fast_path_agrees_with_generic_on_mutations(
+        fn mutations_decide_alike(
             base in 0usize..4,
             edits in proptest::collection::vec((0usize..512, 0u8..4, 0usize..24), 1..4),
         ) {
@@ -1401,7 +1344,7 @@ mod tests {
                     _ => msg.insert(pos, b' '),
                 }
             }
-            same_as_generic(&msg);
+            let _ = same_outcome(&msg);
         }
     }
 }
