@@ -1,9 +1,11 @@
 //! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
 //!
 //! Every message is parsed in place with simd-json into a tape that the decoder keeps between
-//! calls, so simd-json alone decides what is valid JSON. The tape, simd-json's scratch buffers
-//! and the level/change vectors the events borrow are kept between calls, so that decoding a
-//! snapshot, an update or a trade does not allocate in steady state.
+//! calls, so simd-json alone decides what is valid JSON. The hot messages (`l2update`, `trade`,
+//! `heartbeat`) are then read straight off the tape in one pass (keys matched by their bytes,
+//! fields read where they are); the others go through simd-json's tape `Value`. The tape,
+//! simd-json's scratch buffers and the level/change vectors the events borrow are kept between
+//! calls, so that decoding a snapshot, an update or a trade does not allocate in steady state.
 //! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
 //! there is no floating point.
 //!
@@ -19,7 +21,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use simd_json::prelude::{ValueAsScalar, ValueIntoString};
-use simd_json::tape::{Array, Value};
+use simd_json::tape::{Array, Node, Value};
 use simd_json::{Buffers, Tape};
 
 use crate::book::{Level, Side};
@@ -309,11 +311,130 @@ impl FeedDecoder {
     fn parse(&mut self, msg: &mut [u8]) -> Result<Parsed, DecodeError> {
         let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
         let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
-            Ok(()) => self.interpret(tape.as_value()),
+            Ok(()) => match self.walk(&tape.0) {
+                Some(hot) => hot,
+                None => self.interpret(tape.as_value()),
+            },
             Err(e) => Err(DecodeError::Json(e)),
         };
         self.tape = tape.reset();
         parsed
+    }
+
+    /// The hot messages (`l2update`, `trade`, `heartbeat`) straight from simd-json's tape, in
+    /// one pass: the top-level keys are matched by their bytes and remembered as tape positions,
+    /// then the message's fields are read where they are, with no `Value` or object lookups.
+    /// `None` for any other type (or no usable `type`): [`interpret`](Self::interpret) then
+    /// decides the message, errors included. The outcome is the same either way (tests compare
+    /// the two on every message they decode).
+    fn walk(&mut self, nodes: &[Node<'_>]) -> Option<Result<Parsed, DecodeError>> {
+        let Some(&Node::Object { len, .. }) = nodes.first() else {
+            return None;
+        };
+        // Tape position of each known field's value (0: absent; the root is never a value).
+        let mut at = [0usize; F_COUNT];
+        let mut i = 1;
+        for _ in 0..len {
+            let Some(Node::String(key)) = nodes.get(i) else {
+                return None;
+            };
+            let v = i + 1;
+            i = v + nodes.get(v).map_or(1, node_len);
+            let f = match key.as_bytes() {
+                b"type" => F_TYPE,
+                b"symbol" => F_SYMBOL,
+                b"symbols" => F_SYMBOLS,
+                b"seq" => F_SEQ,
+                b"ts" => F_TS,
+                b"bids" => F_BIDS,
+                b"asks" => F_ASKS,
+                b"changes" => F_CHANGES,
+                b"trade_id" => F_TRADE_ID,
+                b"price" => F_PRICE,
+                b"qty" => F_QTY,
+                b"side" => F_SIDE,
+                _ => continue,
+            };
+            if at[f] != 0 {
+                return Some(Err(DecodeError::DuplicateField(F_NAMES[f])));
+            }
+            at[f] = v;
+        }
+        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let Some(Node::String(ty)) = field(F_TYPE) else {
+            return None;
+        };
+        Some(match ty.as_bytes() {
+            b"l2update" => self.walk_update(nodes, &at),
+            b"trade" => self.walk_trade(nodes, &at),
+            b"heartbeat" => {
+                let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+                self.lookup_node(field(F_SYMBOL)).and_then(|(sym, _, _)| {
+                    Ok(Parsed::Heartbeat {
+                        sym,
+                        seq: node_u64(field(F_SEQ), "seq")?,
+                        ts: node_u64(field(F_TS), "ts")?,
+                    })
+                })
+            }
+            _ => return None,
+        })
+    }
+
+    fn walk_update(
+        &mut self,
+        nodes: &[Node<'_>],
+        at: &[usize; F_COUNT],
+    ) -> Result<Parsed, DecodeError> {
+        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
+        let seq = node_u64(field(F_SEQ), "seq")?;
+        let ts = node_u64(field(F_TS), "ts")?;
+        let (n, changes) = match field(F_CHANGES) {
+            None => return Err(DecodeError::MissingField("changes")),
+            Some(Node::Array { len, count }) => {
+                let start = at[F_CHANGES] + 1;
+                (len, nodes.get(start..start + count).unwrap_or_default())
+            }
+            Some(_) => return Err(DecodeError::BadField("changes")),
+        };
+        walk_changes(changes, n, px_dec, qty_dec, &mut self.changes)?;
+        Ok(Parsed::Update { sym, seq, ts })
+    }
+
+    fn walk_trade(&self, nodes: &[Node<'_>], at: &[usize; F_COUNT]) -> Result<Parsed, DecodeError> {
+        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
+        let ts = node_u64(field(F_TS), "ts")?;
+        let trade = Trade {
+            px: decimal(node_str(field(F_PRICE), "price")?, px_dec, "price")?,
+            qty: decimal(node_str(field(F_QTY), "qty")?, qty_dec, "qty")?,
+            trade_id: node_u64(field(F_TRADE_ID), "trade_id")?,
+            taker_side: side(node_str(field(F_SIDE), "side")?, "side")?,
+        };
+        Ok(Parsed::Trade { sym, ts, trade })
+    }
+
+    /// [`lookup`](Self::lookup) of a tape node.
+    fn lookup_node(&self, v: Option<Node<'_>>) -> Result<(u32, u8, u8), DecodeError> {
+        let name = node_str(v, "symbol")?;
+        let unknown = || DecodeError::UnknownSymbol(name.to_owned());
+        let sym = *self.index.get(name.as_bytes()).ok_or_else(unknown)?;
+        let spec = self.symbols.get(sym as usize).ok_or_else(unknown)?;
+        Ok((sym, spec.px_decimals, spec.qty_decimals))
+    }
+
+    /// Decodes with the `Value`-based [`interpret`](Self::interpret) alone, not the tape walk:
+    /// the reference the tests hold the walk to.
+    #[cfg(test)]
+    fn decode_reference<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
+            Ok(()) => self.interpret(tape.as_value()),
+            Err(e) => Err(DecodeError::Json(e)),
+        };
+        self.tape = tape.reset();
+        Ok(self.event(parsed?))
     }
 
     fn event(&self, parsed: Parsed) -> FeedEvent<'_> {
@@ -562,6 +683,83 @@ fn parse_changes(
         let s = s.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
         let px = px.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
         let qty = qty.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
+        out.push(Change {
+            side: side(s, NAME)?,
+            px: decimal(px, px_dec, NAME)?,
+            qty: decimal(qty, qty_dec, NAME)?,
+        });
+    }
+    Ok(())
+}
+
+// The top-level fields [`FeedDecoder::walk`] knows, as indexes into its position array.
+const F_TYPE: usize = 0;
+const F_SYMBOL: usize = 1;
+const F_SYMBOLS: usize = 2;
+const F_SEQ: usize = 3;
+const F_TS: usize = 4;
+const F_BIDS: usize = 5;
+const F_ASKS: usize = 6;
+const F_CHANGES: usize = 7;
+const F_TRADE_ID: usize = 8;
+const F_PRICE: usize = 9;
+const F_QTY: usize = 10;
+const F_SIDE: usize = 11;
+const F_COUNT: usize = 12;
+const F_NAMES: [&str; F_COUNT] = [
+    "type", "symbol", "symbols", "seq", "ts", "bids", "asks", "changes", "trade_id", "price",
+    "qty", "side",
+];
+
+/// How many tape nodes the value starting with `n` takes, itself included.
+#[inline]
+fn node_len(n: &Node<'_>) -> usize {
+    match *n {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+fn node_str<'i>(v: Option<Node<'i>>, name: &'static str) -> Result<&'i str, DecodeError> {
+    match v {
+        Some(Node::String(s)) => Ok(s),
+        Some(_) => Err(DecodeError::BadField(name)),
+        None => Err(DecodeError::MissingField(name)),
+    }
+}
+
+fn node_u64(v: Option<Node<'_>>, name: &'static str) -> Result<u64, DecodeError> {
+    match v {
+        Some(Node::Static(n)) => n.as_u64().ok_or_else(|| DecodeError::BadField(name)),
+        Some(_) => Err(DecodeError::BadField(name)),
+        None => Err(DecodeError::MissingField(name)),
+    }
+}
+
+/// [`parse_changes`] on the tape: `nodes` are the `len` elements of the `changes` array.
+/// A change is an array of exactly three strings, so it is four nodes.
+fn walk_changes(
+    nodes: &[Node<'_>],
+    len: usize,
+    px_dec: u8,
+    qty_dec: u8,
+    out: &mut Vec<Change>,
+) -> Result<(), DecodeError> {
+    const NAME: &str = "changes";
+    out.clear();
+    let mut rest = nodes;
+    for _ in 0..len {
+        let [
+            Node::Array { len: 3, count: 3 },
+            Node::String(s),
+            Node::String(px),
+            Node::String(qty),
+            ..,
+        ] = *rest
+        else {
+            return Err(DecodeError::BadField(NAME));
+        };
+        rest = &rest[4..];
         out.push(Change {
             side: side(s, NAME)?,
             px: decimal(px, px_dec, NAME)?,
@@ -1198,14 +1396,20 @@ mod tests {
 
     const HEARTBEAT: &str = r#"{"type":"heartbeat","symbol":"ETH-USD","seq":7,"ts":9}"#;
 
-    /// Decodes `msg` with `decode` (in place) and with `decode_bytes` (on a copy), and requires
-    /// the same outcome: the same event, or errors with the same message.
+    /// Decodes `msg` with `decode` (in place), with `decode_bytes` (on a copy) and with the
+    /// `Value`-based reference interpreter, and requires the same outcome: the same event, or
+    /// errors with the same message.
     fn same_outcome(msg: &[u8]) -> Result<String, String> {
-        let (mut owned, mut borrowed) = (ready(), ready());
+        let (mut owned, mut borrowed, mut reference) = (ready(), ready(), ready());
         let a = owned
             .decode(&mut msg.to_vec())
             .map(|e| format!("{e:?}"))
             .map_err(|e| e.to_string());
+        let b = reference
+            .decode_reference(&mut msg.to_vec())
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(a, b, "{}", String::from_utf8_lossy(msg));
         let c = borrowed
             .decode_bytes(msg)
             .map(|e| format!("{e:?}"))
@@ -1240,7 +1444,8 @@ mod tests {
         }
     }
 
-    /// Unusual valid messages and wrong ones: decided alike in place and on a copy.
+    /// Unusual valid messages and wrong ones: decided alike in place, on a copy and by the
+    /// `Value`-based reference.
     #[test]
     fn unusual_and_wrong_messages() {
         let cases: Vec<String> = vec![
@@ -1289,6 +1494,18 @@ mod tests {
             UPDATE.replace(",\"2.000000\"]", "]"),
             UPDATE.replace(",\"2.000000\"]", ",\"2\",\"3\"]"),
             UPDATE.replace("[[", "[{\"a\":1},["),
+            UPDATE.replace("[[", "[5,["),
+            UPDATE.replace("]]}", "],[]]}"),
+            UPDATE.replace("\"65000.10\"", "[\"65000.10\"]"),
+            UPDATE.replace("\"65000.10\"", "{\"a\":[1,2]}"),
+            UPDATE.replace("\"0.000000\"", "0"),
+            UPDATE.replace("\"changes\":[", "\"changes\":[[\"buy\",[[1]],{}],"),
+            UPDATE.replace("\"type\":\"l2update\",", "\"type\":\"l2update\",\"type\":\"trade\","),
+            UPDATE.replace("\"type\":\"l2update\",", "\"type\":7,"),
+            TRADE.replace("\"price\"", "\"x\":{\"price\":1},\"price\""),
+            TRADE.replace("\"price\":\"65000.20\",", ""),
+            HEARTBEAT.replace("7", "-7"),
+            HEARTBEAT.replace("7", "7.0"),
             UPDATE.replace("\"changes\"", "\"changes\":[],\"changes\""),
             UPDATE.replace("\"symbol\":\"BTC-USD\"", "\"symbol\":\"XRP-USD\""),
             UPDATE.replace("\"symbol\":\"BTC-USD\",", ""),
@@ -1322,7 +1539,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
 
         /// Random edits of hot messages (bytes replaced, inserted or removed, often JSON
-        /// punctuation): never a panic, the same outcome in place and on a copy.
+        /// punctuation): never a panic, the same outcome in place, on a copy and by the reference.
         #[test]
         fn mutations_decide_alike(
             base in 0usize..4,
