@@ -574,7 +574,72 @@ pub fn write_decimal(out: &mut BytesMut, value: i64, decimals: u8) {
 /// is not of that form (`+1`, `.5`, `1.`, `1e3`, spaces), [`DecimalError::Precision`] for
 /// non-zero digits beyond `decimals`, [`DecimalError::Overflow`] when the scaled value does not
 /// fit an `i64`.
+#[inline]
 pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
+    match parse_decimal_fast(s, decimals) {
+        Some(v) => Ok(v),
+        None => parse_decimal_full(s, decimals),
+    }
+}
+
+/// The usual form in one pass with no overflow checks: `-`? digits (`.` digits)?, at most 19
+/// bytes after the sign, no more fraction digits than `decimals`, and at most 18 digits once
+/// scaled (so the value fits an `i64` whatever its sign). `None` for anything else, valid or
+/// not: [`parse_decimal_full`] then decides, errors included. Never a different result.
+#[inline]
+fn parse_decimal_fast(s: &[u8], decimals: u8) -> Option<i64> {
+    let (neg, body) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    // At most 19 digits: below 10^19, so the u64 accumulation cannot overflow.
+    if body.is_empty() || body.len() > 19 {
+        return None;
+    }
+    let dot = body.iter().position(|&b| b == b'.');
+    let (int, frac) = match dot {
+        Some(dot) => (&body[..dot], &body[dot + 1..]),
+        None => (body, &[][..]),
+    };
+    let decimals = usize::from(decimals);
+    if int.is_empty() || (dot.is_some() && frac.is_empty()) || int.len() + decimals > 18 {
+        return None;
+    }
+    let scale = *POW10.get(decimals.checked_sub(frac.len())?)?;
+    let (mag, bad_int) = digits_unchecked(int, 0);
+    let (mag, bad_frac) = digits_unchecked(frac, mag);
+    if bad_int || bad_frac {
+        return None;
+    }
+    // At most 18 digits once scaled: below 10^18.
+    let v = i64::try_from(mag * scale).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// `mag` followed by the decimal digits `bytes`, two digits per step (a shorter dependency
+/// chain than one), and whether some byte was not a digit (the value is then meaningless).
+/// The caller bounds the digit count so that a valid result fits; arithmetic wraps otherwise.
+#[inline]
+fn digits_unchecked(bytes: &[u8], mut mag: u64) -> (u64, bool) {
+    let mut bad = false;
+    let mut pairs = bytes.chunks_exact(2);
+    for p in &mut pairs {
+        let (a, b) = (p[0].wrapping_sub(b'0'), p[1].wrapping_sub(b'0'));
+        bad |= (a > 9) | (b > 9);
+        mag = mag
+            .wrapping_mul(100)
+            .wrapping_add(u64::from(a) * 10 + u64::from(b));
+    }
+    if let [c] = *pairs.remainder() {
+        let d = c.wrapping_sub(b'0');
+        bad |= d > 9;
+        mag = mag.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    (mag, bad)
+}
+
+/// [`parse_decimal`] for every form, each step checked.
+fn parse_decimal_full(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     let (neg, body) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),

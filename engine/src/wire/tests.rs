@@ -381,6 +381,28 @@ fn parse_decimal_rejects() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8192))]
+
+    /// The one-pass fast path of `parse_decimal` never decides differently from the full
+    /// parser: random strings over digits, sign and point, of every length around its limits.
+    #[test]
+    fn parse_decimal_fast_path_agrees(
+        s in proptest::collection::vec(prop_oneof![
+            8 => proptest::sample::select(b"0123456789".to_vec()),
+            1 => Just(b'.'),
+            1 => Just(b'-'),
+            1 => Just(b'x'),
+        ], 0..24),
+        decimals in 0u8..21,
+    ) {
+        prop_assert_eq!(parse_decimal(&s, decimals), parse_decimal_full(&s, decimals));
+        if let Some(v) = parse_decimal_fast(&s, decimals) {
+            prop_assert_eq!(Ok(v), parse_decimal_full(&s, decimals));
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
