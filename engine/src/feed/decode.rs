@@ -360,23 +360,20 @@ impl FeedDecoder {
             }
             at[f] = v;
         }
-        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let field = |f: usize| field_node(nodes, &at, f);
         let Some(Node::String(ty)) = field(F_TYPE) else {
             return None;
         };
         Some(match ty.as_bytes() {
             b"l2update" => self.walk_update(nodes, &at),
             b"trade" => self.walk_trade(nodes, &at),
-            b"heartbeat" => {
-                let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
-                self.lookup_node(field(F_SYMBOL)).and_then(|(sym, _, _)| {
-                    Ok(Parsed::Heartbeat {
-                        sym,
-                        seq: node_u64(field(F_SEQ), "seq")?,
-                        ts: node_u64(field(F_TS), "ts")?,
-                    })
+            b"heartbeat" => self.lookup_node(field(F_SYMBOL)).and_then(|(sym, _, _)| {
+                Ok(Parsed::Heartbeat {
+                    sym,
+                    seq: node_u64(field(F_SEQ), "seq")?,
+                    ts: node_u64(field(F_TS), "ts")?,
                 })
-            }
+            }),
             _ => return None,
         })
     }
@@ -386,7 +383,7 @@ impl FeedDecoder {
         nodes: &[Node<'_>],
         at: &[usize; F_COUNT],
     ) -> Result<Parsed, DecodeError> {
-        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let field = |f: usize| field_node(nodes, at, f);
         let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
         let seq = node_u64(field(F_SEQ), "seq")?;
         let ts = node_u64(field(F_TS), "ts")?;
@@ -403,7 +400,7 @@ impl FeedDecoder {
     }
 
     fn walk_trade(&self, nodes: &[Node<'_>], at: &[usize; F_COUNT]) -> Result<Parsed, DecodeError> {
-        let field = |f: usize| (at[f] != 0).then(|| nodes[at[f]]);
+        let field = |f: usize| field_node(nodes, at, f);
         let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
         let ts = node_u64(field(F_TS), "ts")?;
         let trade = Trade {
@@ -710,6 +707,15 @@ const F_NAMES: [&str; F_COUNT] = [
     "type", "symbol", "symbols", "seq", "ts", "bids", "asks", "changes", "trade_id", "price",
     "qty", "side",
 ];
+
+/// The value of field `f` in `nodes`, at the position [`FeedDecoder::walk`] recorded (0: absent).
+#[inline]
+fn field_node<'i>(nodes: &[Node<'i>], at: &[usize; F_COUNT], f: usize) -> Option<Node<'i>> {
+    match at[f] {
+        0 => None,
+        i => nodes.get(i).copied(),
+    }
+}
 
 /// How many tape nodes the value starting with `n` takes, itself included.
 #[inline]

@@ -1,9 +1,10 @@
 //! The ingester thread: the feed edge.
 //!
 //! It reads the exchange feed (JSON over WebSocket, through tungstenite on a non-blocking socket
-//! watched by its own mio `Poll`), decodes each message in place with simd-json, applies it to
-//! the symbol's book, encodes each resulting record once per format that some shard listens to,
-//! and pushes it into the rings of those shards. Between feed reads it answers the shards'
+//! watched by its own mio `Poll`), decodes each message with simd-json (on a copy in the
+//! decoder's buffer: simd-json parses in place and tungstenite's payloads share its read
+//! buffer), applies it to the symbol's book, encodes each resulting record once per format that
+//! some shard listens to, and pushes it into the rings of those shards. Between feed reads it answers the shards'
 //! snapshot requests, in order with the records, which is what lines a subscriber's snapshot up
 //! with the deltas that follow it.
 //!
