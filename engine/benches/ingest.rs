@@ -1,5 +1,5 @@
 //! Ingest throughput on one core: the ingester's own message path (`feed::ingest::Replay`):
-//! copy the feed message, parse it with simd-json, apply it to the book, compute the depth
+//! parse the feed message (simd-json on every message), apply it to the book, compute the depth
 //! windows, encode the records of every watched stream and push them into a shard ring.
 //!
 //! The feed is feed-sim's order flow (`Exchange::step`: 50 symbols with Zipf popularity,
@@ -11,7 +11,7 @@
 //! - `binary_all_depths`: binary at depths 1, 10, 25, 100 and 0 (every book stream);
 //! - `binary_json_all_depths`: every book stream in both formats (the worst case);
 //! - `parse_apply_only`: nobody subscribed: parse and apply, nothing encoded;
-//! - `decode_only`: the decoder alone (copy and parse), for the breakdown.
+//! - `decode_only`: the decoder alone, for the breakdown.
 //!
 //! The ring is drained between chunks of 512 steps, outside the timed region (that is the
 //! shards' work). Run: `cargo bench -p tickcast --bench ingest`.
@@ -195,9 +195,8 @@ fn assert_in_sync(r: &mut Rig) {
     );
 }
 
-/// The decoder alone on the same messages (copy + simd-json + interpretation), `iters` steps.
+/// The decoder alone on the same messages, as the ingester calls it, `iters` steps.
 fn decode_only(dec: &mut FeedDecoder, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
-    let mut scratch = Vec::with_capacity(4096);
     let mut left = iters;
     let started = Instant::now();
     while left > 0 {
@@ -206,9 +205,7 @@ fn decode_only(dec: &mut FeedDecoder, feed: &Feed, next: &mut usize, iters: u64)
         }
         let n = left.min((STEPS - *next) as u64) as usize;
         for m in feed.steps[*next]..feed.steps[*next + n] {
-            scratch.clear();
-            scratch.extend_from_slice(feed.live.get(m));
-            black_box(dec.decode(&mut scratch).is_ok());
+            black_box(dec.decode_bytes(black_box(feed.live.get(m))).is_ok());
         }
         *next += n;
         left -= n as u64;
@@ -255,11 +252,10 @@ fn fixed(steps: u64) {
         let mut dec = decoder(&feed);
         let mut next = 0;
         decode_only(&mut dec, &feed, &mut next, STEPS as u64);
+        let cpu = thread_cpu_ns();
         let t = decode_only(&mut dec, &feed, &mut next, steps);
-        println!(
-            "decode_only: {steps} steps, {:.1} ns/step wall",
-            t.as_nanos() as f64 / steps as f64
-        );
+        let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| b - a);
+        report("decode_only", steps, t, cpu);
     }
     for (name, streams) in cases() {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -268,12 +264,35 @@ fn fixed(steps: u64) {
         let mut r = rig(&feed, &streams);
         let mut next = 0;
         run(&mut r, &feed, &mut next, STEPS as u64);
+        let cpu = thread_cpu_ns();
         let t = run(&mut r, &feed, &mut next, steps);
+        let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| b - a);
         assert_in_sync(&mut r);
-        println!(
+        report(name, steps, t, cpu);
+    }
+}
+
+/// CPU time this thread has run, in ns (the first field of `/proc/thread-self/schedstat`), if
+/// the kernel provides it.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Prints the wall time per step of the timed region and, where known, the CPU time per step
+/// of the same run (timed region plus the ring draining between chunks).
+fn report(name: &str, steps: u64, wall: Duration, cpu: Option<u64>) {
+    let per = |ns: f64| ns / steps as f64;
+    match cpu {
+        Some(cpu) => println!(
+            "{name}: {steps} steps, {:.1} ns/step wall, {:.1} ns/step cpu",
+            per(wall.as_nanos() as f64),
+            per(cpu as f64)
+        ),
+        None => println!(
             "{name}: {steps} steps, {:.1} ns/step wall",
-            t.as_nanos() as f64 / steps as f64
-        );
+            per(wall.as_nanos() as f64)
+        ),
     }
 }
 

@@ -13,9 +13,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// A clock set before 1970 reads as 0 rather than failing.
 #[inline]
 pub fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    // Seconds and nanoseconds in u64 (saturating), not `as_nanos` in u128: this runs once per
+    // feed message.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    })
 }
 
 /// Monotonic time, for timeouts and rate limits.

@@ -18,6 +18,7 @@
 //! their capacity.
 
 use std::cmp::Ordering;
+use std::fmt;
 
 /// One aggregated price level: scaled price and total scaled quantity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -105,8 +106,106 @@ pub enum BookError {
 /// The L2 book of one symbol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Book {
-    bids: Vec<Level>,
-    asks: Vec<Level>,
+    bids: Levels,
+    asks: Levels,
+}
+
+/// One side's levels, best first, in a vector with free room at both ends: an insert or a
+/// removal shifts whichever part of the side is shorter. Feed changes cluster near the touch,
+/// where a plain `Vec` would move nearly the whole side (a few KiB) on every insert or removal.
+#[derive(Clone, Default)]
+struct Levels {
+    /// `buf[start..]` are the levels; `buf[..start]` is free room (stale values).
+    buf: Vec<Level>,
+    start: usize,
+}
+
+impl Levels {
+    #[inline]
+    fn as_slice(&self) -> &[Level] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut Level> {
+        self.buf.get_mut(self.start + i)
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
+    fn extend_from_slice(&mut self, levels: &[Level]) {
+        self.buf.extend_from_slice(levels);
+    }
+
+    fn sort_unstable_by(&mut self, cmp: impl FnMut(&Level, &Level) -> Ordering) {
+        let start = self.start;
+        self.buf[start..].sort_unstable_by(cmp);
+    }
+
+    /// Inserts `level` at position `i` (`i <= len`).
+    #[inline]
+    fn insert(&mut self, i: usize, level: Level) {
+        if i < self.len() / 2 {
+            if self.start == 0 {
+                self.make_room();
+            }
+            let s = self.start;
+            self.buf.copy_within(s..s + i, s - 1);
+            self.start = s - 1;
+            self.buf[s - 1 + i] = level;
+        } else {
+            self.buf.insert(self.start + i, level);
+        }
+    }
+
+    /// Removes the level at position `i` (`i < len`).
+    #[inline]
+    fn remove(&mut self, i: usize) {
+        if i < self.len() / 2 {
+            let s = self.start;
+            self.buf.copy_within(s..s + i, s + 1);
+            self.start = s + 1;
+            // Removals at the top that are not refilled there would let the free room grow
+            // without bound: give it back once it exceeds the side itself.
+            if self.start > self.len().max(64) {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+        } else {
+            self.buf.remove(self.start + i);
+        }
+    }
+
+    /// Puts free room in front of the levels (half the side, at least 8), moving them once.
+    #[cold]
+    fn make_room(&mut self) {
+        let room = (self.len() / 2).max(8);
+        self.buf
+            .splice(0..0, std::iter::repeat_n(Level::default(), room));
+        self.start = room;
+    }
+}
+
+impl PartialEq for Levels {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Levels {}
+
+impl fmt::Debug for Levels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
 }
 
 impl Book {
@@ -125,13 +224,13 @@ impl Book {
     /// Bid levels, best (highest price) first.
     #[must_use]
     pub fn bids(&self) -> &[Level] {
-        &self.bids
+        self.bids.as_slice()
     }
 
     /// Ask levels, best (lowest price) first.
     #[must_use]
     pub fn asks(&self) -> &[Level] {
-        &self.asks
+        self.asks.as_slice()
     }
 
     /// The best `n` levels of `side` (fewer when the side is shorter); `n == 0` gives all levels.
@@ -149,7 +248,7 @@ impl Book {
     /// (crossed or locked), which a consistent exchange book never is.
     #[must_use]
     pub fn is_crossed(&self) -> bool {
-        match (self.bids.first(), self.asks.first()) {
+        match (self.bids().first(), self.asks().first()) {
             (Some(b), Some(a)) => b.px >= a.px,
             _ => false,
         }
@@ -205,7 +304,7 @@ impl Book {
             Side::Bid => &mut self.bids,
             Side::Ask => &mut self.asks,
         };
-        let found = find(levels, side, px);
+        let found = find(levels.as_slice(), side, px);
         match (found, qty) {
             (Err(_), 0) => {}
             (Ok(i), 0) => {
@@ -216,7 +315,7 @@ impl Book {
                     }
                     windows.record(d, side, Level { px, qty: 0 }, true);
                     // The level formerly at position N is now at N - 1: it enters the window.
-                    if let Some(&entered) = levels.get(n - 1) {
+                    if let Some(&entered) = levels.as_slice().get(n - 1) {
                         windows.record(d, side, entered, false);
                     }
                 }
@@ -243,7 +342,7 @@ impl Book {
                     }
                     windows.record(d, side, Level { px, qty }, false);
                     // The level formerly at position N - 1 is now at N: it leaves the window.
-                    if let Some(left) = levels.get(n) {
+                    if let Some(left) = levels.as_slice().get(n) {
                         let left = Level {
                             px: left.px,
                             qty: 0,
@@ -258,8 +357,8 @@ impl Book {
 
     fn levels(&self, side: Side) -> &[Level] {
         match side {
-            Side::Bid => &self.bids,
-            Side::Ask => &self.asks,
+            Side::Bid => self.bids(),
+            Side::Ask => self.asks(),
         }
     }
 }
@@ -302,7 +401,7 @@ const WINDOW_SIZES: [usize; DEPTH_COUNT] = {
 };
 
 /// Copies `input` into `dst`, sorted best first, and validates it.
-fn load_side(dst: &mut Vec<Level>, side: Side, input: &[Level]) -> Result<(), BookError> {
+fn load_side(dst: &mut Levels, side: Side, input: &[Level]) -> Result<(), BookError> {
     dst.clear();
     if let Some(bad) = input.iter().find(|l| l.qty <= 0) {
         return Err(BookError::SnapshotQty {
@@ -313,7 +412,7 @@ fn load_side(dst: &mut Vec<Level>, side: Side, input: &[Level]) -> Result<(), Bo
     }
     dst.extend_from_slice(input);
     dst.sort_unstable_by(|a, b| side.cmp_px(a.px, b.px));
-    if let Some(w) = dst.windows(2).find(|w| w[0].px == w[1].px) {
+    if let Some(w) = dst.as_slice().windows(2).find(|w| w[0].px == w[1].px) {
         return Err(BookError::DuplicatePrice { side, px: w[0].px });
     }
     Ok(())

@@ -425,3 +425,57 @@ proptest! {
         }
     }
 }
+
+/// A book drifting in one direction for a long time (levels added at the top and removed at
+/// the bottom, then the reverse) stays correct, and its free room stays bounded.
+#[test]
+fn drifting_book_keeps_levels_and_bounded_room() {
+    let mut book = Book::new();
+    let mut w = WindowDeltas::new();
+    let (mut lo, mut hi) = (1_000i64, 1_150i64);
+    for px in lo..hi {
+        book.apply(Side::Bid, px, 1, &mut w).unwrap();
+    }
+    for _ in 0..5_000 {
+        book.apply(Side::Bid, hi, 1, &mut w).unwrap();
+        book.apply(Side::Bid, lo, 0, &mut w).unwrap();
+        hi += 1;
+        lo += 1;
+        w.clear();
+    }
+    for _ in 0..5_000 {
+        lo -= 1;
+        hi -= 1;
+        book.apply(Side::Bid, lo, 1, &mut w).unwrap();
+        book.apply(Side::Bid, hi, 0, &mut w).unwrap();
+        w.clear();
+    }
+    let want: Vec<Level> = (lo..hi).rev().map(|px| lv(px, 1)).collect();
+    assert_eq!(book.bids(), want.as_slice());
+    assert!(
+        book.bids.buf.len() <= 2 * want.len() + 64,
+        "{}",
+        book.bids.buf.len()
+    );
+}
+
+proptest! {
+    /// The double-ended level storage behaves as a plain vector under any inserts and removals.
+    #[test]
+    fn levels_behave_as_a_vec(ops in proptest::collection::vec((any::<bool>(), 0usize..400, any::<i64>()), 0..600)) {
+        let mut levels = Levels::default();
+        let mut model: Vec<Level> = Vec::new();
+        for (insert, at, px) in ops {
+            if insert || model.is_empty() {
+                let at = at % (model.len() + 1);
+                levels.insert(at, lv(px, 1));
+                model.insert(at, lv(px, 1));
+            } else {
+                let at = at % model.len();
+                levels.remove(at);
+                model.remove(at);
+            }
+            prop_assert_eq!(levels.as_slice(), model.as_slice());
+        }
+    }
+}

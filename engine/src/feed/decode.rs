@@ -1,8 +1,11 @@
 //! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
 //!
-//! Messages are parsed in place with simd-json into a tape that the decoder keeps between
-//! calls, together with simd-json's scratch buffers and the level/change vectors the events
-//! borrow, so that decoding a snapshot, an update or a trade does not allocate in steady state.
+//! Every message is parsed in place with simd-json into a tape that the decoder keeps between
+//! calls, so simd-json alone decides what is valid JSON. The hot messages (`l2update`, `trade`,
+//! `heartbeat`) are then read straight off the tape in one pass (keys matched by their bytes,
+//! fields read where they are); the others go through simd-json's tape `Value`. The tape,
+//! simd-json's scratch buffers and the level/change vectors the events borrow are kept between
+//! calls, so that decoding a snapshot, an update or a trade does not allocate in steady state.
 //! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
 //! there is no floating point.
 //!
@@ -18,7 +21,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use simd_json::prelude::{ValueAsScalar, ValueIntoString};
-use simd_json::tape::{Array, Value};
+use simd_json::tape::{Array, Node, Value};
 use simd_json::{Buffers, Tape};
 
 use crate::book::{Level, Side};
@@ -181,7 +184,8 @@ impl Hasher for NameHasher {
 /// Decodes feed messages, remembering the announced symbols. Reuse one per feed connection.
 pub struct FeedDecoder {
     symbols: Vec<SymbolSpec>,
-    index: HashMap<String, u32, BuildHasherDefault<NameHasher>>,
+    /// Symbol name (the bytes of the UTF-8 name) to sid.
+    index: HashMap<Box<[u8]>, u32, BuildHasherDefault<NameHasher>>,
     max_symbols: usize,
     buffers: Buffers,
     /// Always empty between calls; kept only for its capacity.
@@ -189,6 +193,8 @@ pub struct FeedDecoder {
     bids: Vec<Level>,
     asks: Vec<Level>,
     changes: Vec<Change>,
+    /// A copy of a message for simd-json, by [`decode_bytes`](Self::decode_bytes).
+    copy: Vec<u8>,
 }
 
 impl fmt::Debug for FeedDecoder {
@@ -252,6 +258,7 @@ impl FeedDecoder {
             bids: Vec::new(),
             asks: Vec::new(),
             changes: Vec::new(),
+            copy: Vec::new(),
         }
     }
 
@@ -264,7 +271,7 @@ impl FeedDecoder {
     /// The sid of `name`, if announced.
     #[must_use]
     pub fn symbol_index(&self, name: &str) -> Option<u32> {
-        self.index.get(name).copied()
+        self.index.get(name.as_bytes()).copied()
     }
 
     /// The symbol with id `sid`, if announced.
@@ -280,13 +287,155 @@ impl FeedDecoder {
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let parsed = self.parse(msg)?;
+        Ok(self.event(parsed))
+    }
+
+    /// Decodes one message without modifying it, as [`decode`](Self::decode) does, on a copy
+    /// in the decoder's scratch buffer (simd-json parses in place). Prefer [`decode`]
+    /// (Self::decode) when the caller owns the message.
+    ///
+    /// # Errors
+    ///
+    /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
+    pub fn decode_bytes<'a>(&'a mut self, msg: &[u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        let mut copy = std::mem::take(&mut self.copy);
+        copy.clear();
+        copy.extend_from_slice(msg);
+        let parsed = self.parse(&mut copy);
+        self.copy = copy;
+        Ok(self.event(parsed?))
+    }
+
+    /// simd-json's tape, then [`interpret`](Self::interpret).
+    fn parse(&mut self, msg: &mut [u8]) -> Result<Parsed, DecodeError> {
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
+            Ok(()) => match self.walk(&tape.0) {
+                Some(hot) => hot,
+                None => self.interpret(tape.as_value()),
+            },
+            Err(e) => Err(DecodeError::Json(e)),
+        };
+        self.tape = tape.reset();
+        parsed
+    }
+
+    /// The hot messages (`l2update`, `trade`, `heartbeat`) straight from simd-json's tape, in
+    /// one pass: the top-level keys are matched by their bytes and remembered as tape positions,
+    /// then the message's fields are read where they are, with no `Value` or object lookups.
+    /// `None` for any other type (or no usable `type`): [`interpret`](Self::interpret) then
+    /// decides the message, errors included. The outcome is the same either way (tests compare
+    /// the two on every message they decode).
+    fn walk(&mut self, nodes: &[Node<'_>]) -> Option<Result<Parsed, DecodeError>> {
+        let Some(&Node::Object { len, .. }) = nodes.first() else {
+            return None;
+        };
+        // Tape position of each known field's value (0: absent; the root is never a value).
+        let mut at = [0usize; F_COUNT];
+        let mut i = 1;
+        for _ in 0..len {
+            let Some(Node::String(key)) = nodes.get(i) else {
+                return None;
+            };
+            let v = i + 1;
+            i = v + nodes.get(v).map_or(1, node_len);
+            let f = match key.as_bytes() {
+                b"type" => F_TYPE,
+                b"symbol" => F_SYMBOL,
+                b"symbols" => F_SYMBOLS,
+                b"seq" => F_SEQ,
+                b"ts" => F_TS,
+                b"bids" => F_BIDS,
+                b"asks" => F_ASKS,
+                b"changes" => F_CHANGES,
+                b"trade_id" => F_TRADE_ID,
+                b"price" => F_PRICE,
+                b"qty" => F_QTY,
+                b"side" => F_SIDE,
+                _ => continue,
+            };
+            if at[f] != 0 {
+                return Some(Err(DecodeError::DuplicateField(F_NAMES[f])));
+            }
+            at[f] = v;
+        }
+        let field = |f: usize| field_node(nodes, &at, f);
+        let Some(Node::String(ty)) = field(F_TYPE) else {
+            return None;
+        };
+        Some(match ty.as_bytes() {
+            b"l2update" => self.walk_update(nodes, &at),
+            b"trade" => self.walk_trade(nodes, &at),
+            b"heartbeat" => self.lookup_node(field(F_SYMBOL)).and_then(|(sym, _, _)| {
+                Ok(Parsed::Heartbeat {
+                    sym,
+                    seq: node_u64(field(F_SEQ), "seq")?,
+                    ts: node_u64(field(F_TS), "ts")?,
+                })
+            }),
+            _ => return None,
+        })
+    }
+
+    fn walk_update(
+        &mut self,
+        nodes: &[Node<'_>],
+        at: &[usize; F_COUNT],
+    ) -> Result<Parsed, DecodeError> {
+        let field = |f: usize| field_node(nodes, at, f);
+        let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
+        let seq = node_u64(field(F_SEQ), "seq")?;
+        let ts = node_u64(field(F_TS), "ts")?;
+        let (n, changes) = match field(F_CHANGES) {
+            None => return Err(DecodeError::MissingField("changes")),
+            Some(Node::Array { len, count }) => {
+                let start = at[F_CHANGES] + 1;
+                (len, nodes.get(start..start + count).unwrap_or_default())
+            }
+            Some(_) => return Err(DecodeError::BadField("changes")),
+        };
+        walk_changes(changes, n, px_dec, qty_dec, &mut self.changes)?;
+        Ok(Parsed::Update { sym, seq, ts })
+    }
+
+    fn walk_trade(&self, nodes: &[Node<'_>], at: &[usize; F_COUNT]) -> Result<Parsed, DecodeError> {
+        let field = |f: usize| field_node(nodes, at, f);
+        let (sym, px_dec, qty_dec) = self.lookup_node(field(F_SYMBOL))?;
+        let ts = node_u64(field(F_TS), "ts")?;
+        let trade = Trade {
+            px: decimal(node_str(field(F_PRICE), "price")?, px_dec, "price")?,
+            qty: decimal(node_str(field(F_QTY), "qty")?, qty_dec, "qty")?,
+            trade_id: node_u64(field(F_TRADE_ID), "trade_id")?,
+            taker_side: side(node_str(field(F_SIDE), "side")?, "side")?,
+        };
+        Ok(Parsed::Trade { sym, ts, trade })
+    }
+
+    /// [`lookup`](Self::lookup) of a tape node.
+    fn lookup_node(&self, v: Option<Node<'_>>) -> Result<(u32, u8, u8), DecodeError> {
+        let name = node_str(v, "symbol")?;
+        let unknown = || DecodeError::UnknownSymbol(name.to_owned());
+        let sym = *self.index.get(name.as_bytes()).ok_or_else(unknown)?;
+        let spec = self.symbols.get(sym as usize).ok_or_else(unknown)?;
+        Ok((sym, spec.px_decimals, spec.qty_decimals))
+    }
+
+    /// Decodes with the `Value`-based [`interpret`](Self::interpret) alone, not the tape walk:
+    /// the reference the tests hold the walk to.
+    #[cfg(test)]
+    fn decode_reference<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
         let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
         let parsed = match simd_json::fill_tape(msg, &mut self.buffers, &mut tape) {
             Ok(()) => self.interpret(tape.as_value()),
             Err(e) => Err(DecodeError::Json(e)),
         };
         self.tape = tape.reset();
-        Ok(match parsed? {
+        Ok(self.event(parsed?))
+    }
+
+    fn event(&self, parsed: Parsed) -> FeedEvent<'_> {
+        match parsed {
             Parsed::Symbols => FeedEvent::Symbols(&self.symbols),
             Parsed::Snapshot { sym, seq, ts } => FeedEvent::Snapshot {
                 sym,
@@ -303,7 +452,7 @@ impl FeedDecoder {
             },
             Parsed::Trade { sym, ts, trade } => FeedEvent::Trade { sym, ts, trade },
             Parsed::Heartbeat { sym, seq, ts } => FeedEvent::Heartbeat { sym, seq, ts },
-        })
+        }
     }
 
     fn interpret(&mut self, root: Value<'_, '_>) -> Result<Parsed, DecodeError> {
@@ -392,7 +541,7 @@ impl FeedDecoder {
         let res = self.add_symbols_inner(list);
         if res.is_err() {
             for spec in self.symbols.drain(before..) {
-                self.index.remove(&spec.symbol);
+                self.index.remove(spec.symbol.as_bytes());
             }
         }
         res
@@ -436,7 +585,7 @@ impl FeedDecoder {
                 px_decimals,
                 qty_decimals,
             });
-            self.index.insert(name.to_owned(), sid);
+            self.index.insert(name.as_bytes().into(), sid);
         }
         Ok(())
     }
@@ -531,6 +680,92 @@ fn parse_changes(
         let s = s.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
         let px = px.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
         let qty = qty.as_str().ok_or_else(|| DecodeError::BadField(NAME))?;
+        out.push(Change {
+            side: side(s, NAME)?,
+            px: decimal(px, px_dec, NAME)?,
+            qty: decimal(qty, qty_dec, NAME)?,
+        });
+    }
+    Ok(())
+}
+
+// The top-level fields [`FeedDecoder::walk`] knows, as indexes into its position array.
+const F_TYPE: usize = 0;
+const F_SYMBOL: usize = 1;
+const F_SYMBOLS: usize = 2;
+const F_SEQ: usize = 3;
+const F_TS: usize = 4;
+const F_BIDS: usize = 5;
+const F_ASKS: usize = 6;
+const F_CHANGES: usize = 7;
+const F_TRADE_ID: usize = 8;
+const F_PRICE: usize = 9;
+const F_QTY: usize = 10;
+const F_SIDE: usize = 11;
+const F_COUNT: usize = 12;
+const F_NAMES: [&str; F_COUNT] = [
+    "type", "symbol", "symbols", "seq", "ts", "bids", "asks", "changes", "trade_id", "price",
+    "qty", "side",
+];
+
+/// The value of field `f` in `nodes`, at the position [`FeedDecoder::walk`] recorded (0: absent).
+#[inline]
+fn field_node<'i>(nodes: &[Node<'i>], at: &[usize; F_COUNT], f: usize) -> Option<Node<'i>> {
+    match at[f] {
+        0 => None,
+        i => nodes.get(i).copied(),
+    }
+}
+
+/// How many tape nodes the value starting with `n` takes, itself included.
+#[inline]
+fn node_len(n: &Node<'_>) -> usize {
+    match *n {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+fn node_str<'i>(v: Option<Node<'i>>, name: &'static str) -> Result<&'i str, DecodeError> {
+    match v {
+        Some(Node::String(s)) => Ok(s),
+        Some(_) => Err(DecodeError::BadField(name)),
+        None => Err(DecodeError::MissingField(name)),
+    }
+}
+
+fn node_u64(v: Option<Node<'_>>, name: &'static str) -> Result<u64, DecodeError> {
+    match v {
+        Some(Node::Static(n)) => n.as_u64().ok_or_else(|| DecodeError::BadField(name)),
+        Some(_) => Err(DecodeError::BadField(name)),
+        None => Err(DecodeError::MissingField(name)),
+    }
+}
+
+/// [`parse_changes`] on the tape: `nodes` are the `len` elements of the `changes` array.
+/// A change is an array of exactly three strings, so it is four nodes.
+fn walk_changes(
+    nodes: &[Node<'_>],
+    len: usize,
+    px_dec: u8,
+    qty_dec: u8,
+    out: &mut Vec<Change>,
+) -> Result<(), DecodeError> {
+    const NAME: &str = "changes";
+    out.clear();
+    let mut rest = nodes;
+    for _ in 0..len {
+        let [
+            Node::Array { len: 3, count: 3 },
+            Node::String(s),
+            Node::String(px),
+            Node::String(qty),
+            ..,
+        ] = *rest
+        else {
+            return Err(DecodeError::BadField(NAME));
+        };
+        rest = &rest[4..];
         out.push(Change {
             side: side(s, NAME)?,
             px: decimal(px, px_dec, NAME)?,
@@ -995,11 +1230,15 @@ mod tests {
     #[test]
     fn scratch_is_reused_across_messages() {
         let mut d = ready();
+        d.decode(&mut SNAPSHOT.as_bytes().to_vec()).unwrap();
         d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+        let escaped_update = UPDATE.replace("\"seq\"", "\"s\\u0065q\"");
+        d.decode(&mut escaped_update.as_bytes().to_vec()).unwrap();
         let (tape_cap, changes_ptr) = (d.tape.0.capacity(), d.changes.as_ptr());
         assert!(tape_cap > 0);
         for _ in 0..100 {
             d.decode(&mut UPDATE.as_bytes().to_vec()).unwrap();
+            d.decode(&mut escaped_update.as_bytes().to_vec()).unwrap();
             d.decode(&mut TRADE.as_bytes().to_vec()).unwrap();
         }
         assert_eq!(d.tape.0.capacity(), tape_cap);
@@ -1157,5 +1396,178 @@ mod tests {
         println!("throughput: {updates} updates, {records} records, {bytes_out} bytes encoded");
         assert_eq!(updates, (MSGS * rounds) as u64);
         assert!(records >= updates);
+    }
+
+    // ---- the same outcome whichever way a message is decoded ----
+
+    const HEARTBEAT: &str = r#"{"type":"heartbeat","symbol":"ETH-USD","seq":7,"ts":9}"#;
+
+    /// Decodes `msg` with `decode` (in place), with `decode_bytes` (on a copy) and with the
+    /// `Value`-based reference interpreter, and requires the same outcome: the same event, or
+    /// errors with the same message.
+    fn same_outcome(msg: &[u8]) -> Result<String, String> {
+        let (mut owned, mut borrowed, mut reference) = (ready(), ready(), ready());
+        let a = owned
+            .decode(&mut msg.to_vec())
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        let b = reference
+            .decode_reference(&mut msg.to_vec())
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(a, b, "{}", String::from_utf8_lossy(msg));
+        let c = borrowed
+            .decode_bytes(msg)
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(a, c, "{}", String::from_utf8_lossy(msg));
+        a
+    }
+
+    /// The hot messages in any valid form: whitespace, key order, unknown keys of every JSON
+    /// type, unused known keys, extreme decimals and integers.
+    #[test]
+    fn hot_messages_decode_in_any_form() {
+        let ws = "{ \"type\" :\t\"l2update\" ,\r\n \"symbol\":\"BTC-USD\", \"seq\": 1001 ,\"ts\":1763700000000100000,\n\"changes\" : [ [ \"buy\" , \"65000.10\" , \"0.000000\" ] ,[\"sell\",\"65000.30\",\"2.000000\"] ] }\n";
+        let reordered = r#"{"symbol":"ETH-USD","changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"type":"l2update"}"#;
+        let unknown = r#"{"type":"l2update","x":null,"y":[true,false,{"a":[-0.5,1,{}],"b":[]}],"z":-12,"w":"v","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#;
+        let unused_known = r#"{"type":"trade","bids":[1],"asks":{"a":1},"symbol":"BTC-USD","changes":[["buy","1","2"]],"seq":"x","trade_id":0,"ts":5,"price":"-1.5","qty":"2","side":"sell"}"#;
+        let decimals = r#"{"type":"l2update","symbol":"BTC-USD","seq":1,"ts":2,"changes":[["buy","-0.5","7"],["sell","0065000","12.000001"],["buy","-92233720368547758.08","9223372036854.775807"]]}"#;
+        let big = r#"{"type":"heartbeat","symbol":"BTC-USD","seq":9223372036854775807,"ts":0}"#;
+        for msg in [
+            UPDATE,
+            TRADE,
+            HEARTBEAT,
+            ws,
+            reordered,
+            unknown,
+            unused_known,
+            big,
+            decimals,
+        ] {
+            let out = same_outcome(msg.as_bytes());
+            assert!(out.is_ok(), "{msg}: {out:?}");
+        }
+    }
+
+    /// Unusual valid messages and wrong ones: decided alike in place, on a copy and by the
+    /// `Value`-based reference.
+    #[test]
+    fn unusual_and_wrong_messages() {
+        let cases: Vec<String> = vec![
+            // The changes before the symbol: valid.
+            r#"{"changes":[["sell","65000.30","2"]],"ts":5,"seq":9,"symbol":"ETH-USD","type":"l2update"}"#.into(),
+            // Escapes and non-ASCII text: valid.
+            r#"{"type":"trade","symbol":"BTC\u002dUSD","trade_id":1,"ts":5,"price":"1","qty":"2","side":"sell"}"#.into(),
+            UPDATE.replace("\"seq\"", "\"s\\u0065q\""),
+            UPDATE.replace("\"buy\"", "\"b\\u0075y\""),
+            UPDATE.replace("65000.10", "6500\\u0030.10"),
+            r#"{"type":"l2update","note":"é","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            r#"{"type":"l2update","noté":1,"symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            // Unusual numbers, valid or not.
+            UPDATE.replace("1001", "1001.0"),
+            UPDATE.replace("1001", "1e3"),
+            UPDATE.replace("1001", "-1"),
+            UPDATE.replace("1001", "01"),
+            UPDATE.replace("1001", "9223372036854775808"),
+            UPDATE.replace("1001", "18446744073709551615"),
+            UPDATE.replace("1001", "18446744073709551616"),
+            UPDATE.replace("1001", "100000000000000000000"),
+            UPDATE.replace("1001", "\"1001\""),
+            UPDATE.replace("\"seq\"", "\"x\":1e5,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":01,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":-,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":1.,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":.5,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":1234567890123456789012,\"seq\""),
+            // Bad decimals.
+            UPDATE.replace("65000.10", "65000.1x"),
+            UPDATE.replace("65000.10", "65000.123"),
+            UPDATE.replace("65000.10", ""),
+            UPDATE.replace("65000.10", "99999999999999999999"),
+            TRADE.replace("0.010000", "0.0100001"),
+            UPDATE.replace("65000.10", "-92233720368547758.09"),
+            UPDATE.replace("65000.10", "-"),
+            UPDATE.replace("65000.10", "1."),
+            UPDATE.replace("65000.10", ".5"),
+            UPDATE.replace("65000.10", "--5"),
+            UPDATE.replace("65000.10", "1e5"),
+            UPDATE.replace("65000.10", "+5"),
+            UPDATE.replace("65000.10", " 5"),
+            UPDATE.replace("2.000000", "9223372036854.775808"),
+            // Structure and types.
+            UPDATE.replace("\"sell\",", "\"hold\","),
+            UPDATE.replace(",\"2.000000\"]", "]"),
+            UPDATE.replace(",\"2.000000\"]", ",\"2\",\"3\"]"),
+            UPDATE.replace("[[", "[{\"a\":1},["),
+            UPDATE.replace("[[", "[5,["),
+            UPDATE.replace("]]}", "],[]]}"),
+            UPDATE.replace("\"65000.10\"", "[\"65000.10\"]"),
+            UPDATE.replace("\"65000.10\"", "{\"a\":[1,2]}"),
+            UPDATE.replace("\"0.000000\"", "0"),
+            UPDATE.replace("\"changes\":[", "\"changes\":[[\"buy\",[[1]],{}],"),
+            UPDATE.replace("\"type\":\"l2update\",", "\"type\":\"l2update\",\"type\":\"trade\","),
+            UPDATE.replace("\"type\":\"l2update\",", "\"type\":7,"),
+            TRADE.replace("\"price\"", "\"x\":{\"price\":1},\"price\""),
+            TRADE.replace("\"price\":\"65000.20\",", ""),
+            HEARTBEAT.replace("7", "-7"),
+            HEARTBEAT.replace("7", "7.0"),
+            UPDATE.replace("\"changes\"", "\"changes\":[],\"changes\""),
+            UPDATE.replace("\"symbol\":\"BTC-USD\"", "\"symbol\":\"XRP-USD\""),
+            UPDATE.replace("\"symbol\":\"BTC-USD\",", ""),
+            UPDATE.replace("\"type\":\"l2update\",", ""),
+            UPDATE.replace("l2update", "l3update"),
+            UPDATE.replace("\"ts\":1763700000000100000,", "\"ts\":null,"),
+            UPDATE.replace("\"changes\":[", "\"changes\":{\"a\":["),
+            TRADE.replace("\"side\":\"buy\"", "\"side\":1"),
+            TRADE.replace("\"trade_id\":42,", ""),
+            HEARTBEAT.replace("\"seq\":7,", ""),
+            format!("{UPDATE} x"),
+            format!("{UPDATE}{{}}"),
+            format!("[{UPDATE}]"),
+            UPDATE[..UPDATE.len() - 1].to_owned(),
+            UPDATE.replace("]]}", "]],}"),
+            UPDATE.replace("]]}", "],]}"),
+            UPDATE.replace("\"seq\"", "\"x\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]],\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":tru,\"seq\""),
+            UPDATE.replace("\"seq\"", "\"x\":\"a\tb\",\"seq\""),
+            "{}".into(),
+            " ".into(),
+            SNAPSHOT.into(),
+            SYMBOLS.into(),
+        ];
+        for msg in &cases {
+            let _ = same_outcome(msg.as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Random edits of hot messages (bytes replaced, inserted or removed, often JSON
+        /// punctuation): never a panic, the same outcome in place, on a copy and by the reference.
+        #[test]
+        fn mutations_decide_alike(
+            base in 0usize..4,
+            edits in proptest::collection::vec((0usize..512, 0u8..4, 0usize..24), 1..4),
+        ) {
+            const ALPHABET: &[u8] = b"{}[]:,\" \\-.0123456789eE\t";
+            let mut msg = [UPDATE, TRADE, HEARTBEAT, r#"{"type":"l2update","symbol":"ETH-USD","seq":5,"ts":6,"changes":[["buy","1.5","0"]],"x":[1,{"y":null}]}"#][base]
+                .as_bytes()
+                .to_vec();
+            for (pos, op, ch) in edits {
+                let pos = pos % (msg.len() + 1);
+                let b = ALPHABET[ch % ALPHABET.len()];
+                match op {
+                    0 if pos < msg.len() => msg[pos] = b,
+                    1 => msg.insert(pos, b),
+                    2 if pos < msg.len() => {
+                        msg.remove(pos);
+                    }
+                    _ => msg.insert(pos, b' '),
+                }
+            }
+            let _ = same_outcome(&msg);
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The ingester thread: the feed edge.
 //!
 //! It reads the exchange feed (JSON over WebSocket, through tungstenite on a non-blocking socket
-//! watched by its own mio `Poll`), decodes each message in place with simd-json, applies it to
-//! the symbol's book, encodes each resulting record once per format that some shard listens to,
-//! and pushes it into the rings of those shards. Between feed reads it answers the shards'
+//! watched by its own mio `Poll`), decodes each message with simd-json (on a copy in the
+//! decoder's buffer: simd-json parses in place and tungstenite's payloads share its read
+//! buffer), applies it to the symbol's book, encodes each resulting record once per format that
+//! some shard listens to, and pushes it into the rings of those shards. Between feed reads it answers the shards'
 //! snapshot requests, in order with the records, which is what lines a subscriber's snapshot up
 //! with the deltas that follow it.
 //!
@@ -190,7 +191,6 @@ struct Ingester {
     syms: Vec<SymState>,
     windows: WindowDeltas,
     arena: Arena,
-    scratch: Vec<u8>,
     /// Snapshot requests waiting for their symbol to sync.
     waiting: Vec<IngestRequest>,
     /// Shards that got messages since they were last woken.
@@ -250,7 +250,6 @@ impl Ingester {
             syms: Vec::new(),
             windows: WindowDeltas::new(),
             arena: Arena::default(),
-            scratch: Vec::with_capacity(64 * 1024),
             waiting: Vec::new(),
             touched: vec![false; shards],
             unsynced: 0,
@@ -369,9 +368,7 @@ impl Ingester {
                 match ws.read() {
                     Ok(WsMessage::Text(text)) => {
                         handled += 1;
-                        self.scratch.clear();
-                        self.scratch.extend_from_slice(text.as_bytes());
-                        self.on_message(decoder);
+                        self.on_message(decoder, text.as_bytes());
                     }
                     Ok(WsMessage::Binary(_)) => {
                         handled += 1;
@@ -450,15 +447,13 @@ impl Ingester {
 
     // ---- feed messages ----
 
-    fn on_message(&mut self, decoder: &mut FeedDecoder) {
+    fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8]) {
         self.counts.messages += 1;
         let recv_ts = clock::realtime_ns();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = match decoder.decode(&mut scratch) {
+        let result = match decoder.decode_bytes(msg) {
             Ok(event) => self.apply(event, recv_ts),
             Err(e) => Err(e.to_string()),
         };
-        self.scratch = scratch;
         if let Err(e) = result {
             self.bad_message(&e);
         }
@@ -1108,9 +1103,7 @@ impl Replay {
 
     /// Handles one feed message (a JSON text) as if it had just been read off the feed.
     pub fn message(&mut self, msg: &[u8]) {
-        self.ing.scratch.clear();
-        self.ing.scratch.extend_from_slice(msg);
-        self.ing.on_message(&mut self.decoder);
+        self.ing.on_message(&mut self.decoder, msg);
     }
 
     /// Answers the shards' pending snapshot requests and wakes the shards that got records.

@@ -301,29 +301,33 @@ pub fn encode_book_json(
     asks: &[Level],
 ) {
     out.reserve(96 + meta.symbol.len() + 48 * bids.len().saturating_add(asks.len()));
-    put_json_header(out, meta, hdr);
-    out.put_slice(b",\"bids\":");
-    put_json_levels(out, meta, bids);
-    out.put_slice(b",\"asks\":");
-    put_json_levels(out, meta, asks);
-    out.put_u8(b'}');
+    let mut w = JsonWriter::new(out);
+    put_json_header(&mut w, meta, hdr);
+    w.lit(b",\"bids\":");
+    put_json_levels(&mut w, meta, bids);
+    w.lit(b",\"asks\":");
+    put_json_levels(&mut w, meta, asks);
+    w.lit(b"}");
+    w.finish();
 }
 
 /// Appends one trade record as a JSON object:
 /// `{"kind":"trade",..,"price":"..","qty":"..","trade_id":42,"side":"buy"|"sell"}`.
 pub fn encode_trade_json(out: &mut BytesMut, meta: &SymbolMeta, hdr: &RecordHeader, trade: &Trade) {
     out.reserve(192 + meta.symbol.len());
-    put_json_header(out, meta, hdr);
-    out.put_slice(b",\"price\":\"");
-    write_decimal(out, trade.px, meta.px_decimals);
-    out.put_slice(b"\",\"qty\":\"");
-    write_decimal(out, trade.qty, meta.qty_decimals);
-    out.put_slice(b"\",\"trade_id\":");
-    write_u64(out, trade.trade_id);
-    out.put_slice(match trade.taker_side {
+    let mut w = JsonWriter::new(out);
+    put_json_header(&mut w, meta, hdr);
+    w.lit(b",\"price\":\"");
+    w.decimal(trade.px, meta.px_decimals);
+    w.lit(b"\",\"qty\":\"");
+    w.decimal(trade.qty, meta.qty_decimals);
+    w.lit(b"\",\"trade_id\":");
+    w.u64(trade.trade_id);
+    w.lit(match trade.taker_side {
         Side::Bid => b",\"side\":\"buy\"}",
         Side::Ask => b",\"side\":\"sell\"}",
     });
+    w.finish();
 }
 
 /// Appends one status record as a JSON object: `{"kind":"status",..,"code":1}`.
@@ -334,41 +338,152 @@ pub fn encode_status_json(
     code: StatusCode,
 ) {
     out.reserve(128 + meta.symbol.len());
-    put_json_header(out, meta, hdr);
-    out.put_slice(b",\"code\":");
-    write_u64(out, u64::from(code as u16));
-    out.put_u8(b'}');
+    let mut w = JsonWriter::new(out);
+    put_json_header(&mut w, meta, hdr);
+    w.lit(b",\"code\":");
+    w.u64(u64::from(code as u16));
+    w.lit(b"}");
+    w.finish();
 }
 
 /// Writes `{"kind":..,"symbol":..,"sid":..,"seq":..,"exch_ts":..,"recv_ts":..` (no closing brace).
-fn put_json_header(out: &mut BytesMut, meta: &SymbolMeta, hdr: &RecordHeader) {
-    out.put_slice(b"{\"kind\":\"");
-    out.put_slice(hdr.kind.as_str().as_bytes());
-    out.put_slice(b"\",\"symbol\":");
-    write_json_string(out, &meta.symbol);
-    out.put_slice(b",\"sid\":");
-    write_u64(out, u64::from(meta.sid));
-    out.put_slice(b",\"seq\":");
-    write_u64(out, hdr.seq);
-    out.put_slice(b",\"exch_ts\":");
-    write_u64(out, hdr.exch_ts);
-    out.put_slice(b",\"recv_ts\":");
-    write_u64(out, hdr.recv_ts);
+fn put_json_header(w: &mut JsonWriter<'_>, meta: &SymbolMeta, hdr: &RecordHeader) {
+    w.lit(b"{\"kind\":\"");
+    w.lit(hdr.kind.as_str().as_bytes());
+    w.lit(b"\",\"symbol\":");
+    w.flush();
+    write_json_string(w.out, &meta.symbol);
+    w.lit(b",\"sid\":");
+    w.u64(u64::from(meta.sid));
+    w.lit(b",\"seq\":");
+    w.u64(hdr.seq);
+    w.lit(b",\"exch_ts\":");
+    w.u64(hdr.exch_ts);
+    w.lit(b",\"recv_ts\":");
+    w.u64(hdr.recv_ts);
 }
 
-fn put_json_levels(out: &mut BytesMut, meta: &SymbolMeta, levels: &[Level]) {
-    out.put_u8(b'[');
+/// Writes `[["px","qty"],..]`.
+fn put_json_levels(w: &mut JsonWriter<'_>, meta: &SymbolMeta, levels: &[Level]) {
+    w.lit(b"[");
     for (i, l) in levels.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(b"[\"");
-        write_decimal(out, l.px, meta.px_decimals);
-        out.put_slice(b"\",\"");
-        write_decimal(out, l.qty, meta.qty_decimals);
-        out.put_slice(b"\"]");
+        w.lit(if i > 0 { b",[\"" } else { b"[\"" });
+        w.decimal(l.px, meta.px_decimals);
+        w.lit(b"\",\"");
+        w.decimal(l.qty, meta.qty_decimals);
+        w.lit(b"\"]");
     }
-    out.put_u8(b']');
+    w.lit(b"]");
+}
+
+/// Buffers the many small pieces of a JSON record on the stack and appends them to the
+/// `BytesMut` in a few large copies (a `put_slice` per piece costs a capacity check and a
+/// `memcpy` call each). Numbers are written in place. Call [`finish`](Self::finish) at the end.
+struct JsonWriter<'a> {
+    out: &'a mut BytesMut,
+    buf: [u8; JSON_CHUNK],
+    n: usize,
+}
+
+/// Size of [`JsonWriter`]'s stack buffer.
+const JSON_CHUNK: usize = 512;
+/// Longest single piece [`JsonWriter`] writes at once: literals are shorter, numbers are at
+/// most 42 bytes (`-`, 19 integer digits, `.`, 19 fraction digits).
+const JSON_PIECE: usize = 64;
+
+impl<'a> JsonWriter<'a> {
+    fn new(out: &'a mut BytesMut) -> Self {
+        Self {
+            out,
+            buf: [0; JSON_CHUNK],
+            n: 0,
+        }
+    }
+
+    /// Makes room for one piece of at most [`JSON_PIECE`] bytes.
+    #[inline]
+    fn room(&mut self) {
+        if self.n > JSON_CHUNK - JSON_PIECE {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.out.put_slice(&self.buf[..self.n]);
+        self.n = 0;
+    }
+
+    fn finish(mut self) {
+        self.flush();
+    }
+
+    /// A literal piece (at most [`JSON_PIECE`] bytes).
+    #[inline]
+    fn lit(&mut self, s: &[u8]) {
+        debug_assert!(s.len() <= JSON_PIECE);
+        self.room();
+        let end = self.n + s.len();
+        self.buf[self.n..end].copy_from_slice(s);
+        self.n = end;
+    }
+
+    /// `v` in decimal.
+    #[inline]
+    fn u64(&mut self, v: u64) {
+        self.room();
+        self.put_digits(v, digit_count(v));
+    }
+
+    /// `value / 10^decimals` with exactly `decimals` fraction digits, as [`write_decimal`].
+    #[inline]
+    fn decimal(&mut self, value: i64, decimals: u8) {
+        let d = usize::from(decimals);
+        let Some(&scale) = POW10.get(d).filter(|_| d > 0) else {
+            if d == 0 {
+                self.room();
+                if value < 0 {
+                    self.buf[self.n] = b'-';
+                    self.n += 1;
+                }
+                let mag = value.unsigned_abs();
+                self.put_digits(mag, digit_count(mag));
+            } else {
+                // 20 or more fraction digits: never used by a feed (at most 18), keep it simple.
+                self.flush();
+                write_decimal(self.out, value, decimals);
+            }
+            return;
+        };
+        self.room();
+        if value < 0 {
+            self.buf[self.n] = b'-';
+            self.n += 1;
+        }
+        let mag = value.unsigned_abs();
+        let int = mag / scale;
+        self.put_digits(int, digit_count(int));
+        self.buf[self.n] = b'.';
+        self.n += 1;
+        // The fraction, zero-padded to `d` digits.
+        self.put_digits(mag % scale, d);
+    }
+
+    /// The last `len` decimal digits of `v` (zero-padded), in place.
+    #[inline]
+    fn put_digits(&mut self, mut v: u64, len: usize) {
+        let end = self.n + len;
+        for b in self.buf[self.n..end].iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.n = end;
+    }
+}
+
+/// Number of decimal digits of `v` (1 for 0).
+#[inline]
+fn digit_count(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// Writes `s` as a JSON string literal, quotes included, escaping `"`, `\` and control
@@ -459,7 +574,72 @@ pub fn write_decimal(out: &mut BytesMut, value: i64, decimals: u8) {
 /// is not of that form (`+1`, `.5`, `1.`, `1e3`, spaces), [`DecimalError::Precision`] for
 /// non-zero digits beyond `decimals`, [`DecimalError::Overflow`] when the scaled value does not
 /// fit an `i64`.
+#[inline]
 pub fn parse_decimal(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
+    match parse_decimal_fast(s, decimals) {
+        Some(v) => Ok(v),
+        None => parse_decimal_full(s, decimals),
+    }
+}
+
+/// The usual form in one pass with no overflow checks: `-`? digits (`.` digits)?, at most 19
+/// bytes after the sign, no more fraction digits than `decimals`, and at most 18 digits once
+/// scaled (so the value fits an `i64` whatever its sign). `None` for anything else, valid or
+/// not: [`parse_decimal_full`] then decides, errors included. Never a different result.
+#[inline]
+fn parse_decimal_fast(s: &[u8], decimals: u8) -> Option<i64> {
+    let (neg, body) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    // At most 19 digits: below 10^19, so the u64 accumulation cannot overflow.
+    if body.is_empty() || body.len() > 19 {
+        return None;
+    }
+    let dot = body.iter().position(|&b| b == b'.');
+    let (int, frac) = match dot {
+        Some(dot) => (&body[..dot], &body[dot + 1..]),
+        None => (body, &[][..]),
+    };
+    let decimals = usize::from(decimals);
+    if int.is_empty() || (dot.is_some() && frac.is_empty()) || int.len() + decimals > 18 {
+        return None;
+    }
+    let scale = *POW10.get(decimals.checked_sub(frac.len())?)?;
+    let (mag, bad_int) = digits_unchecked(int, 0);
+    let (mag, bad_frac) = digits_unchecked(frac, mag);
+    if bad_int || bad_frac {
+        return None;
+    }
+    // At most 18 digits once scaled: below 10^18.
+    let v = i64::try_from(mag * scale).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// `mag` followed by the decimal digits `bytes`, two digits per step (a shorter dependency
+/// chain than one), and whether some byte was not a digit (the value is then meaningless).
+/// The caller bounds the digit count so that a valid result fits; arithmetic wraps otherwise.
+#[inline]
+fn digits_unchecked(bytes: &[u8], mut mag: u64) -> (u64, bool) {
+    let mut bad = false;
+    let mut pairs = bytes.chunks_exact(2);
+    for p in &mut pairs {
+        let (a, b) = (p[0].wrapping_sub(b'0'), p[1].wrapping_sub(b'0'));
+        bad |= (a > 9) | (b > 9);
+        mag = mag
+            .wrapping_mul(100)
+            .wrapping_add(u64::from(a) * 10 + u64::from(b));
+    }
+    if let [c] = *pairs.remainder() {
+        let d = c.wrapping_sub(b'0');
+        bad |= d > 9;
+        mag = mag.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    (mag, bad)
+}
+
+/// [`parse_decimal`] for every form, each step checked.
+fn parse_decimal_full(s: &[u8], decimals: u8) -> Result<i64, DecimalError> {
     let (neg, body) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),

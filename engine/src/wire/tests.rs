@@ -381,6 +381,28 @@ fn parse_decimal_rejects() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8192))]
+
+    /// The one-pass fast path of `parse_decimal` never decides differently from the full
+    /// parser: random strings over digits, sign and point, of every length around its limits.
+    #[test]
+    fn parse_decimal_fast_path_agrees(
+        s in proptest::collection::vec(prop_oneof![
+            8 => proptest::sample::select(b"0123456789".to_vec()),
+            1 => Just(b'.'),
+            1 => Just(b'-'),
+            1 => Just(b'x'),
+        ], 0..24),
+        decimals in 0u8..21,
+    ) {
+        prop_assert_eq!(parse_decimal(&s, decimals), parse_decimal_full(&s, decimals));
+        if let Some(v) = parse_decimal_fast(&s, decimals) {
+            prop_assert_eq!(Ok(v), parse_decimal_full(&s, decimals));
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
@@ -451,5 +473,50 @@ proptest! {
     #[test]
     fn parse_never_panics(s in proptest::collection::vec(any::<u8>(), 0..30), d in any::<u8>()) {
         let _ = parse_decimal(&s, d);
+    }
+}
+
+proptest! {
+    /// The JSON writer's in-place numbers are exactly `write_decimal` / `write_u64`.
+    #[test]
+    fn json_writer_numbers_match_the_reference(value in any::<i64>(), decimals in 0u8..=25, u in any::<u64>()) {
+        let mut out = BytesMut::new();
+        let mut w = JsonWriter::new(&mut out);
+        w.decimal(value, decimals);
+        w.lit(b" ");
+        w.u64(u);
+        w.finish();
+        let mut want = BytesMut::new();
+        write_decimal(&mut want, value, decimals);
+        want.put_u8(b' ');
+        write_u64(&mut want, u);
+        prop_assert_eq!(&out[..], &want[..]);
+    }
+
+    /// Book records of any size (many flushes of the writer's buffer) are valid JSON holding
+    /// exactly the levels given.
+    #[test]
+    fn book_json_round_trips(
+        levels in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..300),
+        split in 0usize..300,
+    ) {
+        let levels: Vec<Level> = levels.into_iter().map(|(px, qty)| Level { px, qty }).collect();
+        let (bids, asks) = levels.split_at(split.min(levels.len()));
+        let m = meta("A\"B\\C");
+        let mut out = BytesMut::new();
+        out.put_slice(b"x");
+        encode_book_json(&mut out, &m, &hdr(RecordKind::Delta), bids, asks);
+        prop_assert_eq!(out[0], b'x');
+        let v: Value = serde_json::from_slice(&out[1..]).unwrap();
+        prop_assert_eq!(&v["symbol"], "A\"B\\C");
+        for (side, want) in [("bids", bids), ("asks", asks)] {
+            let got = v[side].as_array().unwrap();
+            prop_assert_eq!(got.len(), want.len());
+            for (g, l) in got.iter().zip(want) {
+                let px = parse_decimal(g[0].as_str().unwrap().as_bytes(), m.px_decimals).unwrap();
+                let qty = parse_decimal(g[1].as_str().unwrap().as_bytes(), m.qty_decimals).unwrap();
+                prop_assert_eq!((px, qty), (l.px, l.qty));
+            }
+        }
     }
 }
