@@ -155,8 +155,9 @@ pub struct Config {
     /// Bound of a connection's out-buffer in bytes; past it the client is evicted (1013).
     pub max_outbuf_bytes: usize,
     /// `SO_SNDBUF` of accepted sockets in bytes (the kernel doubles it); 0 leaves the kernel's
-    /// autotuning (`tcp_wmem`). A fixed size bounds kernel memory per subscriber and makes a
-    /// client that stopped reading reach its out-buffer bound (eviction) sooner.
+    /// autotuning (`tcp_wmem`). A fixed size (the default, 256 KiB) bounds kernel memory per
+    /// subscriber and makes a client that stopped reading reach its out-buffer bound (eviction)
+    /// sooner; with autotuning, 10 % stopped subscribers slowed the others (docs/benchmarks.md).
     pub send_buffer_bytes: usize,
     /// Largest client message (control requests) in bytes; larger is closed with 1009.
     pub max_message_bytes: usize,
@@ -227,7 +228,7 @@ impl Default for Config {
             ring_capacity: 1 << 16,
             max_symbols: 4096,
             max_outbuf_bytes: 4 << 20,
-            send_buffer_bytes: 0,
+            send_buffer_bytes: 256 * 1024,
             max_message_bytes: 64 << 10,
             max_subscriptions: 4096,
             handshake_timeout: Duration::from_secs(10),

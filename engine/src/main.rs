@@ -109,7 +109,7 @@ struct Cli {
     #[arg(long, value_name = "BYTES", help_heading = "Per-connection limits")]
     max_outbuf_bytes: Option<usize>,
     /// SO_SNDBUF of accepted sockets (the kernel doubles it); 0 = kernel autotuning
-    /// [default: 0].
+    /// [default: 262144].
     #[arg(long, value_name = "BYTES", help_heading = "Per-connection limits")]
     send_buffer_bytes: Option<usize>,
     /// Largest client message (larger: close 1009) [default: 65536].

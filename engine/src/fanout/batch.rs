@@ -101,36 +101,8 @@ pub fn append_batch(
     out.reserve(batch_wire_len(format, records, limits))?;
     let mut messages = 0;
     for (start, end, payload) in groups(format, records, limits) {
-        let mut head = [0u8; MAX_HEADER_LEN + BATCH_HEADER_LEN];
-        let mut frame = [0u8; MAX_HEADER_LEN];
         let group = &records[start..end];
-        match format {
-            Format::Binary => {
-                let h = encode_header(true, OpCode::Binary, payload as u64, &mut frame);
-                head[..h].copy_from_slice(&frame[..h]);
-                // `groups` caps a group at u16::MAX records.
-                let count = u16::try_from(group.len()).unwrap_or(u16::MAX);
-                head[h..h + BATCH_HEADER_LEN].copy_from_slice(&batch_header(count));
-                out.push_small(&head[..h + BATCH_HEADER_LEN], false);
-                for (i, r) in group.iter().enumerate() {
-                    out.push_shared(r.clone(), i + 1 == group.len());
-                }
-            }
-            Format::Json => {
-                let h = encode_header(true, OpCode::Text, payload as u64, &mut frame);
-                head[..h].copy_from_slice(&frame[..h]);
-                head[h] = b'[';
-                out.push_small(&head[..=h], false);
-                for (i, r) in group.iter().enumerate() {
-                    if i == 0 {
-                        out.push_shared(r.slice(1..), false);
-                    } else {
-                        out.push_shared(r.clone(), false);
-                    }
-                }
-                out.push_small(b"]", true);
-            }
-        }
+        push_records(out, format, group.len(), payload, group.iter().cloned());
         messages += 1;
     }
     Ok(messages)
@@ -241,9 +213,22 @@ fn push_message(
         Piece::Span(s) => arena.slice(*s),
         Piece::Own(b) => b.clone(),
     };
+    push_records(out, format, count, payload, spans.iter().map(bytes));
+}
+
+/// Queues one message of `count` records (`payload` bytes) whose record bytes are `pieces`
+/// (each a run of whole records, shared, not copied): the frame and batch headers (or `[`) as
+/// one inline chunk, then the pieces.
+fn push_records(
+    out: &mut OutBuf,
+    format: Format,
+    count: usize,
+    payload: usize,
+    pieces: impl ExactSizeIterator<Item = Bytes>,
+) {
     let mut head = [0u8; MAX_HEADER_LEN + BATCH_HEADER_LEN];
     let mut frame = [0u8; MAX_HEADER_LEN];
-    let last = spans.len().saturating_sub(1);
+    let last = pieces.len().saturating_sub(1);
     match format {
         Format::Binary => {
             let h = encode_header(true, OpCode::Binary, payload as u64, &mut frame);
@@ -251,9 +236,9 @@ fn push_message(
             // Callers cap a message at u16::MAX records.
             let count = u16::try_from(count).unwrap_or(u16::MAX);
             head[h..h + BATCH_HEADER_LEN].copy_from_slice(&batch_header(count));
-            out.push_small(&head[..h + BATCH_HEADER_LEN], spans.is_empty());
-            for (i, s) in spans.iter().enumerate() {
-                out.push_shared(bytes(s), i == last);
+            out.push_small(&head[..h + BATCH_HEADER_LEN], pieces.len() == 0);
+            for (i, b) in pieces.enumerate() {
+                out.push_shared(b, i == last);
             }
         }
         Format::Json => {
@@ -261,8 +246,7 @@ fn push_message(
             head[..h].copy_from_slice(&frame[..h]);
             head[h] = b'[';
             out.push_small(&head[..=h], false);
-            for (i, s) in spans.iter().enumerate() {
-                let b = bytes(s);
+            for (i, b) in pieces.enumerate() {
                 // The first record's leading comma is dropped.
                 out.push_shared(if i == 0 { b.slice(1.min(b.len())..) } else { b }, false);
             }
