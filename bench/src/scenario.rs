@@ -321,7 +321,7 @@ struct Run<'a> {
     cfg: &'a ScenarioConfig,
     pid: Option<u32>,
     http: Option<SocketAddr>,
-    pace: Rc<Pace>,
+    pace: std::sync::Arc<Pace>,
     group: LoadGroup,
     phase_label: Rc<RefCell<String>>,
 }
@@ -656,7 +656,7 @@ pub async fn run(cfg: &ScenarioConfig) -> Result<ScenarioReport, ScenarioError> 
             pace = f.pace.clone();
             feed = Some(f);
         }
-        ClientKind::Peer => pace = Rc::new(Pace::default()),
+        ClientKind::Peer => pace = std::sync::Arc::new(Pace::default()),
     }
     pace.rate.set(cfg.rates.first().copied().unwrap_or(1.0));
 

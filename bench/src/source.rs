@@ -8,11 +8,15 @@
 //!   stamped when sent, so that the same client code checks sequences and
 //!   measures latency for both.
 //!
-//! Both run on the caller's `LocalSet` and tick every millisecond, sending what
-//! is due since the last tick (the cadence of `feed-sim`'s own generator).
+//! Both tick every millisecond, sending what is due since the last tick (the
+//! cadence of `feed-sim`'s own generator). The publisher runs on the caller's
+//! `LocalSet`; the feed server has a thread of its own, so that the load's own
+//! work (opening 20,000 connections, say) never holds the feed back — a silent
+//! feed makes the engine resync every book, which is not what a run measures.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use feed_sim::Exchange;
@@ -46,15 +50,31 @@ pub struct Burst {
     pub every_ms: u64,
 }
 
+/// A value shared between the bench's thread and the feed server's: `get`/`set`.
+#[derive(Debug, Default)]
+pub struct Shared<T>(Mutex<T>);
+
+impl<T: Copy> Shared<T> {
+    /// The current value.
+    pub fn get(&self) -> T {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: T) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+}
+
 /// Shared pacing controls: the base rate and the burst shape.
 #[derive(Debug, Default)]
 pub struct Pace {
     /// Events per second outside bursts.
-    pub rate: Cell<f64>,
+    pub rate: Shared<f64>,
     /// Burst shape, if any.
-    pub burst: Cell<Option<Burst>>,
+    pub burst: Shared<Option<Burst>>,
     /// Events sent so far.
-    pub sent: Cell<u64>,
+    pub sent: Shared<u64>,
 }
 
 /// Turns elapsed time into a number of events due, following [`Pace`].
@@ -122,7 +142,7 @@ pub struct FeedServer {
     /// `ws://127.0.0.1:PORT/feed`.
     pub url: String,
     /// Rate (l2updates per second) and bursts.
-    pub pace: Rc<Pace>,
+    pub pace: Arc<Pace>,
     stop: watch::Sender<bool>,
 }
 
@@ -130,26 +150,38 @@ impl FeedServer {
     /// Listens on `addr` and serves `symbols` simulated symbols to every feed
     /// connection (normally one: the engine's ingester).
     pub async fn start(addr: &str, symbols: usize, seed: u64) -> Result<Self, SourceError> {
-        let listener = TcpListener::bind(addr).await?;
-        let url = format!("ws://{}/feed", listener.local_addr()?);
-        let pace = Rc::new(Pace::default());
-        let exchange = Rc::new(RefCell::new(Exchange::new(symbols, FEED_DEPTH, seed)));
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let url = format!("ws://{}/feed", std_listener.local_addr()?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let pace = Arc::new(Pace::default());
         let (stop, stop_rx) = watch::channel(false);
-        let (p, ex) = (pace.clone(), exchange);
-        tokio::task::spawn_local(async move {
-            let mut stop_rx = stop_rx;
-            loop {
-                tokio::select! {
-                    _ = stop_rx.changed() => return,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, _)) = accepted else { continue };
-                        let _ = tcp.set_nodelay(true);
-                        let (p, ex, s) = (p.clone(), ex.clone(), stop_rx.clone());
-                        tokio::task::spawn_local(feed_session(tcp, p, ex, s));
+        let p = pace.clone();
+        std::thread::Builder::new()
+            .name(String::from("bench-feed"))
+            .spawn(move || {
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let Ok(listener) = TcpListener::from_std(std_listener) else {
+                        return;
+                    };
+                    let ex = Rc::new(RefCell::new(Exchange::new(symbols, FEED_DEPTH, seed)));
+                    let mut stop_rx = stop_rx;
+                    loop {
+                        tokio::select! {
+                            _ = stop_rx.changed() => return,
+                            accepted = listener.accept() => {
+                                let Ok((tcp, _)) = accepted else { continue };
+                                let _ = tcp.set_nodelay(true);
+                                let (p, ex, s) = (p.clone(), ex.clone(), stop_rx.clone());
+                                tokio::task::spawn_local(feed_session(tcp, p, ex, s));
+                            }
+                        }
                     }
-                }
-            }
-        });
+                });
+            })?;
         Ok(Self { url, pace, stop })
     }
 }
@@ -169,7 +201,7 @@ fn lines_to_messages(buf: &[u8], out: &mut Vec<Message>) {
 
 async fn feed_session(
     tcp: tokio::net::TcpStream,
-    pace: Rc<Pace>,
+    pace: Arc<Pace>,
     exchange: Rc<RefCell<Exchange>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -365,14 +397,14 @@ impl RecordGen {
 #[derive(Debug)]
 pub struct Publisher {
     /// Rate (records per second) and bursts.
-    pub pace: Rc<Pace>,
+    pub pace: Arc<Pace>,
     stop: watch::Sender<bool>,
 }
 
 impl Publisher {
     /// Connects to `url` (the peer's `/pub`), sends the snapshots, then records at
     /// `pace`'s rate until dropped.
-    pub async fn start(url: &str, symbols: usize, pace: Rc<Pace>) -> Result<Self, SourceError> {
+    pub async fn start(url: &str, symbols: usize, pace: Arc<Pace>) -> Result<Self, SourceError> {
         let (ws, _) =
             tokio_tungstenite::connect_async(url)
                 .await
