@@ -174,11 +174,7 @@ fn slow_subscriber_is_evicted_with_1013_and_the_other_gets_everything() {
     ]);
     // The bound (1 MiB) leaves the good client seconds of slack on a loaded machine; the slow
     // client has a tiny receive window so that the kernel buffers fill fast.
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    sock.connect(&d.addr.into()).expect("connect");
-    let mut slow = Client::connect_with(&d.url(""), sock.into());
+    let mut slow = tiny_window_client(&d);
     // The good client is on the same shard (there is one) and reads every record it is sent.
     let mut good = Client::connect(&d.url(""));
     let all = symbol_list(&d.url(""));
@@ -189,18 +185,13 @@ fn slow_subscriber_is_evicted_with_1013_and_the_other_gets_everything() {
     ));
     slow.send(json!({"op":"subscribe","id":1,"symbols":["*"],"depth":0}));
     // The slow client stops reading; the good one reads until the eviction is counted.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while d.metric("tickcast_evictions_total") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "slow client never evicted"
-        );
+    wait_for_eviction(&d, || {
         assert!(
             good.pump(Duration::from_millis(200)),
             "good client closed: {:?}",
             good.close
         );
-    }
+    });
     let before = good.records;
     good.pump(Duration::from_secs(1));
     assert!(
@@ -213,6 +204,28 @@ fn slow_subscriber_is_evicted_with_1013_and_the_other_gets_everything() {
     // The slow client, reading again, finds the data it was owed and then close 1013.
     assert_eq!(slow.until_closed(PATIENCE), Some(1013));
     assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
+}
+
+/// A client whose socket has a 4 KiB receive buffer: once it stops reading, the kernel's
+/// buffers fill fast and its out-buffer bound is reached soon.
+fn tiny_window_client(d: &Daemon) -> Client {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&d.addr.into()).expect("connect");
+    Client::connect_with(&d.url(""), sock.into())
+}
+
+/// Runs `meanwhile` until the daemon has counted an eviction (at most [`PATIENCE`]).
+fn wait_for_eviction(d: &Daemon, mut meanwhile: impl FnMut()) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while d.metric("tickcast_evictions_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow client never evicted"
+        );
+        meanwhile();
+    }
 }
 
 #[test]
@@ -230,21 +243,10 @@ fn evicted_subscriber_that_resumes_after_the_close_timeout_still_gets_1013() {
         "--evict-timeout",
         "60",
     ]);
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    sock.connect(&d.addr.into()).expect("connect");
-    let mut slow = Client::connect_with(&d.url(""), sock.into());
+    let mut slow = tiny_window_client(&d);
     slow.send(json!({"op":"subscribe","id":1,"symbols":["*"],"depth":0}));
     // The client stops reading until it is evicted...
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while d.metric("tickcast_evictions_total") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "slow client never evicted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_eviction(&d, || std::thread::sleep(Duration::from_millis(50)));
     // ...and for well past the close timeout: the close frame is still behind the data that
     // fills the socket buffers, and the eviction keeps the socket for `evict-timeout`.
     std::thread::sleep(Duration::from_secs(3));
