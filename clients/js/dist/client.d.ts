@@ -190,6 +190,8 @@ export declare class TickcastClient {
     /** The transport in use (or being tried), if any. */
     get transport(): TransportName | undefined;
     private lastTransport;
+    /** SSE: the last event id per subscription group, for Last-Event-ID on the next connection. */
+    private readonly sseLastIds;
     /** The endpoint in use (or being tried). */
     get endpoint(): string;
     on<K extends keyof ClientEvents>(event: K, fn: Listener<ClientEvents[K]>): this;

@@ -84,6 +84,8 @@ export class TickcastClient {
         return this.link?.transport ?? this.lastTransport;
     }
     lastTransport;
+    /** SSE: the last event id per subscription group, for Last-Event-ID on the next connection. */
+    sseLastIds = new Map();
     /** The endpoint in use (or being tried). */
     get endpoint() {
         return this.endpoints[this.epIdx].ws;
@@ -271,7 +273,7 @@ export class TickcastClient {
                 const f = this.o.fetch ?? globalThis.fetch;
                 if (!f)
                     throw new Error("no fetch for the /stream and /sse transports");
-                link = new HttpLink(transport, f.bind(globalThis), h);
+                link = new HttpLink(transport, f.bind(globalThis), h, this.sseLastIds);
             }
         }
         catch (e) {

@@ -273,6 +273,8 @@ export class TickcastClient {
   }
 
   private lastTransport: TransportName | undefined;
+  /** SSE: the last event id per subscription group, for Last-Event-ID on the next connection. */
+  private readonly sseLastIds = new Map<string, string>();
 
   /** The endpoint in use (or being tried). */
   get endpoint(): string {
@@ -460,7 +462,7 @@ export class TickcastClient {
       } else {
         const f = this.o.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
         if (!f) throw new Error("no fetch for the /stream and /sse transports");
-        link = new HttpLink(transport, f.bind(globalThis) as FetchLike, h);
+        link = new HttpLink(transport, f.bind(globalThis) as FetchLike, h, this.sseLastIds);
       }
     } catch (e) {
       this.log(`cannot open ${transport}: ${(e as Error).message}`);

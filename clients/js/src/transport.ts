@@ -158,13 +158,12 @@ export class HttpLink implements Link {
   private done = false;
   private opened = false;
   private readonly requests = new Map<string, { ctl: AbortController; group: HttpGroup }>();
-  /** Last SSE event id per group key. */
-  readonly lastEventIds = new Map<string, string>();
-
   constructor(
     readonly transport: "stream" | "sse",
     private readonly fetchFn: FetchLike,
     private readonly h: LinkHandlers,
+    /** Last SSE event id per request URL: kept by the client across links, sent as Last-Event-ID. */
+    readonly lastEventIds: Map<string, string> = new Map(),
   ) {}
 
   get isOpen(): boolean {
@@ -206,9 +205,10 @@ export class HttpLink implements Link {
     const headers: Record<string, string> = {
       Accept: this.transport === "sse" ? "text/event-stream" : "application/octet-stream",
     };
-    const last = this.lastEventIds.get(group.key);
+    // Keyed by URL: an id is only offered back for the very same subscription.
+    const last = this.lastEventIds.get(group.url);
     if (this.transport === "sse" && resume && last !== undefined) headers["Last-Event-ID"] = last;
-    if (!resume) this.lastEventIds.delete(group.key);
+    if (!resume) this.lastEventIds.delete(group.url);
     let res: any;
     try {
       res = await this.fetchFn(group.url, { headers, signal: ctl.signal, cache: "no-store" });
@@ -232,7 +232,7 @@ export class HttpLink implements Link {
       this.h.open();
     }
     const reader = res.body.getReader();
-    const parse = this.transport === "sse" ? this.sseParser(group.key) : this.frameParser(group.key);
+    const parse = this.transport === "sse" ? this.sseParser(group.key, group.url) : this.frameParser(group.key);
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -286,14 +286,14 @@ export class HttpLink implements Link {
   }
 
   /** text/event-stream: named events are control messages, unnamed ones data records. */
-  private sseParser(key: string): (chunk: Uint8Array) => void {
+  private sseParser(key: string, url: string): (chunk: Uint8Array) => void {
     const dec = new TextDecoder();
     let text = "";
     let event = "";
     let data: string[] = [];
     let id: string | undefined;
     const dispatch = () => {
-      if (id !== undefined) this.lastEventIds.set(key, id);
+      if (id !== undefined) this.lastEventIds.set(url, id);
       if (data.length > 0) {
         const d = data.join("\n");
         if (event === "" || event === "message") {
