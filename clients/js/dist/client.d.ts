@@ -223,6 +223,8 @@ export declare class TickcastClient {
     private setClosed;
     private waiting;
     private linkOpen;
+    /** A 401/403 on the upgrade, while the fallbacks are tried. */
+    private refusal;
     private isLinkOpen;
     private open;
     private openTransport;

@@ -228,6 +228,8 @@ export class TickcastClient {
     // ---- connecting ---------------------------------------------------------------------------
     waiting = [];
     linkOpen = false;
+    /** A 401/403 on the upgrade, while the fallbacks are tried. */
+    refusal;
     isLinkOpen() {
         return this.linkOpen;
     }
@@ -302,6 +304,7 @@ export class TickcastClient {
     }
     onOpen() {
         this.linkOpen = true;
+        this.refusal = undefined;
         const link = this.link;
         this.lastTransport = link.transport;
         this.setState({ state: "open", endpoint: this.endpoint, transport: link.transport });
@@ -413,12 +416,22 @@ export class TickcastClient {
         if (!this.running)
             return;
         const why = describe(info, transport);
-        // Terminal refusals: the server will say the same again.
-        if (info.status === 401 || info.status === 403 || info.code === 1008) {
-            this.log(`refused, not retrying: ${why}`);
+        const terminal = (reason) => {
+            this.log(`refused, not retrying: ${reason}`);
             this.running = false;
-            this.setClosed(why, true);
-            return;
+            this.refusal = undefined;
+            this.setClosed(reason, true);
+        };
+        // Terminal refusals: the server will say the same again. Close 1008 (policy, token expired)
+        // ends it at once. A 401/403 on the upgrade might come from a proxy that refuses WebSocket,
+        // so the fallbacks are still tried: the server answers them with the same access rules, and
+        // if none of them gets through, the refusal stands.
+        if (info.code === 1008)
+            return terminal(why);
+        if (info.status === 401 || info.status === 403) {
+            if (transport !== "ws" || this.tIdx + 1 >= this.transports.length)
+                return terminal(why);
+            this.refusal = why;
         }
         if (this._state === "subscribed" || info.opened)
             this.lostSinceSubscribed = this.everSubscribed;
@@ -429,6 +442,9 @@ export class TickcastClient {
             this.openTransport();
             return;
         }
+        if (this.refusal !== undefined && !info.opened)
+            return terminal(this.refusal);
+        this.refusal = undefined;
         if (!info.opened)
             this.preferred.delete(this.epIdx);
         this.epIdx = (this.epIdx + 1) % this.endpoints.length;

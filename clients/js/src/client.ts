@@ -421,6 +421,8 @@ export class TickcastClient {
 
   private waiting: Pending[] = [];
   private linkOpen = false;
+  /** A 401/403 on the upgrade, while the fallbacks are tried. */
+  private refusal: string | undefined;
 
   private isLinkOpen(): boolean {
     return this.linkOpen;
@@ -492,6 +494,7 @@ export class TickcastClient {
 
   private onOpen(): void {
     this.linkOpen = true;
+    this.refusal = undefined;
     const link = this.link!;
     this.lastTransport = link.transport;
     this.setState({ state: "open", endpoint: this.endpoint, transport: link.transport });
@@ -596,12 +599,20 @@ export class TickcastClient {
   private onFailed(info: CloseInfo, transport: TransportName): void {
     if (!this.running) return;
     const why = describe(info, transport);
-    // Terminal refusals: the server will say the same again.
-    if (info.status === 401 || info.status === 403 || info.code === 1008) {
-      this.log(`refused, not retrying: ${why}`);
+    const terminal = (reason: string) => {
+      this.log(`refused, not retrying: ${reason}`);
       this.running = false;
-      this.setClosed(why, true);
-      return;
+      this.refusal = undefined;
+      this.setClosed(reason, true);
+    };
+    // Terminal refusals: the server will say the same again. Close 1008 (policy, token expired)
+    // ends it at once. A 401/403 on the upgrade might come from a proxy that refuses WebSocket,
+    // so the fallbacks are still tried: the server answers them with the same access rules, and
+    // if none of them gets through, the refusal stands.
+    if (info.code === 1008) return terminal(why);
+    if (info.status === 401 || info.status === 403) {
+      if (transport !== "ws" || this.tIdx + 1 >= this.transports.length) return terminal(why);
+      this.refusal = why;
     }
     if (this._state === "subscribed" || info.opened) this.lostSinceSubscribed = this.everSubscribed;
     // An upgrade that was refused or never completed: the next transport on the same endpoint.
@@ -611,6 +622,8 @@ export class TickcastClient {
       this.openTransport();
       return;
     }
+    if (this.refusal !== undefined && !info.opened) return terminal(this.refusal);
+    this.refusal = undefined;
     if (!info.opened) this.preferred.delete(this.epIdx);
     this.epIdx = (this.epIdx + 1) % this.endpoints.length;
     const attempt = this.backoff.attempt;

@@ -211,16 +211,42 @@ test("a forced transport (sse only)", async () => {
   assert.ok(!f.requests.some((r) => r.startsWith("UPGRADE")));
 });
 
-test("401 on the upgrade is terminal: no retry", async () => {
+test("401 on the upgrade is terminal once the fallbacks do not get through: no retry", async () => {
+  for (const [stream, sse, n] of [["401", "401", 2], ["404", "404", 3]]) {
+    const f = await fake();
+    f.mode.ws = "401";
+    f.mode.stream = stream;
+    f.mode.sse = sse;
+    const c = client(f);
+    c.connect();
+    await assert.rejects(c.subscribe(SYMS), /closed/);
+    const last = c.events.states.at(-1);
+    assert.equal(last.state, "closed");
+    assert.equal(last.terminal, true);
+    assert.match(last.reason, /HTTP 401/);
+    await sleep(200);
+    assert.equal(f.requests.length, n, f.requests.join(" "));
+  }
+});
+
+test("403 on the upgrade from a proxy that refuses WebSocket: /stream gets through", async () => {
   const f = await fake();
-  f.mode.ws = "401";
+  f.mode.ws = "403";
   const c = client(f);
   c.connect();
+  await c.subscribe(SYMS, { depth: 0 });
+  assert.equal(c.transport, "stream");
+  await f.run(50);
+  await equalTruth(f, c);
+});
+
+test("a forced ws transport: 403 is terminal at once", async () => {
+  const f = await fake();
+  f.mode.ws = "403";
+  const c = client(f, { transports: ["ws"] });
+  c.connect();
   await assert.rejects(c.subscribe(SYMS), /closed/);
-  const last = c.events.states.at(-1);
-  assert.equal(last.state, "closed");
-  assert.equal(last.terminal, true);
-  await sleep(200);
+  assert.equal(c.events.states.at(-1).terminal, true);
   assert.equal(f.requests.length, 1);
 });
 
