@@ -310,6 +310,14 @@ export class TickcastClient {
         this.setState({ state: "open", endpoint: this.endpoint, transport: link.transport });
         this.startLiveness(link);
         this.recoveredNow = {};
+        // A connection that never gets its subscription confirmed is replaced.
+        const t = setTimeout(() => {
+            if (link === this.link && this._state === "open") {
+                this.log(`${link.transport}: subscription not confirmed within ${this.connectTimeout * 2} ms`);
+                link.close("no subscribe reply");
+            }
+        }, this.connectTimeout * 2);
+        this.timers.push(t);
         if (link.canSend) {
             this.sendAll();
         }
@@ -321,7 +329,7 @@ export class TickcastClient {
         const waiting = this.waiting;
         this.waiting = [];
         for (const g of groups.values()) {
-            const p = { symbols: g.symbols };
+            const p = { symbols: g.symbols, initial: true };
             this.sendSubscribe(g.symbols, g.depth, g.channels, true, p);
             this.awaitingGroups++;
         }
@@ -563,9 +571,8 @@ export class TickcastClient {
             for (const w of this.waiting.splice(0))
                 w.resolve?.(w.symbols.map((s) => this.info.get(s)).filter(Boolean));
         }
-        if (this._state !== "subscribed") {
-            if (p || group !== undefined)
-                this.awaitingGroups--;
+        if (this._state !== "subscribed" && (p?.initial || group !== undefined)) {
+            this.awaitingGroups--;
             if (this.awaitingGroups <= 0)
                 this.onAllSubscribed();
         }
@@ -622,7 +629,7 @@ export class TickcastClient {
                     this.books.delete(s);
                 }
                 p.reject?.(new SubscribeError(message, code));
-                if (this._state !== "subscribed") {
+                if (this._state !== "subscribed" && p.initial) {
                     this.awaitingGroups--;
                     if (this.awaitingGroups <= 0)
                         this.onAllSubscribed();

@@ -188,7 +188,8 @@ export class HttpLink {
             this.h.open();
         }
         const reader = res.body.getReader();
-        const parse = this.transport === "sse" ? this.sseParser(group.key, group.url) : this.frameParser(group.key);
+        const stop = () => this.done || ctl.signal.aborted;
+        const parse = this.transport === "sse" ? this.sseParser(group.key, group.url, stop) : this.frameParser(group.key, stop);
         try {
             for (;;) {
                 const { value, done } = await reader.read();
@@ -209,7 +210,7 @@ export class HttpLink {
         this.fail({ error: "stream ended" });
     }
     /** `/stream` frames: {u32 length LE, u8 type, payload}; type 1 binary batch, 2 JSON control. */
-    frameParser(key) {
+    frameParser(key, stop) {
         let buf = new Uint8Array(0);
         const dec = new TextDecoder();
         return (chunk) => {
@@ -242,14 +243,14 @@ export class HttpLink {
                     }
                     this.h.control(msg, key);
                 }
-                if (this.done)
+                if (stop())
                     return;
             }
             buf = off === buf.length ? new Uint8Array(0) : buf.subarray(off);
         };
     }
     /** text/event-stream: named events are control messages, unnamed ones data records. */
-    sseParser(key, url) {
+    sseParser(key, url, stop) {
         const dec = new TextDecoder();
         let text = "";
         let event = "";
@@ -293,7 +294,7 @@ export class HttpLink {
                     line = line.slice(0, -1);
                 if (line === "") {
                     dispatch();
-                    if (this.done)
+                    if (stop())
                         return;
                     continue;
                 }

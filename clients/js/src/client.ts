@@ -172,6 +172,8 @@ interface Sub {
 
 interface Pending {
   symbols: string[];
+  /** One of the requests that (re)establish the whole subscription on a new connection. */
+  initial?: boolean;
   resolve?: (v: SymbolInfo[]) => void;
   reject?: (e: Error) => void;
 }
@@ -500,6 +502,14 @@ export class TickcastClient {
     this.setState({ state: "open", endpoint: this.endpoint, transport: link.transport });
     this.startLiveness(link);
     this.recoveredNow = {};
+    // A connection that never gets its subscription confirmed is replaced.
+    const t = setTimeout(() => {
+      if (link === this.link && this._state === "open") {
+        this.log(`${link.transport}: subscription not confirmed within ${this.connectTimeout * 2} ms`);
+        link.close("no subscribe reply");
+      }
+    }, this.connectTimeout * 2);
+    this.timers.push(t);
     if (link.canSend) {
       this.sendAll();
     }
@@ -512,7 +522,7 @@ export class TickcastClient {
     const waiting = this.waiting;
     this.waiting = [];
     for (const g of groups.values()) {
-      const p: Pending = { symbols: g.symbols };
+      const p: Pending = { symbols: g.symbols, initial: true };
       this.sendSubscribe(g.symbols, g.depth, g.channels, true, p);
       this.awaitingGroups++;
     }
@@ -740,8 +750,8 @@ export class TickcastClient {
       // Each HTTP request answers once; a restarted one answers again.
       for (const w of this.waiting.splice(0)) w.resolve?.(w.symbols.map((s) => this.info.get(s)!).filter(Boolean));
     }
-    if (this._state !== "subscribed") {
-      if (p || group !== undefined) this.awaitingGroups--;
+    if (this._state !== "subscribed" && (p?.initial || group !== undefined)) {
+      this.awaitingGroups--;
       if (this.awaitingGroups <= 0) this.onAllSubscribed();
     }
   }
@@ -796,7 +806,7 @@ export class TickcastClient {
           this.books.delete(s);
         }
         p.reject?.(new SubscribeError(message, code));
-        if (this._state !== "subscribed") {
+        if (this._state !== "subscribed" && p.initial) {
           this.awaitingGroups--;
           if (this.awaitingGroups <= 0) this.onAllSubscribed();
         }

@@ -232,7 +232,8 @@ export class HttpLink implements Link {
       this.h.open();
     }
     const reader = res.body.getReader();
-    const parse = this.transport === "sse" ? this.sseParser(group.key, group.url) : this.frameParser(group.key);
+    const stop = () => this.done || ctl.signal.aborted;
+    const parse = this.transport === "sse" ? this.sseParser(group.key, group.url, stop) : this.frameParser(group.key, stop);
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -250,7 +251,7 @@ export class HttpLink implements Link {
   }
 
   /** `/stream` frames: {u32 length LE, u8 type, payload}; type 1 binary batch, 2 JSON control. */
-  private frameParser(key: string): (chunk: Uint8Array) => void {
+  private frameParser(key: string, stop: () => boolean): (chunk: Uint8Array) => void {
     let buf: Uint8Array = new Uint8Array(0);
     const dec = new TextDecoder();
     return (chunk) => {
@@ -279,14 +280,14 @@ export class HttpLink implements Link {
           }
           this.h.control(msg, key);
         }
-        if (this.done) return;
+        if (stop()) return;
       }
       buf = off === buf.length ? new Uint8Array(0) : buf.subarray(off);
     };
   }
 
   /** text/event-stream: named events are control messages, unnamed ones data records. */
-  private sseParser(key: string, url: string): (chunk: Uint8Array) => void {
+  private sseParser(key: string, url: string, stop: () => boolean): (chunk: Uint8Array) => void {
     const dec = new TextDecoder();
     let text = "";
     let event = "";
@@ -324,7 +325,7 @@ export class HttpLink implements Link {
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") {
           dispatch();
-          if (this.done) return;
+          if (stop()) return;
           continue;
         }
         if (line.charCodeAt(0) === 58 /* : */) continue; // comment / keep-alive

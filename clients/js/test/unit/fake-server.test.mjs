@@ -326,3 +326,28 @@ test("refresh sends the token; unsubscribe drops the book", async () => {
   assert.match(f.requests.at(-1), /token=t2/);
   assert.deepEqual(f.subscribes.at(-1).symbols, ["BBB-USD"]);
 });
+
+test("the integration tests' corrupting proxy works (checked here on the fake, which sends checksums)", async () => {
+  const { Proxy } = await import("../helpers/proxy.mjs");
+  const f = await fake();
+  const p = await new Proxy(`127.0.0.1:${f.port}`).listen();
+  open.push(p);
+  class PlainWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols, { perMessageDeflate: false });
+    }
+  }
+  const c = client(f, { endpoints: `ws://${p.addr}/ws`, WebSocket: PlainWebSocket });
+  c.connect();
+  await c.subscribe(SYMS, { depth: 0 });
+  await f.run(50);
+  p.corruptBook = 1;
+  await f.run(200);
+  await equalTruth(f, c);
+  assert.equal(p.corrupted, 1);
+  assert.equal(c.stats.checksumMismatches, 1);
+  assert.equal(c.events.resync.length, 1);
+  p.resetAll();
+  await waitFor("subscribed again", 5000, () => subscribedStates(c).length === 2);
+  assert.equal(subscribedStates(c)[1].resumed, true, "a reset through the proxy resumes");
+});
