@@ -42,6 +42,11 @@ export interface ClientOptions {
   format?: Format;
   /** Access token: `token=` on every request. */
   token?: string;
+  /**
+   * On /ws, offer the token as the subprotocol `token.<T>` (with `tickcast.v1`) instead of in the
+   * URL, to keep it out of logs (docs/protocol.md §1). /stream and /sse still use `token=`.
+   */
+  tokenInSubprotocol?: boolean;
   /** Transports to try, in order, when one cannot be established (default ws, stream, sse). */
   transports?: TransportName[];
   /** Reconnect backoff: full jitter, base 500 ms, cap 20 s by default. */
@@ -370,8 +375,10 @@ export class TickcastClient {
   }
 
   /**
-   * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`, resolving with the
-   * `refreshed` reply); every later connection uses it.
+   * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`): resolves with the
+   * `refreshed` reply, rejects with a {@link SubscribeError} if the server refused it. Every
+   * later connection uses the new token; when there is no /ws connection to send it on (or it
+   * drops first), resolves with `undefined`.
    */
   refresh(token: string): Promise<unknown> {
     this.token = token;
@@ -412,11 +419,14 @@ export class TickcastClient {
   private setClosed(reason: string, terminal: boolean): void {
     if (this._state === "closed") return;
     this.setState({ state: "closed", reason, terminal });
-    for (const p of [...this.pending.values(), ...this.waiting]) {
+    for (const p of [...this.pending.values(), ...this.waiting, ...this.waitingReplies]) {
       p.reject?.(new SubscribeError(`connection closed: ${reason}`, "closed"));
     }
     this.pending.clear();
     this.waiting = [];
+    this.waitingReplies = [];
+    for (const w of this.refreshWaiters.values()) w.resolve(undefined);
+    this.refreshWaiters.clear();
   }
 
   // ---- connecting ---------------------------------------------------------------------------
@@ -460,9 +470,10 @@ export class TickcastClient {
         if (!Ctor) throw new Error("no WebSocket: pass options.WebSocket (e.g. the ws package in Node 20)");
         const q = new URLSearchParams();
         if (this.o.format === "json") q.set("format", "json");
-        if (this.token) q.set("token", this.token);
+        const protocols = this.token && this.o.tokenInSubprotocol ? ["tickcast.v1", `token.${this.token}`] : undefined;
+        if (this.token && !protocols) q.set("token", this.token);
         const qs = q.toString();
-        link = new WsLink(Ctor, ep.ws + (qs ? "?" + qs : ""), undefined, h);
+        link = new WsLink(Ctor, ep.ws + (qs ? "?" + qs : ""), protocols, h);
       } else {
         const f = this.o.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
         if (!f) throw new Error("no fetch for the /stream and /sse transports");
@@ -603,6 +614,12 @@ export class TickcastClient {
     this.link = undefined;
     this.linkOpen = false;
     this.stopTimers();
+    // Requests in flight: subscribe() promises are answered by the next connection's replies;
+    // a token refresh applies to the next connection (its promise resolves with undefined).
+    for (const p of this.pending.values()) if (p.resolve) this.waiting.push(p);
+    this.pending.clear();
+    for (const w of this.refreshWaiters.values()) w.resolve(undefined);
+    this.refreshWaiters.clear();
     this.onFailed(info, transport);
   }
 

@@ -351,3 +351,27 @@ test("the integration tests' corrupting proxy works (checked here on the fake, w
   await waitFor("subscribed again", 5000, () => subscribedStates(c).length === 2);
   assert.equal(subscribedStates(c)[1].resumed, true, "a reset through the proxy resumes");
 });
+
+test("a subscribe in flight when the connection drops is answered by the next connection", async () => {
+  const f = await fake();
+  const c = client(f);
+  c.connect();
+  await c.subscribe(["AAA-USD"]);
+  f.mode.closeBeforeReply = 1;
+  const p = c.subscribe(["BBB-USD"], { depth: 0 });
+  const infos = await p;
+  assert.deepEqual(infos.map((i) => i.symbol), ["BBB-USD"]);
+  await f.run(50);
+  await equalTruth(f, c, ["BBB-USD"]);
+});
+
+test("the token can travel as a subprotocol", async () => {
+  const f = await fake();
+  const protos = [];
+  f.wss.on("headers", (_h, req) => protos.push(req.headers["sec-websocket-protocol"]));
+  const c = client(f, { token: "s3cret", tokenInSubprotocol: true });
+  c.connect();
+  await c.subscribe(SYMS);
+  assert.deepEqual(protos[0].split(",").map((p) => p.trim()), ["tickcast.v1", "token.s3cret"]);
+  assert.doesNotMatch(f.requests[0], /token=/);
+});
