@@ -375,3 +375,24 @@ test("the token can travel as a subprotocol", async () => {
   assert.deepEqual(protos[0].split(",").map((p) => p.trim()), ["tickcast.v1", "token.s3cret"]);
   assert.doesNotMatch(f.requests[0], /token=/);
 });
+
+test("the example follows a book on each forced transport and prints it in format=json decimals", async () => {
+  const { execFile } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const example = fileURLToPath(new URL("../../examples/book.mjs", import.meta.url));
+  const f = await fake();
+  await f.run(400);
+  for (const transport of ["ws", "stream", "sse"]) {
+    const out = await new Promise((res, rej) =>
+      execFile(process.execPath, [example, "--url", f.url, "--symbol", "AAA-USD", "--depth", "0", "--seconds", "1", "--transport", transport], { timeout: 15000 }, (e, so, se) =>
+        e ? rej(new Error(`${e.message}\n${se}`)) : res(so),
+      ),
+    );
+    const line = JSON.parse(out);
+    assert.equal(line.transport, transport);
+    assert.equal(line.symbol, "AAA-USD");
+    assert.equal(line.seq, f.books.get("AAA-USD").seq);
+    assert.deepEqual({ bids: line.bids, asks: line.asks }, f.truth("AAA-USD"));
+    assert.equal(line.reconnects, 0);
+  }
+});
