@@ -278,10 +278,13 @@ test("a silent connection is found dead by the ping timer and replaced", async (
 
 test("pings keep a quiet connection alive", async () => {
   const f = await fake();
-  const c = client(f, { pingIntervalMs: 60, pongTimeoutMs: 100 });
+  const c = client(f, { pingIntervalMs: 150, pongTimeoutMs: 600 });
+  let pongs = 0;
+  c.on("control", (m) => m.op === "pong" && pongs++);
   c.connect();
   await c.subscribe(SYMS);
-  await sleep(600);
+  await sleep(1500);
+  assert.ok(pongs >= 2, `${pongs} pongs`);
   assert.equal(subscribedStates(c).length, 1, "no reconnect while pongs come back");
 });
 
