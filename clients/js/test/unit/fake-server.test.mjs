@@ -164,7 +164,7 @@ test("upgrade refused: falls back to /stream, books equal to truth", async () =>
 test("upgrade never completes: falls back to /stream after the connect timeout", async () => {
   const f = await fake();
   f.mode.ws = "hang";
-  const c = client(f, { connectTimeoutMs: 300 });
+  const c = client(f, { connectTimeoutMs: 1000 });
   c.connect();
   await c.subscribe(SYMS, { depth: 0 });
   assert.equal(c.transport, "stream");
