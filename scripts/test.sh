@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check a change must pass: formatting, lints, the sans-IO rule, and all tests
-# (unit, property and loopback integration tests with feed-sim and tungstenite clients).
+# (unit, property and loopback integration tests with feed-sim and tungstenite clients), and the
+# client libraries' tests against the real daemon (clients/js with Node 20+).
 # Usage: scripts/test.sh            (from anywhere in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +17,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== clients/js (npm ci, dist check, unit and real-daemon tests)"
+cargo build --release --locked -p tickcast -p feed-sim
+clients/js/test.sh
