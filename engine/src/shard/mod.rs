@@ -31,6 +31,8 @@ mod dispatch;
 mod http;
 pub mod limits;
 mod messages;
+#[cfg(test)]
+mod sim;
 mod snapshots;
 mod subscriptions;
 mod timers;
