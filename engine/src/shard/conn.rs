@@ -13,7 +13,7 @@
 //!      └──respond──► Responding ──written──► gone
 //! ```
 
-use std::net::{IpAddr, SocketAddr};
+use ::core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};

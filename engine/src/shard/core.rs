@@ -25,7 +25,7 @@
 //! snapshot requests, `dispatch.rs` the ring, `timers.rs` the deadlines, `conn.rs` one
 //! connection's state and lifecycle.
 
-use std::net::SocketAddr;
+use ::core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
