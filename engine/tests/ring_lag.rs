@@ -1,7 +1,7 @@
 //! A shard behind its ring, over loopback: the real binary with the smallest ring it accepts
 //! (`--ring-capacity 16`) in front of a fast feed-sim. The shard falls behind, the ingester
 //! drops what does not fit, and the shard resyncs its subscribers with snapshots: every client
-//! still ends with exactly the simulator's books, and no delta is ever out of sequence.
+//! still ends with exactly the simulator's books, and no book delta is ever out of sequence.
 //! (`cargo test -p tickcast lag` runs this and the simulator's lag tests.)
 
 #![allow(clippy::disallowed_methods)]
@@ -35,6 +35,14 @@ fn lag_tiny_ring_resyncs_subscribers_over_loopback() {
     );
     for (c, name) in [(&a, "a"), (&b, "b")] {
         assert!(c.close.is_none(), "{name}: closed {:?}", c.close);
-        assert!(c.seq_errors.is_empty(), "{name}: {:?}", c.seq_errors);
+        // Book streams restart from a snapshot and stay contiguous; trades lost in the
+        // dropped part of the ring show as a seq jump on the trade stream (documented in
+        // docs/architecture.md, "The ring and falling behind").
+        let book_errors: Vec<&String> = c
+            .seq_errors
+            .iter()
+            .filter(|e| !e.contains("trades stream"))
+            .collect();
+        assert!(book_errors.is_empty(), "{name}: {book_errors:?}");
     }
 }
