@@ -8,8 +8,6 @@
 //! buffer of `window` bytes: a client that [`Sim::read`]s empties it, a stalled one never does,
 //! so writes become partial and then take nothing; a reset socket fails its next write.
 
-#![allow(clippy::disallowed_methods)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::proto::close_code;
 use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
 use crate::wire::{self, RecordHeader, RecordKind, SymbolMeta};
+
+use proptest::prelude::*;
 
 use super::core::{Accept, Broken, CoreContext, ShardCore, Transport};
 use super::limits::ConnCounter;
@@ -100,21 +100,17 @@ impl Frame {
             .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 
-    /// (kind, sid, seq) of each record of a binary batch.
+    /// (kind, sid, seq) of each record of a binary batch, read by the bench crate's
+    /// independent decoder (which also checks the batch is well formed).
     fn records(&self) -> Vec<(u8, u32, u64)> {
-        let mut out = Vec::new();
         if self.opcode != 0x2 {
-            return out;
+            return Vec::new();
         }
-        let mut rest = &self.payload[wire::BATCH_HEADER_LEN..];
-        while rest.len() >= wire::RECORD_HEADER_LEN {
-            let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
-            let sid = u32::from_le_bytes(rest[4..8].try_into().unwrap());
-            let seq = u64::from_le_bytes(rest[8..16].try_into().unwrap());
-            out.push((rest[2], sid, seq));
-            rest = &rest[len..];
-        }
-        out
+        tickcast_bench::wire::decode_batch(&self.payload)
+            .expect("a valid batch")
+            .iter()
+            .map(|r| (r.header.kind, r.header.sid, r.header.seq))
+            .collect()
     }
 }
 
@@ -702,4 +698,38 @@ fn lag_resync_ignores_snapshots_requested_before_it() {
     let records: Vec<_> = sim.read(idx).iter().flat_map(Frame::records).collect();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].0, RecordKind::Snapshot as u8);
+}
+
+// ---- hostile input ----
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a peer sends, before or after the upgrade and however it is cut, the shard
+    /// never panics, and a connection it has given up on gets a close code or an HTTP error.
+    #[test]
+    fn any_bytes_from_a_peer_never_panic(
+        upgrade_first in any::<bool>(),
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..8),
+    ) {
+        let mut sim = Sim::new(1, 64, |_| {});
+        let idx = if upgrade_first { sim.ws_client() } else { sim.connect() };
+        for chunk in &chunks {
+            if sim.is_gone(idx) {
+                break;
+            }
+            sim.send(idx, chunk);
+            sim.turn();
+        }
+        sim.advance(Duration::from_secs(1));
+        if upgrade_first {
+            let frames = sim.read(idx);
+            if let Some(code) = frames.iter().find_map(Frame::close_code) {
+                prop_assert!(code >= 1000, "close code {code}");
+            }
+        } else if sim.is_gone(idx) {
+            let text = sim.read_text(idx);
+            prop_assert!(text.starts_with("HTTP/1.1 "), "gone without a response: {text:?}");
+        }
+    }
 }
