@@ -8,8 +8,9 @@
 //!
 //! | room | what it holds |
 //! |---|---|
-//! | `core.rs` | the core: connection table, call order, lifecycle, timers' effects, shutdown |
+//! | `core.rs` | the core: connection table, call order, accepts, input, writes, timers |
 //! | `conn.rs` | one connection: phase (handshaking → open → closing → evicting → gone), buffers, subscriptions |
+//! | `lifecycle.rs` | how connections end: closes, eviction, the deadline sweep, shutdown |
 //! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`) |
 //! | `messages.rs` | WebSocket messages: control requests, echo, pings |
 //! | `subscriptions.rs` | subscribe / unsubscribe, interest counts, resync of book subscriptions |
@@ -29,6 +30,7 @@ mod conn;
 mod core;
 mod dispatch;
 mod http;
+mod lifecycle;
 pub mod limits;
 mod messages;
 #[cfg(test)]
