@@ -59,23 +59,23 @@ const ECHO_MIN_MESSAGE_BYTES: usize = 17 << 20;
 /// shutdown flag).
 #[derive(Debug)]
 pub(crate) struct CoreContext {
-    pub(crate) id: usize,
-    pub(crate) config: Arc<Config>,
-    pub(crate) ring: Arc<Ring>,
-    pub(crate) interest: Arc<Interest>,
-    pub(crate) symbols: Arc<SymbolDirectory>,
-    pub(crate) requests: crossbeam_channel::Sender<IngestRequest>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) conns: Arc<ConnCounter>,
+    pub(super) id: usize,
+    pub(super) config: Arc<Config>,
+    pub(super) ring: Arc<Ring>,
+    pub(super) interest: Arc<Interest>,
+    pub(super) symbols: Arc<SymbolDirectory>,
+    pub(super) requests: crossbeam_channel::Sender<IngestRequest>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) conns: Arc<ConnCounter>,
 }
 
 /// The monotonic and realtime halves of one clock reading (the driver reads it once a turn).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Now {
     /// For deadlines and rates.
-    pub(crate) mono: Instant,
+    pub(super) mono: Instant,
     /// Nanoseconds since the Unix epoch, for the delivery-latency histogram.
-    pub(crate) real_ns: u64,
+    pub(super) real_ns: u64,
 }
 
 /// The connection's socket is broken (a write failed): the core drops the connection.
@@ -115,11 +115,11 @@ pub(crate) enum Accept {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     /// Plain connections: spans of the drain's arena.
-    pub(crate) owed: Owed,
+    pub(super) owed: Owed,
     /// permessage-deflate connections: the records, in ring order, and where each sits in the
     /// drain's shared runs.
-    pub(crate) records: Vec<Bytes>,
-    pub(crate) refs: Vec<RunRef>,
+    pub(super) records: Vec<Bytes>,
+    pub(super) refs: Vec<RunRef>,
 }
 
 impl Pending {
@@ -132,24 +132,24 @@ impl Pending {
 
 #[derive(Debug)]
 pub(crate) struct Slot {
-    pub(crate) generation: u32,
-    pub(crate) conn: Option<Conn>,
+    pub(super) generation: u32,
+    pub(super) conn: Option<Conn>,
 }
 
 /// The shard's tables and context, kept apart from the connection table so that a connection
 /// can be borrowed mutably while they are too.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    pub(crate) ctx: CoreContext,
-    pub(crate) subs: Subscribers,
-    pub(crate) hs_limits: HandshakeLimits,
-    pub(crate) ws_limits: ConnLimits,
+    pub(super) ctx: CoreContext,
+    pub(super) subs: Subscribers,
+    pub(super) hs_limits: HandshakeLimits,
+    pub(super) ws_limits: ConnLimits,
     /// Limits of `/echo` connections (large: the conformance suite sends 16 MiB messages).
-    pub(crate) echo_limits: ConnLimits,
+    pub(super) echo_limits: ConnLimits,
     /// Requests sent since the ingester was last woken.
-    pub(crate) requests_sent: bool,
+    pub(super) requests_sent: bool,
     /// Snapshot requests in flight, one per topic, with every subscription waiting for it.
-    pub(crate) snapshots: SnapshotRequests,
+    pub(super) snapshots: SnapshotRequests,
 }
 
 impl Tables {
@@ -162,27 +162,27 @@ impl Tables {
 /// The sans-IO shard (see the module docs for the call order).
 #[derive(Debug)]
 pub(crate) struct ShardCore {
-    pub(crate) t: Tables,
-    pub(crate) slots: Vec<Slot>,
-    pub(crate) free: Vec<u32>,
+    pub(super) t: Tables,
+    pub(super) slots: Vec<Slot>,
+    pub(super) free: Vec<u32>,
     /// Connections owed something from the current drain, in the order of their first record.
-    pub(crate) dirty: Vec<u32>,
+    pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
-    pub(crate) pending: Vec<Pending>,
+    pub(super) pending: Vec<Pending>,
     /// This drain's records, copied once, for plain connections.
-    pub(crate) arena: DrainArena,
+    pub(super) arena: DrainArena,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
-    pub(crate) zshared: SharedDeflate,
+    pub(super) zshared: SharedDeflate,
     /// Number of the last status delivery (dedupes a status per connection).
-    pub(crate) status_stamp: u64,
+    pub(super) status_stamp: u64,
     /// (recv_ts, subscribers) of the binary records of the current drain, for the delivery
     /// latency histogram.
-    pub(crate) latency_samples: Vec<(u64, u64)>,
+    pub(super) latency_samples: Vec<(u64, u64)>,
     /// Connections whose out-buffer may need writing after event handling.
-    pub(crate) to_write: Vec<u32>,
-    pub(crate) timers: TimerTable,
+    pub(super) to_write: Vec<u32>,
+    pub(super) timers: TimerTable,
     /// The time of the current turn, for the places deep in the flush pass that need it.
-    pub(crate) now: Instant,
+    pub(super) now: Instant,
     /// Accepts are wanted again (the pause ended).
     accept_resumed: bool,
 }

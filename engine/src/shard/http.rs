@@ -1,8 +1,10 @@
 //! HTTP routing: what a connection's first request gets. Sans-IO: request bytes in, a
 //! [`Route`] out (a complete response to send before closing, or an accepted upgrade).
 //!
-//! Every path the server answers is in [`route`] (plain requests) or [`route_upgrade`]
-//! (WebSocket upgrades): a new transport or a static file is one more arm there.
+//! Every path the server answers is in [`Router::route`] (plain requests) or
+//! [`Router::route_upgrade`] (WebSocket upgrades): a new transport (`/sse`, `/stream`) or static
+//! files at `/` are one more arm there; what such a connection then does is a new
+//! [`Route`] variant handled in `core.rs` (`handle_request`).
 
 use crate::config::Config;
 use crate::fanout::Format;

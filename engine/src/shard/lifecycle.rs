@@ -29,7 +29,7 @@ impl ShardCore {
     /// written is finished), close 1013 is queued behind it, and the socket is kept for
     /// `evict_timeout` (not `close_timeout`) so that a client that resumes reading gets the
     /// close; once the close frame is in the kernel's hands the close handshake gets the usual
-    /// `close_timeout` ([`Conn::settle_after_write`]).
+    /// `close_timeout` ([`super::conn::Conn::settle_after_write`]).
     pub(crate) fn evict_slow(&mut self, idx: u32) {
         add(&self.metrics().evicted_slow, 1);
         self.close_conn(

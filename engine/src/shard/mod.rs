@@ -1,10 +1,10 @@
 //! A shard: one thread, one mio `Poll`, one `SO_REUSEPORT` listener, and the connections the
 //! kernel hands that listener. Nothing in a shard is shared; its only inputs from other threads
-//! are its [`Ring`](crate::ring::Ring) and its `mio::Waker`.
+//! are its [`Ring`] and its `mio::Waker`.
 //!
 //! This file is the IO driver and nothing else: it polls, accepts, reads sockets into one
 //! shared buffer, writes out-buffers (`writev`) and reads the clock, once per loop turn. Every
-//! decision is the sans-IO [`core::ShardCore`]'s, in rooms named after what they hold:
+//! decision is the sans-IO `core::ShardCore`'s, in rooms named after what they hold:
 //!
 //! | room | what it holds |
 //! |---|---|
@@ -21,7 +21,7 @@
 //! | `sim.rs` | (tests) a deterministic simulator: virtual time, in-memory connections |
 //!
 //! One loop turn: drain the ring and flush (the core writes each batch through
-//! [`core::Transport`]); read the clock; run the timers due; block in `epoll_wait` (after
+//! `core::Transport`); read the clock; run the timers due; block in `epoll_wait` (after
 //! telling the ring it may sleep) until an event or the next timer; hand the events to the core
 //! (accepts, bytes read, writable sockets, end of file); write what the events queued; wake the
 //! ingester if snapshot requests were sent. Everything in a turn uses the turn's clock reading.
