@@ -733,3 +733,84 @@ proptest! {
         }
     }
 }
+
+// ---- HTTP routing, accepts and shutdown ----
+
+#[test]
+fn plain_http_requests_are_routed_then_closed() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    for (request, status) in [
+        ("GET /healthz HTTP/1.1\r\nHost: sim\r\n\r\n", "503"),
+        ("GET /metrics HTTP/1.1\r\nHost: sim\r\n\r\n", "200"),
+        ("GET /ws HTTP/1.1\r\nHost: sim\r\n\r\n", "426"),
+        ("GET /nowhere HTTP/1.1\r\nHost: sim\r\n\r\n", "404"),
+        ("GET /echo HTTP/1.1\r\nHost: sim\r\n\r\n", "404"),
+        (
+            "GET /ws?format=xml HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            "400",
+        ),
+    ] {
+        let idx = sim.connect();
+        sim.send(idx, request.as_bytes());
+        let text = sim.read_text(idx);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {text}"
+        );
+        assert!(
+            sim.is_gone(idx),
+            "{request:?}: not closed after the response"
+        );
+        assert_eq!(sim.socket(idx).closed, Some(true));
+    }
+    // A POST gets 405 whatever the path; the request body is never read.
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        b"POST /ws HTTP/1.1\r\nHost: sim\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert!(sim.read_text(idx).starts_with("HTTP/1.1 405"));
+}
+
+#[test]
+fn accepts_pause_for_one_sweep_after_an_accept_error() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    assert!(sim.core.accepting());
+    sim.core.pause_accepts();
+    assert!(!sim.core.accepting());
+    sim.advance(SWEEP - Duration::from_millis(1));
+    assert!(!sim.core.accepting());
+    sim.advance(Duration::from_millis(1));
+    assert!(sim.core.accepting());
+    assert!(
+        sim.core.take_accept_resumed(),
+        "the driver is told to accept again"
+    );
+    assert!(!sim.core.take_accept_resumed());
+}
+
+#[test]
+fn shutdown_closes_open_clients_with_1001_and_ends_when_all_is_written() {
+    let mut sim = Sim::new(1, 64, |c| c.shutdown_deadline = Duration::from_secs(5));
+    let open = sim.ws_client();
+    let stalled = sim.ws_client();
+    let handshaking = sim.connect();
+    sim.socket(stalled).window = 0;
+    sim.core.begin_shutdown(&mut sim.net);
+    assert!(sim.is_gone(handshaking));
+    let frames = sim.read(open);
+    assert_eq!(
+        frames.last().and_then(Frame::close_code),
+        Some(close_code::GOING_AWAY)
+    );
+    // The stalled client still owes its close: the shutdown waits for it, up to the deadline.
+    assert!(!sim.core.shutdown_done());
+    sim.now += Duration::from_secs(4);
+    sim.core.set_now(sim.now);
+    assert!(!sim.core.shutdown_done());
+    sim.now += Duration::from_secs(1);
+    sim.core.set_now(sim.now);
+    assert!(sim.core.shutdown_done());
+}
