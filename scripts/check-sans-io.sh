@@ -4,7 +4,7 @@
 # clocks. Test modules (from `#[cfg(test)]` to the end of a file) are exempt.
 set -euo pipefail
 cd "$(dirname "$0")/../engine/src"
-pure=(proto book wire fanout control.rs feed/decode.rs metrics.rs)
+pure=(proto book wire fanout control.rs feed/decode.rs metrics.rs shard/conn.rs shard/core.rs shard/dispatch.rs shard/http.rs shard/lifecycle.rs shard/messages.rs shard/snapshots.rs shard/subscriptions.rs shard/timers.rs)
 pattern='mio::|std::net::|TcpStream|UdpSocket|Instant::now|SystemTime::now|std::thread|clock::'
 hits=$(find "${pure[@]}" -name '*.rs' ! -name 'tests.rs' -print0 |
   xargs -0 awk -v pat="$pattern" '

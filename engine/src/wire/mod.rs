@@ -262,6 +262,14 @@ fn put_header(out: &mut BytesMut, hdr: &RecordHeader, len: u16, flags: u8) {
     out.extend_from_slice(&head);
 }
 
+/// The engine receive timestamp (`recv_ts`, ns since the Unix epoch) of an encoded binary
+/// record, or `None` when `record` is shorter than a record header.
+#[inline]
+pub fn record_recv_ts(record: &[u8]) -> Option<u64> {
+    let ts = record.get(24..32)?;
+    Some(u64::from_le_bytes(ts.try_into().ok()?))
+}
+
 /// Writes the 32-byte record header into the start of `buf`.
 fn header_bytes(buf: &mut [u8], hdr: &RecordHeader, len: u16, flags: u8) {
     buf[0..2].copy_from_slice(&len.to_le_bytes());

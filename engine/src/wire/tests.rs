@@ -520,3 +520,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn recv_ts_reads_back_from_an_encoded_record() {
+    let h = hdr(RecordKind::Status);
+    let mut out = BytesMut::new();
+    encode_status(&mut out, &h, StatusCode::FeedStale);
+    assert_eq!(record_recv_ts(&out), Some(h.recv_ts));
+    assert_eq!(record_recv_ts(&out[..31]), None);
+}
