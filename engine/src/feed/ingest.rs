@@ -891,6 +891,8 @@ impl Ingester {
     }
 
     fn publish_book_delta(&mut self, sym: u32, d: usize, exch_ts: u64, recv_ts: u64) {
+        // Computed once per stream record, shared by both formats.
+        let mut crc = None;
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::book(sym, d, format);
             if !self.interested(topic) {
@@ -906,11 +908,12 @@ impl Ingester {
                 recv_ts,
             };
             let (bids, asks) = (self.windows.bids(d), self.windows.asks(d));
+            let crc = *crc.get_or_insert_with(|| book_crc(&st.book, d));
             let encoded = self.arena.encode(|out| match format {
-                Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+                Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
                 Format::Json => {
                     out.extend_from_slice(b",");
-                    wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                    wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                     Ok(())
                 }
             });
@@ -964,11 +967,12 @@ impl Ingester {
             recv_ts: st.recv_ts,
         };
         let (bids, asks) = (st.book.top(Side::Bid, n), st.book.top(Side::Ask, n));
+        let crc = book_crc(&st.book, d);
         let encoded = self.arena.encode(|out| match format {
-            Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+            Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
             Format::Json => {
                 out.extend_from_slice(b",");
-                wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                 Ok(())
             }
         });
@@ -1068,6 +1072,13 @@ impl Ingester {
             }
         }
     }
+}
+
+/// The checksum (protocol 1.1 §3.2) of the book a client of depth index `d` holds: the top
+/// `min(10, depth)` levels of `book` (its window is the top `depth`, which holds them).
+fn book_crc(book: &Book, d: usize) -> u32 {
+    let n = wire::checksum_levels(DEPTHS[d]);
+    wire::book_checksum(book.top(Side::Bid, n), book.top(Side::Ask, n), n)
 }
 
 /// The ingester's message path without a socket: feed messages in, records into the rings.

@@ -170,7 +170,13 @@ fn header(bytes: &[u8], format: Format) -> (u8, u8, u64) {
                 "trade" => 3,
                 _ => 4,
             };
-            (kind, u8::from(kind == 1), v["seq"].as_u64().unwrap())
+            // The JSON form of the flags: snapshot by kind, checksum by a "crc" field.
+            let crc = if v.get("crc").is_some() {
+                wire::FLAG_CHECKSUM
+            } else {
+                0
+            };
+            (kind, u8::from(kind == 1) | crc, v["seq"].as_u64().unwrap())
         }
     }
 }
@@ -199,7 +205,7 @@ fn deltas(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 2,
-            flags: 0,
+            flags: wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
@@ -212,7 +218,7 @@ fn resync(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 1,
-            flags: FLAG_SNAPSHOT,
+            flags: FLAG_SNAPSHOT | wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
