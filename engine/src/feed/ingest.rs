@@ -42,7 +42,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest as Io, Poll, Token};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::book::{Book, DEPTHS, DepthMask, Side, WindowDeltas};
+use crate::book::{ALL_DEPTHS, Book, DEPTHS, Side, WindowDeltas};
 use crate::clock;
 use crate::config::FeedUrl;
 use crate::fanout::interest::Interest;
@@ -612,12 +612,14 @@ impl Ingester {
         recv_ts: u64,
         changes: &[Change],
     ) -> Result<(), String> {
-        let watched = self.watched_depths(sym);
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return Ok(());
         };
         self.windows.clear();
-        self.windows.set_watched(watched);
+        // Every depth's window, watched or not: each (symbol, depth) stream stays numbered
+        // while nobody watches it, so that a position names exactly one book state and a
+        // later snapshot never reuses a seq for another book (docs/protocol.md, 1.1).
+        self.windows.set_watched(ALL_DEPTHS);
         let mut failed = None;
         for c in changes {
             if let Err(e) = st.book.apply(c.side, c.px, c.qty, &mut self.windows) {
@@ -809,21 +811,6 @@ impl Ingester {
 
     fn interested(&self, topic: Topic) -> bool {
         (0..self.ctx.rings.len()).any(|s| self.ctx.interest.any(s, topic))
-    }
-
-    /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
-    /// computed: a book stream nobody watches needs no deltas, and its seq needs to move only
-    /// while someone holds it (a new subscriber starts from a snapshot carrying the seq as is).
-    fn watched_depths(&self, sid: u32) -> DepthMask {
-        let mut mask = 0;
-        for d in 0..DEPTHS.len() {
-            if self.interested(Topic::book(sid, d, Format::Binary))
-                || self.interested(Topic::book(sid, d, Format::Json))
-            {
-                mask |= 1 << d;
-            }
-        }
-        mask
     }
 
     /// True when `shard` has a subscriber of any stream of `sid` in `format`.

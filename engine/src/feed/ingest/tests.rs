@@ -417,3 +417,61 @@ fn statuses_go_only_to_shards_watching_the_symbol() {
     f.msg(&snapshot("BBB-USD", 600));
     assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 2 }]);
 }
+
+/// Asks for a snapshot of `topic` as a shard would and returns its seq.
+fn snapshot_seq(f: &mut Fixture, topic: Topic) -> u64 {
+    f.requests
+        .send(IngestRequest::Snapshot {
+            shard: 0,
+            conn: ConnId {
+                index: 1,
+                generation: 0,
+            },
+            req: 9,
+            topic,
+        })
+        .unwrap();
+    f.replay.serve_requests();
+    let got: Vec<u64> = f
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Snapshot { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "one snapshot answers the request");
+    got[0]
+}
+
+/// The trap of issue 11: a stream nobody watches must keep its numbering, so that a position
+/// names exactly one book state (a later snapshot never reuses a seq for a different book).
+#[test]
+fn an_unwatched_stream_keeps_its_numbering() {
+    let mut f = fixture(Format::Binary);
+    let topic = Topic::book(0, 1, Format::Binary); // depth 10, not watched by the fixture
+    f.interest.add(0, topic);
+    f.msg(&update("AAA-USD", 101));
+    let held = snapshot_seq(&mut f, topic);
+    assert_eq!(held, 1);
+    // The only watcher leaves; the book moves at every depth.
+    f.interest.remove(0, topic);
+    f.msg(&update("AAA-USD", 102));
+    f.msg(&update("AAA-USD", 103));
+    f.drain();
+    f.interest.add(0, topic);
+    let again = snapshot_seq(&mut f, topic);
+    assert_eq!(
+        again,
+        held + 2,
+        "two changes of the depth-10 window while unwatched are two positions"
+    );
+    // A stream whose window did not change keeps its seq (same position, same book).
+    f.interest.remove(0, topic);
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":104,"ts":2,"changes":[["sell","40.00","1.00"],["sell","40.00","0"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(snapshot_seq(&mut f, topic), again);
+}
