@@ -118,6 +118,16 @@ pub struct ReplayStats {
     pub windows: u64,
 }
 
+/// What a recovered symbol of a resume is sent: per named stream, the records after the
+/// client's position, in order (`None` for a stream the resume did not name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolReplay {
+    /// The book stream at the subscribe's depth.
+    pub book: Option<Vec<Bytes>>,
+    /// The trades stream.
+    pub trades: Option<Vec<Bytes>>,
+}
+
 #[derive(Debug)]
 struct Entry {
     seq: u64,
@@ -399,6 +409,35 @@ impl ReplayWindows {
                 Err(m)
             }
         }
+    }
+
+    /// One symbol of a resume (docs/protocol.md §4.4): all or nothing. With the client's epoch
+    /// matching (`epoch_matches`) and every named stream (`book`, `trades`: the topic and the
+    /// client's position) replayable, returns the records to send, per stream, in order
+    /// (refcounted clones of the held `Bytes`); otherwise `None` (`recovered: false`, every
+    /// stream of the symbol starts fresh). Counts a hit or a miss per named stream.
+    pub fn resume_symbol(
+        &mut self,
+        epoch_matches: bool,
+        book: Option<(Topic, u64)>,
+        trades: Option<(Topic, u64)>,
+        now: Instant,
+    ) -> Option<SymbolReplay> {
+        if !epoch_matches {
+            self.stats.misses += u64::from(book.is_some()) + u64::from(trades.is_some());
+            return None;
+        }
+        let mut out = SymbolReplay::default();
+        for (named, records) in [(book, &mut out.book), (trades, &mut out.trades)] {
+            let Some((topic, after)) = named else {
+                continue;
+            };
+            match self.replay_from(topic, after, now) {
+                Ok(it) => *records = Some(it.map(|(_, b)| b.clone()).collect()),
+                Err(_) => return None,
+            }
+        }
+        Some(out)
     }
 
     /// The last seq appended to `topic`, if it has a window that saw a record.

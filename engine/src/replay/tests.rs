@@ -183,6 +183,48 @@ fn replay_off_keeps_nothing() {
     assert_eq!(seqs(&mut w, t, 0, now), Err(Miss::NoWindow));
 }
 
+#[test]
+fn a_symbol_resumes_all_or_nothing() {
+    let now = t0();
+    let mut w = ReplayWindows::new(ReplayLimits::default());
+    let book = Topic::book(2, 1, Format::Json);
+    let trades = Topic::trades(2, Format::Json);
+    w.keep(book, true, now);
+    w.keep(trades, true, now);
+    for s in 10..=12 {
+        w.append(book, s, rec(s, 20), now);
+    }
+    for s in 5..=6 {
+        w.append(trades, s, rec(s, 20), now);
+    }
+    let got = w
+        .resume_symbol(true, Some((book, 10)), Some((trades, 6)), now)
+        .unwrap();
+    let seqs_of = |v: &Option<Vec<Bytes>>| -> Vec<u64> {
+        v.iter()
+            .flatten()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(seqs_of(&got.book), vec![11, 12]);
+    assert_eq!(got.trades, Some(vec![]));
+    // Only the book named: trades not touched.
+    let got = w.resume_symbol(true, Some((book, 12)), None, now).unwrap();
+    assert_eq!((got.book, got.trades), (Some(vec![]), None));
+    // One stream that cannot be replayed: nothing at all.
+    assert_eq!(
+        w.resume_symbol(true, Some((book, 10)), Some((trades, 2)), now),
+        None
+    );
+    // Another epoch: nothing, two misses.
+    let misses = w.stats().misses;
+    assert_eq!(
+        w.resume_symbol(false, Some((book, 10)), Some((trades, 6)), now),
+        None
+    );
+    assert_eq!(w.stats().misses, misses + 2);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Append the next record of topic `t`, of `len` bytes, `dt` ms later; `skip` seqs first.
