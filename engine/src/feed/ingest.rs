@@ -42,7 +42,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest as Io, Poll, Token};
 use tungstenite::{Message as WsMessage, WebSocket};
 
-use crate::book::{ALL_DEPTHS, Book, DEPTHS, Side, WindowDeltas};
+use crate::book::{Book, DEPTHS, DepthMask, Side, WindowDeltas};
 use crate::clock;
 use crate::config::FeedUrl;
 use crate::fanout::interest::Interest;
@@ -612,14 +612,12 @@ impl Ingester {
         recv_ts: u64,
         changes: &[Change],
     ) -> Result<(), String> {
+        let watched = self.watched_depths(sym);
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return Ok(());
         };
         self.windows.clear();
-        // Every depth's window, watched or not: each (symbol, depth) stream stays numbered
-        // while nobody watches it, so that a position names exactly one book state and a
-        // later snapshot never reuses a seq for another book (docs/protocol.md, 1.1).
-        self.windows.set_watched(ALL_DEPTHS);
+        self.windows.set_watched(watched);
         let mut failed = None;
         for c in changes {
             if let Err(e) = st.book.apply(c.side, c.px, c.qty, &mut self.windows) {
@@ -637,12 +635,17 @@ impl Ingester {
         st.recv_ts = recv_ts;
         self.windows.finish();
         self.counts.updates += 1;
+        // Checksums by levels covered (1 or 10), shared by the depths that cover as many.
+        let mut crcs = [None; 2];
         for d in 0..DEPTHS.len() {
-            if self.windows.is_empty(d) {
+            if !self.windows.changed(d) {
                 continue;
             }
+            // Numbered whether watched or not (docs/protocol.md §4.2).
             self.syms[sym as usize].seqs[d] += 1;
-            self.publish_book_delta(sym, d, ts, recv_ts);
+            if !self.windows.is_empty(d) {
+                self.publish_book_delta(sym, d, ts, recv_ts, &mut crcs);
+            }
         }
         Ok(())
     }
@@ -813,6 +816,23 @@ impl Ingester {
         (0..self.ctx.rings.len()).any(|s| self.ctx.interest.any(s, topic))
     }
 
+    /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
+    /// computed (a book stream nobody watches needs no deltas); the others are only told
+    /// whether a change touched them, so that every stream stays numbered while unwatched: a
+    /// position names exactly one book state, and a later snapshot never reuses a seq for
+    /// another book (docs/protocol.md §4.2).
+    fn watched_depths(&self, sid: u32) -> DepthMask {
+        let mut mask = 0;
+        for d in 0..DEPTHS.len() {
+            if self.interested(Topic::book(sid, d, Format::Binary))
+                || self.interested(Topic::book(sid, d, Format::Json))
+            {
+                mask |= 1 << d;
+            }
+        }
+        mask
+    }
+
     /// True when `shard` has a subscriber of any stream of `sid` in `format`.
     fn shard_watches(&self, shard: usize, sid: u32, format: Format) -> bool {
         (0..STREAMS_PER_SYMBOL as u8).any(|stream| {
@@ -877,9 +897,17 @@ impl Ingester {
         }
     }
 
-    fn publish_book_delta(&mut self, sym: u32, d: usize, exch_ts: u64, recv_ts: u64) {
-        // Computed once per stream record, shared by both formats.
-        let mut crc = None;
+    /// `crcs` caches the book checksum of this update by levels covered (1, 10): computed once,
+    /// shared by both formats and by the depths that cover as many levels.
+    fn publish_book_delta(
+        &mut self,
+        sym: u32,
+        d: usize,
+        exch_ts: u64,
+        recv_ts: u64,
+        crcs: &mut [Option<u32>; 2],
+    ) {
+        let slot = usize::from(wire::checksum_levels(DEPTHS[d]) == wire::CHECKSUM_LEVELS);
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::book(sym, d, format);
             if !self.interested(topic) {
@@ -895,7 +923,7 @@ impl Ingester {
                 recv_ts,
             };
             let (bids, asks) = (self.windows.bids(d), self.windows.asks(d));
-            let crc = *crc.get_or_insert_with(|| book_crc(&st.book, d));
+            let crc = *crcs[slot].get_or_insert_with(|| book_crc(&st.book, d));
             let encoded = self.arena.encode(|out| match format {
                 Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
                 Format::Json => {

@@ -466,12 +466,35 @@ fn an_unwatched_stream_keeps_its_numbering() {
         held + 2,
         "two changes of the depth-10 window while unwatched are two positions"
     );
-    // A stream whose window did not change keeps its seq (same position, same book).
+    // A change far from its window leaves an unwatched stream's seq alone.
     f.interest.remove(0, topic);
     f.msg(
-        r#"{"type":"l2update","symbol":"AAA-USD","seq":104,"ts":2,"changes":[["sell","40.00","1.00"],["sell","40.00","0"]]}"#,
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":104,"ts":2,"changes":[["sell","99.00","1.00"]]}"#,
     );
     f.drain();
     f.interest.add(0, topic);
-    assert_eq!(snapshot_seq(&mut f, topic), again);
+    assert_eq!(
+        snapshot_seq(&mut f, topic),
+        again + 1,
+        "99.00 is the 3rd ask: inside depth 10"
+    );
+    f.interest.remove(0, topic);
+    for (i, px) in (105..).zip([
+        "98.00", "97.00", "96.00", "95.00", "94.00", "93.00", "92.00", "91.00",
+    ]) {
+        f.msg(&format!(
+            r#"{{"type":"l2update","symbol":"AAA-USD","seq":{i},"ts":2,"changes":[["sell","{px}","1.00"]]}}"#
+        ));
+    }
+    f.drain();
+    f.interest.add(0, topic);
+    let at = snapshot_seq(&mut f, topic);
+    f.interest.remove(0, topic);
+    // 11 asks now: one more beyond the 10th level does not touch the depth-10 window.
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":113,"ts":2,"changes":[["sell","150.00","1.00"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(snapshot_seq(&mut f, topic), at);
 }
