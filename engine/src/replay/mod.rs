@@ -244,6 +244,20 @@ impl ReplayWindows {
         false
     }
 
+    /// Whether `topic` is kept now (watched, or within the age bound of its last watcher),
+    /// without changing anything: for decisions that must not forget a window, such as which
+    /// depths' deltas to compute (a kept stream's deltas must be exact).
+    #[must_use]
+    pub fn is_kept(&self, topic: Topic, now: Instant) -> bool {
+        match self.windows.get(topic.index()) {
+            Some(Some(w)) => {
+                self.limits.enabled()
+                    && now.saturating_duration_since(w.watched_at) <= self.limits.age
+            }
+            _ => false,
+        }
+    }
+
     /// Drops `topic`'s window: its records stop being appended (it is no longer kept), or its
     /// seq continuity was lost. Resumes of it miss until it is kept again.
     pub fn forget(&mut self, topic: Topic) {

@@ -163,6 +163,8 @@ fn unwatched_topics_linger_for_the_age_bound_then_are_forgotten() {
     w.append(t, 2, rec(2, 10), soon);
     assert_eq!(seqs(&mut w, t, 0, soon), Ok(vec![1, 2]));
     let late = now + Duration::from_secs(31);
+    assert!(w.is_kept(t, soon));
+    assert!(!w.is_kept(t, late));
     assert!(!w.keep(t, false, late));
     assert_eq!(seqs(&mut w, t, 2, late), Err(Miss::NoWindow));
     assert_eq!(w.stats().windows, 0);
