@@ -27,6 +27,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
 use crate::fanout::batch::BatchLimits;
+use crate::replay::ReplayLimits;
 
 /// Most client connections the engine may be configured for (`max-conns`).
 pub const MAX_CONNS_CAP: usize = 1 << 22;
@@ -212,6 +213,12 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Time allowed for a graceful shutdown (close 1001 to every client, flush) before exit.
     pub shutdown_deadline: Duration,
+    /// Replay windows for `resume` (protocol 1.1 §3.1): per stream at most `records` records,
+    /// `bytes` bytes and `age` old, and `total_bytes` over all streams (keys `replay-records`,
+    /// `replay-bytes`, `replay-age`, `replay-total-bytes`). The defaults hold ~30 s of the
+    /// busiest stream of the default feed (docs/protocol.md, "Version 1.1"); `replay-records = 0`
+    /// turns replay off.
+    pub replay: ReplayLimits,
 }
 
 impl Default for Config {
@@ -252,6 +259,7 @@ impl Default for Config {
             max_conns_per_ip: 19_900,
             ping_interval: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(5),
+            replay: ReplayLimits::default(),
         }
     }
 }
@@ -319,6 +327,9 @@ impl Config {
         set(&mut c.deflate_threshold, o.deflate_threshold);
         set(&mut c.max_conns, o.max_conns);
         set(&mut c.max_conns_per_ip, o.max_conns_per_ip);
+        set(&mut c.replay.records, o.replay_records);
+        set(&mut c.replay.bytes, o.replay_bytes);
+        set(&mut c.replay.total_bytes, o.replay_total_bytes);
         if let Some(path) = &o.tokens_file {
             c.tokens_file = Some(path.clone());
         }
@@ -351,6 +362,7 @@ impl Config {
                 o.shutdown_deadline,
                 &mut c.shutdown_deadline,
             ),
+            ("replay-age", o.replay_age, &mut c.replay.age),
         ];
         for (key, secs, slot) in durations {
             if let Some(secs) = secs {
@@ -424,6 +436,18 @@ impl Config {
         duration("reconnect-min", self.reconnect_min)?;
         duration("reconnect-max", self.reconnect_max)?;
         duration("feed-stall-timeout", self.feed_stall_timeout)?;
+        // Replay: 0 records turns it off; otherwise every bound must let a window hold something.
+        if self.replay.records != 0 {
+            range("replay-records", self.replay.records, 1, 1 << 24)?;
+            range("replay-bytes", self.replay.bytes, 4096, 1 << 32)?;
+            range(
+                "replay-total-bytes",
+                self.replay.total_bytes,
+                self.replay.bytes,
+                1 << 40,
+            )?;
+            duration("replay-age", self.replay.age)?;
+        }
         if self.reconnect_max < self.reconnect_min {
             return Err(ConfigError::new(
                 "reconnect-max",
@@ -563,6 +587,14 @@ pub struct Overrides {
     pub ping_interval: Option<Seconds>,
     /// `shutdown-deadline`: [`Config::shutdown_deadline`].
     pub shutdown_deadline: Option<Seconds>,
+    /// `replay-records`: [`ReplayLimits::records`] of [`Config::replay`].
+    pub replay_records: Option<usize>,
+    /// `replay-bytes`: [`ReplayLimits::bytes`] of [`Config::replay`].
+    pub replay_bytes: Option<usize>,
+    /// `replay-age`: [`ReplayLimits::age`] of [`Config::replay`].
+    pub replay_age: Option<Seconds>,
+    /// `replay-total-bytes`: [`ReplayLimits::total_bytes`] of [`Config::replay`].
+    pub replay_total_bytes: Option<usize>,
 }
 
 /// Every key of the configuration file, in the order of [`Overrides`].
@@ -601,6 +633,10 @@ pub const KEYS: &[&str] = &[
     "max-conns-per-ip",
     "ping-interval",
     "shutdown-deadline",
+    "replay-records",
+    "replay-bytes",
+    "replay-age",
+    "replay-total-bytes",
 ];
 
 impl Overrides {
@@ -667,6 +703,10 @@ impl Overrides {
             max_conns_per_ip: over.max_conns_per_ip.or(self.max_conns_per_ip),
             ping_interval: over.ping_interval.or(self.ping_interval),
             shutdown_deadline: over.shutdown_deadline.or(self.shutdown_deadline),
+            replay_records: over.replay_records.or(self.replay_records),
+            replay_bytes: over.replay_bytes.or(self.replay_bytes),
+            replay_age: over.replay_age.or(self.replay_age),
+            replay_total_bytes: over.replay_total_bytes.or(self.replay_total_bytes),
         }
     }
 }
@@ -1355,6 +1395,40 @@ mod tests {
             .map(|k| k.trim().trim_matches('`'))
             .collect();
         assert_eq!(expected, KEYS);
+    }
+
+    #[test]
+    fn replay_settings_have_defaults_and_are_validated() {
+        let c = Config::default();
+        assert_eq!(c.replay, ReplayLimits::default());
+        assert!(c.replay.enabled());
+        let o = parse(
+            "replay-records = 100\nreplay-bytes = 65536\nreplay-age = 2.5\nreplay-total-bytes = 1048576",
+        );
+        let c = Config::from_overrides(&o).unwrap();
+        assert_eq!(
+            c.replay,
+            ReplayLimits {
+                records: 100,
+                bytes: 65536,
+                age: Duration::from_millis(2500),
+                total_bytes: 1 << 20,
+            }
+        );
+        c.validate().unwrap();
+        let off = Config::from_overrides(&parse("replay-records = 0")).unwrap();
+        off.validate().unwrap();
+        assert!(!off.replay.enabled());
+        for (text, key) in [
+            ("replay-bytes = 10", "replay-bytes"),
+            ("replay-total-bytes = 4096", "replay-total-bytes"),
+            ("replay-records = 999999999", "replay-records"),
+        ] {
+            let c = Config::from_overrides(&parse(text)).unwrap();
+            assert_eq!(c.validate().unwrap_err().key, key, "{text}");
+        }
+        let c = Config::from_overrides(&parse("replay-age = 0"));
+        assert!(c.is_err() || c.unwrap().validate().unwrap_err().key == "replay-age");
     }
 
     #[test]

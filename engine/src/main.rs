@@ -194,6 +194,24 @@ struct Cli {
     /// Most payload bytes per data message [default: 262144].
     #[arg(long, value_name = "BYTES", help_heading = "Tuning")]
     batch_max_bytes: Option<usize>,
+
+    /// Replay window per stream, most records; 0 turns resume off [default: 32768].
+    #[arg(long, value_name = "N", help_heading = "Replay")]
+    replay_records: Option<usize>,
+    /// Replay window per stream, most bytes [default: 8388608].
+    #[arg(long, value_name = "BYTES", help_heading = "Replay")]
+    replay_bytes: Option<usize>,
+    /// Replay window per stream, most age [default: 30].
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        help_heading = "Replay"
+    )]
+    replay_age: Option<Seconds>,
+    /// Replay windows of every stream together, most bytes [default: 268435456].
+    #[arg(long, value_name = "BYTES", help_heading = "Replay")]
+    replay_total_bytes: Option<usize>,
 }
 
 impl Cli {
@@ -238,6 +256,10 @@ impl Cli {
             max_conns_per_ip: self.max_conns_per_ip,
             ping_interval: self.ping_interval,
             shutdown_deadline: self.shutdown_deadline,
+            replay_records: self.replay_records,
+            replay_bytes: self.replay_bytes,
+            replay_age: self.replay_age,
+            replay_total_bytes: self.replay_total_bytes,
         }
     }
 }

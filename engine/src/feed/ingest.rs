@@ -635,12 +635,17 @@ impl Ingester {
         st.recv_ts = recv_ts;
         self.windows.finish();
         self.counts.updates += 1;
+        // Checksums by levels covered (1 or 10), shared by the depths that cover as many.
+        let mut crcs = [None; 2];
         for d in 0..DEPTHS.len() {
-            if self.windows.is_empty(d) {
+            if !self.windows.changed(d) {
                 continue;
             }
+            // Numbered whether watched or not (docs/protocol.md §4.2).
             self.syms[sym as usize].seqs[d] += 1;
-            self.publish_book_delta(sym, d, ts, recv_ts);
+            if !self.windows.is_empty(d) {
+                self.publish_book_delta(sym, d, ts, recv_ts, &mut crcs);
+            }
         }
         Ok(())
     }
@@ -812,8 +817,10 @@ impl Ingester {
     }
 
     /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
-    /// computed: a book stream nobody watches needs no deltas, and its seq needs to move only
-    /// while someone holds it (a new subscriber starts from a snapshot carrying the seq as is).
+    /// computed (a book stream nobody watches needs no deltas); the others are only told
+    /// whether a change touched them, so that every stream stays numbered while unwatched: a
+    /// position names exactly one book state, and a later snapshot never reuses a seq for
+    /// another book (docs/protocol.md §4.2).
     fn watched_depths(&self, sid: u32) -> DepthMask {
         let mut mask = 0;
         for d in 0..DEPTHS.len() {
@@ -890,7 +897,17 @@ impl Ingester {
         }
     }
 
-    fn publish_book_delta(&mut self, sym: u32, d: usize, exch_ts: u64, recv_ts: u64) {
+    /// `crcs` caches the book checksum of this update by levels covered (1, 10): computed once,
+    /// shared by both formats and by the depths that cover as many levels.
+    fn publish_book_delta(
+        &mut self,
+        sym: u32,
+        d: usize,
+        exch_ts: u64,
+        recv_ts: u64,
+        crcs: &mut [Option<u32>; 2],
+    ) {
+        let slot = usize::from(wire::checksum_levels(DEPTHS[d]) == wire::CHECKSUM_LEVELS);
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::book(sym, d, format);
             if !self.interested(topic) {
@@ -906,11 +923,12 @@ impl Ingester {
                 recv_ts,
             };
             let (bids, asks) = (self.windows.bids(d), self.windows.asks(d));
+            let crc = *crcs[slot].get_or_insert_with(|| book_crc(&st.book, d));
             let encoded = self.arena.encode(|out| match format {
-                Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+                Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
                 Format::Json => {
                     out.extend_from_slice(b",");
-                    wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                    wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                     Ok(())
                 }
             });
@@ -964,11 +982,12 @@ impl Ingester {
             recv_ts: st.recv_ts,
         };
         let (bids, asks) = (st.book.top(Side::Bid, n), st.book.top(Side::Ask, n));
+        let crc = book_crc(&st.book, d);
         let encoded = self.arena.encode(|out| match format {
-            Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+            Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
             Format::Json => {
                 out.extend_from_slice(b",");
-                wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                 Ok(())
             }
         });
@@ -1068,6 +1087,13 @@ impl Ingester {
             }
         }
     }
+}
+
+/// The checksum (protocol 1.1 §3.2) of the book a client of depth index `d` holds: the top
+/// `min(10, depth)` levels of `book` (its window is the top `depth`, which holds them).
+fn book_crc(book: &Book, d: usize) -> u32 {
+    let n = wire::checksum_levels(DEPTHS[d]);
+    wire::book_checksum(book.top(Side::Bid, n), book.top(Side::Ask, n), n)
 }
 
 /// The ingester's message path without a socket: feed messages in, records into the rings.

@@ -170,7 +170,13 @@ fn header(bytes: &[u8], format: Format) -> (u8, u8, u64) {
                 "trade" => 3,
                 _ => 4,
             };
-            (kind, u8::from(kind == 1), v["seq"].as_u64().unwrap())
+            // The JSON form of the flags: snapshot by kind, checksum by a "crc" field.
+            let crc = if v.get("crc").is_some() {
+                wire::FLAG_CHECKSUM
+            } else {
+                0
+            };
+            (kind, u8::from(kind == 1) | crc, v["seq"].as_u64().unwrap())
         }
     }
 }
@@ -199,7 +205,7 @@ fn deltas(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 2,
-            flags: 0,
+            flags: wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
@@ -212,7 +218,7 @@ fn resync(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 1,
-            flags: FLAG_SNAPSHOT,
+            flags: FLAG_SNAPSHOT | wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
@@ -410,4 +416,85 @@ fn statuses_go_only_to_shards_watching_the_symbol() {
     f.interest.add(0, Topic::trades(1, Format::Binary));
     f.msg(&snapshot("BBB-USD", 600));
     assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 2 }]);
+}
+
+/// Asks for a snapshot of `topic` as a shard would and returns its seq.
+fn snapshot_seq(f: &mut Fixture, topic: Topic) -> u64 {
+    f.requests
+        .send(IngestRequest::Snapshot {
+            shard: 0,
+            conn: ConnId {
+                index: 1,
+                generation: 0,
+            },
+            req: 9,
+            topic,
+        })
+        .unwrap();
+    f.replay.serve_requests();
+    let got: Vec<u64> = f
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Snapshot { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "one snapshot answers the request");
+    got[0]
+}
+
+/// The trap of issue 11: a stream nobody watches must keep its numbering, so that a position
+/// names exactly one book state (a later snapshot never reuses a seq for a different book).
+#[test]
+fn an_unwatched_stream_keeps_its_numbering() {
+    let mut f = fixture(Format::Binary);
+    let topic = Topic::book(0, 1, Format::Binary); // depth 10, not watched by the fixture
+    f.interest.add(0, topic);
+    f.msg(&update("AAA-USD", 101));
+    let held = snapshot_seq(&mut f, topic);
+    assert_eq!(held, 1);
+    // The only watcher leaves; the book moves at every depth.
+    f.interest.remove(0, topic);
+    f.msg(&update("AAA-USD", 102));
+    f.msg(&update("AAA-USD", 103));
+    f.drain();
+    f.interest.add(0, topic);
+    let again = snapshot_seq(&mut f, topic);
+    assert_eq!(
+        again,
+        held + 2,
+        "two changes of the depth-10 window while unwatched are two positions"
+    );
+    // A change far from its window leaves an unwatched stream's seq alone.
+    f.interest.remove(0, topic);
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":104,"ts":2,"changes":[["sell","99.00","1.00"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(
+        snapshot_seq(&mut f, topic),
+        again + 1,
+        "99.00 is the 3rd ask: inside depth 10"
+    );
+    f.interest.remove(0, topic);
+    for (i, px) in (105..).zip([
+        "98.00", "97.00", "96.00", "95.00", "94.00", "93.00", "92.00", "91.00",
+    ]) {
+        f.msg(&format!(
+            r#"{{"type":"l2update","symbol":"AAA-USD","seq":{i},"ts":2,"changes":[["sell","{px}","1.00"]]}}"#
+        ));
+    }
+    f.drain();
+    f.interest.add(0, topic);
+    let at = snapshot_seq(&mut f, topic);
+    f.interest.remove(0, topic);
+    // 11 asks now: one more beyond the 10th level does not touch the depth-10 window.
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":113,"ts":2,"changes":[["sell","150.00","1.00"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(snapshot_seq(&mut f, topic), at);
 }
