@@ -61,8 +61,8 @@ pub const REQUESTS: Token = Token(1);
 const READ_BATCH: usize = 4096;
 /// Bytes reserved at a time for encoded records; records are split off and shared.
 const ARENA_CHUNK: usize = 256 * 1024;
-/// Default of [`IngestContext::stall_timeout`].
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of [`IngestContext::stall_timeout`] (the `feed-stall-timeout` setting).
+pub const DEFAULT_STALL_TIMEOUT: Duration = crate::config::DEFAULT_FEED_STALL_TIMEOUT;
 /// How long an update that arrived one ahead of its predecessor waits for it.
 pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
 /// Longest the poll loop sleeps while the feed is quiet.
