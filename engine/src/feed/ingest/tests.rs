@@ -433,3 +433,41 @@ fn statuses_go_only_to_shards_watching_the_symbol() {
     f.msg(&snapshot("BBB-USD", 600));
     assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 2 }]);
 }
+
+/// The `recv_ts` of every record in the ring, as JSON records show it.
+fn recv_stamps(f: &mut Fixture) -> Vec<u64> {
+    f.replay.serve_requests();
+    let mut out = Vec::new();
+    while let Some(msg) = f.ring.pop() {
+        if let ShardMsg::Record { bytes, .. } | ShardMsg::Status { bytes, .. } = msg {
+            let v: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
+            out.push(v["recv_ts"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn records_carry_the_time_the_loop_handed_down() {
+    let mut f = fixture(Format::Json);
+    f.drain();
+    f.now = Stamp {
+        mono: f.now.mono,
+        realtime_ns: 1_763_700_000_123_456_789,
+    };
+    f.msg(&update("AAA-USD", 101));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_000_123_456_789),
+        "{stamps:?}"
+    );
+    // Status records (here: the feed lost) carry the time of the loss.
+    f.replay.feed_lost(f.now.later(Duration::from_secs(1)));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_001_123_456_789),
+        "{stamps:?}"
+    );
+}
