@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::feed::error::FeedMisbehaved;
+
 /// Counters of one shard.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -154,6 +156,8 @@ pub struct IngestMetrics {
     pub trades: AtomicU64,
     /// Feed messages that failed to decode or apply.
     pub bad_messages: AtomicU64,
+    /// The same, by kind: indexed by [`FeedMisbehaved::index`].
+    pub faults: [AtomicU64; FeedMisbehaved::LABELS.len()],
     /// Sequence gaps seen on the feed.
     pub gaps: AtomicU64,
     /// Duplicate or stale updates dropped.
@@ -502,6 +506,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let name = "tickcast_feed_faults_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Feed messages that failed to decode or apply, by kind.\n# TYPE {name} counter"
+        );
+        for (label, v) in FeedMisbehaved::LABELS.iter().zip(&self.ingest.faults) {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{label}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
         }

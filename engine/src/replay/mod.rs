@@ -20,63 +20,19 @@
 pub mod epoch;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use crate::config::{
+    DEFAULT_REPLAY_AGE as DEFAULT_AGE, DEFAULT_REPLAY_BYTES as DEFAULT_BYTES,
+    DEFAULT_REPLAY_RECORDS as DEFAULT_RECORDS, DEFAULT_REPLAY_TOTAL_BYTES as DEFAULT_TOTAL_BYTES,
+    ReplayLimits,
+};
 use crate::fanout::Topic;
 
-/// Default of [`ReplayLimits::records`]: 30 s of the busiest depth-0 stream of the default
-/// feed (~450 records/s, see docs/protocol.md) with room to spare.
-pub const DEFAULT_RECORDS: usize = 32_768;
-/// Default of [`ReplayLimits::bytes`].
-pub const DEFAULT_BYTES: usize = 8 << 20;
-/// Default of [`ReplayLimits::age`].
-pub const DEFAULT_AGE: Duration = Duration::from_secs(30);
-/// Default of [`ReplayLimits::total_bytes`].
-pub const DEFAULT_TOTAL_BYTES: usize = 256 << 20;
 /// Bookkeeping counted per held record on top of its bytes (entry and eviction-log slot).
 pub const RECORD_OVERHEAD: usize = 64;
-
-/// The bounds of the replay windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayLimits {
-    /// Most records one window holds.
-    pub records: usize,
-    /// Most bytes one window holds (records plus [`RECORD_OVERHEAD`] each).
-    pub bytes: usize,
-    /// Records older than this are dropped.
-    pub age: Duration,
-    /// Most bytes all windows hold together; past it the oldest records of any window go.
-    pub total_bytes: usize,
-}
-
-impl Default for ReplayLimits {
-    fn default() -> Self {
-        Self {
-            records: DEFAULT_RECORDS,
-            bytes: DEFAULT_BYTES,
-            age: DEFAULT_AGE,
-            total_bytes: DEFAULT_TOTAL_BYTES,
-        }
-    }
-}
-
-impl ReplayLimits {
-    /// No replay at all (every resume misses); windows hold nothing.
-    pub const OFF: Self = Self {
-        records: 0,
-        bytes: 0,
-        age: Duration::ZERO,
-        total_bytes: 0,
-    };
-
-    /// True when windows can hold anything.
-    #[must_use]
-    pub fn enabled(&self) -> bool {
-        self.records > 0 && self.bytes > 0 && !self.age.is_zero() && self.total_bytes > 0
-    }
-}
 
 /// Why a window cannot replay from a position: the client must start afresh (snapshot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -18,6 +18,8 @@ struct Fixture {
     ring: Arc<Ring>,
     interest: Arc<Interest>,
     requests: crossbeam_channel::Sender<IngestRequest>,
+    /// Virtual time: what the ingester's loop would have read off the clocks.
+    now: Stamp,
     _poll: Poll,
 }
 
@@ -61,6 +63,7 @@ fn fixture(format: Format) -> Fixture {
         ring,
         interest,
         requests: tx,
+        now: Stamp::now(),
         _poll: poll,
     };
     f.msg(SYMBOLS);
@@ -114,8 +117,17 @@ fn heartbeat(sym: &str, seq: u64) -> String {
 }
 
 impl Fixture {
+    /// The `tickcast_feed_faults_total` counter of `label`.
+    fn fault(&mut self, label: &str) -> u64 {
+        let i = FeedMisbehaved::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .expect("a fault label");
+        self.ingest_counter(|m| &m.faults[i])
+    }
+
     fn msg(&mut self, m: &str) {
-        self.replay.message(m.as_bytes());
+        self.replay.message(m.as_bytes(), self.now);
     }
 
     fn drain(&mut self) -> Vec<Out> {
@@ -296,7 +308,13 @@ fn two_swapped_updates_are_applied_in_order_without_a_resync() {
 fn an_update_held_too_long_means_its_predecessor_is_lost() {
     let mut f = fixture(Format::Binary);
     f.msg(&update("AAA-USD", 102));
-    f.replay.expire_held();
+    // Within the window it waits (the loop expires held updates once per turn)...
+    f.replay
+        .expire_held(f.now.later(REORDER_WINDOW - Duration::from_millis(1)));
+    assert!(f.drain().is_empty());
+    assert!(f.replay.take_feed_requests().is_empty());
+    // ... and at the end of it, its predecessor is lost.
+    f.replay.expire_held(f.now.later(REORDER_WINDOW));
     assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
     assert_eq!(f.replay.take_feed_requests().len(), 1);
     // So is one that meets another gap, or a heartbeat past it.
@@ -304,6 +322,7 @@ fn an_update_held_too_long_means_its_predecessor_is_lost() {
     f.msg(&update("AAA-USD", 102));
     f.msg(&update("AAA-USD", 103));
     assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+    assert_eq!(f.fault("gap"), 1);
     let mut f = fixture(Format::Binary);
     f.msg(&update("AAA-USD", 102));
     f.msg(&heartbeat("AAA-USD", 102));
@@ -341,6 +360,9 @@ fn malformed_and_unknown_symbol_messages_never_make_a_symbol_stale() {
     assert!(f.drain().is_empty());
     assert!(f.replay.take_feed_requests().is_empty());
     assert_eq!(f.ingest_counter(|m| &m.bad_messages), 8);
+    // All eight are counted under `malformed`, nothing under the sync faults.
+    assert_eq!(f.fault("malformed"), 8);
+    assert_eq!(f.fault("gap"), 0);
     assert!(f.replay.is_synced(0) && f.replay.is_synced(1));
     f.msg(&good);
     assert_eq!(f.drain(), deltas(0, 1));
@@ -363,7 +385,7 @@ fn heartbeats_reveal_a_lost_last_update() {
 #[test]
 fn feed_loss_makes_every_symbol_stale_once_and_snapshots_resume_them() {
     let mut f = fixture(Format::Json);
-    f.replay.feed_lost();
+    f.replay.feed_lost(f.now);
     assert_eq!(
         f.drain(),
         vec![
@@ -372,7 +394,7 @@ fn feed_loss_makes_every_symbol_stale_once_and_snapshots_resume_them() {
         ]
     );
     // Losing the feed again while stale says nothing new; nothing is asked of a dead feed.
-    f.replay.feed_lost();
+    f.replay.feed_lost(f.now);
     assert!(f.drain().is_empty());
     assert!(f.replay.take_feed_requests().is_empty());
     // The next session starts with the symbols and a snapshot of each.
@@ -497,4 +519,42 @@ fn an_unwatched_stream_keeps_its_numbering() {
     f.drain();
     f.interest.add(0, topic);
     assert_eq!(snapshot_seq(&mut f, topic), at);
+}
+
+/// The `recv_ts` of every record in the ring, as JSON records show it.
+fn recv_stamps(f: &mut Fixture) -> Vec<u64> {
+    f.replay.serve_requests();
+    let mut out = Vec::new();
+    while let Some(msg) = f.ring.pop() {
+        if let ShardMsg::Record { bytes, .. } | ShardMsg::Status { bytes, .. } = msg {
+            let v: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
+            out.push(v["recv_ts"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn records_carry_the_time_the_loop_handed_down() {
+    let mut f = fixture(Format::Json);
+    f.drain();
+    f.now = Stamp {
+        mono: f.now.mono,
+        realtime_ns: 1_763_700_000_123_456_789,
+    };
+    f.msg(&update("AAA-USD", 101));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_000_123_456_789),
+        "{stamps:?}"
+    );
+    // Status records (here: the feed lost) carry the time of the loss.
+    f.replay.feed_lost(f.now.later(Duration::from_secs(1)));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_001_123_456_789),
+        "{stamps:?}"
+    );
 }
