@@ -43,6 +43,16 @@ pub struct ShardMetrics {
     pub refused: [AtomicU64; REFUSAL_REASONS.len()],
     /// Clients closed because they answered no ping.
     pub ping_timeouts: AtomicU64,
+    /// Connections on the conflating rung of the slow-consumer ladder (gauge; the others
+    /// are live).
+    pub conflating: AtomicU64,
+    /// Ladder moves from live to conflating.
+    pub to_conflating: AtomicU64,
+    /// Ladder moves from conflating back to live.
+    pub to_live: AtomicU64,
+    /// Conflated snapshots not delivered to a connection whose out-buffer was past the pace
+    /// mark (it gets a fresh snapshot when there is room).
+    pub conflated_skips: AtomicU64,
     /// Time from `recv_ts` to the `writev` that handed a record to the kernel, per delivered
     /// record (binary records; sampled once per record and drain).
     pub latency: LatencyHistogram,
@@ -172,6 +182,9 @@ pub struct IngestMetrics {
     pub ring_drops: AtomicU64,
     /// Snapshot requests answered.
     pub snapshots_served: AtomicU64,
+    /// Conflated snapshots encoded (one per stream, rate tier, format and tick, shared by
+    /// every subscriber of the tier on every shard).
+    pub conflated_snapshots: AtomicU64,
 }
 
 /// The replay windows' counters and gauges (protocol 1.1 resume), published by their owner
@@ -267,7 +280,7 @@ impl Metrics {
             &'static str,
             fn(&ShardMetrics) -> &AtomicU64,
         );
-        let shard_metrics: [Family; 12] = [
+        let shard_metrics: [Family; 16] = [
             ("tickcast_connections", "gauge", "Open connections.", |m| {
                 &m.connections
             }),
@@ -337,6 +350,30 @@ impl Metrics {
                 "Messages queued in a shard's ring.",
                 |m| &m.ring_len,
             ),
+            (
+                "tickcast_ladder_conflating_connections",
+                "gauge",
+                "Connections on the conflating rung (out-buffer past the soft mark; the rest are live).",
+                |m| &m.conflating,
+            ),
+            (
+                "tickcast_ladder_to_conflating_total",
+                "counter",
+                "Ladder moves from live deltas to conflated snapshots.",
+                |m| &m.to_conflating,
+            ),
+            (
+                "tickcast_ladder_to_live_total",
+                "counter",
+                "Ladder moves from conflated snapshots back to live deltas.",
+                |m| &m.to_live,
+            ),
+            (
+                "tickcast_conflated_skips_total",
+                "counter",
+                "Conflated snapshots skipped for a connection with a full out-buffer (a fresh one follows when it drains).",
+                |m| &m.conflated_skips,
+            ),
         ];
         for (name, kind, help, get) in shard_metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -348,7 +385,7 @@ impl Metrics {
                 );
             }
         }
-        let ingest: [(&str, &str, &AtomicU64); 11] = [
+        let ingest: [(&str, &str, &AtomicU64); 12] = [
             (
                 "tickcast_feed_messages_total",
                 "Feed messages read.",
@@ -403,6 +440,11 @@ impl Metrics {
                 "tickcast_snapshots_served_total",
                 "Subscription snapshots served.",
                 &self.ingest.snapshots_served,
+            ),
+            (
+                "tickcast_conflated_snapshots_total",
+                "Conflated snapshots encoded (once per stream, rate tier, format and tick).",
+                &self.ingest.conflated_snapshots,
             ),
         ];
         let name = "tickcast_handshake_failures_total";
@@ -528,6 +570,14 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Takes `n` from a gauge (relaxed, never below zero).
+#[inline]
+pub fn sub(c: &AtomicU64, n: u64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// Adds `n` to a counter (relaxed).

@@ -165,7 +165,10 @@ impl ShardCore {
                 symbols,
                 channels,
                 depth_idx,
-            } => self.t.subscribe(c, id, rid, &symbols, channels, depth_idx),
+                max_hz,
+            } => self
+                .t
+                .subscribe(c, id, rid, &symbols, channels, depth_idx, max_hz),
             Request::Unsubscribe { id: rid, symbols } => self.t.unsubscribe(c, idx, rid, &symbols),
         };
         match answer {

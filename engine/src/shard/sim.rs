@@ -420,6 +420,9 @@ impl Sim {
     }
 }
 
+#[cfg(test)]
+mod ladder_tests;
+
 // ---- the connection lifecycle, in virtual time ----
 
 #[test]
@@ -506,6 +509,8 @@ fn slow_consumer_is_evicted_with_1013_and_kept_until_evict_timeout() {
     let mut sim = Sim::new(1, 4096, |c| {
         c.max_outbuf_bytes = 16 << 10;
         c.evict_timeout = Duration::from_secs(20);
+        // The ladder off: the hard bound alone (the ladder's own tests: `ladder_tests.rs`).
+        c.conflate.soft_pct = 100;
     });
     let ids = sim.subscribers(2, "S0");
     let (slow, fast) = (ids[0], ids[1]);
@@ -548,6 +553,7 @@ fn evicted_consumer_that_reads_again_gets_1013_then_close_timeout() {
     let mut sim = Sim::new(1, 4096, |c| {
         c.max_outbuf_bytes = 16 << 10;
         c.evict_timeout = Duration::from_secs(60);
+        c.conflate.soft_pct = 100;
     });
     let slow = sim.subscribers(1, "S0")[0];
     sim.socket(slow).window = 4096;
