@@ -238,6 +238,16 @@ pub struct Client {
     pub last_crc: HashMap<u32, u32>,
     /// Every snapshot record received: (sid, seq, levels).
     pub snapshots: Vec<(u32, u64, Levels)>,
+    /// Payload bytes of the data messages read (for clients that read at a limited rate).
+    pub bytes: u64,
+    /// Text frames that are neither batches nor replies to a request (`conflating`, `live`).
+    pub notices: Vec<String>,
+    /// When set, the book held after every book record: (sid, seq) → levels.
+    pub history: Option<HashMap<(u32, u64), Levels>>,
+    /// Arrival time of every snapshot record, by sid.
+    pub snapshot_times: HashMap<u32, Vec<Instant>>,
+    /// Book deltas (kind 2) received.
+    pub deltas: u64,
 }
 
 impl Client {
@@ -275,6 +285,11 @@ impl Client {
             replace_jumps: Vec::new(),
             last_crc: HashMap::new(),
             snapshots: Vec::new(),
+            bytes: 0,
+            notices: Vec::new(),
+            history: None,
+            snapshot_times: HashMap::new(),
+            deltas: 0,
         }
     }
 
@@ -287,6 +302,7 @@ impl Client {
         match self.ws.read() {
             Ok(Message::Binary(b)) => {
                 self.messages += 1;
+                self.bytes += b.len() as u64;
                 let recs = decode_batch(&b).expect("valid batch");
                 self.apply(&recs);
                 true
@@ -294,11 +310,15 @@ impl Client {
             Ok(Message::Text(t)) => {
                 if t.starts_with('[') {
                     self.messages += 1;
+                    self.bytes += t.len() as u64;
                     let dec = self.decimals.clone();
                     let recs = decode_json_batch(&t, &|s: &str| dec.get(s).copied())
                         .expect("valid json batch");
                     self.apply(&recs);
                 } else {
+                    if t.contains(r#""op":"conflating""#) || t.contains(r#""op":"live""#) {
+                        self.notices.push(t.to_string());
+                    }
                     let reply = Reply::parse(&t).expect("reply json");
                     if let Reply::Subscribed { symbols, .. } = &reply {
                         for s in symbols {
@@ -335,6 +355,7 @@ impl Client {
     fn apply(&mut self, recs: &[Record]) {
         for r in recs {
             self.records += 1;
+            self.deltas += u64::from(r.header.kind == 2);
             self.check_replacement(r);
             if let Body::Book { bids, asks, crc } = &r.body {
                 if let Some(crc) = crc {
@@ -343,6 +364,10 @@ impl Client {
                 if r.header.kind == 1 {
                     self.snapshots
                         .push((r.header.sid, r.header.seq, (bids.clone(), asks.clone())));
+                    self.snapshot_times
+                        .entry(r.header.sid)
+                        .or_default()
+                        .push(Instant::now());
                 }
             }
             if let Err(e) = self.state.apply(r) {
@@ -351,6 +376,12 @@ impl Client {
             if r.header.kind <= 2 {
                 if let Some(b) = self.state.book(r.header.sid) {
                     assert!(!b.is_crossed(), "crossed book for sid {}", r.header.sid);
+                    if let Some(h) = &mut self.history {
+                        h.insert(
+                            (r.header.sid, r.header.seq),
+                            (b.top_bids(usize::MAX), b.top_asks(usize::MAX)),
+                        );
+                    }
                 }
             }
         }
