@@ -1269,3 +1269,6 @@ impl Replay {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conflate_tests;
