@@ -12,7 +12,9 @@
 //! - `ui_subscribers`: N subscribers of every symbol at depth 10, full deltas against
 //!   `max_hz: 10`: bytes and engine CPU per second.
 //!
-//! Sizes come from `TICKCAST_CB_SUBS` (default 100) and `TICKCAST_CB_SECS` (default 10).
+//! Sizes come from `TICKCAST_CB_SUBS` (default 100), `TICKCAST_CB_SECS` (default 10), the feed
+//! rate from `TICKCAST_CB_RATE` (l2updates/s over 50 symbols, default 2000) and the out-buffer
+//! bound from `TICKCAST_CB_OUTBUF` (default 4 MiB).
 
 #![allow(clippy::disallowed_methods)]
 
@@ -193,8 +195,17 @@ struct Run {
 }
 
 fn run(n: usize, slow: usize, slow_rate: f64, max_hz: Option<u32>, secs: u64) -> Run {
-    let sim = simulator(50, 2_000.0, None, 5);
-    let d = Daemon::start(&["--feed", &sim.feed_url(), "--shards", "2"]);
+    let rate = env("TICKCAST_CB_RATE", 2_000) as f64;
+    let outbuf = env("TICKCAST_CB_OUTBUF", 4 << 20).to_string();
+    let sim = simulator(50, rate, None, 5);
+    let d = Daemon::start(&[
+        "--feed",
+        &sim.feed_url(),
+        "--shards",
+        "2",
+        "--max-outbuf-bytes",
+        &outbuf,
+    ]);
     let mut subs: Vec<Sub> = (0..n)
         .map(|i| Sub::new(&d, if i < slow { slow_rate } else { 0.0 }, max_hz))
         .collect();
