@@ -1,0 +1,596 @@
+//! The tokio driver: one task per [`Client`] that owns the WebSocket, feeds the [`Session`]
+//! and reconnects.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::backoff::{self, Backoff};
+use crate::event::{CloseCause, ConnectionState, Event};
+use crate::session::{Channel, Session, SessionConfig};
+
+/// The default interval of the client's own pings.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// The default time without any byte from the server after which the connection is deemed
+/// dead: the server's default ping interval (30 s) plus 10 s of slack.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(40);
+/// The default time allowed to open a connection (TCP and upgrade).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a [`ClientBuilder`] could not build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No endpoint was given.
+    #[error("no endpoint: give at least one ws:// URL")]
+    NoEndpoint,
+    /// An endpoint is not a `ws://` or `wss://` URL.
+    #[error("endpoint {0:?} is not a ws:// or wss:// URL")]
+    BadEndpoint(String),
+    /// The depth is not one the server offers.
+    #[error("depth {0} is not 0, 1, 10, 25 or 100")]
+    BadDepth(u16),
+    /// A duration is zero where it must not be.
+    #[error("{0} must be positive")]
+    ZeroDuration(&'static str),
+    /// Called outside a tokio runtime.
+    #[error("a tokio runtime is needed to start the client")]
+    NoRuntime,
+}
+
+/// The [`Client`] is gone: closed, refused for good, or its task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client is closed")]
+pub struct ClientClosed;
+
+/// Builds a [`Client`]; see the [crate docs](crate) for an example.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    config: SessionConfig,
+    symbols: Vec<String>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    backoff_seed: Option<u64>,
+    ping_interval: Duration,
+    dead_after: Duration,
+    connect_timeout: Duration,
+    event_capacity: usize,
+}
+
+impl ClientBuilder {
+    /// A builder for a client of `endpoints` (`ws://HOST:PORT/ws` URLs, tried in turn: each
+    /// failure moves to the next), depth 25, books and trades.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            config: SessionConfig::default(),
+            symbols: Vec::new(),
+            backoff_min: backoff::DEFAULT_MIN,
+            backoff_max: backoff::DEFAULT_MAX,
+            backoff_seed: None,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            dead_after: DEFAULT_DEAD_AFTER,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            event_capacity: 1024,
+        }
+    }
+
+    /// The access token, sent as the `token` query parameter of the upgrade.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(token.into());
+        self
+    }
+
+    /// Levels per side of every book: 1, 10, 25 (default), 100, or 0 for the whole book.
+    #[must_use]
+    pub fn depth(mut self, depth: u16) -> Self {
+        self.config.depth = depth;
+        self
+    }
+
+    /// The channels of every symbol (default: books and trades).
+    #[must_use]
+    pub fn channels(mut self, channels: impl IntoIterator<Item = Channel>) -> Self {
+        self.config.channels = channels.into_iter().collect();
+        self
+    }
+
+    /// Symbols to follow from the first connection on (more with [`Client::subscribe`]).
+    #[must_use]
+    pub fn symbols<S: Into<String>>(mut self, symbols: impl IntoIterator<Item = S>) -> Self {
+        self.symbols.extend(symbols.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reconnect back-off: the first delay is at most `min`, the ceiling doubles per failed
+    /// attempt up to `max`, and each delay is uniform below its ceiling (full jitter).
+    /// Defaults: 0.5 s and 20 s.
+    #[must_use]
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max;
+        self
+    }
+
+    /// A fixed seed for the back-off's randomness (tests).
+    #[must_use]
+    pub fn backoff_seed(mut self, seed: u64) -> Self {
+        self.backoff_seed = Some(seed);
+        self
+    }
+
+    /// Interval of the client's own WebSocket pings (default 15 s).
+    #[must_use]
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every;
+        self
+    }
+
+    /// Time without a byte from the server after which the connection is dropped and
+    /// reconnected: the server's ping interval plus slack (default 30 s + 10 s).
+    #[must_use]
+    pub fn dead_after(mut self, after: Duration) -> Self {
+        self.dead_after = after;
+        self
+    }
+
+    /// Time allowed to open a connection, upgrade included (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Events buffered for a slow reader before the client stops reading the socket
+    /// (default 1024); the server then evicts the connection and the client reconnects.
+    #[must_use]
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Starts the client's task on the current tokio runtime; returns the handle and the
+    /// stream of events.
+    ///
+    /// # Errors
+    /// A [`BuildError`] for an empty or malformed endpoint list, a depth the server does not
+    /// offer, a zero duration, or no runtime.
+    pub fn build(self) -> Result<(Client, Events), BuildError> {
+        if self.endpoints.is_empty() {
+            return Err(BuildError::NoEndpoint);
+        }
+        if let Some(bad) = self
+            .endpoints
+            .iter()
+            .find(|e| !(e.starts_with("ws://") || e.starts_with("wss://")))
+        {
+            return Err(BuildError::BadEndpoint(bad.clone()));
+        }
+        if ![0, 1, 10, 25, 100].contains(&self.config.depth) {
+            return Err(BuildError::BadDepth(self.config.depth));
+        }
+        for (name, d) in [
+            ("backoff min", self.backoff_min),
+            ("ping interval", self.ping_interval),
+            ("dead-after", self.dead_after),
+            ("connect timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(BuildError::ZeroDuration(name));
+            }
+        }
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(self.event_capacity);
+        let mut backoff = Backoff::new(self.backoff_min, self.backoff_max);
+        if let Some(seed) = self.backoff_seed {
+            backoff = backoff.with_seed(seed);
+        }
+        let mut session = Session::new(self.config);
+        session.subscribe(&self.symbols);
+        let driver = Driver {
+            endpoints: self.endpoints,
+            session,
+            backoff,
+            ping_interval: self.ping_interval,
+            dead_after: self.dead_after,
+            connect_timeout: self.connect_timeout,
+            cmds: cmd_rx,
+            events: ev_tx,
+        };
+        rt.spawn(driver.run());
+        Ok((Client { cmds: cmd_tx }, Events { rx: ev_rx }))
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+    Refresh(String),
+    Close,
+}
+
+/// A handle to a running client: cheap to clone; the client stops when every handle and
+/// the [`Events`] are dropped, or on [`close`](Self::close).
+#[derive(Debug, Clone)]
+pub struct Client {
+    cmds: mpsc::UnboundedSender<Command>,
+}
+
+impl Client {
+    /// A builder; same as [`ClientBuilder::new`].
+    pub fn builder<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientBuilder {
+        ClientBuilder::new(endpoints)
+    }
+
+    /// Follows more symbols, on this connection and every later one.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] when the client has stopped.
+    pub fn subscribe<S: Into<String>>(
+        &self,
+        symbols: impl IntoIterator<Item = S>,
+    ) -> Result<(), ClientClosed> {
+        let v = symbols.into_iter().map(Into::into).collect();
+        self.cmds
+            .send(Command::Subscribe(v))
+            .map_err(|_| ClientClosed)
+    }
+
+    /// Stops following symbols.
+    ///
+    /// # Errors
+    /// [`ClientClosed`] when the client has stopped.
+    pub fn unsubscribe<S: Into<String>>(
+        &self,
+        symbols: impl IntoIterator<Item = S>,
+    ) -> Result<(), ClientClosed> {
+        let v = symbols.into_iter().map(Into::into).collect();
+        self.cmds
+            .send(Command::Unsubscribe(v))
+            .map_err(|_| ClientClosed)
+    }
+
+    /// Replaces the access token: sent now as `{"op":"refresh"}` and used by later
+    /// connections. The server answers with [`Event::Refreshed`].
+    ///
+    /// # Errors
+    /// [`ClientClosed`] when the client has stopped.
+    pub fn refresh(&self, token: impl Into<String>) -> Result<(), ClientClosed> {
+        self.cmds
+            .send(Command::Refresh(token.into()))
+            .map_err(|_| ClientClosed)
+    }
+
+    /// Closes the connection and stops the client; the last event is
+    /// [`ConnectionState::Closed`].
+    pub fn close(&self) {
+        let _ = self.cmds.send(Command::Close);
+    }
+}
+
+/// The client's events, in order; `None` once the client has stopped.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_util::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// Reconnect.
+    Lost(String),
+    /// Stop for good.
+    Stop(CloseCause),
+}
+
+impl fmt::Debug for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lost(c) => write!(f, "lost: {c}"),
+            Self::Stop(c) => write!(f, "stop: {c:?}"),
+        }
+    }
+}
+
+struct Driver {
+    endpoints: Vec<String>,
+    session: Session,
+    backoff: Backoff,
+    ping_interval: Duration,
+    dead_after: Duration,
+    connect_timeout: Duration,
+    cmds: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<Event>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Driver {
+    async fn run(mut self) {
+        let mut next = 0usize;
+        loop {
+            let endpoint = self.endpoints[next % self.endpoints.len()].clone();
+            next = next.wrapping_add(1);
+            let state = ConnectionState::Connecting {
+                endpoint: endpoint.clone(),
+                attempt: self.backoff.attempt(),
+            };
+            if !self.emit(Event::Connection(state)).await {
+                return;
+            }
+            let end = match self.open(&endpoint).await {
+                Ok(ws) => {
+                    if !self
+                        .emit(Event::Connection(ConnectionState::Open {
+                            endpoint: endpoint.clone(),
+                        }))
+                        .await
+                    {
+                        return;
+                    }
+                    let end = self.serve(ws).await;
+                    self.session.handle_disconnected();
+                    end
+                }
+                Err(end) => end,
+            };
+            let cause = match end {
+                End::Stop(cause) => {
+                    let _ = self
+                        .events
+                        .send(Event::Connection(ConnectionState::Closed { cause }))
+                        .await;
+                    return;
+                }
+                End::Lost(cause) => cause,
+            };
+            tracing::debug!(%endpoint, %cause, "connection lost");
+            let delay = self.backoff.next_delay();
+            let state = ConnectionState::Reconnecting {
+                delay,
+                attempt: self.backoff.attempt(),
+                cause,
+            };
+            if !self.emit(Event::Connection(state)).await {
+                return;
+            }
+            let until = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = sleep_until(until) => break,
+                    cmd = self.cmds.recv() => {
+                        if !self.command(cmd) {
+                            let _ = self.events.send(Event::Connection(ConnectionState::Closed { cause: CloseCause::ByUser })).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a command to the session; false when the client must stop.
+    fn command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            Some(Command::Subscribe(v)) => self.session.subscribe(v),
+            Some(Command::Unsubscribe(v)) => self.session.unsubscribe(v),
+            Some(Command::Refresh(t)) => self.session.refresh(t),
+            // Every handle dropped: stop only if the events are gone too.
+            None => return !self.events.is_closed(),
+            Some(Command::Close) => return false,
+        }
+        true
+    }
+
+    /// Sends an event; false when nobody listens any more and no handle is left.
+    async fn emit(&mut self, ev: Event) -> bool {
+        if let Event::Connection(ConnectionState::Subscribed { .. }) = ev {
+            // Subscribed again: the connection is useful, the back-off starts over.
+            self.backoff.reset();
+        }
+        self.events.send(ev).await.is_ok()
+    }
+
+    async fn open(&mut self, endpoint: &str) -> Result<Ws, End> {
+        let mut url = endpoint.to_owned();
+        if let Some(token) = self.session.token() {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("token=");
+            url.push_str(&percent_encode(token));
+        }
+        match timeout(
+            self.connect_timeout,
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        {
+            Err(_) => Err(End::Lost("connect timed out".into())),
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                if status == 401 || status == 403 {
+                    Err(End::Stop(CloseCause::Refused(status)))
+                } else {
+                    Err(End::Lost(format!("upgrade refused with HTTP {status}")))
+                }
+            }
+            Ok(Err(e)) => Err(End::Lost(e.to_string())),
+        }
+    }
+
+    async fn serve(&mut self, mut ws: Ws) -> End {
+        let start = Instant::now();
+        self.session.handle_connected(start.into_std());
+        let mut last_rx = start;
+        let mut ping = tokio::time::interval_at(start + self.ping_interval, self.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Flush what the session has to say.
+            while let Some(text) = self.session.poll_transmit() {
+                if let Err(e) = ws.send(Message::text(text)).await {
+                    return End::Lost(e.to_string());
+                }
+            }
+            while let Some(ev) = self.session.poll_event() {
+                if !self.emit(ev).await {
+                    let _ = ws.close(None).await;
+                    return End::Stop(CloseCause::ByUser);
+                }
+            }
+            let retry_at = self.session.poll_timeout().map(Instant::from_std);
+            let dead_at = last_rx + self.dead_after;
+            tokio::select! {
+                msg = ws.next() => {
+                    last_rx = Instant::now();
+                    let result = match msg {
+                        None => return End::Lost("connection closed".into()),
+                        Some(Err(e)) => return End::Lost(e.to_string()),
+                        Some(Ok(Message::Binary(b))) => self.session.handle_binary(&b),
+                        Some(Ok(Message::Text(t))) => self.session.handle_text(last_rx.into_std(), &t),
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (f.code, f.reason.to_string()))
+                                .unwrap_or((CloseCode::Status, String::new()));
+                            // Finish the close handshake, briefly.
+                            let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
+                            if code == CloseCode::Policy {
+                                return End::Stop(CloseCause::Policy(reason));
+                            }
+                            return End::Lost(format!("closed by the server: {} {reason}", u16::from(code)));
+                        }
+                        Some(Ok(_)) => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        let _ = ws.close(None).await;
+                        return End::Lost(format!("undecodable message: {e}"));
+                    }
+                }
+                cmd = self.cmds.recv() => {
+                    if !self.command(cmd) {
+                        let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
+                        return End::Stop(CloseCause::ByUser);
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                () = sleep_until(dead_at) => {
+                    return End::Lost(format!("nothing from the server for {:?}", self.dead_after));
+                }
+                () = async {
+                    match retry_at {
+                        Some(t) => sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.session.handle_timeout(Instant::now().into_std());
+                }
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_refuses_what_cannot_work() {
+        assert_eq!(
+            ClientBuilder::new(Vec::<String>::new()).build().err(),
+            Some(BuildError::NoEndpoint)
+        );
+        assert_eq!(
+            ClientBuilder::new(["http://x"]).build().err(),
+            Some(BuildError::BadEndpoint("http://x".into()))
+        );
+        assert_eq!(
+            ClientBuilder::new(["ws://x/ws"]).depth(5).build().err(),
+            Some(BuildError::BadDepth(5))
+        );
+        assert_eq!(
+            ClientBuilder::new(["ws://x/ws"]).build().err(),
+            Some(BuildError::NoRuntime)
+        );
+        assert_eq!(percent_encode("a b&c"), "a%20b%26c");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_means_reconnecting_with_backoff() {
+        // A port nobody listens on: every attempt fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let (client, mut events) = Client::builder([format!("ws://127.0.0.1:{port}/ws")])
+            .backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .backoff_seed(3)
+            .symbols(["X"])
+            .build()
+            .expect("build");
+        let mut delays = Vec::new();
+        while delays.len() < 6 {
+            match events.next().await {
+                Some(Event::Connection(ConnectionState::Reconnecting {
+                    delay, attempt, ..
+                })) => {
+                    assert_eq!(attempt as usize, delays.len() + 1);
+                    delays.push(delay);
+                }
+                Some(_) => {}
+                None => panic!("client stopped"),
+            }
+        }
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(20)));
+        client.close();
+        while let Some(ev) = events.next().await {
+            if let Event::Connection(ConnectionState::Closed { cause }) = ev {
+                assert_eq!(cause, CloseCause::ByUser);
+                return;
+            }
+        }
+        panic!("no Closed event");
+    }
+}
