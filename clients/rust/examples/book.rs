@@ -96,8 +96,8 @@ async fn main() -> ExitCode {
                 Some(Event::Connection(state)) => {
                     match &state {
                         ConnectionState::Open { .. } => opens += 1,
-                        ConnectionState::Subscribed { resumed: Resumed::Recovered } => resumed += 1,
-                        ConnectionState::Subscribed { resumed: Resumed::NotRecovered { .. } } => {
+                        ConnectionState::Subscribed { resumed: Resumed::Recovered, .. } => resumed += 1,
+                        ConnectionState::Subscribed { resumed: Resumed::NotRecovered { .. }, .. } => {
                             book = None;
                         }
                         ConnectionState::Reconnecting { delay, attempt, cause } => {

@@ -62,6 +62,9 @@ pub enum ConnectionState {
     Subscribed {
         /// Whether the client's positions were recovered.
         resumed: Resumed,
+        /// The server's stream numbering (protocol 1.1); `None` from a server that does not
+        /// support resume, which then never recovers a stream.
+        epoch: Option<String>,
     },
     /// The connection failed or was lost; the next attempt starts after `delay`.
     Reconnecting {

@@ -291,7 +291,10 @@ impl Session {
             let resumed = Resumed::Fresh;
             self.ever_subscribed = true;
             self.events
-                .push_back(Event::Connection(ConnectionState::Subscribed { resumed }));
+                .push_back(Event::Connection(ConnectionState::Subscribed {
+                    resumed,
+                    epoch: self.epoch.clone(),
+                }));
         } else {
             self.send_subscribe(all, true, true);
         }
@@ -499,7 +502,10 @@ impl Session {
                         };
                     self.ever_subscribed = true;
                     self.events
-                        .push_back(Event::Connection(ConnectionState::Subscribed { resumed }));
+                        .push_back(Event::Connection(ConnectionState::Subscribed {
+                            resumed,
+                            epoch: self.epoch.clone(),
+                        }));
                 }
             }
             "error" => {
@@ -529,6 +535,7 @@ impl Session {
                     self.events
                         .push_back(Event::Connection(ConnectionState::Subscribed {
                             resumed: Resumed::Fresh,
+                            epoch: self.epoch.clone(),
                         }));
                 }
                 self.events.push_back(Event::ServerError(ServerError {
@@ -784,7 +791,8 @@ mod tests {
         assert!(matches!(
             ev.as_slice(),
             [Event::Connection(ConnectionState::Subscribed {
-                resumed: Resumed::Fresh
+                resumed: Resumed::Fresh,
+                epoch: None
             })]
         ));
         s.handle_binary(&batch(&[
@@ -938,8 +946,9 @@ mod tests {
         assert!(ev.iter().any(|e| matches!(
             e,
             Event::Connection(ConnectionState::Subscribed {
-                resumed: Resumed::Recovered
-            })
+                resumed: Resumed::Recovered,
+                epoch: Some(e),
+            }) if e == "ep1"
         )));
         // Recovered: the replay continues the book with no snapshot, under the new sids.
         s.handle_binary(&batch(&[delta(4, 12, &[(98, 1)], &[]), trade(4, 501)]))
@@ -973,7 +982,7 @@ mod tests {
             Some("ep2"),
             &[("A", 1, Some(false)), ("B", 2, Some(true))],
         );
-        assert!(ev.iter().any(|e| matches!(e, Event::Connection(ConnectionState::Subscribed { resumed: Resumed::NotRecovered { symbols } }) if symbols.len() == 1 && &*symbols[0] == "A")));
+        assert!(ev.iter().any(|e| matches!(e, Event::Connection(ConnectionState::Subscribed { resumed: Resumed::NotRecovered { symbols }, .. }) if symbols.len() == 1 && &*symbols[0] == "A")));
         assert_eq!(s.epoch(), Some("ep2"));
         assert!(!s.is_synced("A"));
         assert!(s.is_synced("B"));
@@ -994,7 +1003,8 @@ mod tests {
         assert!(ev.iter().any(|e| matches!(
             e,
             Event::Connection(ConnectionState::Subscribed {
-                resumed: Resumed::NotRecovered { .. }
+                resumed: Resumed::NotRecovered { .. },
+                epoch: None,
             })
         )));
         assert!(!s.is_synced("A"));
