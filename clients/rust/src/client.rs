@@ -22,6 +22,16 @@ pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(40);
 /// The default time allowed to open a connection (TCP and upgrade).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The encoding of data messages the client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Binary batches (`format=binary`, the server's default): smaller and faster to decode.
+    #[default]
+    Binary,
+    /// JSON batches (`format=json`), prices and quantities as decimal strings.
+    Json,
+}
+
 /// Why a [`ClientBuilder`] could not build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +71,7 @@ pub struct ClientBuilder {
     dead_after: Duration,
     connect_timeout: Duration,
     event_capacity: usize,
+    format: Format,
 }
 
 impl ClientBuilder {
@@ -78,7 +89,15 @@ impl ClientBuilder {
             dead_after: DEFAULT_DEAD_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             event_capacity: 1024,
+            format: Format::Binary,
         }
+    }
+
+    /// The encoding of data messages (default: binary).
+    #[must_use]
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// The access token, sent as the `token` query parameter of the upgrade.
@@ -202,6 +221,7 @@ impl ClientBuilder {
             ping_interval: self.ping_interval,
             dead_after: self.dead_after,
             connect_timeout: self.connect_timeout,
+            format: self.format,
             cmds: cmd_rx,
             events: ev_tx,
         };
@@ -325,6 +345,7 @@ struct Driver {
     ping_interval: Duration,
     dead_after: Duration,
     connect_timeout: Duration,
+    format: Format,
     cmds: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
 }
@@ -420,6 +441,10 @@ impl Driver {
 
     async fn open(&mut self, endpoint: &str) -> Result<Ws, End> {
         let mut url = endpoint.to_owned();
+        if self.format == Format::Json {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("format=json");
+        }
         if let Some(token) = self.session.token() {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str("token=");
@@ -555,6 +580,186 @@ mod tests {
             Some(BuildError::NoRuntime)
         );
         assert_eq!(percent_encode("a b&c"), "a%20b%26c");
+    }
+
+    /// A WebSocket server on loopback that runs `script` on each accepted connection.
+    async fn fake_server<F, Fut>(script: F) -> String
+    where
+        F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    tokio::spawn(script(ws));
+                }
+            }
+        });
+        format!("ws://{addr}/ws")
+    }
+
+    /// The connection states until `stop` says so or the client stops (bounded).
+    async fn states_until(
+        events: &mut Events,
+        stop: impl Fn(&ConnectionState) -> bool,
+    ) -> Vec<ConnectionState> {
+        let mut states = Vec::new();
+        let _ = timeout(Duration::from_secs(20), async {
+            while let Some(ev) = events.next().await {
+                if let Event::Connection(s) = ev {
+                    let done = stop(&s);
+                    states.push(s);
+                    if done {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        states
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_deemed_dead() {
+        // Takes the subscribe, then neither reads nor writes again.
+        let url = fake_server(|mut ws| async move {
+            let _ = ws.next().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(ws);
+        })
+        .await;
+        let (client, mut events) = Client::builder([url])
+            .symbols(["X"])
+            .ping_interval(Duration::from_millis(100))
+            .dead_after(Duration::from_millis(300))
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .build()
+            .expect("build");
+        let states = states_until(&mut events, |s| {
+            matches!(s, ConnectionState::Reconnecting { .. })
+        })
+        .await;
+        assert!(
+            matches!(states.last(), Some(ConnectionState::Reconnecting { cause, .. }) if cause.contains("nothing from the server")),
+            "{states:?}"
+        );
+        client.close();
+    }
+
+    #[tokio::test]
+    async fn the_client_pings_and_pongs_keep_it_alive() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let url = fake_server(move |mut ws| {
+            let tx = tx.clone();
+            async move {
+                // Reading answers pings with pongs (tungstenite does).
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_ping() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        })
+        .await;
+        let (client, mut events) = Client::builder([url])
+            .symbols(["X"])
+            .ping_interval(Duration::from_millis(50))
+            .dead_after(Duration::from_millis(200))
+            .build()
+            .expect("build");
+        let mut pings = 0;
+        let until = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < until {
+            tokio::select! {
+                Some(()) = rx.recv() => pings += 1,
+                ev = events.next() => {
+                    assert!(
+                        !matches!(ev, Some(Event::Connection(ConnectionState::Reconnecting { .. }))),
+                        "{ev:?}"
+                    );
+                }
+                () = sleep_until(until) => {}
+            }
+        }
+        assert!(pings >= 5, "{pings} pings in 800 ms at one per 50 ms");
+        client.close();
+    }
+
+    #[tokio::test]
+    async fn close_1008_is_not_retried() {
+        let url = fake_server(|mut ws| async move {
+            let _ = ws.next().await;
+            let _ = ws
+                .close(Some(tungstenite::protocol::CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "token expired".into(),
+                }))
+                .await;
+            while ws.next().await.is_some() {}
+        })
+        .await;
+        let (_client, mut events) = Client::builder([url])
+            .symbols(["X"])
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .build()
+            .expect("build");
+        let states =
+            states_until(&mut events, |s| matches!(s, ConnectionState::Closed { .. })).await;
+        assert_eq!(
+            states.last(),
+            Some(&ConnectionState::Closed {
+                cause: CloseCause::Policy("token expired".into())
+            })
+        );
+        assert!(
+            !states
+                .iter()
+                .any(|s| matches!(s, ConnectionState::Reconnecting { .. }))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_endpoint_moves_to_the_next() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| format!("ws://{a}/ws"))
+            .expect("port");
+        let live = fake_server(|mut ws| async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+                    let reply = serde_json::json!({"op":"subscribed","id":v["id"],"symbols":[]});
+                    let _ = ws.send(Message::text(reply.to_string())).await;
+                }
+            }
+        })
+        .await;
+        let (client, mut events) = Client::builder([dead.clone(), live.clone()])
+            .symbols(["X"])
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .build()
+            .expect("build");
+        let states = states_until(&mut events, |s| {
+            matches!(s, ConnectionState::Subscribed { .. })
+        })
+        .await;
+        assert!(
+            matches!(&states[0], ConnectionState::Connecting { endpoint, attempt: 0 } if *endpoint == dead),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&ConnectionState::Open { endpoint: live }),
+            "{states:?}"
+        );
+        assert!(matches!(
+            states.last(),
+            Some(ConnectionState::Subscribed { .. })
+        ));
+        client.close();
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ pub mod wire;
 pub use book::{Book, BookView};
 pub use client::{
     BuildError, Client, ClientBuilder, ClientClosed, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEAD_AFTER,
-    DEFAULT_PING_INTERVAL, Events,
+    DEFAULT_PING_INTERVAL, Events, Format,
 };
 pub use event::{
     BookUpdate, CloseCause, ConnectionState, Event, Resumed, Resync, ResyncCause, ServerError,

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, Proxy, converge, record, simulator, truth, wait_for};
-use tickcast_client::{Client, CloseCause, ConnectionState, Event, Resumed, ResyncCause};
+use tickcast_client::{Client, CloseCause, ConnectionState, Event, Format, Resumed, ResyncCause};
 
 const SYMBOLS: [&str; 3] = ["BTC-USD", "ETH-USD", "SOL-USD"];
 
@@ -28,14 +28,19 @@ fn subscribed_states(states: &[ConnectionState]) -> Vec<(Resumed, Option<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
-async fn books_equal_truth_at_depth_10_and_0() {
+async fn books_equal_truth_at_depth_10_and_0_in_both_formats() {
     let sim = simulator(3, 1500.0, 3000, 11);
     let d = Daemon::start("127.0.0.1:0", &sim.feed_url(), &[]);
     let mut logs = Vec::new();
     let mut clients = Vec::new();
-    for depth in [10u16, 0] {
+    for (depth, format) in [
+        (10u16, Format::Binary),
+        (0, Format::Binary),
+        (10, Format::Json),
+    ] {
         let (client, events) = Client::builder([d.url()])
             .depth(depth)
+            .format(format)
             .symbols(SYMBOLS)
             .build()
             .expect("build");

@@ -4,11 +4,11 @@
 //! event log fed by the client under test.
 //!
 //! Finding the daemon: `env!("CARGO_BIN_EXE_...")` only names binaries of the package under
-//! test, so the harness runs `cargo build -p tickcast --bin tickcast` (and the `book` example)
-//! once per test process, into the target directory and profile this test binary was built
-//! in (read from its own path). Up to date, that is a no-op of a second; it never tests a stale
-//! daemon, and it works the same under `cargo test -p tickcast-client` and
-//! `cargo test --workspace`.
+//! test, so the harness runs `cargo build --workspace --bins --example book` once per test
+//! process, into the target directory and profile this test binary was built in (read from its
+//! own path). Up to date, that is a no-op of a second (under `cargo test --workspace` it is
+//! always up to date: same packages, same features); it never runs a stale daemon, and it
+//! works the same under `cargo test -p tickcast-client`.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -53,21 +53,18 @@ pub fn built() -> &'static PathBuf {
             .unwrap_or("debug")
             .to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
-        for what in [
-            &["-p", "tickcast", "--bin", "tickcast"][..],
-            &["-p", "tickcast-client", "--example", "book"][..],
-        ] {
-            let mut cmd = Command::new(&cargo);
-            cmd.args(["build", "--quiet", "--locked", "--target-dir"])
-                .arg(&target)
-                .args(what)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile != "debug" {
-                cmd.args(["--profile", &profile]);
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(status.success(), "cargo build {what:?} failed");
+        // The whole workspace's binaries: the same package set as `cargo test --workspace`,
+        // hence the same dependency features, so that under it this build is a no-op.
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "--quiet", "--locked", "--workspace", "--bins"])
+            .args(["--example", "book", "--target-dir"])
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile != "debug" {
+            cmd.args(["--profile", &profile]);
         }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the daemon failed");
         dir
     })
 }
