@@ -15,7 +15,7 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickcast_client::book::checksum;
 use tickcast_client::wire::{FLAG_CHECKSUM, FLAG_SNAPSHOT};
-use tickcast_client::{Session, SessionConfig};
+use tickcast_client::{Event, Session, SessionConfig};
 
 type Side = Vec<(i64, i64)>;
 
@@ -137,8 +137,18 @@ fn setup(with_checksums: bool) -> (Session, Vec<Vec<u8>>, usize) {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_apply");
     for (name, crc) in [("binary_deltas", false), ("binary_deltas_checksum", true)] {
-        let (template, batches, n) = setup(crc);
-        drop(template);
+        let (mut check, batches, n) = setup(crc);
+        // The input is what a correct server sends: every record applies, none resyncs.
+        let mut books = 0;
+        for m in &batches {
+            check.handle_binary(m).expect("valid");
+            while let Some(ev) = check.poll_event() {
+                assert!(!matches!(ev, Event::Resync(_)), "{ev:?}");
+                books += usize::from(matches!(ev, Event::Book(_)));
+            }
+        }
+        assert!(books >= batches.len());
+        assert_eq!(check.checksums_seen() > 0, crc);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(name, |b| {
             b.iter_batched(

@@ -39,8 +39,9 @@ pub enum BuildError {
     /// No endpoint was given.
     #[error("no endpoint: give at least one ws:// URL")]
     NoEndpoint,
-    /// An endpoint is not a `ws://` or `wss://` URL.
-    #[error("endpoint {0:?} is not a ws:// or wss:// URL")]
+    /// An endpoint is not a `ws://` URL (`wss://` needs TLS, which this build of the client
+    /// does not include).
+    #[error("endpoint {0:?} is not a ws:// URL")]
     BadEndpoint(String),
     /// The depth is not one the server offers.
     #[error("depth {0} is not 0, 1, 10, 25 or 100")]
@@ -76,7 +77,8 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// A builder for a client of `endpoints` (`ws://HOST:PORT/ws` URLs, tried in turn: each
-    /// failure moves to the next), depth 25, books and trades.
+    /// failure moves to the next), depth 25, books and trades. Query parameters of the URL are
+    /// kept; the client adds `format` and `token`.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -185,11 +187,7 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(BuildError::NoEndpoint);
         }
-        if let Some(bad) = self
-            .endpoints
-            .iter()
-            .find(|e| !(e.starts_with("ws://") || e.starts_with("wss://")))
-        {
+        if let Some(bad) = self.endpoints.iter().find(|e| !e.starts_with("ws://")) {
             return Err(BuildError::BadEndpoint(bad.clone()));
         }
         if ![0, 1, 10, 25, 100].contains(&self.config.depth) {
