@@ -143,6 +143,8 @@ pub struct Session {
     transmit: VecDeque<String>,
     events: VecDeque<Event>,
     changed: Vec<usize>,
+    /// Symbols found wrong in the current message, resubscribed together at its end.
+    resyncs: Vec<Arc<str>>,
     checksums_seen: u64,
 }
 
@@ -163,6 +165,7 @@ impl Session {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             changed: Vec::new(),
+            resyncs: Vec::new(),
             checksums_seen: 0,
         }
     }
@@ -354,14 +357,11 @@ impl Session {
                 let s = &self.symbols[i];
                 s.sid.map(|_| (s.px_decimals, s.qty_decimals))
             });
-            let batch = match batch {
-                Ok(b) => b,
-                // A record of a symbol just unsubscribed: not the connection's fault.
-                Err(DecodeError::UnknownSymbol(_)) => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            for (_, rec) in batch.records() {
-                self.apply(&rec);
+            // JSON records name their symbol (the sid came later in the protocol): key by name.
+            for (sym, rec) in batch?.records() {
+                if let Some(&i) = self.by_name.get(sym) {
+                    self.apply_at(i, &rec);
+                }
             }
             self.finish_message();
             return Ok(());
@@ -378,7 +378,9 @@ impl Session {
     /// A [`DecodeError`] when the batch is malformed (nothing of it is applied then).
     pub fn handle_binary(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
         for rec in decode_binary(buf)? {
-            self.apply(&rec);
+            if let Some(&i) = self.by_sid.get(&rec.header.sid) {
+                self.apply_at(i, &rec);
+            }
         }
         self.finish_message();
         Ok(())
@@ -558,16 +560,13 @@ impl Session {
             symbol: Arc::clone(&name),
             cause,
         }));
-        if self.connected {
-            self.send_subscribe(vec![name], false, false);
+        if !self.resyncs.contains(&name) {
+            self.resyncs.push(name);
         }
     }
 
-    fn apply(&mut self, rec: &Record<'_>) {
+    fn apply_at(&mut self, i: usize, rec: &Record<'_>) {
         let h = &rec.header;
-        let Some(&i) = self.by_sid.get(&h.sid) else {
-            return;
-        };
         match &rec.body {
             Body::Book(body) => {
                 let s = &mut self.symbols[i];
@@ -645,8 +644,15 @@ impl Session {
         }
     }
 
-    /// One `Book` event per symbol the message changed and left whole.
+    /// One `Book` event per symbol the message changed and left whole; one subscribe for the
+    /// symbols it found wrong (each resubscribed alone, but in one request, which matters
+    /// against the server's control-message rate limit).
     fn finish_message(&mut self) {
+        let resyncs = std::mem::take(&mut self.resyncs);
+        if self.connected && !resyncs.is_empty() {
+            // Not connected: the subscribe on connect covers them.
+            self.send_subscribe(resyncs, false, false);
+        }
         for i in std::mem::take(&mut self.changed) {
             let Some(s) = self.symbols.get_mut(i) else {
                 continue;
@@ -849,6 +855,44 @@ mod tests {
         assert_eq!(
             s.book("A").map(|b| b.bids().collect::<Vec<_>>()),
             Some(vec![(100, 9)])
+        );
+    }
+
+    #[test]
+    fn gaps_in_one_message_resubscribe_those_symbols_in_one_request() {
+        let (mut s, now) = session(&["A", "B", "C"]);
+        connect(
+            &mut s,
+            now,
+            None,
+            &[("A", 1, None), ("B", 2, None), ("C", 3, None)],
+        );
+        s.handle_binary(&batch(&[
+            snap(1, 1, &[], &[]),
+            snap(2, 1, &[], &[]),
+            snap(3, 1, &[], &[]),
+        ]))
+        .expect("batch");
+        s.handle_binary(&batch(&[
+            delta(1, 5, &[], &[]),
+            delta(2, 2, &[], &[]),
+            delta(3, 9, &[], &[]),
+        ]))
+        .expect("batch");
+        let req = sent(&mut s);
+        assert_eq!(req.len(), 1);
+        assert_eq!(req[0]["symbols"], json!(["A", "C"]));
+        assert!(s.is_synced("B"));
+        // A JSON record of a symbol not followed does not spoil the batch.
+        s.handle_text(
+            now,
+            r#"[{"kind":"delta","symbol":"Z","sid":9,"seq":1,"bids":[["1.00","1"]],"asks":[]},
+                {"kind":"delta","symbol":"B","sid":2,"seq":3,"bids":[["1.00","1"]],"asks":[]}]"#,
+        )
+        .expect("json");
+        assert_eq!(
+            book_events(&events(&mut s)).last(),
+            Some(&("B".into(), 3, false))
         );
     }
 

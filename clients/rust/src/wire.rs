@@ -251,9 +251,6 @@ pub enum DecodeError {
     /// A JSON batch is not an array of records of the documented shape.
     #[error("invalid JSON batch: {0}")]
     Json(String),
-    /// A JSON record names a symbol whose decimals the caller does not know.
-    #[error("JSON record for unknown symbol {0:?}")]
-    UnknownSymbol(String),
     /// A decimal string is malformed or does not fit the symbol's decimals.
     #[error("invalid decimal {value:?} for {decimals} decimals")]
     Decimal {
@@ -517,10 +514,13 @@ pub struct JsonBatch {
 
 impl JsonBatch {
     /// Parses a JSON batch; `decimals` gives `(px_decimals, qty_decimals)` of a symbol name.
+    /// A book or trade record of a symbol `decimals` does not know (a symbol the caller just
+    /// unsubscribed) is not decoded: it comes out with kind [`Kind::Unknown`] and
+    /// [`Body::Unknown`].
     ///
     /// # Errors
-    /// A [`DecodeError`] when the text is not an array of records, a symbol is unknown to
-    /// `decimals`, or a decimal string does not parse.
+    /// A [`DecodeError`] when the text is not an array of records of the documented shape, or
+    /// a decimal string does not parse.
     pub fn parse(
         text: &str,
         decimals: impl Fn(&str) -> Option<(u8, u8)>,
@@ -536,10 +536,29 @@ impl JsonBatch {
                 "status" => Kind::Status,
                 _ => Kind::Unknown(0),
             };
-            let (pd, qd) = match kind {
-                Kind::Snapshot | Kind::Delta | Kind::Trade => decimals(&r.symbol)
-                    .ok_or_else(|| DecodeError::UnknownSymbol(r.symbol.clone()))?,
-                _ => (0, 0),
+            let known = match kind {
+                Kind::Snapshot | Kind::Delta | Kind::Trade => decimals(&r.symbol),
+                _ => Some((0, 0)),
+            };
+            let Some((pd, qd)) = known else {
+                // A symbol the caller does not follow (e.g. just unsubscribed): kept, unread.
+                records.push(OwnedRecord {
+                    header: Header {
+                        kind: Kind::Unknown(0),
+                        flags: 0,
+                        sid: r.sid,
+                        seq: r.seq,
+                        exch_ts: r.exch_ts,
+                        recv_ts: r.recv_ts,
+                    },
+                    symbol: r.symbol,
+                    bids: Vec::new(),
+                    asks: Vec::new(),
+                    crc: None,
+                    trade: None,
+                    code: 0,
+                });
+                continue;
             };
             let levels = |side: &[(String, String)]| -> Result<Vec<Level>, DecodeError> {
                 side.iter()
@@ -806,10 +825,12 @@ pub(crate) mod tests {
         };
         assert_eq!((t.price, t.qty, t.side), (6_500_020, 10_000, Side::Buy));
         assert!(matches!(recs[2].1.body, Body::Status(1)));
-        assert!(matches!(
-            JsonBatch::parse(text, |_| None),
-            Err(DecodeError::UnknownSymbol(_))
-        ));
+        let unknown = JsonBatch::parse(text, |_| None).expect("unknown symbols are skipped");
+        let kinds: Vec<Kind> = unknown.records().map(|(_, r)| r.header.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![Kind::Unknown(0), Kind::Unknown(0), Kind::Status]
+        );
         assert!(JsonBatch::parse("{}", |_| None).is_err());
     }
 }
