@@ -558,6 +558,7 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ResyncCause;
 
     #[test]
     fn builder_refuses_what_cannot_work() {
@@ -757,6 +758,173 @@ mod tests {
             states.last(),
             Some(ConnectionState::Subscribed { .. })
         ));
+        client.close();
+    }
+
+    #[tokio::test]
+    async fn reconnects_resume_from_the_positions_held_against_a_1_1_server() {
+        use crate::wire::tests::{batch, book_body, record};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        // A protocol 1.1 server: the first connection gives epoch e1, a snapshot and a delta,
+        // then breaks; the second expects the resume and replays from seq 12, no snapshot.
+        let conns = std::sync::Arc::new(AtomicU32::new(0));
+        let (tx, mut resume_rx) = mpsc::unbounded_channel();
+        let url = fake_server(move |mut ws| {
+            let n = conns.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            async move {
+                let Some(Ok(Message::Text(req))) = ws.next().await else {
+                    return;
+                };
+                let req: serde_json::Value = serde_json::from_str(&req).expect("json");
+                let _ = tx.send(req["resume"].clone());
+                let recovered = if n == 0 { "" } else { r#","recovered":true"# };
+                let reply = format!(
+                    r#"{{"op":"subscribed","id":{},"epoch":"e1","symbols":[{{"symbol":"X","sid":1,"px_decimals":2,"qty_decimals":6{recovered}}}]}}"#,
+                    req["id"]
+                );
+                let _ = ws.send(Message::text(reply)).await;
+                let recs = if n == 0 {
+                    vec![
+                        record(1, 1, 1, 10, &book_body(&[(100, 1)], &[(101, 1)], None)),
+                        record(2, 0, 1, 11, &book_body(&[(99, 2)], &[], None)),
+                    ]
+                } else {
+                    vec![record(2, 0, 1, 12, &book_body(&[(98, 3)], &[], None))]
+                };
+                let _ = ws.send(Message::binary(batch(&recs))).await;
+                if n == 0 {
+                    // Break the connection without a close frame.
+                    drop(ws);
+                } else {
+                    while ws.next().await.is_some() {}
+                }
+            }
+        })
+        .await;
+        let (client, mut events) = Client::builder([url])
+            .symbols(["X"])
+            .depth(10)
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .build()
+            .expect("build");
+        let mut seen = Vec::new();
+        let ok = timeout(Duration::from_secs(20), async {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Event::Book(u) => {
+                        seen.push(format!("book {} {}", u.book.seq(), u.snapshot));
+                        if u.book.seq() == 12 {
+                            let bids: Vec<_> = u.book.bids().collect();
+                            assert_eq!(bids, vec![(100, 1), (99, 2), (98, 3)]);
+                            return;
+                        }
+                    }
+                    Event::Connection(ConnectionState::Subscribed { resumed, epoch }) => {
+                        seen.push(format!("subscribed {resumed:?} {epoch:?}"));
+                    }
+                    Event::Connection(ConnectionState::Reconnecting { .. }) => {
+                        seen.push("reconnecting".into());
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "{seen:?}");
+        assert_eq!(
+            seen,
+            vec![
+                r#"subscribed Fresh Some("e1")"#.to_owned(),
+                "book 11 true".into(),
+                "reconnecting".into(),
+                r#"subscribed Recovered Some("e1")"#.into(),
+                "book 12 false".into(),
+            ]
+        );
+        assert_eq!(resume_rx.recv().await, Some(serde_json::Value::Null));
+        assert_eq!(
+            resume_rx.recv().await,
+            Some(serde_json::json!({"epoch":"e1","streams":{"X":{"book":11}}}))
+        );
+        client.close();
+    }
+
+    #[tokio::test]
+    async fn a_checksum_mismatch_resubscribes_that_symbol_on_the_same_connection() {
+        use crate::book::checksum;
+        use crate::wire::tests::{batch, book_body, record};
+        // A protocol 1.1 server whose second delta for X arrives with a level corrupted (the
+        // checksum is that of the true book); Y is fine.
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let url = fake_server(move |mut ws| {
+            let tx = tx.clone();
+            async move {
+                let mut snapshot_seq = 10;
+                while let Some(Ok(Message::Text(req))) = ws.next().await {
+                    let req: serde_json::Value = serde_json::from_str(&req).expect("json");
+                    let _ = tx.send(req["symbols"].clone());
+                    let infos: Vec<serde_json::Value> = req["symbols"]
+                        .as_array()
+                        .expect("symbols")
+                        .iter()
+                        .map(|s| {
+                            let sid = if s == "X" { 1 } else { 2 };
+                            serde_json::json!({"symbol":s,"sid":sid,"px_decimals":2,"qty_decimals":6})
+                        })
+                        .collect();
+                    let reply = serde_json::json!({"op":"subscribed","id":req["id"],"epoch":"e","symbols":infos});
+                    let _ = ws.send(Message::text(reply.to_string())).await;
+                    let snap = |sid: u32, seq: u64| {
+                        record(1, 3, sid, seq, &book_body(&[(100, 1)], &[], Some(checksum(10, [(100, 1)], []))))
+                    };
+                    let mut recs: Vec<Vec<u8>> = infos
+                        .iter()
+                        .map(|i| snap(u32::try_from(i["sid"].as_u64().unwrap_or(0)).unwrap_or(0), snapshot_seq))
+                        .collect();
+                    if snapshot_seq == 10 {
+                        let good = checksum(10, [(100, 2)], []);
+                        recs.push(record(2, 2, 1, 11, &book_body(&[(100, 3)], &[], Some(good))));
+                        recs.push(record(2, 2, 2, 11, &book_body(&[(100, 2)], &[], Some(good))));
+                    }
+                    snapshot_seq = 20;
+                    let _ = ws.send(Message::binary(batch(&recs))).await;
+                }
+            }
+        })
+        .await;
+        let (client, mut events) = Client::builder([url])
+            .symbols(["X", "Y"])
+            .depth(10)
+            .build()
+            .expect("build");
+        let mut resyncs = Vec::new();
+        let ok = timeout(Duration::from_secs(20), async {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Event::Resync(r) => resyncs.push(r),
+                    Event::Book(u) if u.book.symbol() == "X" && u.book.seq() == 20 => return,
+                    Event::Connection(ConnectionState::Reconnecting { cause, .. }) => {
+                        panic!("the connection must stay up: {cause}")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "X was never resynced: {resyncs:?}");
+        assert_eq!(resyncs.len(), 1);
+        assert_eq!(&*resyncs[0].symbol, "X");
+        assert!(matches!(
+            resyncs[0].cause,
+            ResyncCause::Checksum { seq: 11, .. }
+        ));
+        assert_eq!(requests.recv().await, Some(serde_json::json!(["X", "Y"])));
+        assert_eq!(
+            requests.recv().await,
+            Some(serde_json::json!(["X"])),
+            "X alone"
+        );
         client.close();
     }
 
