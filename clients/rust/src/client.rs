@@ -116,6 +116,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Highest rate of book updates per second (protocol 1.1, §3.3): the server then sends
+    /// conflated snapshots, each replacing the book, at most `hz` a second (it may grant
+    /// less). Default: every delta. Servers before 1.1 do not know the field.
+    #[must_use]
+    pub fn max_hz(mut self, hz: u32) -> Self {
+        self.config.max_hz = Some(hz);
+        self
+    }
+
     /// The channels of every symbol (default: books and trades).
     #[must_use]
     pub fn channels(mut self, channels: impl IntoIterator<Item = Channel>) -> Self {
@@ -667,11 +676,12 @@ mod tests {
         let (client, mut events) = Client::builder([url])
             .symbols(["X"])
             .ping_interval(Duration::from_millis(50))
-            .dead_after(Duration::from_millis(200))
+            .dead_after(Duration::from_millis(400))
             .build()
             .expect("build");
         let mut pings = 0;
-        let until = Instant::now() + Duration::from_millis(800);
+        // Three times the dead-connection time: alive only thanks to the pongs.
+        let until = Instant::now() + Duration::from_millis(1200);
         while Instant::now() < until {
             tokio::select! {
                 Some(()) = rx.recv() => pings += 1,
@@ -684,7 +694,7 @@ mod tests {
                 () = sleep_until(until) => {}
             }
         }
-        assert!(pings >= 5, "{pings} pings in 800 ms at one per 50 ms");
+        assert!(pings >= 5, "{pings} pings in 1.2 s at one per 50 ms");
         client.close();
     }
 

@@ -40,6 +40,19 @@ pub enum Event {
         /// Expiry of the new token.
         exp: Option<u64>,
     },
+    /// The server is sending these symbols' books as conflated snapshots (protocol 1.1,
+    /// §3.3: the connection fell behind); the books stay whole, they just change less often.
+    Conflating {
+        /// The symbols.
+        symbols: Vec<Arc<str>>,
+        /// The rate of snapshots, per second, when the server says it.
+        max_hz: Option<u32>,
+    },
+    /// The server is back to sending every delta for these symbols (after a fresh snapshot).
+    Live {
+        /// The symbols.
+        symbols: Vec<Arc<str>>,
+    },
 }
 
 /// The state of the connection.

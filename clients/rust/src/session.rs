@@ -75,6 +75,9 @@ pub struct SessionConfig {
     /// Access token (sent by the driver in the upgrade request; replaced by
     /// [`Session::refresh`]).
     pub token: Option<String>,
+    /// Highest rate of book updates wanted, per second (protocol 1.1, §3.3: the server then
+    /// sends conflated snapshots, at most this many a second); `None` for every delta.
+    pub max_hz: Option<u32>,
 }
 
 impl Default for SessionConfig {
@@ -84,6 +87,7 @@ impl Default for SessionConfig {
             depth: 25,
             channels: vec![Channel::Book, Channel::Trades],
             token: None,
+            max_hz: None,
         }
     }
 }
@@ -418,6 +422,9 @@ impl Session {
             "channels": channels,
             "depth": self.config.depth,
         });
+        if let Some(hz) = self.config.max_hz {
+            req["max_hz"] = json!(hz);
+        }
         let mut resumed = Vec::new();
         if let (true, Some(epoch)) = (with_resume && self.ever_subscribed, &self.epoch) {
             let mut streams = serde_json::Map::new();
@@ -467,7 +474,11 @@ impl Session {
                     _ => (false, Vec::new()),
                 };
                 let mut lost = Vec::new();
-                for info in reply.symbols {
+                let infos = reply
+                    .symbols
+                    .into_iter()
+                    .filter_map(|v| serde_json::from_value::<SymbolInfo>(v).ok());
+                for info in infos {
                     let Some(&i) = self.by_name.get(info.symbol.as_str()) else {
                         continue;
                     };
@@ -547,7 +558,23 @@ impl Session {
                 }));
             }
             "refreshed" => self.events.push_back(Event::Refreshed { exp: reply.exp }),
-            // unsubscribed, pong, symbols, and ops of later revisions (conflating, live).
+            op @ ("conflating" | "live") => {
+                let symbols = reply
+                    .symbols
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(Arc::from)
+                    .collect();
+                self.events.push_back(if op == "live" {
+                    Event::Live { symbols }
+                } else {
+                    Event::Conflating {
+                        symbols,
+                        max_hz: reply.max_hz,
+                    }
+                });
+            }
+            // unsubscribed, pong, symbols, and ops of later revisions.
             _ => {}
         }
     }
@@ -676,8 +703,11 @@ struct Reply {
     id: Option<u64>,
     #[serde(default)]
     epoch: Option<String>,
-    #[serde(default, deserialize_with = "symbols_or_names")]
-    symbols: Vec<SymbolInfo>,
+    /// Objects in `subscribed`, names in `unsubscribed`, `conflating` and `live`.
+    #[serde(default)]
+    symbols: Vec<Value>,
+    #[serde(default)]
+    max_hz: Option<u32>,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -694,14 +724,6 @@ struct SymbolInfo {
     qty_decimals: u8,
     #[serde(default)]
     recovered: Option<bool>,
-}
-
-/// `symbols` is a list of objects in `subscribed`, of names in `unsubscribed`: keep the objects.
-fn symbols_or_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SymbolInfo>, D::Error> {
-    let v: Vec<Value> = Vec::deserialize(d)?;
-    Ok(v.into_iter()
-        .filter_map(|x| serde_json::from_value(x).ok())
-        .collect())
 }
 
 #[cfg(test)]
@@ -784,6 +806,17 @@ mod tests {
         s.handle_text(now, &subscribed(id, epoch, syms))
             .expect("reply");
         (req, events(s))
+    }
+
+    #[test]
+    fn max_hz_is_asked_for_when_set() {
+        let mut s = Session::new(SessionConfig {
+            max_hz: Some(10),
+            ..SessionConfig::default()
+        });
+        s.subscribe(["A"]);
+        s.handle_connected(Instant::now());
+        assert_eq!(sent(&mut s)[0]["max_hz"], json!(10));
     }
 
     #[test]
@@ -1113,6 +1146,15 @@ mod tests {
         ]))
         .expect("batch");
         assert_eq!(book_events(&events(&mut s)), vec![("B".into(), 1, true)]);
+        s.handle_text(now, r#"{"op":"conflating","symbols":["B"],"max_hz":5}"#)
+            .expect("op");
+        s.handle_text(now, r#"{"op":"live","symbols":["B"]}"#)
+            .expect("op");
+        let ev = events(&mut s);
+        assert!(
+            matches!(&ev[0], Event::Conflating { symbols, max_hz: Some(5) } if &*symbols[0] == "B")
+        );
+        assert!(matches!(&ev[1], Event::Live { symbols } if &*symbols[0] == "B"));
         s.refresh("t2");
         assert_eq!(sent(&mut s)[0]["token"], "t2");
         assert_eq!(s.token(), Some("t2"));
