@@ -230,6 +230,7 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             format: self.format,
             cmds: cmd_rx,
+            cmds_open: true,
             events: ev_tx,
         };
         rt.spawn(driver.run());
@@ -245,8 +246,9 @@ enum Command {
     Close,
 }
 
-/// A handle to a running client: cheap to clone; the client stops when every handle and
-/// the [`Events`] are dropped, or on [`close`](Self::close).
+/// A handle to a running client, cheap to clone. The client runs until
+/// [`close`](Self::close), a refusal that retrying cannot fix, or until its [`Events`] are
+/// dropped; dropping every handle only stops the commands.
 #[derive(Debug, Clone)]
 pub struct Client {
     cmds: mpsc::UnboundedSender<Command>,
@@ -354,6 +356,9 @@ struct Driver {
     connect_timeout: Duration,
     format: Format,
     cmds: mpsc::UnboundedReceiver<Command>,
+    /// False once every [`Client`] handle is gone (a closed channel must not be polled again:
+    /// it is always ready).
+    cmds_open: bool,
     events: mpsc::Sender<Event>,
 }
 
@@ -413,7 +418,8 @@ impl Driver {
             loop {
                 tokio::select! {
                     () = sleep_until(until) => break,
-                    cmd = self.cmds.recv() => {
+                    () = self.events.closed() => return,
+                    cmd = self.cmds.recv(), if self.cmds_open => {
                         if !self.command(cmd) {
                             let _ = self.events.send(Event::Connection(ConnectionState::Closed { cause: CloseCause::ByUser })).await;
                             return;
@@ -430,8 +436,8 @@ impl Driver {
             Some(Command::Subscribe(v)) => self.session.subscribe(v),
             Some(Command::Unsubscribe(v)) => self.session.unsubscribe(v),
             Some(Command::Refresh(t)) => self.session.refresh(t),
-            // Every handle dropped: stop only if the events are gone too.
-            None => return !self.events.is_closed(),
+            // Every handle dropped: carry on for the events' reader.
+            None => self.cmds_open = false,
             Some(Command::Close) => return false,
         }
         true
@@ -439,11 +445,16 @@ impl Driver {
 
     /// Sends an event; false when nobody listens any more and no handle is left.
     async fn emit(&mut self, ev: Event) -> bool {
+        self.note(&ev);
+        self.events.send(ev).await.is_ok()
+    }
+
+    /// What the driver itself learns from an event.
+    fn note(&mut self, ev: &Event) {
         if let Event::Connection(ConnectionState::Subscribed { .. }) = ev {
             // Subscribed again: the connection is useful, the back-off starts over.
             self.backoff.reset();
         }
-        self.events.send(ev).await.is_ok()
     }
 
     async fn open(&mut self, endpoint: &str) -> Result<Ws, End> {
@@ -490,11 +501,30 @@ impl Driver {
                     return End::Lost(e.to_string());
                 }
             }
+            let mut waited = false;
             while let Some(ev) = self.session.poll_event() {
-                if !self.emit(ev).await {
+                self.note(&ev);
+                let ev = match self.events.try_reserve() {
+                    Ok(permit) => {
+                        permit.send(ev);
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => ev,
+                    Err(mpsc::error::TrySendError::Closed(())) => {
+                        let _ = ws.close(None).await;
+                        return End::Stop(CloseCause::ByUser);
+                    }
+                };
+                waited = true;
+                if self.events.send(ev).await.is_err() {
                     let _ = ws.close(None).await;
                     return End::Stop(CloseCause::ByUser);
                 }
+            }
+            if waited {
+                // The reader held the loop up: the socket was not read meanwhile, so that time
+                // says nothing about the server.
+                last_rx = Instant::now();
             }
             let retry_at = self.session.poll_timeout().map(Instant::from_std);
             let dead_at = last_rx + self.dead_after;
@@ -524,11 +554,16 @@ impl Driver {
                         return End::Lost(format!("undecodable message: {e}"));
                     }
                 }
-                cmd = self.cmds.recv() => {
+                cmd = self.cmds.recv(), if self.cmds_open => {
                     if !self.command(cmd) {
                         let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
                         return End::Stop(CloseCause::ByUser);
                     }
+                }
+                () = self.events.closed() => {
+                    // Nobody reads the events any more.
+                    let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
+                    return End::Stop(CloseCause::ByUser);
                 }
                 _ = ping.tick() => {
                     if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
@@ -936,6 +971,23 @@ mod tests {
             "X alone"
         );
         client.close();
+    }
+
+    #[tokio::test]
+    async fn dropping_the_events_stops_the_client() {
+        let url = fake_server(|mut ws| async move { while ws.next().await.is_some() {} }).await;
+        let (client, events) = Client::builder([url])
+            .symbols(["X"])
+            .build()
+            .expect("build");
+        drop(events);
+        let stopped = timeout(Duration::from_secs(10), async {
+            while client.subscribe(["Y"]).is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(stopped.is_ok(), "the client kept running without a reader");
     }
 
     #[tokio::test]

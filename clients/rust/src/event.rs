@@ -122,7 +122,7 @@ pub enum CloseCause {
     Refused(u16),
     /// The server closed with 1008 (policy: bad or expired token, rate limit).
     Policy(String),
-    /// [`Client::close`](crate::Client::close) was called or every handle was dropped.
+    /// [`Client::close`](crate::Client::close) was called.
     ByUser,
 }
 
