@@ -1,5 +1,5 @@
-//! A client for [tickcast](https://github.com/), the market-data WebSocket fan-out daemon,
-//! that never leaves you with a wrong order book.
+//! A client for tickcast, the market-data WebSocket fan-out daemon, that never leaves you
+//! with a wrong order book.
 //!
 //! The client connects to one of several endpoints, subscribes, rebuilds each symbol's book
 //! from snapshots and deltas, and checks every record: a gap in a book's `seq`, or a book
