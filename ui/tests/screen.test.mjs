@@ -1,0 +1,168 @@
+// The trading screen in Debian's chromium against the real daemon and feed-sim: the ladder equals
+// the simulator's truth once it stops, keyboard navigation, the daemon killed and restarted, no
+// console errors. Screenshots go to ui/tests/screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import {
+  startFeedSim, startDaemon, startStatic, launchBrowser, pageUrl, watchConsole, readLadder,
+  truth, kill, killAll, until, sleep, httpGet, SCREENSHOTS,
+} from './harness.mjs';
+
+const UPDATES = 4000;
+let sim, daemon, stat, browser, page, errors;
+// The browser itself logs refused connections (the WebSocket, the library's /stream and /sse
+// fallbacks) while the daemon is down: expected then, and nowhere else.
+const allowed = [];
+let outage = false;
+const REFUSED = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
+
+before(async () => {
+  sim = await startFeedSim({ symbols: 8, rate: 2000, updates: UPDATES });
+  daemon = await startDaemon({ feed: sim.feed });
+  stat = await startStatic();
+  browser = await launchBrowser();
+  page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+  errors = watchConsole(page, (e) => {
+    if (outage && REFUSED.test(e)) {
+      allowed.push(e);
+      return false;
+    }
+    return true;
+  });
+}, { timeout: 90_000 });
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await stat?.close();
+  await killAll();
+});
+
+/** Waits until the simulator has stopped changing books: seq unchanged over half a second. */
+async function simStopped(symbol) {
+  let last = null;
+  await until('feed-sim to stop', async () => {
+    const t = await truth(sim, symbol);
+    const same = last !== null && t.seq === last;
+    last = t.seq;
+    return same;
+  }, 60_000, 500);
+}
+
+/** Waits until the ladder shows `symbol` at `depth` and equals the truth's top levels. */
+async function ladderEqualsTruth(symbol, depth, ms = 20_000) {
+  let l, want;
+  try {
+    await until(`ladder of ${symbol} at depth ${depth} to equal GET /book`, async () => {
+      const t = await truth(sim, symbol);
+      want = { bids: t.bids.slice(0, depth), asks: t.asks.slice(0, depth) };
+      l = await readLadder(page);
+      return l.symbol === symbol && l.depth === String(depth) && l.seq !== ''
+        && JSON.stringify(l.bids) === JSON.stringify(want.bids)
+        && JSON.stringify(l.asks) === JSON.stringify(want.asks);
+    }, ms, 200);
+  } catch (e) {
+    assert.deepEqual({ symbol: l?.symbol, depth: l?.depth, bids: l?.bids, asks: l?.asks },
+      { symbol, depth: String(depth), ...want }, e.message);
+  }
+  return l;
+}
+
+const shot = (name) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+const badge = () => page.evaluate(() => ({
+  state: document.getElementById('badge').dataset.state,
+  text: document.getElementById('badge-text').textContent,
+}));
+
+test('the ladder equals GET /book truth once the simulator stops', { timeout: 90_000 }, async () => {
+  await page.goto(pageUrl(stat.base, daemon, { symbol: 'BTC-USD', depth: '25' }));
+  // Live first: the ladder fills while the simulator runs.
+  await until('ladder rows', async () => (await readLadder(page)).bids.length > 0, 20_000);
+  await shot('live');
+  await simStopped('BTC-USD');
+  const l = await ladderEqualsTruth('BTC-USD', 25);
+  assert.equal(l.bids.length, 25);
+  assert.equal(l.asks.length, 25);
+  assert.match(l.seq, /^\d+$/);
+  const b = await badge();
+  assert.equal(b.state, 'connected', b.text);
+  assert.match(page.url(), /[?&]symbol=BTC-USD(&|$)/);
+  assert.match(page.url(), /[?&]depth=25(&|$)/);
+  // The watchlist shows every watched symbol with a bid and an ask.
+  const watch = await page.$$eval('#watchlist tbody tr', (rows) => rows.map((r) => [...r.cells].slice(0, 3).map((c) => c.textContent)));
+  assert.ok(watch.length >= 2, 'watchlist rows');
+  for (const [s, bid, ask] of watch) {
+    const t = await truth(sim, s);
+    assert.deepEqual([bid, ask], [t.bids[0][0], t.asks[0][0]], `watchlist ${s}`);
+  }
+  await shot('truth-btc-25');
+});
+
+test('depth 100 and 10 from the depth buttons', { timeout: 60_000 }, async () => {
+  await page.click('.depth-pick button[data-depth="100"]');
+  await ladderEqualsTruth('BTC-USD', 100);
+  assert.match(page.url(), /[?&]depth=100(&|$)/);
+  await page.click('.depth-pick button[data-depth="10"]');
+  await ladderEqualsTruth('BTC-USD', 10);
+  assert.match(page.url(), /[?&]depth=10(&|$)/);
+});
+
+test('the keyboard moves between watched symbols (URL and ladder follow)', { timeout: 60_000 }, async () => {
+  const order = await page.$$eval('#watchlist tbody tr', (rows) => rows.map((r) => r.dataset.symbol));
+  const from = order.indexOf('BTC-USD');
+  const next = order[(from + 1) % order.length];
+  await page.locator('body').press('j');
+  await until('URL to follow', async () => new URL(page.url()).searchParams.get('symbol') === next, 5000);
+  await ladderEqualsTruth(next, 10);
+  await page.keyboard.press('ArrowDown');
+  const after2 = order[(from + 2) % order.length];
+  await until('URL to follow ArrowDown', async () => new URL(page.url()).searchParams.get('symbol') === after2, 5000);
+  await ladderEqualsTruth(after2, 10);
+  await shot(`keyboard-${after2}`);
+  await page.keyboard.press('k');
+  await until('URL to follow k', async () => new URL(page.url()).searchParams.get('symbol') === next, 5000);
+  await page.keyboard.press('ArrowUp');
+  await until('URL back to BTC-USD', async () => new URL(page.url()).searchParams.get('symbol') === 'BTC-USD', 5000);
+  await page.keyboard.press('2'); // depth 25
+  await ladderEqualsTruth('BTC-USD', 25);
+});
+
+test('the search picks a symbol from the symbols list', { timeout: 30_000 }, async () => {
+  const order = await page.$$eval('#watchlist tbody tr', (rows) => rows.map((r) => r.dataset.symbol));
+  const target = order[order.length - 1];
+  await page.fill('#search', target.toLowerCase());
+  await page.waitForSelector(`#search-results li[data-symbol="${target}"]`, { timeout: 5000 });
+  await page.keyboard.press('Enter');
+  await ladderEqualsTruth(target, 25);
+  await page.keyboard.press('/');
+  await page.keyboard.type('btc-usd');
+  await page.waitForSelector('#search-results li[data-symbol="BTC-USD"]', { timeout: 5000 });
+  await page.keyboard.press('Enter');
+  await ladderEqualsTruth('BTC-USD', 25);
+});
+
+test('the daemon killed and restarted: "reconnecting", then back to truth', { timeout: 90_000 }, async () => {
+  const port = daemon.port;
+  outage = true;
+  await kill(daemon.child);
+  await until('badge to say reconnecting', async () => /reconnecting/.test((await badge()).text), 15_000, 100);
+  const b = await badge();
+  assert.equal(b.state, 'reconnecting');
+  await shot('reconnecting');
+  await sleep(1500);
+  daemon = await startDaemon({ feed: sim.feed, port });
+  await until('badge to say connected', async () => (await badge()).state === 'connected', 30_000, 100);
+  outage = false;
+  await ladderEqualsTruth('BTC-USD', 25);
+  await shot('recovered');
+});
+
+test('no console errors', async () => {
+  assert.deepEqual(errors, []);
+  // The screenshot of the README (committed as docs/screenshot.png) is taken from this run.
+  await page.click('.depth-pick button[data-depth="25"]').catch(() => {});
+  await sleep(300);
+  await shot('screen');
+  const r = await httpGet(`${daemon.http}/healthz`);
+  assert.equal(r?.status, 200);
+});
