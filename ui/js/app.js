@@ -6,6 +6,7 @@ import { fmtScaled, toFloat, nowNs, fmtMs, LatencyWindow } from './util.js';
 import { renderLadder } from './ladder.js';
 import { drawDepth } from './depth.js';
 import { drawHistogram } from './histogram.js';
+import { whenResized } from './size.js';
 
 const DEPTHS = [10, 25, 100];
 const WATCH_DEPTH = 1; // the watchlist needs the best bid and offer only
@@ -371,35 +372,37 @@ function drawLadder() {
 }
 
 const tapeEl = $('tape');
-const tapeRows = [];
+let tapeSymbol = null;
+let tapeTop = null; // the newest trade shown
+/** New trades go in at the top and old ones drop off the bottom: no row is rewritten. */
 function drawTape() {
   const s = state.selected;
-  const m = s && state.meta.get(s);
-  while (tapeRows.length < TAPE_ROWS) {
-    const d = document.createElement('div');
-    d.className = 't';
-    d.innerHTML = '<span></span><span></span><span></span>';
-    tapeEl.appendChild(d);
-    tapeRows.push(d);
+  if (tapeSymbol !== s) {
+    tapeSymbol = s;
+    tapeTop = null;
+    tapeEl.replaceChildren();
   }
-  for (let i = 0; i < TAPE_ROWS; i++) {
-    const row = tapeRows[i];
+  let n = 0;
+  while (n < state.trades.length && state.trades[n] !== tapeTop) n++;
+  if (n === 0) return;
+  const frag = document.createDocumentFragment();
+  for (let i = 0; i < n && i < TAPE_ROWS; i++) {
     const t = state.trades[i];
-    if (!t || !m) {
-      row.hidden = true;
-      continue;
-    }
-    row.hidden = false;
-    const key = t.id;
-    if (row.dataset.key === key) continue;
-    row.dataset.key = key;
-    row.dataset.side = t.side;
+    const row = document.createElement('div');
     row.className = 't ' + t.side;
-    const d = new Date(t.exchNs / 1e6);
-    row.children[0].textContent = d.toISOString().slice(11, 23);
-    row.children[1].textContent = t.priceText;
-    row.children[2].textContent = t.qtyText;
+    row.dataset.side = t.side;
+    const time = document.createElement('span');
+    time.textContent = new Date(t.exchNs / 1e6).toISOString().slice(11, 23);
+    const px = document.createElement('span');
+    px.textContent = t.priceText;
+    const qty = document.createElement('span');
+    qty.textContent = t.qtyText;
+    row.append(time, px, qty);
+    frag.appendChild(row);
   }
+  tapeTop = state.trades[0];
+  tapeEl.prepend(frag);
+  while (tapeEl.childElementCount > TAPE_ROWS) tapeEl.lastElementChild.remove();
 }
 
 function drawBadge(nowMs) {
@@ -471,6 +474,6 @@ function frame(ts) {
 
 // Slow things (liveness dots, latency figures, countdowns) refresh on a timer, not per record.
 setInterval(() => { markDirty('watch'); markDirty('badge'); }, 500);
-window.addEventListener('resize', () => markDirty('ladder'));
+whenResized(() => { latAt = 0; markDirty('ladder'); });
 markDirty('badge');
 loadSymbols();

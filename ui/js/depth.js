@@ -1,19 +1,9 @@
 // The depth chart: cumulative bids (left) and asks (right) around the mid, on a canvas.
 import { toFloat } from './util.js';
-
-function fit(canvas) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-  if (canvas.width !== w || canvas.height !== h) {
-    canvas.width = w;
-    canvas.height = h;
-  }
-  return { w, h, dpr };
-}
+import { fitCanvas } from './size.js';
 
 export function drawDepth(canvas, book, meta) {
-  const { w, h, dpr } = fit(canvas);
+  const { w, h, dpr } = fitCanvas(canvas);
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, w, h);
   if (!book || !meta || !book.bidCount || !book.askCount) {

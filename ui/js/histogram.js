@@ -1,13 +1,11 @@
 // The latency histogram: samples of now − exch_ts over the last 10 s, log-spaced buckets.
 import { HIST_EDGES } from './util.js';
+import { fitCanvas } from './size.js';
 
 const LABELS = [...HIST_EDGES.map((e) => '≤' + (e < 1 ? `${e * 1000}µs` : e >= 1000 ? `${e / 1000}s` : `${e}ms`)), '>1s'];
 
 export function drawHistogram(canvas, hist) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const { w, h, dpr } = fitCanvas(canvas);
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, w, h);
   if (!hist) return;

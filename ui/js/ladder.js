@@ -2,15 +2,16 @@
 // level changed, and changed levels flash (Web Animations, no forced layout).
 import { fmtScaled } from './util.js';
 
-const FLASH = [{ backgroundColor: 'rgba(88,166,255,0.28)' }, { backgroundColor: 'rgba(88,166,255,0)' }];
-const FLASH_OPTS = { duration: 450, easing: 'ease-out' };
+// Opacity of an overlay only: the compositor runs it, the main thread does no style work per frame.
+const FLASH = [{ opacity: 1 }, { opacity: 0 }];
+const FLASH_OPTS = { duration: 400, easing: 'ease-out' };
 
 function makeRow(side) {
   const el = document.createElement('div');
   el.className = 'row';
   el.dataset.side = side;
-  el.innerHTML = '<i class="bar"></i><span class="px"></span><span class="qty"></span><span class="cum"></span>';
-  return { el, bar: el.children[0], px: el.children[1], qty: el.children[2], cum: el.children[3], rp: null, rq: null, w: '' };
+  el.innerHTML = '<i class="bar"></i><b class="fl"></b><span class="px"></span><span class="qty"></span><span class="cum"></span>';
+  return { el, bar: el.children[0], fl: el.children[1], px: el.children[2], qty: el.children[3], cum: el.children[4], rp: null, rq: null, w: '', anim: null };
 }
 
 function sideRows(view, key, parent, n, side) {
@@ -75,11 +76,16 @@ export function renderLadder(root, view, book, meta, depth, symbol) {
         r.el.dataset.qty = s;
         r.qty.textContent = s;
       }
-      if (seen && seen.get(key) !== q) r.el.animate(FLASH, FLASH_OPTS);
+      if (seen && seen.get(key) !== q) {
+        // One flash at a time per row: a busy level restarts its flash rather than stacking them.
+        if (r.anim && r.anim.playState === 'running') r.anim.currentTime = 0;
+        else r.anim = r.fl.animate(FLASH, FLASH_OPTS);
+      }
       const c = cum[i].toFixed(cumDigits);
       if (r.cum.textContent !== c) r.cum.textContent = c;
-      const w = (cum[i] / max * 100).toFixed(1) + '%';
-      if (r.w !== w) { r.w = w; r.bar.style.width = w; }
+      // Bars scale (a transform: no layout) rather than change width.
+      const w = (cum[i] / max).toFixed(3);
+      if (r.w !== w) { r.w = w; r.bar.style.transform = `scaleX(${w})`; }
     }
     prev.clear();
     for (const [k, v] of next) prev.set(k, v);

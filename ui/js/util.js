@@ -33,52 +33,78 @@ export function fmtMs(ms) {
   return ms.toFixed(0) + ' ms';
 }
 
-/** Histogram bucket edges in ms (log-spaced), shared by the panel and its canvas. */
+/** Histogram bucket edges in ms (log-spaced) of the panel's small histogram. */
 export const HIST_EDGES = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
 
+// Fine buckets for the percentiles: 0.01 ms · 1.04^i, i < 400 (up to ~6.6e4 ms), ±2 %.
+const FINE = 400;
+const FINE_BASE = 0.01;
+const FINE_LOG = Math.log(1.04);
+const fineIndex = (ms) => (ms <= FINE_BASE ? 0 : Math.min(FINE - 1, Math.floor(Math.log(ms / FINE_BASE) / FINE_LOG) + 1));
+const fineValue = (i) => (i === 0 ? FINE_BASE : FINE_BASE * Math.pow(1.04, i - 0.5));
+
 /**
- * Latency samples over a sliding time window, in fixed-size ring buffers (no allocation per
- * sample). Two series: now − exch_ts and now − recv_ts, in milliseconds.
+ * Latency over a sliding time window, with constant cost per sample at any rate: the window is
+ * cut into slots of 100 ms, each holding log-bucket counts of two series (now − exch_ts and
+ * now − recv_ts, in ms) and a coarse histogram. Percentiles are read off the merged buckets.
  */
 export class LatencyWindow {
-  constructor(windowMs = 10_000, capacity = 65_536) {
-    this.windowMs = windowMs;
-    this.cap = capacity;
-    this.t = new Float64Array(capacity);
-    this.ex = new Float64Array(capacity);
-    this.rx = new Float64Array(capacity);
-    this.head = 0; // next write
-    this.len = 0;
+  constructor(windowMs = 10_000, slotMs = 100) {
+    this.slotMs = slotMs;
+    this.slots = Math.ceil(windowMs / slotMs);
+    this.ex = new Uint32Array(this.slots * FINE);
+    this.rx = new Uint32Array(this.slots * FINE);
+    this.coarse = new Uint32Array(this.slots * (HIST_EDGES.length + 1));
+    this.stamp = new Float64Array(this.slots).fill(-1); // slot number each slot holds
+  }
+  slot(tMs) {
+    const n = Math.floor(tMs / this.slotMs);
+    const i = n % this.slots;
+    if (this.stamp[i] !== n) {
+      this.stamp[i] = n;
+      this.ex.fill(0, i * FINE, (i + 1) * FINE);
+      this.rx.fill(0, i * FINE, (i + 1) * FINE);
+      const c = HIST_EDGES.length + 1;
+      this.coarse.fill(0, i * c, (i + 1) * c);
+    }
+    return i;
   }
   add(tMs, exMs, rxMs) {
-    this.t[this.head] = tMs;
-    this.ex[this.head] = exMs;
-    this.rx[this.head] = rxMs;
-    this.head = (this.head + 1) % this.cap;
-    if (this.len < this.cap) this.len++;
+    const i = this.slot(tMs);
+    this.ex[i * FINE + fineIndex(exMs)]++;
+    if (Number.isFinite(rxMs)) this.rx[i * FINE + fineIndex(rxMs)]++;
+    let b = 0;
+    while (b < HIST_EDGES.length && exMs > HIST_EDGES[b]) b++;
+    this.coarse[i * (HIST_EDGES.length + 1) + b]++;
   }
-  /** Drops samples older than the window; returns {n, ex50, ex99, rx50, rx99, hist}. */
+  /** {n, ex50, ex99, rx50, rx99, hist} over the window ending at `nowMs`. */
   stats(nowMs) {
-    const from = nowMs - this.windowMs;
-    while (this.len > 0) {
-      const tail = (this.head - this.len + this.cap) % this.cap;
-      if (this.t[tail] >= from) break;
-      this.len--;
+    const now = Math.floor(nowMs / this.slotMs);
+    const ex = new Float64Array(FINE), rx = new Float64Array(FINE);
+    const nc = HIST_EDGES.length + 1;
+    const hist = new Array(nc).fill(0);
+    for (let i = 0; i < this.slots; i++) {
+      const age = now - this.stamp[i];
+      if (this.stamp[i] < 0 || age < 0 || age >= this.slots) continue;
+      for (let k = 0; k < FINE; k++) {
+        ex[k] += this.ex[i * FINE + k];
+        rx[k] += this.rx[i * FINE + k];
+      }
+      for (let k = 0; k < nc; k++) hist[k] += this.coarse[i * nc + k];
     }
-    const n = this.len;
-    const ex = new Float64Array(n), rx = new Float64Array(n);
-    const hist = new Array(HIST_EDGES.length + 1).fill(0);
-    for (let i = 0; i < n; i++) {
-      const j = (this.head - n + i + this.cap) % this.cap;
-      ex[i] = this.ex[j];
-      rx[i] = this.rx[j];
-      let b = 0;
-      while (b < HIST_EDGES.length && this.ex[j] > HIST_EDGES[b]) b++;
-      hist[b]++;
-    }
-    ex.sort();
-    rx.sort();
-    const q = (a, p) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : NaN);
+    const q = (a, p) => {
+      let total = 0;
+      for (let k = 0; k < FINE; k++) total += a[k];
+      if (total === 0) return NaN;
+      const want = Math.ceil(p * total);
+      let acc = 0;
+      for (let k = 0; k < FINE; k++) {
+        acc += a[k];
+        if (acc >= want) return fineValue(k);
+      }
+      return fineValue(FINE - 1);
+    };
+    const n = hist.reduce((a, b) => a + b, 0);
     return { n, ex50: q(ex, 0.5), ex99: q(ex, 0.99), rx50: q(rx, 0.5), rx99: q(rx, 0.99), hist };
   }
 }

@@ -5,6 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import {
   startFeedSim, startDaemon, startStatic, launchBrowser, pageUrl, watchConsole, readLadder,
@@ -57,7 +58,12 @@ for (const rate of RATES) {
         worst_frame_ms: +display.worst.toFixed(1),
         draws_per_s: +((p1.frames - p0.frames) / wall).toFixed(1),
         records_per_s: Math.round((p1.records - p0.records) / wall),
+        // Wall time the renderer's main thread spent in tasks (includes time it waited for a
+        // core), and the CPU time it used (ThreadTime); the renderer process's CPU (all threads).
         busy_pct: +(((m1.TaskDuration - m0.TaskDuration) / wall) * 100).toFixed(1),
+        main_cpu_pct: +(((m1.ThreadTime - m0.ThreadTime) / wall) * 100).toFixed(1),
+        renderer_cpu_pct: +(((m1.ProcessTime - m0.ProcessTime) / wall) * 100).toFixed(1),
+        loadavg_1m: +os.loadavg()[0].toFixed(2),
         script_pct: +(((m1.ScriptDuration - m0.ScriptDuration) / wall) * 100).toFixed(1),
         layout_style_pct: +((((m1.LayoutDuration - m0.LayoutDuration) + (m1.RecalcStyleDuration - m0.RecalcStyleDuration)) / wall) * 100).toFixed(1),
         heap_mb: +(m1.JSHeapUsedSize / 1e6).toFixed(1),
@@ -65,7 +71,8 @@ for (const rate of RATES) {
       results.push(r);
       console.log(`ui perf: ${rate} updates/s into the daemon: ${r.fps} fps (worst frame ${r.worst_frame_ms} ms), `
         + `${r.draws_per_s} draws/s, ${r.records_per_s} records/s applied, main thread busy ${r.busy_pct}% `
-        + `(script ${r.script_pct}%, style+layout ${r.layout_style_pct}%), JS heap ${r.heap_mb} MB`);
+        + `(script ${r.script_pct}%, style+layout ${r.layout_style_pct}%; CPU ${r.main_cpu_pct}%, renderer CPU ${r.renderer_cpu_pct}%), `
+        + `JS heap ${r.heap_mb} MB, load average ${r.loadavg_1m} on ${os.cpus().length} cores`);
       await page.screenshot({ path: path.join(SCREENSHOTS, `live-${rate}.png`) });
       assert.deepEqual(errors, []);
       await writeFile(path.join(SCREENSHOTS, 'perf.json'), JSON.stringify(results, null, 2) + '\n');

@@ -163,6 +163,11 @@ test('no console errors', async () => {
   await page.click('.depth-pick button[data-depth="25"]').catch(() => {});
   await sleep(300);
   await shot('screen');
+  // Readable on a phone: one column, the same ladder.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await ladderEqualsTruth('BTC-USD', 25);
+  await shot('phone');
+  await page.setViewportSize({ width: 1400, height: 860 });
   const r = await httpGet(`${daemon.http}/healthz`);
   assert.equal(r?.status, 200);
 });
