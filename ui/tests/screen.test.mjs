@@ -157,6 +157,26 @@ test('the daemon killed and restarted: "reconnecting", then back to truth', { ti
   await shot('recovered');
 });
 
+test('a hidden tab asks for max_hz; visible again, back to deltas and truth', { timeout: 30_000 }, async () => {
+  // The frames the page sends, seen through the DevTools protocol.
+  const sent = [];
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.webSocketFrameSent', (e) => sent.push(e.response.payloadData));
+  const setHidden = (hidden) => page.evaluate((h) => {
+    Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
+    Object.defineProperty(document, 'hidden', { value: h, configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+  await setHidden(true);
+  await until('a subscribe with max_hz', async () => sent.some((m) => /"op":"subscribe"/.test(m) && /"max_hz":\d+/.test(m)), 5000);
+  const n = sent.length;
+  await setHidden(false);
+  await until('a subscribe without max_hz', async () => sent.slice(n).some((m) => /"op":"subscribe"/.test(m) && !/max_hz/.test(m)), 5000);
+  await ladderEqualsTruth('BTC-USD', 25);
+  await cdp.detach();
+});
+
 test('no console errors', async () => {
   assert.deepEqual(errors, []);
   // The screenshot of the README (committed as docs/screenshot.png) is taken from this run.
@@ -170,4 +190,11 @@ test('no console errors', async () => {
   await page.setViewportSize({ width: 1400, height: 860 });
   const r = await httpGet(`${daemon.http}/healthz`);
   assert.equal(r?.status, 200);
+});
+
+test('the feed lost: the badge says which symbols are stale', { timeout: 30_000 }, async () => {
+  await kill(sim.child);
+  await until('badge to say feed stale', async () => /feed stale/.test((await badge()).text), 20_000, 100);
+  assert.equal((await badge()).state, 'stale');
+  await shot('stale');
 });

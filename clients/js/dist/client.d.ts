@@ -189,6 +189,9 @@ export declare class TickcastClient {
     get state(): ConnectionState;
     /** The transport in use (or being tried), if any. */
     get transport(): TransportName | undefined;
+    private lastTransport;
+    /** SSE: the last event id per subscription group, for Last-Event-ID on the next connection. */
+    private readonly sseLastIds;
     /** The endpoint in use (or being tried). */
     get endpoint(): string;
     on<K extends keyof ClientEvents>(event: K, fn: Listener<ClientEvents[K]>): this;
@@ -220,6 +223,8 @@ export declare class TickcastClient {
     private setClosed;
     private waiting;
     private linkOpen;
+    /** A 401/403 on the upgrade, while the fallbacks are tried. */
+    private refusal;
     private isLinkOpen;
     private open;
     private openTransport;

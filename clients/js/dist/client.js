@@ -81,8 +81,11 @@ export class TickcastClient {
     }
     /** The transport in use (or being tried), if any. */
     get transport() {
-        return this.link?.transport;
+        return this.link?.transport ?? this.lastTransport;
     }
+    lastTransport;
+    /** SSE: the last event id per subscription group, for Last-Event-ID on the next connection. */
+    sseLastIds = new Map();
     /** The endpoint in use (or being tried). */
     get endpoint() {
         return this.endpoints[this.epIdx].ws;
@@ -225,6 +228,8 @@ export class TickcastClient {
     // ---- connecting ---------------------------------------------------------------------------
     waiting = [];
     linkOpen = false;
+    /** A 401/403 on the upgrade, while the fallbacks are tried. */
+    refusal;
     isLinkOpen() {
         return this.linkOpen;
     }
@@ -270,7 +275,7 @@ export class TickcastClient {
                 const f = this.o.fetch ?? globalThis.fetch;
                 if (!f)
                     throw new Error("no fetch for the /stream and /sse transports");
-                link = new HttpLink(transport, f.bind(globalThis), h);
+                link = new HttpLink(transport, f.bind(globalThis), h, this.sseLastIds);
             }
         }
         catch (e) {
@@ -299,10 +304,20 @@ export class TickcastClient {
     }
     onOpen() {
         this.linkOpen = true;
+        this.refusal = undefined;
         const link = this.link;
+        this.lastTransport = link.transport;
         this.setState({ state: "open", endpoint: this.endpoint, transport: link.transport });
         this.startLiveness(link);
         this.recoveredNow = {};
+        // A connection that never gets its subscription confirmed is replaced.
+        const t = setTimeout(() => {
+            if (link === this.link && this._state === "open") {
+                this.log(`${link.transport}: subscription not confirmed within ${this.connectTimeout * 2} ms`);
+                link.close("no subscribe reply");
+            }
+        }, this.connectTimeout * 2);
+        this.timers.push(t);
         if (link.canSend) {
             this.sendAll();
         }
@@ -314,7 +329,7 @@ export class TickcastClient {
         const waiting = this.waiting;
         this.waiting = [];
         for (const g of groups.values()) {
-            const p = { symbols: g.symbols };
+            const p = { symbols: g.symbols, initial: true };
             this.sendSubscribe(g.symbols, g.depth, g.channels, true, p);
             this.awaitingGroups++;
         }
@@ -409,12 +424,22 @@ export class TickcastClient {
         if (!this.running)
             return;
         const why = describe(info, transport);
-        // Terminal refusals: the server will say the same again.
-        if (info.status === 401 || info.status === 403 || info.code === 1008) {
-            this.log(`refused, not retrying: ${why}`);
+        const terminal = (reason) => {
+            this.log(`refused, not retrying: ${reason}`);
             this.running = false;
-            this.setClosed(why, true);
-            return;
+            this.refusal = undefined;
+            this.setClosed(reason, true);
+        };
+        // Terminal refusals: the server will say the same again. Close 1008 (policy, token expired)
+        // ends it at once. A 401/403 on the upgrade might come from a proxy that refuses WebSocket,
+        // so the fallbacks are still tried: the server answers them with the same access rules, and
+        // if none of them gets through, the refusal stands.
+        if (info.code === 1008)
+            return terminal(why);
+        if (info.status === 401 || info.status === 403) {
+            if (transport !== "ws" || this.tIdx + 1 >= this.transports.length)
+                return terminal(why);
+            this.refusal = why;
         }
         if (this._state === "subscribed" || info.opened)
             this.lostSinceSubscribed = this.everSubscribed;
@@ -425,6 +450,9 @@ export class TickcastClient {
             this.openTransport();
             return;
         }
+        if (this.refusal !== undefined && !info.opened)
+            return terminal(this.refusal);
+        this.refusal = undefined;
         if (!info.opened)
             this.preferred.delete(this.epIdx);
         this.epIdx = (this.epIdx + 1) % this.endpoints.length;
@@ -543,9 +571,8 @@ export class TickcastClient {
             for (const w of this.waiting.splice(0))
                 w.resolve?.(w.symbols.map((s) => this.info.get(s)).filter(Boolean));
         }
-        if (this._state !== "subscribed") {
-            if (p || group !== undefined)
-                this.awaitingGroups--;
+        if (this._state !== "subscribed" && (p?.initial || group !== undefined)) {
+            this.awaitingGroups--;
             if (this.awaitingGroups <= 0)
                 this.onAllSubscribed();
         }
@@ -602,7 +629,7 @@ export class TickcastClient {
                     this.books.delete(s);
                 }
                 p.reject?.(new SubscribeError(message, code));
-                if (this._state !== "subscribed") {
+                if (this._state !== "subscribed" && p.initial) {
                     this.awaitingGroups--;
                     if (this.awaitingGroups <= 0)
                         this.onAllSubscribed();

@@ -74,13 +74,15 @@ export declare class HttpLink implements Link {
     readonly transport: "stream" | "sse";
     private readonly fetchFn;
     private readonly h;
+    /** Last SSE event id per request URL: kept by the client across links, sent as Last-Event-ID. */
+    readonly lastEventIds: Map<string, string>;
     readonly canSend = false;
     private done;
     private opened;
     private readonly requests;
-    /** Last SSE event id per group key. */
-    readonly lastEventIds: Map<string, string>;
-    constructor(transport: "stream" | "sse", fetchFn: FetchLike, h: LinkHandlers);
+    constructor(transport: "stream" | "sse", fetchFn: FetchLike, h: LinkHandlers, 
+    /** Last SSE event id per request URL: kept by the client across links, sent as Last-Event-ID. */
+    lastEventIds?: Map<string, string>);
     get isOpen(): boolean;
     /** Opens the requests for `groups`, restarting changed ones and closing the others. */
     setGroups(groups: HttpGroup[]): void;

@@ -104,16 +104,18 @@ export class HttpLink {
     transport;
     fetchFn;
     h;
+    lastEventIds;
     canSend = false;
     done = false;
     opened = false;
     requests = new Map();
-    /** Last SSE event id per group key. */
-    lastEventIds = new Map();
-    constructor(transport, fetchFn, h) {
+    constructor(transport, fetchFn, h, 
+    /** Last SSE event id per request URL: kept by the client across links, sent as Last-Event-ID. */
+    lastEventIds = new Map()) {
         this.transport = transport;
         this.fetchFn = fetchFn;
         this.h = h;
+        this.lastEventIds = lastEventIds;
     }
     get isOpen() {
         return this.opened && !this.done;
@@ -153,11 +155,12 @@ export class HttpLink {
         const headers = {
             Accept: this.transport === "sse" ? "text/event-stream" : "application/octet-stream",
         };
-        const last = this.lastEventIds.get(group.key);
+        // Keyed by URL: an id is only offered back for the very same subscription.
+        const last = this.lastEventIds.get(group.url);
         if (this.transport === "sse" && resume && last !== undefined)
             headers["Last-Event-ID"] = last;
         if (!resume)
-            this.lastEventIds.delete(group.key);
+            this.lastEventIds.delete(group.url);
         let res;
         try {
             res = await this.fetchFn(group.url, { headers, signal: ctl.signal, cache: "no-store" });
@@ -185,7 +188,8 @@ export class HttpLink {
             this.h.open();
         }
         const reader = res.body.getReader();
-        const parse = this.transport === "sse" ? this.sseParser(group.key) : this.frameParser(group.key);
+        const stop = () => this.done || ctl.signal.aborted;
+        const parse = this.transport === "sse" ? this.sseParser(group.key, group.url, stop) : this.frameParser(group.key, stop);
         try {
             for (;;) {
                 const { value, done } = await reader.read();
@@ -206,7 +210,7 @@ export class HttpLink {
         this.fail({ error: "stream ended" });
     }
     /** `/stream` frames: {u32 length LE, u8 type, payload}; type 1 binary batch, 2 JSON control. */
-    frameParser(key) {
+    frameParser(key, stop) {
         let buf = new Uint8Array(0);
         const dec = new TextDecoder();
         return (chunk) => {
@@ -239,14 +243,14 @@ export class HttpLink {
                     }
                     this.h.control(msg, key);
                 }
-                if (this.done)
+                if (stop())
                     return;
             }
             buf = off === buf.length ? new Uint8Array(0) : buf.subarray(off);
         };
     }
     /** text/event-stream: named events are control messages, unnamed ones data records. */
-    sseParser(key) {
+    sseParser(key, url, stop) {
         const dec = new TextDecoder();
         let text = "";
         let event = "";
@@ -254,7 +258,7 @@ export class HttpLink {
         let id;
         const dispatch = () => {
             if (id !== undefined)
-                this.lastEventIds.set(key, id);
+                this.lastEventIds.set(url, id);
             if (data.length > 0) {
                 const d = data.join("\n");
                 if (event === "" || event === "message") {
@@ -290,7 +294,7 @@ export class HttpLink {
                     line = line.slice(0, -1);
                 if (line === "") {
                     dispatch();
-                    if (this.done)
+                    if (stop())
                         return;
                     continue;
                 }
