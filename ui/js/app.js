@@ -49,10 +49,18 @@ function markDirty(what) {
 
 // ---- connection ---------------------------------------------------------------------------
 
+/** ws(s)://host/ws next to the page (`?ws=URL` overrides it, for development); `?token=` goes along. */
 function wsUrl() {
   const override = params.get('ws');
-  const base = override || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-  const u = new URL(base, location.href);
+  let u;
+  if (override) {
+    u = new URL(override, location.href);
+  } else {
+    u = new URL('ws', location.href); // the page at /  →  /ws
+    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.search = '';
+    u.hash = '';
+  }
   const token = params.get('token');
   if (token && !u.searchParams.has('token')) u.searchParams.set('token', token);
   return u.toString();

@@ -115,9 +115,11 @@ export async function truth(sim, symbol) {
 }
 
 /** tickcast on `port` (a free one by default) fed by `feed`; resolves once /healthz says 200. */
-export async function startDaemon({ feed, port, extra = [] }) {
+export async function startDaemon({ feed, port, tokensFile, extra = [] }) {
   port = port || (await freePort());
-  const child = launch('tickcast', ['--listen', `127.0.0.1:${port}`, '--feed', feed, '--shards', '1', ...extra]);
+  const args = ['--listen', `127.0.0.1:${port}`, '--feed', feed, '--shards', '1', ...extra];
+  if (tokensFile) args.push('--tokens-file', tokensFile);
+  const child = launch('tickcast', args);
   const http = `http://127.0.0.1:${port}`;
   await until('tickcast /healthz', async () => {
     if (child.exitCode !== null) throw new Error(`tickcast exited: ${child.log}`);
@@ -126,8 +128,12 @@ export async function startDaemon({ feed, port, extra = [] }) {
   return { child, port, http, ws: `ws://127.0.0.1:${port}/ws` };
 }
 
-/** A static server with the daemon's URL layout (see LAYOUT). */
-export async function startStatic() {
+/**
+ * A static server with the daemon's URL layout (see LAYOUT). With `wsPort`, a function giving the
+ * daemon's port, it also passes WebSocket upgrades of /ws through to the daemon, so that a page
+ * loaded from it can find /ws next to itself as it does on the daemon.
+ */
+export async function startStatic({ wsPort } = {}) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
     let p = decodeURIComponent(url.pathname);
@@ -145,6 +151,21 @@ export async function startStatic() {
     } catch {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
     }
+  });
+  server.on('upgrade', (req, sock, head) => {
+    if (!wsPort || !req.url.startsWith('/ws')) {
+      sock.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const up = net.connect(wsPort(), '127.0.0.1', () => {
+      let head0 = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) head0 += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      up.write(head0 + '\r\n');
+      if (head.length) up.write(head);
+      sock.pipe(up).pipe(sock);
+    });
+    up.on('error', () => sock.destroy());
+    sock.on('error', () => up.destroy());
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address();

@@ -4,12 +4,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import os from 'node:os';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import {
   startFeedSim, startDaemon, startStatic, launchBrowser, pageUrl, watchConsole, readLadder,
-  truth, kill, killAll, until, sleep, httpGet, SCREENSHOTS,
+  truth, kill, killAll, until, sleep, httpGet, SCREENSHOTS, SERVED_BY_DAEMON,
 } from './harness.mjs';
 
 const UPDATES = 4000;
+// The daemon requires an access token: the page must pass ?token= on to its connections.
+const TOKEN = 'ui-test-token';
+let tokensFile;
 let sim, daemon, stat, browser, page, errors;
 // The browser itself logs refused connections (the WebSocket, the library's /stream and /sse
 // fallbacks) while the daemon is down: expected then, and nowhere else.
@@ -19,8 +24,10 @@ const REFUSED = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
 
 before(async () => {
   sim = await startFeedSim({ symbols: 8, rate: 2000, updates: UPDATES });
-  daemon = await startDaemon({ feed: sim.feed });
-  stat = await startStatic();
+  tokensFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'tickcast-ui-')), 'tokens');
+  await writeFile(tokensFile, `${TOKEN}\n`);
+  daemon = await startDaemon({ feed: sim.feed, tokensFile });
+  stat = await startStatic({ wsPort: () => daemon.port });
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
   errors = watchConsole(page, (e) => {
@@ -75,7 +82,7 @@ const badge = () => page.evaluate(() => ({
 }));
 
 test('the ladder equals GET /book truth once the simulator stops', { timeout: 90_000 }, async () => {
-  await page.goto(pageUrl(stat.base, daemon, { symbol: 'BTC-USD', depth: '25' }));
+  await page.goto(pageUrl(stat.base, daemon, { symbol: 'BTC-USD', depth: '25', token: TOKEN }));
   // Live first: the ladder fills while the simulator runs.
   await until('ladder rows', async () => (await readLadder(page)).bids.length > 0, 20_000);
   await shot('live');
@@ -150,7 +157,7 @@ test('the daemon killed and restarted: "reconnecting", then back to truth', { ti
   assert.equal(b.state, 'reconnecting');
   await shot('reconnecting');
   await sleep(1500);
-  daemon = await startDaemon({ feed: sim.feed, port });
+  daemon = await startDaemon({ feed: sim.feed, port, tokensFile });
   await until('badge to say connected', async () => (await badge()).state === 'connected', 30_000, 100);
   outage = false;
   await ladderEqualsTruth('BTC-USD', 25);
@@ -175,6 +182,24 @@ test('a hidden tab asks for max_hz; visible again, back to deltas and truth', { 
   await until('a subscribe without max_hz', async () => sent.slice(n).some((m) => /"op":"subscribe"/.test(m) && !/max_hz/.test(m)), 5000);
   await ladderEqualsTruth('BTC-USD', 25);
   await cdp.detach();
+});
+
+test('without ?ws= the page connects to /ws next to itself, with its token', { timeout: 30_000 }, async () => {
+  // The static server passes /ws through to the daemon, as the daemon serving the page would.
+  const p2 = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  const errs = watchConsole(p2);
+  try {
+    await p2.goto(`${SERVED_BY_DAEMON ? daemon.http : stat.base}/?symbol=ETH-USD&depth=10&token=${TOKEN}`);
+    const t = await truth(sim, 'ETH-USD');
+    await until('ETH-USD ladder from the derived URL', async () => {
+      const l = await readLadder(p2);
+      return l.symbol === 'ETH-USD' && JSON.stringify(l.bids) === JSON.stringify(t.bids.slice(0, 10))
+        && JSON.stringify(l.asks) === JSON.stringify(t.asks.slice(0, 10));
+    }, 15_000, 200);
+    assert.deepEqual(errs, []);
+  } finally {
+    await p2.close();
+  }
 });
 
 test('no console errors', async () => {
