@@ -11,7 +11,7 @@ import {
   truth, kill, killAll, until, sleep, httpGet, SCREENSHOTS, SERVED_BY_DAEMON,
 } from './harness.mjs';
 
-const UPDATES = 4000;
+const UPDATES = 16000; // 8 s of order flow at 2,000 updates/s
 // The daemon requires an access token: the page must pass ?token= on to its connections.
 const TOKEN = 'ui-test-token';
 let tokensFile;
@@ -23,12 +23,12 @@ let outage = false;
 const REFUSED = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
 
 before(async () => {
+  browser = await launchBrowser(); // first: the simulator's order flow is for the page
   sim = await startFeedSim({ symbols: 8, rate: 2000, updates: UPDATES });
   tokensFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'tickcast-ui-')), 'tokens');
   await writeFile(tokensFile, `${TOKEN}\n`);
   daemon = await startDaemon({ feed: sim.feed, tokensFile });
   stat = await startStatic({ wsPort: () => daemon.port });
-  browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
   errors = watchConsole(page, (e) => {
     if (outage && REFUSED.test(e)) {
@@ -85,7 +85,10 @@ test('the ladder equals GET /book truth once the simulator stops', { timeout: 90
   await page.goto(pageUrl(stat.base, daemon, { symbol: 'BTC-USD', depth: '25', token: TOKEN }));
   // Live first: the ladder fills while the simulator runs.
   await until('ladder rows', async () => (await readLadder(page)).bids.length > 0, 20_000);
-  await shot('live');
+  // Deltas and trades applied as they come (not only snapshots).
+  await until('live records', async () => (await page.evaluate(() => window.__tickcast.probe.records)) > 200, 10_000);
+  await sleep(1000);
+  await shot('live'); // docs/screenshot.png is this one
   await simStopped('BTC-USD');
   const l = await ladderEqualsTruth('BTC-USD', 25);
   assert.equal(l.bids.length, 25);
