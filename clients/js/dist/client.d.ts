@@ -18,6 +18,11 @@ export interface ClientOptions {
     format?: Format;
     /** Access token: `token=` on every request. */
     token?: string;
+    /**
+     * On /ws, offer the token as the subprotocol `token.<T>` (with `tickcast.v1`) instead of in the
+     * URL, to keep it out of logs (docs/protocol.md §1). /stream and /sse still use `token=`.
+     */
+    tokenInSubprotocol?: boolean;
     /** Transports to try, in order, when one cannot be established (default ws, stream, sse). */
     transports?: TransportName[];
     /** Reconnect backoff: full jitter, base 500 ms, cap 20 s by default. */
@@ -213,8 +218,10 @@ export declare class TickcastClient {
     /** Symbol info from the last subscribe reply. */
     symbolInfo(symbol: string): SymbolInfo | undefined;
     /**
-     * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`, resolving with the
-     * `refreshed` reply); every later connection uses it.
+     * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`): resolves with the
+     * `refreshed` reply, rejects with a {@link SubscribeError} if the server refused it. Every
+     * later connection uses the new token; when there is no /ws connection to send it on (or it
+     * drops first), resolves with `undefined`.
      */
     refresh(token: string): Promise<unknown>;
     private emit;

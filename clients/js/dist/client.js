@@ -179,8 +179,10 @@ export class TickcastClient {
         return this.info.get(symbol);
     }
     /**
-     * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`, resolving with the
-     * `refreshed` reply); every later connection uses it.
+     * Replaces the access token. On /ws it is sent at once (`{"op":"refresh"}`): resolves with the
+     * `refreshed` reply, rejects with a {@link SubscribeError} if the server refused it. Every
+     * later connection uses the new token; when there is no /ws connection to send it on (or it
+     * drops first), resolves with `undefined`.
      */
     refresh(token) {
         this.token = token;
@@ -219,11 +221,15 @@ export class TickcastClient {
         if (this._state === "closed")
             return;
         this.setState({ state: "closed", reason, terminal });
-        for (const p of [...this.pending.values(), ...this.waiting]) {
+        for (const p of [...this.pending.values(), ...this.waiting, ...this.waitingReplies]) {
             p.reject?.(new SubscribeError(`connection closed: ${reason}`, "closed"));
         }
         this.pending.clear();
         this.waiting = [];
+        this.waitingReplies = [];
+        for (const w of this.refreshWaiters.values())
+            w.resolve(undefined);
+        this.refreshWaiters.clear();
     }
     // ---- connecting ---------------------------------------------------------------------------
     waiting = [];
@@ -266,10 +272,11 @@ export class TickcastClient {
                 const q = new URLSearchParams();
                 if (this.o.format === "json")
                     q.set("format", "json");
-                if (this.token)
+                const protocols = this.token && this.o.tokenInSubprotocol ? ["tickcast.v1", `token.${this.token}`] : undefined;
+                if (this.token && !protocols)
                     q.set("token", this.token);
                 const qs = q.toString();
-                link = new WsLink(Ctor, ep.ws + (qs ? "?" + qs : ""), undefined, h);
+                link = new WsLink(Ctor, ep.ws + (qs ? "?" + qs : ""), protocols, h);
             }
             else {
                 const f = this.o.fetch ?? globalThis.fetch;
@@ -418,6 +425,15 @@ export class TickcastClient {
         this.link = undefined;
         this.linkOpen = false;
         this.stopTimers();
+        // Requests in flight: subscribe() promises are answered by the next connection's replies;
+        // a token refresh applies to the next connection (its promise resolves with undefined).
+        for (const p of this.pending.values())
+            if (p.resolve)
+                this.waiting.push(p);
+        this.pending.clear();
+        for (const w of this.refreshWaiters.values())
+            w.resolve(undefined);
+        this.refreshWaiters.clear();
         this.onFailed(info, transport);
     }
     onFailed(info, transport) {

@@ -17,21 +17,29 @@ export function crc32(bytes, crc = 0) {
         c = TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
     return ~c >>> 0;
 }
+// Slicing-by-4 tables: T1..T3 advance a byte through 1..3 more zero bytes, so that a 32-bit word
+// is folded in with four independent lookups instead of a chain of four.
+const [T0, T1, T2, T3] = /* @__PURE__ */ (() => {
+    const t = [TABLE, new Int32Array(256), new Int32Array(256), new Int32Array(256)];
+    for (let n = 0; n < 256; n++) {
+        let c = TABLE[n];
+        for (let k = 1; k < 4; k++) {
+            c = TABLE[c & 0xff] ^ (c >>> 8);
+            t[k][n] = c;
+        }
+    }
+    return t;
+})();
+/** Folds the little-endian 32-bit word `w` into CRC state `c`. */
+function feedU32(c, w) {
+    c ^= w;
+    return T3[c & 0xff] ^ T2[(c >>> 8) & 0xff] ^ T1[(c >>> 16) & 0xff] ^ T0[c >>> 24];
+}
 /** Feeds the 8 little-endian bytes of the i64 `v` (exact for |v| < 2^53) into CRC state `c`. */
 function feedI64(c, v) {
     // ToUint32 wraps modulo 2^32, so `v >>> 0` is the low word even for negatives; the high word
     // is floor(v / 2^32) in two's complement.
-    const lo = v >>> 0;
-    const hi = Math.floor(v / 4294967296) | 0;
-    const t = TABLE;
-    c = t[(c ^ lo) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ (lo >>> 8)) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ (lo >>> 16)) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ (lo >>> 24)) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ hi) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ (hi >>> 8)) & 0xff] ^ (c >>> 8);
-    c = t[(c ^ (hi >>> 16)) & 0xff] ^ (c >>> 8);
-    return t[(c ^ (hi >>> 24)) & 0xff] ^ (c >>> 8);
+    return feedU32(feedU32(c, v >>> 0), Math.floor(v / 4294967296) | 0);
 }
 /**
  * The checksum of a book (§3.2): CRC-32 over the top `n = min(10, depth)` levels of each side
