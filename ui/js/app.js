@@ -70,6 +70,7 @@ const feed = openFeed({
   url: wsUrl(),
   onState(s) {
     Object.assign(state.conn, s);
+    if (s.resumed) state.conn.resumedAt = Date.now();
     if (s.state !== 'open') state.conflating.clear();
     markDirty('badge');
     markDirty('ladder');
@@ -290,6 +291,7 @@ const watchRows = new Map(); // symbol → {tr, cells}
 function buildWatch() {
   const body = $('watchlist').tBodies[0];
   watchRows.clear();
+  watchSel = null;
   body.replaceChildren(...state.watch.map((s) => {
     const tr = document.createElement('tr');
     tr.dataset.symbol = s;
@@ -309,11 +311,17 @@ function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
+let watchSel = null;
 function drawWatch(nowMs) {
   for (const [s, row] of watchRows) {
     const m = state.meta.get(s);
     const b = state.books.get(s);
-    row.tr.classList.toggle('sel', s === state.selected);
+    const sel = s === state.selected;
+    row.tr.classList.toggle('sel', sel);
+    if (sel && watchSel !== s) {
+      watchSel = s;
+      row.tr.scrollIntoView({ block: 'nearest' });
+    }
     if (!m) continue;
     const bid = b && b.synced && b.bidCount ? b.bidPrice(0) : null;
     const ask = b && b.synced && b.askCount ? b.askPrice(0) : null;
@@ -379,6 +387,13 @@ function drawLadder() {
   return b;
 }
 
+/** Local time of day with milliseconds: 17:25:07.808. */
+function clock(ms) {
+  const d = new Date(ms);
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
 const tapeEl = $('tape');
 let tapeSymbol = null;
 let tapeTop = null; // the newest trade shown
@@ -400,7 +415,7 @@ function drawTape() {
     row.className = 't ' + t.side;
     row.dataset.side = t.side;
     const time = document.createElement('span');
-    time.textContent = new Date(t.exchNs / 1e6).toISOString().slice(11, 23);
+    time.textContent = clock(t.exchNs / 1e6);
     const px = document.createElement('span');
     px.textContent = t.priceText;
     const qty = document.createElement('span');
@@ -418,7 +433,7 @@ function drawBadge(nowMs) {
   let st, text;
   if (c.state === 'open') {
     if (state.conflating.size) { st = 'conflating'; text = 'conflating'; }
-    else if (c.resumed) { st = 'resumed'; text = 'connected · resumed'; }
+    else if (c.resumed && nowMs - (c.resumedAt || 0) < 10_000) { st = 'resumed'; text = 'connected · resumed'; }
     else { st = 'connected'; text = 'connected'; }
   } else if (c.state === 'reconnecting') {
     const secs = Math.max(0, Math.ceil((c.retryAt - nowMs) / 1000));
