@@ -23,7 +23,7 @@ fi
 
 cd ui/tests
 npm ci --no-audit --no-fund --loglevel=error
-files=(screen.test.mjs)
+files=(unit.test.mjs screen.test.mjs)
 if [[ "${UI_PERF:-1}" != 0 ]]; then
     files+=(perf.test.mjs)
 fi

@@ -2,7 +2,7 @@
 // animation frame. Everything it knows of the wire comes from the client library through
 // ./feed.js.
 import { openFeed } from './feed.js';
-import { fmtScaled, toFloat, nowNs, fmtMs, LatencyWindow } from './util.js';
+import { fmtScaled, nowNs, fmtMs, LatencyWindow } from './util.js';
 import { renderLadder } from './ladder.js';
 import { drawDepth } from './depth.js';
 import { drawHistogram } from './histogram.js';
