@@ -75,6 +75,15 @@ const feed = openFeed({
     markDirty('badge');
     markDirty('ladder');
   },
+  onInfo(infos) {
+    for (const i of infos) {
+      if (!state.meta.has(i.symbol)) {
+        state.meta.set(i.symbol, { symbol: i.symbol, px_decimals: i.pxDecimals, qty_decimals: i.qtyDecimals });
+        markDirty('ladder');
+        markDirty('watch');
+      }
+    }
+  },
   onError(e) {
     const text = e && (e.message || e.code) ? `${e.code ? e.code + ': ' : ''}${e.message || ''}` : String(e);
     $('status-line').textContent = text;
@@ -121,30 +130,75 @@ function sample(symbol, exchNs, recvNs) {
   if (exchNs > 0) lat.add(nowMs, (now - exchNs) / 1e6, recvNs > 0 ? (now - recvNs) / 1e6 : NaN);
 }
 
+/**
+ * The symbol list comes from the `symbols` op. When it cannot be had (the library has no call
+ * for it, and the screen's own WebSocket for it may be refused where the library fell back to
+ * /stream or /sse), the screen goes on with the symbols it was asked for (URL, saved watchlist,
+ * or BTC-USD), learns their decimals from the subscribe replies, and keeps asking in the
+ * background to fill the picker.
+ */
 async function loadSymbols() {
+  let list = null;
+  for (let i = 0; i < 3 && !list; i++) {
+    try {
+      list = await feed.symbols();
+    } catch (e) {
+      $('status-line').textContent = String(e && e.message ? e.message : e);
+      await new Promise((r) => setTimeout(r, 300 * 2 ** i));
+    }
+  }
+  if (list) {
+    $('status-line').textContent = '';
+    setSymbols(list, true);
+    return;
+  }
+  setSymbols(wantedNames().map((symbol) => ({ symbol })), false);
+  $('status-line').textContent = 'the symbol list is unavailable: showing the symbols asked for (?symbol=, ?watch=)';
+  for (let wait = 2000; !list; wait = Math.min(wait * 2, 30_000)) {
+    await new Promise((r) => setTimeout(r, wait));
+    try { list = await feed.symbols(); } catch { /* not yet */ }
+  }
+  $('status-line').textContent = '';
+  setSymbols(list, true);
+}
+
+let symbolsKnown = false; // the server's list (not just the names asked for)
+function setSymbols(list, known) {
+  if (symbolsKnown) return;
+  symbolsKnown = known;
+  state.symbols = list.map((s) => s.symbol);
+  for (const s of list) if (s.px_decimals !== undefined) state.meta.set(s.symbol, s);
+  const names = new Set(state.symbols);
+  initWatch(names);
+  if (!state.selected || !names.has(state.selected)) state.selected = state.watch[0] || null;
+  if (state.selected && !state.watch.includes(state.selected)) state.watch.unshift(state.selected);
+  resubscribe();
+  writeUrl();
+  buildWatch();
+  markDirty('ladder');
+}
+
+/** Symbols named by the URL or the saved watchlist, for when the server's list is unknown. */
+function wantedNames() {
+  const out = [];
+  if (state.selected) out.push(state.selected);
+  for (const s of savedWatch()) if (!out.includes(s)) out.push(s);
+  if (out.length === 0) out.push('BTC-USD');
+  return out;
+}
+
+function savedWatch() {
+  const fromUrl = params.get('watch');
   try {
-    const list = await feed.symbols();
-    state.symbols = list.map((s) => s.symbol);
-    for (const s of list) state.meta.set(s.symbol, s);
-    initWatch();
-    if (!state.selected || !state.meta.has(state.selected)) state.selected = state.watch[0] || null;
-    if (state.selected && !state.watch.includes(state.selected)) state.watch.unshift(state.selected);
-    resubscribe();
-    writeUrl();
-    buildWatch();
-    markDirty('ladder');
-  } catch (e) {
-    $('status-line').textContent = `symbols: ${e && e.message ? e.message : e}`;
+    return (fromUrl ? fromUrl.split(',') : JSON.parse(localStorage.getItem('tickcast.watch') || '[]'))
+      .filter((s) => typeof s === 'string' && s);
+  } catch {
+    return [];
   }
 }
 
-function initWatch() {
-  let saved = [];
-  const fromUrl = params.get('watch');
-  try {
-    saved = fromUrl ? fromUrl.split(',') : JSON.parse(localStorage.getItem('tickcast.watch') || '[]');
-  } catch { saved = []; }
-  state.watch = saved.filter((s) => state.meta.has(s));
+function initWatch(names) {
+  state.watch = savedWatch().filter((s) => names.has(s));
   if (state.watch.length === 0) state.watch = state.symbols.slice(0, 8);
 }
 
@@ -176,7 +230,7 @@ function writeUrl() {
 }
 
 function select(symbol) {
-  if (!state.meta.has(symbol) || symbol === state.selected) return;
+  if (!state.symbols.includes(symbol) || symbol === state.selected) return;
   state.selected = symbol;
   if (!state.watch.includes(symbol)) {
     state.watch.push(symbol);

@@ -7,12 +7,19 @@ import { TickcastClient } from 'tickcast-client';
  * Lists the server's symbols with the `symbols` op. The library has no call for it yet, so this
  * opens a short-lived WebSocket of its own (format=json, same URL and token), asks, and closes.
  */
-function listSymbols(url, timeoutMs = 5000) {
+function listSymbols(url, timeoutMs = 3000) {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     u.searchParams.set('format', 'json');
     const ws = new WebSocket(u.toString());
-    const done = (f, v) => { clearTimeout(t); try { ws.close(1000); } catch { /* closing */ } f(v); };
+    let settled = false;
+    const done = (f, v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(t);
+      try { ws.close(1000); } catch { /* closing */ }
+      f(v);
+    };
     const t = setTimeout(() => done(reject, new Error('symbols: no answer')), timeoutMs);
     ws.onopen = () => ws.send(JSON.stringify({ op: 'symbols', id: 1 }));
     ws.onmessage = (ev) => {
@@ -22,6 +29,7 @@ function listSymbols(url, timeoutMs = 5000) {
       else if (m.op === 'error') done(reject, new Error(`${m.code}: ${m.message}`));
     };
     ws.onerror = () => done(reject, new Error('symbols: connection failed'));
+    ws.onclose = (ev) => done(reject, new Error(`symbols: closed (${ev.code})`));
   });
 }
 
@@ -32,6 +40,8 @@ function listSymbols(url, timeoutMs = 5000) {
  *   onTrade(symbol, {price, qty, priceText, qtyText, side, id, exchNs, recvNs})
  *   onStatus(symbol, code)                        1 feed stale, 2 feed resumed
  *   onConflating(symbols, on)
+ *   onInfo([{symbol, pxDecimals, qtyDecimals}])  from subscribe replies
+ *   onError(error)
  */
 export function openFeed(h) {
   const u = new URL(h.url);
@@ -93,15 +103,9 @@ export function openFeed(h) {
 
   return {
     client,
-    /** The server's symbols: [{symbol, px_decimals, qty_decimals}], retried until it answers. */
-    async symbols() {
-      for (let wait = 250; ; wait = Math.min(wait * 2, 4000)) {
-        try {
-          return await listSymbols(h.url);
-        } catch (e) {
-          await new Promise((r) => setTimeout(r, wait));
-        }
-      }
+    /** The server's symbols: [{symbol, sid, px_decimals, qty_decimals}] (one try). */
+    symbols() {
+      return listSymbols(h.url);
     },
     /** Makes the subscription `want` (symbol → depth); maxHz > 0 asks for conflated books. */
     want(want, maxHz) {
@@ -120,7 +124,9 @@ export function openFeed(h) {
         byDepth.get(d).push(s);
       }
       for (const [d, syms] of byDepth) {
-        client.subscribe(syms, { depth: d, channels: ['book', 'trades'] }).catch((e) => h.onError?.(e));
+        client.subscribe(syms, { depth: d, channels: ['book', 'trades'] })
+          .then((infos) => h.onInfo?.(infos))
+          .catch((e) => h.onError?.(e));
       }
     },
   };

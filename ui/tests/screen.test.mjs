@@ -205,6 +205,31 @@ test('without ?ws= the page connects to /ws next to itself, with its token', { t
   }
 });
 
+test('without the symbols op the screen still follows the symbols it was asked for', { timeout: 30_000 }, async () => {
+  // The page's own `symbols` request (format=json) is refused; the library's connection is not.
+  const p2 = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  const errs = watchConsole(p2);
+  let refused = 0;
+  await p2.routeWebSocket(/format=json/, (ws) => { refused++; ws.close({ code: 1008, reason: 'refused by the test' }); });
+  try {
+    await p2.goto(pageUrl(stat.base, daemon, { symbol: 'SOL-USD', depth: '10', watch: 'SOL-USD,ETH-USD', token: TOKEN }));
+    const t = await truth(sim, 'SOL-USD');
+    await until('SOL-USD ladder without the symbol list', async () => {
+      const l = await readLadder(p2);
+      return l.symbol === 'SOL-USD' && JSON.stringify(l.bids) === JSON.stringify(t.bids.slice(0, 10))
+        && JSON.stringify(l.asks) === JSON.stringify(t.asks.slice(0, 10));
+    }, 15_000, 200);
+    const rows = await p2.$$eval('#watchlist tbody tr', (r) => r.map((x) => x.dataset.symbol));
+    assert.deepEqual(rows, ['SOL-USD', 'ETH-USD']);
+    assert.ok(refused >= 3, `symbols requests refused: ${refused}`);
+    await p2.keyboard.press('j');
+    await until('ETH-USD selected', async () => new URL(p2.url()).searchParams.get('symbol') === 'ETH-USD', 5000);
+    assert.deepEqual(errs, []);
+  } finally {
+    await p2.close();
+  }
+});
+
 test('no console errors', async () => {
   assert.deepEqual(errors, []);
   // The screenshot of the README (committed as docs/screenshot.png) is taken from this run.
