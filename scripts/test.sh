@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check a change must pass: formatting, lints, the sans-IO rule, and all tests
-# (unit, property and loopback integration tests with feed-sim and tungstenite clients).
+# (unit, property and loopback integration tests with feed-sim and tungstenite clients), and the
+# client libraries' tests against the real daemon (clients/js with Node 20+), and the loom models of
+# the ring's sleep/wake handshake.
 # Usage: scripts/test.sh            (from anywhere in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +18,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== clients/js (npm ci, dist check, unit and real-daemon tests)"
+cargo build --release --locked -p tickcast -p feed-sim
+clients/js/test.sh
+echo "== loom: the ring's sleep/wake handshake (engine/src/ring/loom_tests.rs)"
+# Its own target directory: --cfg loom changes every crate's build, and must not invalidate the
+# normal one.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p tickcast --release --locked --lib ring::loom_tests

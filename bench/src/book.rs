@@ -191,6 +191,25 @@ impl ClientBook {
         self.asks.iter().take(n).map(|(p, q)| (*p, *q)).collect()
     }
 
+    /// The book checksum of protocol 1.1 §3.2 over this book as the client holds it (its
+    /// window): CRC-32 of the top 10 bids, best first, then the top 10 asks, each level as
+    /// `i64` price and `i64` qty, little-endian. A client of depth 1 holds one level a side,
+    /// so "top min(10, depth)" is simply the top 10 of what it holds.
+    pub fn checksum(&self) -> u32 {
+        let mut crc = Crc32::new();
+        for (px, qty) in self
+            .bids
+            .iter()
+            .rev()
+            .take(10)
+            .chain(self.asks.iter().take(10))
+        {
+            crc.update(&px.to_le_bytes());
+            crc.update(&qty.to_le_bytes());
+        }
+        crc.finish()
+    }
+
     /// True when the best bid is at or above the best ask (crossed or locked), which
     /// a correctly rebuilt exchange book never is.
     pub fn is_crossed(&self) -> bool {
@@ -198,6 +217,57 @@ impl ClientBook {
             (Some((bid, _)), Some((ask, _))) => bid >= ask,
             _ => false,
         }
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`), table-driven, written here from the
+/// definition so that the bench checks the engine's checksums independently of its crate.
+#[derive(Debug, Clone, Copy)]
+pub struct Crc32(u32);
+
+/// The byte table of the reflected polynomial 0xEDB88320.
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+impl Crc32 {
+    /// A CRC over no bytes yet.
+    pub fn new() -> Self {
+        Self(0xFFFF_FFFF)
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xFF) as usize] ^ (self.0 >> 8);
+        }
+    }
+
+    /// The CRC of the bytes added.
+    pub fn finish(self) -> u32 {
+        !self.0
+    }
+}
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -252,6 +322,21 @@ pub enum SeqError {
         /// The record kind.
         kind: u8,
     },
+    /// A book record's checksum (protocol 1.1 §3.2) differs from the one of the book the
+    /// client holds after applying it: the book is wrong.
+    #[error(
+        "sid {sid} book stream: seq {seq} carries checksum {sent:#010x}, the book gives {held:#010x}"
+    )]
+    Checksum {
+        /// Symbol id.
+        sid: u32,
+        /// The record's seq.
+        seq: u64,
+        /// The checksum the record carries.
+        sent: u32,
+        /// The checksum of the book as applied.
+        held: u32,
+    },
 }
 
 impl SeqError {
@@ -260,7 +345,8 @@ impl SeqError {
         match self {
             Self::Gap { sid, .. }
             | Self::DeltaBeforeSnapshot { sid, .. }
-            | Self::BodyMismatch { sid, .. } => *sid,
+            | Self::BodyMismatch { sid, .. }
+            | Self::Checksum { sid, .. } => *sid,
         }
     }
 
@@ -268,7 +354,7 @@ impl SeqError {
     pub fn stream(&self) -> StreamKind {
         match self {
             Self::Gap { stream, .. } => *stream,
-            Self::DeltaBeforeSnapshot { .. } => StreamKind::Book,
+            Self::DeltaBeforeSnapshot { .. } | Self::Checksum { .. } => StreamKind::Book,
             Self::BodyMismatch { kind, .. } if *kind == KIND_TRADE => StreamKind::Trades,
             Self::BodyMismatch { .. } => StreamKind::Book,
         }
@@ -286,6 +372,7 @@ impl SeqError {
     pub fn got(&self) -> Option<u64> {
         match self {
             Self::Gap { got, .. } | Self::DeltaBeforeSnapshot { got, .. } => Some(*got),
+            Self::Checksum { seq, .. } => Some(*seq),
             Self::BodyMismatch { .. } => None,
         }
     }
@@ -448,6 +535,8 @@ pub struct StreamState {
     trades: SidMap<u64>,
     statuses: Vec<(u32, u16)>,
     resyncs: u64,
+    checksums: u64,
+    checksum_mismatches: u64,
 }
 
 impl StreamState {
@@ -465,14 +554,15 @@ impl StreamState {
             kind: h.kind,
         };
         match (h.kind, &rec.body) {
-            (KIND_SNAPSHOT, Body::Book { bids, asks }) => {
+            (KIND_SNAPSHOT, Body::Book { bids, asks, crc }) => {
                 if let Step::Resync { .. } = self.seq.observe(h)? {
                     self.resyncs += 1;
                 }
-                self.books.entry(h.sid).or_default().replace(bids, asks);
-                Ok(())
+                let book = self.books.entry(h.sid).or_default();
+                book.replace(bids, asks);
+                self.verify(h, *crc)
             }
-            (KIND_DELTA, Body::Book { bids, asks }) => {
+            (KIND_DELTA, Body::Book { bids, asks, crc }) => {
                 if let Err(e) = self.seq.observe(h) {
                     self.books.remove(&h.sid);
                     return Err(e);
@@ -485,7 +575,7 @@ impl StreamState {
                         got: h.seq,
                     })?;
                 book.apply_delta(bids, asks);
-                Ok(())
+                self.verify(h, *crc)
             }
             (KIND_TRADE, Body::Trade { .. }) => {
                 self.seq.observe(h)?;
@@ -499,6 +589,36 @@ impl StreamState {
             (KIND_SNAPSHOT | KIND_DELTA | KIND_TRADE | KIND_STATUS, _) => Err(mismatch()),
             _ => Ok(()),
         }
+    }
+
+    /// Checks a book record's checksum, when it carries one, against the book just applied.
+    /// A mismatch is counted and reported; the book is kept (the stream's seq is intact).
+    fn verify(&mut self, h: &RecordHeader, crc: Option<u32>) -> Result<(), SeqError> {
+        let Some(sent) = crc else {
+            return Ok(());
+        };
+        let held = self.books.get(&h.sid).map_or(0, ClientBook::checksum);
+        self.checksums += 1;
+        if held == sent {
+            return Ok(());
+        }
+        self.checksum_mismatches += 1;
+        Err(SeqError::Checksum {
+            sid: h.sid,
+            seq: h.seq,
+            sent,
+            held,
+        })
+    }
+
+    /// Book records whose checksum was verified (matching or not).
+    pub fn checksums(&self) -> u64 {
+        self.checksums
+    }
+
+    /// Book records whose checksum did not match the book applied.
+    pub fn checksum_mismatches(&self) -> u64 {
+        self.checksum_mismatches
     }
 
     /// Applies records in order, stopping at the first error.
@@ -579,6 +699,7 @@ mod tests {
             Body::Book {
                 bids: bids.to_vec(),
                 asks: asks.to_vec(),
+                crc: None,
             },
         )
     }
@@ -591,6 +712,7 @@ mod tests {
             Body::Book {
                 bids: bids.to_vec(),
                 asks: asks.to_vec(),
+                crc: None,
             },
         )
     }
@@ -844,5 +966,60 @@ mod tests {
         }
         // Sids in between stay unseen.
         assert_eq!((t.book_seq(100), t.trade_seq(100)), (None, None));
+    }
+
+    #[test]
+    fn crc32_is_zlibs() {
+        let mut c = Crc32::new();
+        c.update(b"123456789");
+        assert_eq!(c.finish(), 0xCBF4_3926);
+        assert_eq!(Crc32::new().finish(), 0);
+        assert_eq!(ClientBook::new().checksum(), 0);
+    }
+
+    #[test]
+    fn book_checksums_are_verified_and_mismatches_counted() {
+        let mut held = ClientBook::new();
+        held.replace(&[(100, 1), (99, 2)], &[(101, 3)]);
+        let mut bytes = Vec::new();
+        for (px, qty) in [(100i64, 1i64), (99, 2), (101, 3)] {
+            bytes.extend_from_slice(&px.to_le_bytes());
+            bytes.extend_from_slice(&qty.to_le_bytes());
+        }
+        let mut c = Crc32::new();
+        c.update(&bytes);
+        let good = c.finish();
+        assert_eq!(held.checksum(), good);
+        let with_crc = |mut r: Record, crc: u32| {
+            if let Body::Book { crc: c, .. } = &mut r.body {
+                *c = Some(crc);
+            }
+            r
+        };
+        let mut st = StreamState::new();
+        st.apply(&with_crc(
+            snapshot(1, 10, &[(100, 1), (99, 2)], &[(101, 3)]),
+            good,
+        ))
+        .unwrap();
+        let e = st
+            .apply(&with_crc(delta(1, 11, &[(98, 1)], &[]), good))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SeqError::Checksum {
+                    sid: 1,
+                    seq: 11,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!((st.checksums(), st.checksum_mismatches()), (2, 1));
+        // The book is kept, and a record without a checksum is not checked.
+        st.apply(&delta(1, 12, &[(98, 0)], &[])).unwrap();
+        assert_eq!(st.book(1).map(ClientBook::checksum), Some(good));
+        assert_eq!(st.checksums(), 2);
     }
 }

@@ -411,7 +411,7 @@ impl Shared {
                 gaps += 1;
                 first_error.get_or_insert_with(|| e.to_string());
             }
-            Err(SeqError::BodyMismatch { .. }) => {}
+            Err(SeqError::BodyMismatch { .. } | SeqError::Checksum { .. }) => {}
         });
         lat.flush(stats);
         let n = match walked {

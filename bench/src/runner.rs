@@ -378,7 +378,7 @@ impl Reader {
             match tracker.observe(h) {
                 Ok(Step::Resync { .. }) => stats.resyncs += 1,
                 Ok(Step::Status) => {
-                    let code = match wire::decode_body(h.kind, body) {
+                    let code = match wire::decode_body(h.kind, h.flags, body) {
                         Ok(Body::Status { code }) => code,
                         _ => 0,
                     };

@@ -477,7 +477,7 @@ mod tests {
                 assert!(seq.observe(&r.header).is_ok(), "{:?}", r.header);
                 assert_eq!((r.header.exch_ts, r.header.recv_ts), (9, 9));
                 kinds[usize::from(r.header.kind)] += 1;
-                if let Body::Book { bids, asks } = r.body {
+                if let Body::Book { bids, asks, .. } = r.body {
                     assert!((1..=4).contains(&(bids.len() + asks.len())));
                 }
             }

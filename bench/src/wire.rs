@@ -34,6 +34,9 @@ pub const KIND_STATUS: u8 = 4;
 
 /// Record flag bit 0: set on a snapshot, which replaces the client's book.
 pub const FLAG_SNAPSHOT: u8 = 1;
+/// Record flag bit 1 (protocol 1.1 §3.2): a book record's body holds the checksum of the
+/// client's book after the record, in the `u32` at body offset 4.
+pub const FLAG_CHECKSUM: u8 = 2;
 
 /// Status code: the feed is stale.
 pub const STATUS_FEED_STALE: u16 = 1;
@@ -97,6 +100,9 @@ pub enum Body {
         bids: Vec<(i64, i64)>,
         /// Ask levels, best (lowest) first.
         asks: Vec<(i64, i64)>,
+        /// The book checksum the record carries (protocol 1.1 §3.2), if any: binary flag bit 1
+        /// and the body's `u32` at offset 4, or the JSON field `crc`.
+        crc: Option<u32>,
     },
     /// A trade.
     Trade {
@@ -414,11 +420,12 @@ pub fn for_each_record<'a>(
 
 /// Decodes one record body of the given kind (`body` as handed out by
 /// [`for_each_record`]). Unknown kinds give [`Body::Unknown`].
-pub fn decode_body(kind: u8, body: &[u8]) -> Result<Body, WireError> {
-    decode_body_at(0, kind, body)
+/// A book body's checksum is read only when `flags` (the header's) has [`FLAG_CHECKSUM`].
+pub fn decode_body(kind: u8, flags: u8, body: &[u8]) -> Result<Body, WireError> {
+    decode_body_at(0, kind, flags, body)
 }
 
-fn decode_body_at(index: usize, kind: u8, body: &[u8]) -> Result<Body, WireError> {
+fn decode_body_at(index: usize, kind: u8, flags: u8, body: &[u8]) -> Result<Body, WireError> {
     let bad_len = |expected: usize| WireError::BodyLength {
         index,
         kind,
@@ -446,7 +453,12 @@ fn decode_body_at(index: usize, kind: u8, body: &[u8]) -> Result<Body, WireError
                     asks.push((px, qty));
                 }
             }
-            Ok(Body::Book { bids, asks })
+            let crc = if flags & FLAG_CHECKSUM != 0 {
+                Some(u32_at(body, 4).ok_or(bad_len(BOOK_FIXED_LEN))?)
+            } else {
+                None
+            };
+            Ok(Body::Book { bids, asks, crc })
         }
         KIND_TRADE => {
             let missing = || bad_len(TRADE_BODY_LEN);
@@ -483,7 +495,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Record>, WireError> {
     walk(buf, |index, header, body| {
         out.push(Record {
             header: *header,
-            body: decode_body_at(index, header.kind, body)?,
+            body: decode_body_at(index, header.kind, header.flags, body)?,
         });
         Ok(())
     })?;
@@ -605,13 +617,15 @@ mod tests {
                     body: Body::Book {
                         bids: vec![(6_500_010, 1_500_000), (6_500_000, 2)],
                         asks: vec![(6_500_020, 250_000)],
+                        crc: None,
                     },
                 },
                 Record {
                     header: hdr(KIND_DELTA, 0, 7, 101),
                     body: Body::Book {
                         bids: vec![(6_500_010, 0)],
-                        asks: vec![]
+                        asks: vec![],
+                        crc: None,
                     },
                 },
                 Record {
@@ -651,7 +665,8 @@ mod tests {
             recs[0].body,
             Body::Book {
                 bids: vec![],
-                asks: vec![(-5, 3)]
+                asks: vec![(-5, 3)],
+                crc: None,
             }
         );
     }
@@ -832,7 +847,9 @@ mod tests {
             trade(4, 9, 1, 2, 3, SIDE_BUY),
         ]);
         let mut bodies = Vec::new();
-        let n = for_each_record(&buf, |h, body| bodies.push(decode_body(h.kind, body)));
+        let n = for_each_record(&buf, |h, body| {
+            bodies.push(decode_body(h.kind, h.flags, body))
+        });
         assert_eq!(n, Ok(2));
         assert_eq!(
             bodies,
@@ -848,7 +865,7 @@ mod tests {
                 }),
             ]
         );
-        assert!(decode_body(KIND_TRADE, &[0; 8]).is_err());
-        assert_eq!(decode_body(200, &[1, 2, 3]), Ok(Body::Unknown));
+        assert!(decode_body(KIND_TRADE, 0, &[0; 8]).is_err());
+        assert_eq!(decode_body(200, 0, &[1, 2, 3]), Ok(Body::Unknown));
     }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use feed_sim::Exchange;
 use tickcast::book::DEPTHS;
+use tickcast::clock::Stamp;
 use tickcast::config::FeedUrl;
 use tickcast::fanout::interest::Interest;
 use tickcast::fanout::{Format, Topic};
@@ -124,7 +125,7 @@ fn rig(feed: &Feed, streams: &[(usize, Format)]) -> Rig {
     };
     let mut replay = Replay::new(ctx).expect("replay");
     for i in 0..feed.setup.ranges.len() {
-        replay.message(feed.setup.get(i));
+        replay.message(feed.setup.get(i), Stamp::now());
     }
     for sid in 0..SYMBOLS as u32 {
         for &(d, format) in streams {
@@ -147,7 +148,7 @@ fn run(rig: &mut Rig, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
         if *next == STEPS {
             // Snapshots of the same books restart the flow (its seqs follow them again).
             for i in 1..feed.setup.ranges.len() {
-                rig.replay.message(feed.setup.get(i));
+                rig.replay.message(feed.setup.get(i), Stamp::now());
             }
             *next = 0;
         }
@@ -155,7 +156,9 @@ fn run(rig: &mut Rig, feed: &Feed, next: &mut usize, iters: u64) -> Duration {
         let (from, to) = (feed.steps[*next], feed.steps[*next + n]);
         let started = Instant::now();
         for m in from..to {
-            rig.replay.message(black_box(feed.live.get(m)));
+            // The ingester reads the clocks once per message read, as here.
+            rig.replay
+                .message(black_box(feed.live.get(m)), Stamp::now());
         }
         total += started.elapsed();
         *next += n;

@@ -27,3 +27,35 @@ pub fn realtime_ns() -> u64 {
 pub fn monotonic() -> Instant {
     Instant::now()
 }
+
+/// Both clocks, read together once by an IO edge (per loop turn or per socket read) and handed
+/// down to the logic, which never reads a clock itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Monotonic time: reorder windows, stall checks, timeouts.
+    pub mono: Instant,
+    /// Wall-clock nanoseconds since the Unix epoch: the records' `recv_ts`.
+    pub realtime_ns: u64,
+}
+
+impl Stamp {
+    /// Reads both clocks now.
+    #[inline]
+    pub fn now() -> Self {
+        Self {
+            mono: monotonic(),
+            realtime_ns: realtime_ns(),
+        }
+    }
+
+    /// The same stamp moved `by` later on both clocks (for tests and replays in virtual time).
+    #[must_use]
+    pub fn later(self, by: std::time::Duration) -> Self {
+        Self {
+            mono: self.mono + by,
+            realtime_ns: self
+                .realtime_ns
+                .saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+}

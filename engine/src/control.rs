@@ -85,6 +85,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The feed has not announced its symbols yet.
     NotReady,
+    /// A subscribe's `resume` is malformed (protocol 1.1 §3.1).
+    BadResume,
 }
 
 impl ErrorCode {
@@ -100,6 +102,7 @@ impl ErrorCode {
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::RateLimited => "rate_limited",
             Self::NotReady => "not_ready",
+            Self::BadResume => "bad_resume",
         }
     }
 }
@@ -140,6 +143,7 @@ struct Raw {
     symbols: Option<Value>,
     channels: Option<Value>,
     depth: Option<Value>,
+    resume: Option<Value>,
 }
 
 /// Most symbols one request may name (a longer list is refused as a bad request).
@@ -150,8 +154,144 @@ pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
 /// # Errors
 /// A [`RequestError`] carrying the id (when readable) and the code to answer with.
 pub fn parse_request(text: &[u8]) -> Result<Request, RequestError> {
-    let raw: Raw = serde_json::from_slice(text)
-        .map_err(|e| RequestError::new(Value::Null, ErrorCode::BadJson, e.to_string()))?;
+    parse_raw(raw(text)?)
+}
+
+/// The positions a client already holds, from a subscribe's `resume` (protocol 1.1 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The epoch the positions belong to, as the client sent it (compare it with the server's
+    /// epoch as a string: any other value just does not match).
+    pub epoch: String,
+    /// Per symbol, in request order, each symbol once.
+    pub streams: Vec<ResumeStream>,
+}
+
+/// One symbol's positions in a [`Resume`]: the `seq` of the last record the client applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeStream {
+    /// Symbol name (named by the subscribe, or any when it subscribes `*`).
+    pub symbol: String,
+    /// Position in the book stream at the subscribe's depth.
+    pub book: Option<u64>,
+    /// Position in the trades stream.
+    pub trades: Option<u64>,
+}
+
+/// Longest `resume.epoch` accepted.
+pub const MAX_EPOCH_LEN: usize = 64;
+
+/// [`parse_request`] for protocol 1.1: also reads and checks a subscribe's `resume` (`None` when
+/// absent or `null`; other requests never carry one).
+///
+/// # Errors
+/// As [`parse_request`], and [`ErrorCode::BadResume`] for a malformed `resume`: not an object,
+/// `epoch` not a string (of at most [`MAX_EPOCH_LEN`] bytes), `streams` not an object, a
+/// position that is not an object of `book` and/or `trades` non-negative integers, a symbol the
+/// subscribe does not name, or a channel it does not subscribe.
+pub fn parse_request_v11(text: &[u8]) -> Result<(Request, Option<Resume>), RequestError> {
+    let mut raw = raw(text)?;
+    let resume = raw.resume.take();
+    let request = parse_raw(raw)?;
+    let resume = match (&request, resume) {
+        (_, None | Some(Value::Null)) => None,
+        (
+            Request::Subscribe {
+                id,
+                symbols,
+                channels,
+                ..
+            },
+            Some(v),
+        ) => Some(parse_resume(id, symbols, *channels, v)?),
+        // Only a subscribe resumes; the field is ignored elsewhere, as any unknown field.
+        (_, Some(_)) => None,
+    };
+    Ok((request, resume))
+}
+
+fn parse_resume(
+    id: &Value,
+    symbols: &SymbolSel,
+    channels: Channels,
+    v: Value,
+) -> Result<Resume, RequestError> {
+    let bad = |m: String| RequestError::new(id.clone(), ErrorCode::BadResume, m);
+    let Value::Object(mut obj) = v else {
+        return Err(bad("resume must be an object".into()));
+    };
+    let epoch = match obj.remove("epoch") {
+        Some(Value::String(e)) if e.len() <= MAX_EPOCH_LEN => e,
+        Some(Value::String(_)) => return Err(bad("resume.epoch is too long".into())),
+        _ => return Err(bad("resume.epoch must be a string".into())),
+    };
+    let Some(Value::Object(streams)) = obj.remove("streams") else {
+        return Err(bad("resume.streams must be an object".into()));
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(bad(format!("unknown field resume.{}", truncate(k, 64))));
+    }
+    if streams.len() > MAX_SYMBOLS_PER_REQUEST {
+        return Err(bad("too many symbols in resume.streams".into()));
+    }
+    let mut out = Vec::with_capacity(streams.len());
+    for (symbol, pos) in streams {
+        let name = truncate(&symbol, 64).to_owned();
+        if let SymbolSel::List(list) = symbols {
+            if !list.contains(&symbol) {
+                return Err(bad(format!(
+                    "resume names {name:?}, which the subscribe does not"
+                )));
+            }
+        }
+        let Value::Object(pos) = pos else {
+            return Err(bad(format!("resume.streams.{name} must be an object")));
+        };
+        let mut s = ResumeStream {
+            symbol,
+            book: None,
+            trades: None,
+        };
+        for (k, v) in pos {
+            let seq = v.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "resume.streams.{name}.{} must be a non-negative integer",
+                    truncate(&k, 16)
+                ))
+            })?;
+            match k.as_str() {
+                "book" if channels.book => s.book = Some(seq),
+                "trades" if channels.trades => s.trades = Some(seq),
+                "book" | "trades" => {
+                    return Err(bad(format!(
+                        "resume.streams.{name}.{k}: the subscribe does not ask for {k}"
+                    )));
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "resume.streams.{name}: unknown stream {:?} (book, trades)",
+                        truncate(&k, 16)
+                    )));
+                }
+            }
+        }
+        if s.book.is_none() && s.trades.is_none() {
+            return Err(bad(format!("resume.streams.{name} names no stream")));
+        }
+        out.push(s);
+    }
+    Ok(Resume {
+        epoch,
+        streams: out,
+    })
+}
+
+fn raw(text: &[u8]) -> Result<Raw, RequestError> {
+    serde_json::from_slice(text)
+        .map_err(|e| RequestError::new(Value::Null, ErrorCode::BadJson, e.to_string()))
+}
+
+fn parse_raw(raw: Raw) -> Result<Request, RequestError> {
     let id = raw.id;
     if !(id.is_null() || id.is_number() || id.is_string()) {
         return Err(RequestError::new(
@@ -306,6 +446,27 @@ pub fn subscribed_reply(id: &Value, symbols: &[&SymbolMeta]) -> Vec<u8> {
     to_vec(&json!({"op": "subscribed", "id": id, "symbols": list}))
 }
 
+/// Protocol 1.1 `subscribed` reply:
+/// `{"op":"subscribed","id":..,"epoch":"3f9c0a17","symbols":[{..,"recovered":true},..]}`.
+/// `recovered` is given (`Some`) only for the symbols the subscribe's `resume` named.
+pub fn subscribed_reply_v11(
+    id: &Value,
+    epoch: &str,
+    symbols: &[(&SymbolMeta, Option<bool>)],
+) -> Vec<u8> {
+    let list: Vec<Value> = symbols
+        .iter()
+        .map(|(m, recovered)| {
+            let mut v = symbol_json(m);
+            if let (Some(r), Value::Object(o)) = (recovered, &mut v) {
+                o.insert("recovered".into(), Value::Bool(*r));
+            }
+            v
+        })
+        .collect();
+    to_vec(&json!({"op": "subscribed", "id": id, "epoch": epoch, "symbols": list}))
+}
+
 /// `{"op":"unsubscribed","id":..,"symbols":["BTC-USD",..]}`.
 pub fn unsubscribed_reply(id: &Value, symbols: &[&str]) -> Vec<u8> {
     to_vec(&json!({"op": "unsubscribed", "id": id, "symbols": symbols}))
@@ -421,6 +582,122 @@ mod tests {
         assert_eq!(
             err(r#"{"op":"ping","id":{"a":1}}"#).code,
             ErrorCode::BadRequest
+        );
+    }
+
+    fn resume_err(text: &str) -> RequestError {
+        parse_request_v11(text.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn parses_resume() {
+        let (r, resume) = parse_request_v11(
+            br#"{"op":"subscribe","id":7,"symbols":["BTC-USD","ETH-USD"],"depth":10,
+                "resume":{"epoch":"3f9c0a17","streams":{"BTC-USD":{"book":1234,"trades":567},"ETH-USD":{"book":99}}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::Subscribe { .. }));
+        assert_eq!(
+            resume,
+            Some(Resume {
+                epoch: "3f9c0a17".into(),
+                streams: vec![
+                    ResumeStream {
+                        symbol: "BTC-USD".into(),
+                        book: Some(1234),
+                        trades: Some(567)
+                    },
+                    ResumeStream {
+                        symbol: "ETH-USD".into(),
+                        book: Some(99),
+                        trades: None
+                    },
+                ],
+            })
+        );
+        // Absent or null: no resume; "*" lets resume name any symbol; other ops ignore it.
+        let (_, none) = parse_request_v11(br#"{"op":"subscribe","symbols":["A"]}"#).unwrap();
+        assert_eq!(none, None);
+        let (_, none) =
+            parse_request_v11(br#"{"op":"subscribe","symbols":["A"],"resume":null}"#).unwrap();
+        assert_eq!(none, None);
+        let (_, some) = parse_request_v11(
+            br#"{"op":"subscribe","symbols":["*"],"resume":{"epoch":"x","streams":{"Z":{"trades":0}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(some.unwrap().streams[0].trades, Some(0));
+        let (r, none) = parse_request_v11(br#"{"op":"ping","id":1,"resume":5}"#).unwrap();
+        assert_eq!((r, none), (Request::Ping { id: json!(1) }, None));
+        // The version-1 parser ignores the field, as before.
+        assert!(parse_request(br#"{"op":"subscribe","symbols":["A"],"resume":5}"#).is_ok());
+    }
+
+    #[test]
+    fn malformed_resume_is_answered_with_bad_resume_and_the_id() {
+        let base = |resume: &str| {
+            format!(
+                r#"{{"op":"subscribe","id":9,"symbols":["A","B"],"channels":["book"],"resume":{resume}}}"#
+            )
+        };
+        for resume in [
+            r#"5"#,
+            r#"[]"#,
+            r#"{"streams":{}}"#,
+            r#"{"epoch":7,"streams":{}}"#,
+            r#"{"epoch":"e"}"#,
+            r#"{"epoch":"e","streams":[]}"#,
+            r#"{"epoch":"e","streams":{},"extra":1}"#,
+            r#"{"epoch":"e","streams":{"C":{"book":1}}}"#,
+            r#"{"epoch":"e","streams":{"A":5}}"#,
+            r#"{"epoch":"e","streams":{"A":{}}}"#,
+            r#"{"epoch":"e","streams":{"A":{"book":-1}}}"#,
+            r#"{"epoch":"e","streams":{"A":{"book":1.5}}}"#,
+            r#"{"epoch":"e","streams":{"A":{"book":"1"}}}"#,
+            r#"{"epoch":"e","streams":{"A":{"depth":1}}}"#,
+            r#"{"epoch":"e","streams":{"A":{"trades":1}}}"#,
+        ] {
+            let e = resume_err(&base(resume));
+            assert_eq!(
+                (e.code, e.id.clone()),
+                (ErrorCode::BadResume, json!(9)),
+                "{resume}"
+            );
+            assert_eq!(e.code.as_str(), "bad_resume");
+        }
+        let long = format!(r#"{{"epoch":"{}","streams":{{}}}}"#, "e".repeat(65));
+        assert_eq!(resume_err(&base(&long)).code, ErrorCode::BadResume);
+        // The request's own errors come first.
+        assert_eq!(
+            resume_err(r#"{"op":"subscribe","id":1,"symbols":["A"],"depth":7,"resume":5}"#).code,
+            ErrorCode::InvalidDepth
+        );
+    }
+
+    #[test]
+    fn the_v11_reply_has_epoch_and_recovered_for_resumed_symbols_only() {
+        let a = SymbolMeta {
+            symbol: "BTC-USD".into(),
+            sid: 7,
+            px_decimals: 2,
+            qty_decimals: 6,
+        };
+        let b = SymbolMeta {
+            symbol: "ETH-USD".into(),
+            sid: 8,
+            px_decimals: 2,
+            qty_decimals: 6,
+        };
+        let v: Value = serde_json::from_slice(&subscribed_reply_v11(
+            &json!(7),
+            "3f9c0a17",
+            &[(&a, Some(true)), (&b, None)],
+        ))
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"op":"subscribed","id":7,"epoch":"3f9c0a17","symbols":[
+                {"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6,"recovered":true},
+                {"symbol":"ETH-USD","sid":8,"px_decimals":2,"qty_decimals":6}]})
         );
     }
 

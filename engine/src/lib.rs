@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod feed;
 pub mod metrics;
 pub mod proto;
+pub mod replay;
 pub mod ring;
 pub mod server;
 pub mod shard;

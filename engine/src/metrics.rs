@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::feed::error::FeedMisbehaved;
+
 /// Counters of one shard.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -154,6 +156,8 @@ pub struct IngestMetrics {
     pub trades: AtomicU64,
     /// Feed messages that failed to decode or apply.
     pub bad_messages: AtomicU64,
+    /// The same, by kind: indexed by [`FeedMisbehaved::index`].
+    pub faults: [AtomicU64; FeedMisbehaved::LABELS.len()],
     /// Sequence gaps seen on the feed.
     pub gaps: AtomicU64,
     /// Duplicate or stale updates dropped.
@@ -168,6 +172,46 @@ pub struct IngestMetrics {
     pub ring_drops: AtomicU64,
     /// Snapshot requests answered.
     pub snapshots_served: AtomicU64,
+}
+
+/// The replay windows' counters and gauges (protocol 1.1 resume), published by their owner
+/// (the ingester) from [`crate::replay::ReplayStats`].
+#[derive(Debug, Default)]
+pub struct ReplayMetrics {
+    /// Stream resumes answered from a window.
+    pub hits: AtomicU64,
+    /// Stream resumes that could not be.
+    pub misses: AtomicU64,
+    /// Records replayed.
+    pub replayed: AtomicU64,
+    /// Records dropped by a bound.
+    pub evicted: AtomicU64,
+    /// Records dropped by the total-bytes bound.
+    pub evicted_total: AtomicU64,
+    /// Records held (gauge).
+    pub records: AtomicU64,
+    /// Bytes held (gauge).
+    pub bytes: AtomicU64,
+    /// Windows (gauge).
+    pub windows: AtomicU64,
+}
+
+impl ReplayMetrics {
+    /// Stores `s` (the owner calls this now and then, e.g. once per read batch).
+    pub fn publish(&self, s: &crate::replay::ReplayStats) {
+        for (slot, v) in [
+            (&self.hits, s.hits),
+            (&self.misses, s.misses),
+            (&self.replayed, s.replayed),
+            (&self.evicted, s.evicted),
+            (&self.evicted_total, s.evicted_total),
+            (&self.records, s.records),
+            (&self.bytes, s.bytes),
+            (&self.windows, s.windows),
+        ] {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Whether the engine can serve: the feed is connected and every book is in sync.
@@ -195,6 +239,8 @@ pub struct Metrics {
     pub shards: Vec<CachePadded<ShardMetrics>>,
     /// The ingester's block.
     pub ingest: CachePadded<IngestMetrics>,
+    /// The replay windows.
+    pub replay: CachePadded<ReplayMetrics>,
     /// Feed health.
     pub health: Health,
 }
@@ -207,6 +253,7 @@ impl Metrics {
                 .map(|_| CachePadded::new(ShardMetrics::default()))
                 .collect(),
             ingest: CachePadded::new(IngestMetrics::default()),
+            replay: CachePadded::new(ReplayMetrics::default()),
             health: Health::default(),
         }
     }
@@ -404,6 +451,76 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let r = &self.replay;
+        let replay: [(&str, &str, &str, &AtomicU64); 8] = [
+            (
+                "tickcast_replay_hits_total",
+                "counter",
+                "Stream resumes answered from a replay window.",
+                &r.hits,
+            ),
+            (
+                "tickcast_replay_misses_total",
+                "counter",
+                "Stream resumes that could not be replayed (fresh start).",
+                &r.misses,
+            ),
+            (
+                "tickcast_replay_records_replayed_total",
+                "counter",
+                "Records sent from replay windows.",
+                &r.replayed,
+            ),
+            (
+                "tickcast_replay_evicted_total",
+                "counter",
+                "Records dropped from replay windows by a bound.",
+                &r.evicted,
+            ),
+            (
+                "tickcast_replay_evicted_memory_total",
+                "counter",
+                "Records dropped from replay windows by the total-bytes bound.",
+                &r.evicted_total,
+            ),
+            (
+                "tickcast_replay_records",
+                "gauge",
+                "Records held in replay windows.",
+                &r.records,
+            ),
+            (
+                "tickcast_replay_bytes",
+                "gauge",
+                "Bytes held in replay windows (records plus bookkeeping).",
+                &r.bytes,
+            ),
+            (
+                "tickcast_replay_windows",
+                "gauge",
+                "Streams with a replay window.",
+                &r.windows,
+            ),
+        ];
+        for (name, kind, help, v) in replay {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let name = "tickcast_feed_faults_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Feed messages that failed to decode or apply, by kind.\n# TYPE {name} counter"
+        );
+        for (label, v) in FeedMisbehaved::LABELS.iter().zip(&self.ingest.faults) {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{label}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP tickcast_feed_live 1 when the feed is connected and every book is in sync.\n# TYPE tickcast_feed_live gauge\ntickcast_feed_live {}",
@@ -436,6 +553,14 @@ mod tests {
         assert!(text.contains("tickcast_records_out_total{shard=\"0\"} 0"));
         assert!(text.contains("tickcast_feed_updates_total 3"));
         assert!(text.contains("tickcast_feed_live 1"));
+        m.replay.publish(&crate::replay::ReplayStats {
+            hits: 4,
+            bytes: 1000,
+            ..Default::default()
+        });
+        let text = m.render();
+        assert!(text.contains("tickcast_replay_hits_total 4"));
+        assert!(text.contains("# TYPE tickcast_replay_bytes gauge\ntickcast_replay_bytes 1000"));
         m.shards[0].latency.record(30_000, 2);
         m.shards[0].latency.record(2_000_000_000, 1);
         let text = m.render();

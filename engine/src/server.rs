@@ -30,7 +30,7 @@ pub enum StartError {
     },
     /// The embedded simulated exchange could not start.
     #[error("cannot start the embedded feed simulator: {0}")]
-    Simulator(String),
+    Simulator(#[source] feed_sim::SimError),
     /// Creating an epoll instance, a waker or a thread failed.
     #[error("cannot start engine threads: {0}")]
     Threads(#[from] io::Error),
@@ -72,8 +72,7 @@ impl Engine {
                     rate: *rate,
                     ..feed_sim::SimConfig::default()
                 };
-                let sim = feed_sim::Simulator::start(sim_cfg)
-                    .map_err(|e| StartError::Simulator(e.to_string()))?;
+                let sim = feed_sim::Simulator::start(sim_cfg).map_err(StartError::Simulator)?;
                 let url = FeedUrl::parse(&sim.feed_url())?;
                 tracing::info!(feed = %url.url, symbols, rate, "embedded simulated exchange started");
                 (url, Some(sim))

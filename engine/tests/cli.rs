@@ -284,3 +284,102 @@ fn a_good_config_file_starts_serving() {
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// Starts the daemon (no feed to reach, so it logs its retries), collects `lines` lines of its
+/// stderr (a pipe, not a terminal), and kills it.
+fn log_lines(extra: &[&str], lines: usize) -> Vec<String> {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--feed",
+        NO_FEED,
+        "--shards",
+        "1",
+        "--reconnect-min",
+        "0.02",
+        "--reconnect-max",
+        "0.05",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = tickcast(&args);
+    cmd.env("RUST_LOG", "info");
+    let mut child = Running(cmd.spawn().expect("spawn tickcast"));
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (0..lines)
+        .map(|_| {
+            rx.recv_timeout(PATIENCE)
+                .expect("tickcast logged too little")
+        })
+        .collect()
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let lines = log_lines(&[], 3);
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("feed")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let lines = log_lines(&["--log-format", "json"], 3);
+    for line in &lines {
+        assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+        assert!(v["fields"].is_object(), "{v}");
+    }
+}
+
+#[test]
+fn log_format_comes_from_the_file_too_and_is_checked() {
+    let file = temp_file("json-logs.toml", "log-format = \"json\"\n");
+    let lines = log_lines(&["--config", path_str(&file)], 2);
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{line:?}"
+        );
+    }
+    assert_refused(&["--log-format", "xml"], "--log-format");
+    let bad = temp_file("xml-logs.toml", "log-format = \"xml\"\n");
+    assert_refused(&["--config", path_str(&bad)], "log-format");
+}
+
+#[test]
+fn every_setting_of_the_table_is_a_flag_with_its_default_in_help() {
+    let exit = run(&["--help"]);
+    assert_eq!(exit.code, Some(0));
+    for s in tickcast::config::SETTINGS {
+        let flag = format!("--{} ", s.key);
+        let flag_eq = format!("--{}[=<", s.key);
+        assert!(
+            exit.stdout.contains(&flag) || exit.stdout.contains(&flag_eq),
+            "--help lacks --{}",
+            s.key
+        );
+        assert!(
+            exit.stdout.contains(&format!("[default: {}]", s.default)),
+            "--help lacks the default of {}",
+            s.key
+        );
+    }
+    assert!(exit.stdout.contains("--no-deflate"));
+    // Each flag overrides its key: the two spellings of deflate are refused together.
+    assert_refused(&["--deflate=true", "--no-deflate"], "--no-deflate");
+}

@@ -151,6 +151,7 @@ impl SimConfig {
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SimError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]

@@ -24,6 +24,7 @@ struct JsonRecord {
     trade_id: Option<u64>,
     side: Option<String>,
     code: Option<u16>,
+    crc: Option<u32>,
 }
 
 /// Parses a decimal string (`"65000.10"`, `"-1.5"`, `"42"`) into an integer scaled
@@ -142,6 +143,7 @@ fn convert(
             Body::Book {
                 bids: side(&rec.bids)?,
                 asks: side(&rec.asks)?,
+                crc: rec.crc,
             }
         }
         KIND_TRADE => {
@@ -231,20 +233,23 @@ mod tests {
                     body: Body::Book {
                         bids: vec![(6_500_010, 1_500_000), (6_500_000, 2_000_000)],
                         asks: vec![(6_500_020, 250_000)],
+                        crc: None,
                     },
                 },
                 Record {
                     header: h(KIND_DELTA, 0, 7, 101, 3, 4),
                     body: Body::Book {
                         bids: vec![(6_500_010, 0)],
-                        asks: vec![]
+                        asks: vec![],
+                        crc: None,
                     },
                 },
                 Record {
                     header: h(KIND_DELTA, 0, 8, 5, 3, 4),
                     body: Body::Book {
                         bids: vec![],
-                        asks: vec![(300_050, 12_500)]
+                        asks: vec![(300_050, 12_500)],
+                        crc: None,
                     },
                 },
                 Record {

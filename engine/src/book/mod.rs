@@ -487,6 +487,8 @@ pub struct WindowDeltas {
     windows: [[SideDeltas; 2]; DEPTH_COUNT],
     next_ord: u32,
     watched: DepthMask,
+    /// Unwatched depths a change landed inside of since [`clear`](Self::clear).
+    touched: DepthMask,
 }
 
 impl Default for WindowDeltas {
@@ -495,6 +497,7 @@ impl Default for WindowDeltas {
             windows: Default::default(),
             next_ord: 0,
             watched: ALL_DEPTHS,
+            touched: 0,
         }
     }
 }
@@ -519,13 +522,20 @@ impl WindowDeltas {
         self.watched
     }
 
-    /// (depth index, window size) of every watched depth.
+    /// (depth index, window size) of every depth: watched ones record their changes, the
+    /// others only that they were touched (see [`changed`](Self::changed)).
     fn sizes(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let watched = self.watched;
-        WINDOW_SIZES
-            .into_iter()
-            .enumerate()
-            .filter(move |(d, _)| watched & (1 << d) != 0)
+        WINDOW_SIZES.into_iter().enumerate()
+    }
+
+    /// True when the window of depth index `depth_idx` changed in this update: a watched depth
+    /// has a coalesced change ([`is_empty`](Self::is_empty) is false); an unwatched one had a
+    /// change land inside its window (which may have cancelled out: only its numbering sees
+    /// that, and nobody watches it). Its stream's seq must advance when this is true, so that
+    /// a seq names one book state whether or not the stream is watched.
+    #[must_use]
+    pub fn changed(&self, depth_idx: usize) -> bool {
+        !self.is_empty(depth_idx) || self.touched & (1 << depth_idx) != 0
     }
 
     /// Forgets all recorded changes, keeping capacity. Call before each feed update.
@@ -536,6 +546,7 @@ impl WindowDeltas {
             }
         }
         self.next_ord = 0;
+        self.touched = 0;
     }
 
     /// Coalesces the changes recorded since [`clear`](Self::clear): one entry per price, the
@@ -576,6 +587,10 @@ impl WindowDeltas {
     }
 
     fn record(&mut self, depth_idx: usize, side: Side, level: Level, was_in_window: bool) {
+        if self.watched & (1 << depth_idx) == 0 {
+            self.touched |= 1 << depth_idx;
+            return;
+        }
         let ord = self.next_ord;
         self.next_ord = self.next_ord.wrapping_add(1);
         if let Some(w) = self.windows.get_mut(depth_idx) {

@@ -479,3 +479,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unwatched_depths_are_told_they_changed_without_deltas() {
+    let mut book = Book::new();
+    let lv = |px, qty| Level { px, qty };
+    book.load_snapshot(&[lv(100, 1), lv(99, 1)], &[lv(101, 1)])
+        .unwrap();
+    let mut w = WindowDeltas::new();
+    w.clear();
+    w.set_watched(1 << 1); // depth 10 only
+    book.apply(Side::Bid, 98, 5, &mut w).unwrap(); // 3rd bid: inside 10, 25, 100, 0; not 1
+    w.finish();
+    assert!(!w.is_empty(1) && w.changed(1));
+    assert!(!w.changed(0), "depth 1 untouched");
+    for d in 2..DEPTH_COUNT {
+        assert!(w.is_empty(d) && w.changed(d), "depth index {d}");
+    }
+    w.clear();
+    for d in 0..DEPTH_COUNT {
+        assert!(!w.changed(d));
+    }
+}

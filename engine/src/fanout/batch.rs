@@ -15,26 +15,9 @@ use bytes::Bytes;
 use super::Format;
 use super::arena::{DrainArena, Owed, Piece};
 use super::outbuf::{OutBuf, Overflow};
+pub use crate::config::BatchLimits;
 use crate::proto::frame::{MAX_HEADER_LEN, OpCode, encode_header};
 use crate::wire::{BATCH_HEADER_LEN, batch_header};
-
-/// Limits on one data message.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
-    /// Records per message (at most `u16::MAX`, the batch header's count field).
-    pub max_records: usize,
-    /// Payload bytes per message; a single larger record still goes alone.
-    pub max_payload: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            max_records: usize::from(u16::MAX),
-            max_payload: 256 * 1024,
-        }
-    }
-}
 
 /// Splits `records` into message groups: yields `(start, end, payload_len)`.
 fn groups(

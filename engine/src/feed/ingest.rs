@@ -43,11 +43,12 @@ use mio::{Events, Interest as Io, Poll, Token};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::book::{Book, DEPTHS, DepthMask, Side, WindowDeltas};
-use crate::clock;
+use crate::clock::{self, Stamp};
 use crate::config::FeedUrl;
 use crate::fanout::interest::Interest;
 use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
 use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
+pub use crate::feed::error::{FeedError, FeedMisbehaved};
 use crate::metrics::{IngestMetrics, Metrics, add};
 use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
 use crate::wire::{self, FLAG_SNAPSHOT, RecordHeader, RecordKind, StatusCode, SymbolMeta, Trade};
@@ -60,8 +61,8 @@ pub const REQUESTS: Token = Token(1);
 const READ_BATCH: usize = 4096;
 /// Bytes reserved at a time for encoded records; records are split off and shared.
 const ARENA_CHUNK: usize = 256 * 1024;
-/// Default of [`IngestContext::stall_timeout`].
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of [`IngestContext::stall_timeout`] (the `feed-stall-timeout` setting).
+pub const DEFAULT_STALL_TIMEOUT: Duration = crate::config::DEFAULT_FEED_STALL_TIMEOUT;
 /// How long an update that arrived one ahead of its predecessor waits for it.
 pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
 /// Longest the poll loop sleeps while the feed is quiet.
@@ -93,26 +94,6 @@ pub struct IngestContext {
     /// A feed that sends nothing (not even a pong to our ping) for this long is stalled: every
     /// symbol goes stale and the ingester reconnects. Zero disables the check.
     pub stall_timeout: Duration,
-}
-
-/// Why a feed session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    /// Connecting or the WebSocket handshake failed.
-    #[error("cannot connect to the feed: {0}")]
-    Connect(String),
-    /// The socket failed.
-    #[error("feed socket error: {0}")]
-    Io(#[from] io::Error),
-    /// The WebSocket layer failed or the feed closed.
-    #[error("feed connection lost: {0}")]
-    Closed(String),
-    /// The feed sent nothing for longer than the stall timeout.
-    #[error("feed stalled: nothing received for {0:?}")]
-    Stalled(Duration),
-    /// Shutdown was requested.
-    #[error("shutting down")]
-    Shutdown,
 }
 
 /// An update that arrived one ahead of its predecessor.
@@ -225,8 +206,10 @@ pub fn run(ctx: IngestContext, poll: Poll) -> io::Result<()> {
         match ing.session(&mut decoder) {
             Err(FeedError::Shutdown) => return Ok(()),
             Err(e) => {
-                ing.feed_lost();
-                if ing.synced_this_session || started.elapsed() > STABLE_SESSION {
+                let ended = Stamp::now();
+                ing.feed_lost(ended);
+                let lasted = ended.mono.saturating_duration_since(started);
+                if ing.synced_this_session || lasted > STABLE_SESSION {
                     backoff = ing.ctx.reconnect_min;
                 }
                 // Jitter in [backoff/2, backoff), derived from the attempt count (no RNG needed).
@@ -294,7 +277,10 @@ impl Ingester {
             .feed
             .authority
             .to_socket_addrs()
-            .map_err(|e| FeedError::Connect(format!("{}: {e}", self.ctx.feed.authority)))?;
+            .map_err(|source| FeedError::Resolve {
+                authority: self.ctx.feed.authority.clone(),
+                source,
+            })?;
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
@@ -302,18 +288,29 @@ impl Ingester {
                     let _ = s.set_nodelay(true);
                     s.set_read_timeout(Some(Duration::from_secs(10)))?;
                     s.set_write_timeout(Some(Duration::from_secs(10)))?;
-                    let (ws, _) = tungstenite::client(self.ctx.feed.url.as_str(), s)
-                        .map_err(|e| FeedError::Connect(e.to_string()))?;
+                    let (ws, _) = tungstenite::client(self.ctx.feed.url.as_str(), s).map_err(
+                        |e| match e {
+                            tungstenite::HandshakeError::Failure(e) => {
+                                FeedError::Handshake(Box::new(e))
+                            }
+                            // The socket blocks (with a timeout): the feed did not answer.
+                            tungstenite::HandshakeError::Interrupted(_) => FeedError::Handshake(
+                                Box::new(tungstenite::Error::Io(io::ErrorKind::TimedOut.into())),
+                            ),
+                        },
+                    )?;
                     ws.get_ref().set_nonblocking(true)?;
                     return Ok(ws);
                 }
                 Err(e) => last = Some(e),
             }
         }
-        Err(FeedError::Connect(last.map_or_else(
-            || "address resolved to nothing".to_owned(),
-            |e| e.to_string(),
-        )))
+        Err(FeedError::Connect {
+            authority: self.ctx.feed.authority.clone(),
+            source: last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
+            }),
+        })
     }
 
     /// One feed connection, from connect to loss.
@@ -357,6 +354,10 @@ impl Ingester {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
+            // The clocks are read here, once per turn, and once more per message read (its
+            // receive timestamp); everything below is handed them.
+            let turn = Stamp::now();
+            let now = turn.mono;
             more = false;
             let mut handled = 0;
             let mut received = false;
@@ -368,29 +369,32 @@ impl Ingester {
                 match ws.read() {
                     Ok(WsMessage::Text(text)) => {
                         handled += 1;
-                        self.on_message(decoder, text.as_bytes());
+                        let at = Stamp {
+                            mono: now,
+                            realtime_ns: clock::realtime_ns(),
+                        };
+                        self.on_message(decoder, text.as_bytes(), at);
                     }
                     Ok(WsMessage::Binary(_)) => {
                         handled += 1;
-                        self.bad_message(&"the feed sent a binary message");
+                        self.bad_message(&FeedMisbehaved::BinaryMessage);
                     }
                     Ok(WsMessage::Close(frame)) => {
-                        return Err(FeedError::Closed(format!("feed closed: {frame:?}")));
+                        return Err(FeedError::Closed(frame));
                     }
                     Ok(_) => received = true,
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         break;
                     }
-                    Err(e) => return Err(FeedError::Closed(e.to_string())),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            let now = clock::monotonic();
             if handled > 0 || received {
                 last_rx = now;
                 pinged = false;
             }
             if self.maybe_held {
-                self.expire_held(now);
+                self.expire_held(turn);
             }
             self.flush_counts();
             self.serve_requests();
@@ -408,7 +412,7 @@ impl Ingester {
                         Ok(()) => {}
                         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         }
-                        Err(e) => return Err(FeedError::Closed(e.to_string())),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
@@ -416,13 +420,13 @@ impl Ingester {
                 match ws.write(WsMessage::Text(req.into())) {
                     Ok(()) => {}
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(FeedError::Closed(e.to_string())),
+                    Err(e) => return Err(e.into()),
                 }
             }
             match ws.flush() {
                 Ok(()) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(FeedError::Closed(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
             let live = self.unsynced == 0 && !self.syms.is_empty();
             self.synced_this_session |= live;
@@ -432,10 +436,10 @@ impl Ingester {
 
     /// The feed connection is gone: every symbol in sync goes stale (status 1) and will resync
     /// from the snapshots of the next session.
-    fn feed_lost(&mut self) {
+    fn feed_lost(&mut self, now: Stamp) {
         self.ctx.metrics.health.set_feed_live(false);
         for sym in 0..self.syms.len() as u32 {
-            self.mark_unsynced(sym);
+            self.mark_unsynced(sym, now);
         }
         for st in &mut self.syms {
             st.requested = false;
@@ -447,27 +451,29 @@ impl Ingester {
 
     // ---- feed messages ----
 
-    fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8]) {
+    fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8], at: Stamp) {
         self.counts.messages += 1;
-        let recv_ts = clock::realtime_ns();
         let result = match decoder.decode_bytes(msg) {
-            Ok(event) => self.apply(event, recv_ts),
-            Err(e) => Err(e.to_string()),
+            Ok(event) => self.apply(event, at),
+            Err(e) => Err(FeedMisbehaved::Malformed(e)),
         };
         if let Err(e) = result {
             self.bad_message(&e);
         }
     }
 
-    /// Counts a message that could not be used; logs one line per 1,000 of them.
-    fn bad_message(&self, e: &dyn std::fmt::Display) {
+    /// Counts a message that could not be used (in total and under its label); logs one line
+    /// per 1,000 of them.
+    fn bad_message(&self, e: &FeedMisbehaved) {
+        self.m().faults[e.index()].fetch_add(1, Ordering::Relaxed);
         let n = self.m().bad_messages.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 1000 == 1 {
-            tracing::warn!(error = %e, total = n, "bad feed message");
+            tracing::warn!(error = %e, kind = e.label(), total = n, "bad feed message");
         }
     }
 
-    fn apply(&mut self, event: FeedEvent<'_>, recv_ts: u64) -> Result<(), String> {
+    fn apply(&mut self, event: FeedEvent<'_>, at: Stamp) -> Result<(), FeedMisbehaved> {
+        let recv_ts = at.realtime_ns;
         match event {
             FeedEvent::Symbols(list) => {
                 let list: Vec<_> = list.to_vec();
@@ -480,16 +486,19 @@ impl Ingester {
                 ts,
                 bids,
                 asks,
-            } => self.on_snapshot(sym, seq, ts, recv_ts, bids, asks),
+            } => self.on_snapshot(sym, seq, ts, at, bids, asks),
             FeedEvent::Update {
                 sym,
                 seq,
                 ts,
                 changes,
-            } => self.on_update(sym, seq, ts, recv_ts, changes),
+            } => self.on_update(sym, seq, ts, at, changes),
             FeedEvent::Trade { sym, ts, trade } => {
                 let Some(st) = self.syms.get_mut(sym as usize) else {
-                    return Err(format!("trade for untracked symbol {sym}"));
+                    return Err(FeedMisbehaved::UntrackedSymbol {
+                        kind: "trade",
+                        sid: sym,
+                    });
                 };
                 st.trade_seq += 1;
                 let seq = st.trade_seq;
@@ -497,7 +506,7 @@ impl Ingester {
                 self.publish_trade(sym, seq, ts, recv_ts, &trade);
                 Ok(())
             }
-            FeedEvent::Heartbeat { sym, seq, .. } => self.on_heartbeat(sym, seq),
+            FeedEvent::Heartbeat { sym, seq, .. } => self.on_heartbeat(sym, seq, at),
         }
     }
 
@@ -506,25 +515,31 @@ impl Ingester {
         sym: u32,
         seq: u64,
         ts: u64,
-        recv_ts: u64,
+        at: Stamp,
         bids: &[crate::book::Level],
         asks: &[crate::book::Level],
-    ) -> Result<(), String> {
+    ) -> Result<(), FeedMisbehaved> {
         let Some(st) = self.syms.get_mut(sym as usize) else {
-            return Err(format!("snapshot for untracked symbol {sym}"));
+            return Err(FeedMisbehaved::UntrackedSymbol {
+                kind: "snapshot",
+                sid: sym,
+            });
         };
         st.requested = false;
         st.held = None;
         if let Err(e) = st.book.load_snapshot(bids, asks) {
             // The book is cleared: whatever clients hold is suspect; ask again.
             let name = st.meta.symbol.clone();
-            self.mark_unsynced(sym);
+            self.mark_unsynced(sym, at);
             self.request_snapshot(sym);
-            return Err(format!("{name}: bad snapshot: {e}"));
+            return Err(FeedMisbehaved::BadSnapshot {
+                symbol: name,
+                source: e,
+            });
         }
         st.feed_seq = seq;
         st.exch_ts = ts;
-        st.recv_ts = recv_ts;
+        st.recv_ts = at.realtime_ns;
         if !st.synced {
             st.synced = true;
             self.unsynced = self.unsynced.saturating_sub(1);
@@ -536,7 +551,7 @@ impl Ingester {
         }
         self.answer_waiting(sym);
         if stale {
-            self.publish_status(sym, StatusCode::FeedResumed);
+            self.publish_status(sym, StatusCode::FeedResumed, at);
         }
         Ok(())
     }
@@ -546,11 +561,14 @@ impl Ingester {
         sym: u32,
         seq: u64,
         ts: u64,
-        recv_ts: u64,
+        at: Stamp,
         changes: &[Change],
-    ) -> Result<(), String> {
+    ) -> Result<(), FeedMisbehaved> {
         let Some(st) = self.syms.get_mut(sym as usize) else {
-            return Err(format!("update for untracked symbol {sym}"));
+            return Err(FeedMisbehaved::UntrackedSymbol {
+                kind: "update",
+                sid: sym,
+            });
         };
         if !st.synced {
             return Ok(());
@@ -560,16 +578,16 @@ impl Ingester {
             return Ok(());
         }
         if seq == st.feed_seq + 1 {
-            self.apply_update(sym, seq, ts, recv_ts, changes)?;
-            return self.release_held(sym);
+            self.apply_update(sym, seq, ts, at, changes)?;
+            return self.release_held(sym, at);
         }
         if seq == st.feed_seq + 2 && st.held.is_none() {
             // Perhaps swapped with its predecessor on the way: wait briefly for it.
             st.held = Some(Held {
                 seq,
                 ts,
-                recv_ts,
-                since: clock::monotonic(),
+                recv_ts: at.realtime_ns,
+                since: at.mono,
             });
             st.held_changes.clear();
             st.held_changes.extend_from_slice(changes);
@@ -578,14 +596,16 @@ impl Ingester {
         }
         let expected = st.feed_seq + 1;
         let name = st.meta.symbol.clone();
-        self.gap(sym);
-        Err(format!(
-            "{name}: feed gap, expected seq {expected} got {seq}"
-        ))
+        self.gap(sym, at);
+        Err(FeedMisbehaved::Gap {
+            symbol: name,
+            expected,
+            got: seq,
+        })
     }
 
     /// Applies the update held back for `sym` if its predecessor has just been applied.
-    fn release_held(&mut self, sym: u32) -> Result<(), String> {
+    fn release_held(&mut self, sym: u32, at: Stamp) -> Result<(), FeedMisbehaved> {
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return Ok(());
         };
@@ -596,7 +616,12 @@ impl Ingester {
             return Ok(());
         }
         let changes = std::mem::take(&mut st.held_changes);
-        let result = self.apply_update(sym, h.seq, h.ts, h.recv_ts, &changes);
+        // The held update keeps the receive timestamp it was read with.
+        let held_at = Stamp {
+            mono: at.mono,
+            realtime_ns: h.recv_ts,
+        };
+        let result = self.apply_update(sym, h.seq, h.ts, held_at, &changes);
         if let Some(st) = self.syms.get_mut(sym as usize) {
             st.held_changes = changes;
         }
@@ -609,9 +634,10 @@ impl Ingester {
         sym: u32,
         seq: u64,
         ts: u64,
-        recv_ts: u64,
+        at: Stamp,
         changes: &[Change],
-    ) -> Result<(), String> {
+    ) -> Result<(), FeedMisbehaved> {
+        let recv_ts = at.realtime_ns;
         let watched = self.watched_depths(sym);
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return Ok(());
@@ -627,58 +653,70 @@ impl Ingester {
         }
         if let Some(e) = failed {
             let name = st.meta.symbol.clone();
-            self.gap(sym);
-            return Err(format!("{name}: update refused by the book: {e}"));
+            self.gap(sym, at);
+            return Err(FeedMisbehaved::BookRefused {
+                symbol: name,
+                source: e,
+            });
         }
         st.feed_seq = seq;
         st.exch_ts = ts;
         st.recv_ts = recv_ts;
         self.windows.finish();
         self.counts.updates += 1;
+        // Checksums by levels covered (1 or 10), shared by the depths that cover as many.
+        let mut crcs = [None; 2];
         for d in 0..DEPTHS.len() {
-            if self.windows.is_empty(d) {
+            if !self.windows.changed(d) {
                 continue;
             }
+            // Numbered whether watched or not (docs/protocol.md §4.2).
             self.syms[sym as usize].seqs[d] += 1;
-            self.publish_book_delta(sym, d, ts, recv_ts);
+            if !self.windows.is_empty(d) {
+                self.publish_book_delta(sym, d, ts, recv_ts, &mut crcs);
+            }
         }
         Ok(())
     }
 
-    fn on_heartbeat(&mut self, sym: u32, seq: u64) -> Result<(), String> {
+    fn on_heartbeat(&mut self, sym: u32, seq: u64, at: Stamp) -> Result<(), FeedMisbehaved> {
         let Some(st) = self.syms.get(sym as usize) else {
-            return Err(format!("heartbeat for untracked symbol {sym}"));
+            return Err(FeedMisbehaved::UntrackedSymbol {
+                kind: "heartbeat",
+                sid: sym,
+            });
         };
         if !st.synced || seq <= st.feed_seq {
             return Ok(());
         }
         // The feed has sent updates this book never got.
         let (name, have) = (st.meta.symbol.clone(), st.feed_seq);
-        self.gap(sym);
-        Err(format!(
-            "{name}: heartbeat at seq {seq}, book at {have}: updates were lost"
-        ))
+        self.gap(sym, at);
+        Err(FeedMisbehaved::HeartbeatAhead {
+            symbol: name,
+            heartbeat: seq,
+            book: have,
+        })
     }
 
     /// Updates held back longer than [`REORDER_WINDOW`]: their predecessor is lost.
-    fn expire_held(&mut self, now: Instant) {
+    fn expire_held(&mut self, now: Stamp) {
         let mut still = false;
         for sym in 0..self.syms.len() {
             let Some(h) = self.syms[sym].held else {
                 continue;
             };
-            if now.saturating_duration_since(h.since) < REORDER_WINDOW {
+            if now.mono.saturating_duration_since(h.since) < REORDER_WINDOW {
                 still = true;
                 continue;
             }
             let st = &self.syms[sym];
-            let e = format!(
-                "{}: seq {} never arrived before {}",
-                st.meta.symbol,
-                st.feed_seq + 1,
-                h.seq
-            );
-            self.gap(sym as u32);
+            let e = FeedMisbehaved::ReorderExpired {
+                symbol: st.meta.symbol.clone(),
+                missing: st.feed_seq + 1,
+                held: h.seq,
+            };
+            self.gap(sym as u32, now);
             self.bad_message(&e);
         }
         self.maybe_held = still;
@@ -732,14 +770,14 @@ impl Ingester {
 
     /// A gap (or refused update) on `sym`: counted, the symbol goes stale, and one snapshot
     /// is requested.
-    fn gap(&mut self, sym: u32) {
+    fn gap(&mut self, sym: u32, now: Stamp) {
         add(&self.m().gaps, 1);
-        self.mark_unsynced(sym);
+        self.mark_unsynced(sym, now);
         self.request_snapshot(sym);
     }
 
     /// Marks `sym` out of sync; if it was in sync, its subscribers are told it is stale.
-    fn mark_unsynced(&mut self, sym: u32) {
+    fn mark_unsynced(&mut self, sym: u32, now: Stamp) {
         let Some(st) = self.syms.get_mut(sym as usize) else {
             return;
         };
@@ -751,7 +789,7 @@ impl Ingester {
         self.unsynced += 1;
         if !st.stale {
             st.stale = true;
-            self.publish_status(sym, StatusCode::FeedStale);
+            self.publish_status(sym, StatusCode::FeedStale, now);
         }
     }
 
@@ -812,8 +850,10 @@ impl Ingester {
     }
 
     /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
-    /// computed: a book stream nobody watches needs no deltas, and its seq needs to move only
-    /// while someone holds it (a new subscriber starts from a snapshot carrying the seq as is).
+    /// computed (a book stream nobody watches needs no deltas); the others are only told
+    /// whether a change touched them, so that every stream stays numbered while unwatched: a
+    /// position names exactly one book state, and a later snapshot never reuses a seq for
+    /// another book (docs/protocol.md §4.2).
     fn watched_depths(&self, sid: u32) -> DepthMask {
         let mut mask = 0;
         for d in 0..DEPTHS.len() {
@@ -841,9 +881,9 @@ impl Ingester {
     }
 
     /// Tells every subscriber of `sym` (any channel, depth and format) the feed's state for
-    /// it: one status record per connection, seq 0, both timestamps now.
-    fn publish_status(&mut self, sym: u32, code: StatusCode) {
-        let now = clock::realtime_ns();
+    /// it: one status record per connection, seq 0, both timestamps `now`.
+    fn publish_status(&mut self, sym: u32, code: StatusCode, now: Stamp) {
+        let now = now.realtime_ns;
         for format in [Format::Binary, Format::Json] {
             let shards: Vec<usize> = (0..self.ctx.rings.len())
                 .filter(|&s| self.shard_watches(s, sym, format))
@@ -890,7 +930,17 @@ impl Ingester {
         }
     }
 
-    fn publish_book_delta(&mut self, sym: u32, d: usize, exch_ts: u64, recv_ts: u64) {
+    /// `crcs` caches the book checksum of this update by levels covered (1, 10): computed once,
+    /// shared by both formats and by the depths that cover as many levels.
+    fn publish_book_delta(
+        &mut self,
+        sym: u32,
+        d: usize,
+        exch_ts: u64,
+        recv_ts: u64,
+        crcs: &mut [Option<u32>; 2],
+    ) {
+        let slot = usize::from(wire::checksum_levels(DEPTHS[d]) == wire::CHECKSUM_LEVELS);
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::book(sym, d, format);
             if !self.interested(topic) {
@@ -906,11 +956,12 @@ impl Ingester {
                 recv_ts,
             };
             let (bids, asks) = (self.windows.bids(d), self.windows.asks(d));
+            let crc = *crcs[slot].get_or_insert_with(|| book_crc(&st.book, d));
             let encoded = self.arena.encode(|out| match format {
-                Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+                Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
                 Format::Json => {
                     out.extend_from_slice(b",");
-                    wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                    wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                     Ok(())
                 }
             });
@@ -964,11 +1015,12 @@ impl Ingester {
             recv_ts: st.recv_ts,
         };
         let (bids, asks) = (st.book.top(Side::Bid, n), st.book.top(Side::Ask, n));
+        let crc = book_crc(&st.book, d);
         let encoded = self.arena.encode(|out| match format {
-            Format::Binary => wire::try_encode_book(out, &hdr, bids, asks),
+            Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
             Format::Json => {
                 out.extend_from_slice(b",");
-                wire::encode_book_json(out, &st.meta, &hdr, bids, asks);
+                wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                 Ok(())
             }
         });
@@ -1070,6 +1122,13 @@ impl Ingester {
     }
 }
 
+/// The checksum (protocol 1.1 §3.2) of the book a client of depth index `d` holds: the top
+/// `min(10, depth)` levels of `book` (its window is the top `depth`, which holds them).
+fn book_crc(book: &Book, d: usize) -> u32 {
+    let n = wire::checksum_levels(DEPTHS[d]);
+    wire::book_checksum(book.top(Side::Bid, n), book.top(Side::Ask, n), n)
+}
+
 /// The ingester's message path without a socket: feed messages in, records into the rings.
 ///
 /// For benchmarks and tests: it decodes, applies and publishes exactly as the ingester thread
@@ -1101,9 +1160,10 @@ impl Replay {
         })
     }
 
-    /// Handles one feed message (a JSON text) as if it had just been read off the feed.
-    pub fn message(&mut self, msg: &[u8]) {
-        self.ing.on_message(&mut self.decoder, msg);
+    /// Handles one feed message (a JSON text) as if it had been read off the feed at `at`
+    /// (its records get `at.realtime_ns` as their receive timestamp).
+    pub fn message(&mut self, msg: &[u8], at: Stamp) {
+        self.ing.on_message(&mut self.decoder, msg, at);
     }
 
     /// Answers the shards' pending snapshot requests and wakes the shards that got records.
@@ -1113,14 +1173,15 @@ impl Replay {
         self.ing.wake_shards();
     }
 
-    /// Behaves as if the feed connection was lost.
-    pub fn feed_lost(&mut self) {
-        self.ing.feed_lost();
+    /// Behaves as if the feed connection was lost at `now`.
+    pub fn feed_lost(&mut self, now: Stamp) {
+        self.ing.feed_lost(now);
     }
 
-    /// Expires updates held back for a lost predecessor as if `REORDER_WINDOW` had passed.
-    pub fn expire_held(&mut self) {
-        self.ing.expire_held(clock::monotonic() + REORDER_WINDOW);
+    /// Expires the updates held back (for a predecessor) for [`REORDER_WINDOW`] or longer at
+    /// `now`, as the ingester's loop does once per turn.
+    pub fn expire_held(&mut self, now: Stamp) {
+        self.ing.expire_held(now);
     }
 
     /// The snapshot requests the ingester would have sent to the feed since the last call.

@@ -1,4 +1,5 @@
 //! Feed edge: decoding (sans-IO) and the ingester thread.
 
 pub mod decode;
+pub mod error;
 pub mod ingest;

@@ -339,6 +339,7 @@ fn run_compress(
 
 /// Why a compressed client message could not be inflated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InflateError {
     /// The inflated message passed the size limit (close with 1009).
     #[error("inflated message larger than the limit")]

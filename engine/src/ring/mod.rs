@@ -5,17 +5,22 @@
 //! produced them. A record is encoded once and shared: the ring holds refcounted `Bytes`, so
 //! pushing the same record into every interested shard's ring copies nothing.
 //!
-//! Wake-ups: a shard that finds its ring empty announces it is about to sleep (`sleeping`), then
-//! blocks in `epoll_wait`. The ingester wakes it through the shard's `mio::Waker` (an eventfd
-//! write) only when that flag is set, so a busy shard costs the ingester no syscall.
+//! Wake-ups: a shard that finds its ring empty announces it is about to sleep, then blocks in
+//! `epoll_wait`. The ingester wakes it through the shard's `mio::Waker` (an eventfd write) only
+//! when that announcement is up, so a busy shard costs the ingester no syscall. The handshake
+//! lives in `doorbell.rs`, on atomics from `sync.rs` (loom's under `cfg(loom)`), and
+//! `loom_tests` proves it loses no wake-up.
 //!
 //! Falling behind: when a push finds the ring full, the ring is marked *lagged* and every further
 //! message for that shard is dropped until the shard has seen the mark, emptied its ring and
 //! cleared it. The shard then resyncs each of its subscriptions with a fresh snapshot, so no
 //! subscriber silently misses data: its book is replaced and its stream continues from there.
 
+mod doorbell;
+mod sync;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -23,6 +28,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::fanout::{ConnId, Topic};
 use crate::wire::SymbolMeta;
+use doorbell::Doorbell;
 
 /// The symbols the feed announced, in sid order (the sid is the index).
 #[derive(Debug, Default)]
@@ -120,7 +126,7 @@ pub enum Push {
 #[derive(Debug)]
 pub struct Ring {
     queue: ArrayQueue<ShardMsg>,
-    sleeping: CachePadded<AtomicBool>,
+    doorbell: Doorbell,
     lagged: CachePadded<AtomicBool>,
     waker: mio::Waker,
     dropped: AtomicU64,
@@ -135,7 +141,7 @@ impl Ring {
     pub fn new(capacity: usize, waker: mio::Waker) -> Self {
         Self {
             queue: ArrayQueue::new(capacity),
-            sleeping: CachePadded::new(AtomicBool::new(false)),
+            doorbell: Doorbell::new(),
             lagged: CachePadded::new(AtomicBool::new(false)),
             waker,
             dropped: AtomicU64::new(0),
@@ -164,10 +170,8 @@ impl Ring {
 
     /// Wakes the shard if it announced it is going to sleep. Call once after a batch of pushes.
     pub fn wake(&self) {
-        // Pairs with the fence in `prepare_sleep`: either the shard sees our pushes before it
-        // sleeps, or we see its `sleeping` flag and wake it.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+        // Either the shard sees our pushes before it sleeps, or we see its announcement.
+        if self.doorbell.take_sleeper() {
             if let Err(e) = self.waker.wake() {
                 tracing::error!(error = %e, "failed to wake shard");
             }
@@ -189,19 +193,13 @@ impl Ring {
     /// Announces that the shard is about to block; returns `false` (and withdraws the
     /// announcement) when messages arrived meanwhile and the shard must drain instead.
     pub fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if self.queue.is_empty() && !self.lagged.load(Ordering::Relaxed) {
-            true
-        } else {
-            self.sleeping.store(false, Ordering::Relaxed);
-            false
-        }
+        self.doorbell
+            .prepare_sleep(|| self.queue.is_empty() && !self.lagged.load(Ordering::Relaxed))
     }
 
     /// Clears the sleep announcement after waking for another reason.
     pub fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.doorbell.awake();
     }
 
     /// True when the producer has dropped messages for this shard since the last
@@ -307,3 +305,6 @@ mod tests {
         assert!(events.iter().any(|e| e.token() == mio::Token(1)));
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -1,18 +1,33 @@
-//! One client connection as a shard sees it: socket, protocol state, out-buffer, subscriptions.
+//! One client connection as the shard core sees it: where it is in its life ([`Phase`]), its
+//! protocol state, its buffers and its subscriptions. No socket: the driver keeps those, in a
+//! table indexed like the core's slots.
+//!
+//! The fields are private; the core changes a connection through methods named after what they
+//! do (`respond`, `upgrade`, `begin_closing`, `begin_evicting`, ...), so the lifecycle rules
+//! below hold in one place:
+//!
+//! ```text
+//! Handshaking ──upgrade──► Open ──begin_closing──► Closing ──written + closed──► gone
+//!      │                    │                          ▲
+//!      │                    └──begin_evicting──► Evicting ──out-buffer empty──┘
+//!      └──respond──► Responding ──written──► gone
+//! ```
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use ::core::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use mio::net::TcpStream;
 
 use crate::fanout::Format;
-use crate::fanout::limit::RateLimiter;
+use crate::fanout::batch::text_message;
+use crate::fanout::keepalive::{Action, KeepAlive};
+use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
-use crate::proto::conn::WsConn;
+use crate::proto::conn::{ConnState, WsConn};
 use crate::proto::deflate::DeflateParams;
+use crate::proto::frame::{OpCode, encode_control};
 
-/// [`Conn::owed`] of a connection owed nothing from the current drain.
+/// [`Conn::owed_at`] of a connection owed nothing from the current drain.
 pub(crate) const NOT_OWED: u32 = u32::MAX;
 
 /// Which WebSocket endpoint a connection upgraded on.
@@ -25,18 +40,22 @@ pub(crate) enum Endpoint {
     Echo,
 }
 
-/// Where a connection is in its life.
+/// Where a connection is in its life (the slot being empty is "gone").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Waiting for a complete upgrade request until the deadline.
-    Handshake { deadline: Instant },
-    /// A plain HTTP response is queued; close once it is written.
-    Http,
+    /// Waiting for a complete upgrade request until the deadline (then 408).
+    Handshaking { deadline: Instant },
+    /// A plain HTTP response is queued; the connection is gone once it is written.
+    Responding,
     /// WebSocket open: control messages in, data out.
     Open,
-    /// A close frame is queued or sent; no more data. Dropped when the close handshake ends or at
+    /// A close frame is queued or sent; no more data. Gone when the close handshake ends or at
     /// the deadline.
     Closing { deadline: Instant },
+    /// A slow consumer's close (1013) waits behind the message it was in the middle of; the
+    /// socket is kept until the deadline so that a client that reads again gets the close.
+    /// Once the out-buffer is empty the connection is [`Phase::Closing`].
+    Evicting { deadline: Instant },
 }
 
 /// One subscription of a connection (one symbol).
@@ -55,46 +74,20 @@ pub(crate) struct Sub {
 /// Bytes received and not processed yet: only a partial frame or request between reads, so
 /// usually nothing. Boxed on demand (8 bytes per idle connection instead of a `BytesMut`'s 32).
 #[derive(Debug, Default)]
-pub(crate) struct InBuf(Option<Box<BytesMut>>);
+struct InBuf(Option<Box<BytesMut>>);
 
 impl InBuf {
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |b| b.len())
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    fn as_slice(&self) -> &[u8] {
         self.0.as_deref().map_or(&[], |b| &b[..])
     }
 
-    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) {
-        self.buf_mut().extend_from_slice(data);
-    }
-
     /// The buffer itself (allocated if there was none), for the protocol code.
-    pub(crate) fn buf_mut(&mut self) -> &mut BytesMut {
+    fn buf_mut(&mut self) -> &mut BytesMut {
         self.0.get_or_insert_with(Box::default)
-    }
-
-    pub(crate) fn split_to(&mut self, n: usize) -> Bytes {
-        match self.0.as_mut() {
-            Some(b) => b.split_to(n.min(b.len())).freeze(),
-            None => Bytes::new(),
-        }
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.0 = None;
-    }
-
-    /// Gives the storage back when nothing is left in it.
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.is_empty() {
-            self.0 = None;
-        }
     }
 }
 
@@ -127,47 +120,355 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// Settings a new connection starts with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    pub(crate) max_outbuf_bytes: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) control_rate: u32,
+    pub(crate) control_burst: u32,
+    pub(crate) control_strikes: u32,
+}
+
 /// A client connection owned by one shard.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
-    pub(crate) peer: Peer,
-    pub(crate) phase: Phase,
-    pub(crate) ws: Option<WsConn>,
-    pub(crate) endpoint: Endpoint,
+    peer: Peer,
+    phase: Phase,
+    ws: Option<WsConn>,
+    endpoint: Endpoint,
     /// permessage-deflate parameters, when negotiated.
-    pub(crate) deflate: Option<DeflateParams>,
-    pub(crate) format: Format,
-    pub(crate) inbuf: InBuf,
-    pub(crate) out: OutBuf,
+    deflate: Option<DeflateParams>,
+    format: Format,
+    inbuf: InBuf,
+    out: OutBuf,
     /// Where what the connection is owed from the current ring drain is kept: its index in the
     /// shard's table of pending batches (and in its dirty list), or [`NOT_OWED`].
-    pub(crate) owed: u32,
-    /// WRITABLE interest is registered (only while the out-buffer is not empty).
-    pub(crate) writable: bool,
-    pub(crate) subs: Vec<Sub>,
-    pub(crate) limiter: RateLimiter,
-    pub(crate) next_req: u32,
-    /// The last status delivery this connection got (see `Shard::deliver_status`).
+    owed: u32,
+    subs: Vec<Sub>,
+    limiter: RateLimiter,
+    next_req: u32,
+    /// The last status delivery this connection got (see `deliver_status` in `dispatch.rs`).
     /// (Truncated to 32 bits: a false match needs 2^32 status deliveries in between.)
-    pub(crate) status_stamp: u32,
+    status_stamp: u32,
     /// Ping schedule: any bytes from the client count as a sign of life.
-    pub(crate) keepalive: crate::fanout::keepalive::KeepAlive,
+    keepalive: KeepAlive,
 }
 
 impl Conn {
-    pub(crate) fn sub_mut(&mut self, sid: u32) -> Option<&mut Sub> {
-        self.subs.iter_mut().find(|s| s.sid == sid)
+    /// A connection just accepted from `peer`, waiting for its request.
+    pub(crate) fn new(peer: SocketAddr, now: Instant, s: &ConnSettings) -> Self {
+        Self {
+            peer: peer.into(),
+            phase: Phase::Handshaking {
+                deadline: now + s.handshake_timeout,
+            },
+            ws: None,
+            endpoint: Endpoint::Ws,
+            deflate: None,
+            format: Format::Binary,
+            inbuf: InBuf::default(),
+            out: OutBuf::new(s.max_outbuf_bytes),
+            owed: NOT_OWED,
+            subs: Vec::new(),
+            limiter: RateLimiter::new(s.control_rate, s.control_burst, s.control_strikes, now),
+            next_req: 0,
+            status_stamp: 0,
+            keepalive: KeepAlive::new(now),
+        }
+    }
+
+    // ---- what it is ----
+
+    pub(crate) fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
     }
 
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// permessage-deflate parameters, when negotiated.
+    pub(crate) fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
+    }
+
+    // ---- input ----
+
+    /// Appends bytes read from the socket; any bytes count as a sign of life.
+    pub(crate) fn buffer_input(&mut self, data: &[u8], now: Instant) {
+        self.keepalive.heard(now);
+        self.inbuf.buf_mut().extend_from_slice(data);
+    }
+
+    /// Bytes received and not processed yet.
+    pub(crate) fn buffered_input(&self) -> usize {
+        self.inbuf.len()
+    }
+
+    /// What is buffered, for the HTTP parser.
+    pub(crate) fn input(&self) -> &[u8] {
+        self.inbuf.as_slice()
+    }
+
+    /// Drops the first `n` buffered bytes (a parsed request head).
+    pub(crate) fn consume_input(&mut self, n: usize) {
+        if let Some(b) = self.inbuf.0.as_mut() {
+            let _ = b.split_to(n.min(b.len()));
+        }
+    }
+
+    /// Gives the input buffer's storage back when nothing is left in it: an idle subscriber
+    /// keeps no read buffer.
+    pub(crate) fn release_idle_input(&mut self) {
+        if self.inbuf.len() == 0 {
+            self.inbuf.0 = None;
+        }
+    }
+
+    /// Runs the WebSocket protocol over the buffered input until it yields an event (or needs
+    /// more bytes), queueing what the protocol sends by itself (pongs, close replies).
+    pub(crate) fn poll_ws_event(
+        &mut self,
+    ) -> Option<Result<Option<crate::proto::conn::Event>, crate::proto::conn::ProtocolViolation>>
+    {
+        let ws = self.ws.as_mut()?;
+        let result = ws.handle_input(self.inbuf.buf_mut());
+        while let Some(frame) = ws.poll_transmit() {
+            self.out.push_shared(frame, true);
+        }
+        Some(result)
+    }
+
+    /// Takes a control-message token (requests and pings); see [`RateLimiter`].
+    pub(crate) fn check_rate(&mut self, now: Instant) -> Verdict {
+        self.limiter.check(now)
+    }
+
+    /// How long a rate-limited client should wait.
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.limiter.retry_after()
+    }
+
+    // ---- output ----
+
+    /// The out-buffer, for the batcher (which appends) and the driver (which writes it).
+    pub(crate) fn out_mut(&mut self) -> &mut OutBuf {
+        &mut self.out
+    }
+
+    /// True when nothing is queued for the socket.
+    pub(crate) fn nothing_to_send(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Queues a control reply (a text message). Replies are small and bounded by the rate
+    /// limit, so they are not counted against the data bound.
+    pub(crate) fn queue_reply(&mut self, json: &[u8]) {
+        self.out.push_shared(text_message(json), true);
+    }
+
+    /// Queues a keepalive ping carrying `n`.
+    pub(crate) fn queue_ping(&mut self, n: u64) {
+        self.out
+            .push_shared(encode_control(OpCode::Ping, &n.to_be_bytes()), true);
+    }
+
+    /// The keepalive's verdict at `now` (ping, idle or dead).
+    pub(crate) fn poll_keepalive(&mut self, now: Instant, interval: Duration) -> Action {
+        self.keepalive.poll(now, interval)
+    }
+
+    // ---- lifecycle ----
+
+    /// Queues a complete HTTP response (`bytes`) and ends the connection once it is written.
+    pub(crate) fn respond(&mut self, bytes: Vec<u8>) {
+        self.out.push_shared(Bytes::from(bytes), true);
+        self.phase = Phase::Responding;
+        self.inbuf.0 = None;
+    }
+
+    /// The upgrade was accepted: `response` (the 101) is queued and the WebSocket is open.
+    pub(crate) fn upgrade(
+        &mut self,
+        response: Vec<u8>,
+        endpoint: Endpoint,
+        format: Format,
+        deflate: Option<DeflateParams>,
+        ws: WsConn,
+    ) {
+        self.out.push_shared(Bytes::from(response), true);
+        self.endpoint = endpoint;
+        self.format = format;
+        self.deflate = deflate;
+        self.ws = Some(ws);
+        self.phase = Phase::Open;
+    }
+
+    /// Queues a server-initiated close frame (`code`, `reason`); with `discard_unsent`, data
+    /// queued and not started is dropped first.
+    pub(crate) fn queue_close(&mut self, code: u16, reason: &str, discard_unsent: bool) {
+        if discard_unsent {
+            self.out.discard_unsent();
+        }
+        if let Some(ws) = self.ws.as_mut() {
+            ws.close(code, reason);
+            while let Some(frame) = ws.poll_transmit() {
+                self.out.push_shared(frame, true);
+            }
+        }
+    }
+
+    /// Enters [`Phase::Closing`] until `deadline`; false when it was already closing (or
+    /// evicting), which keeps its deadline.
+    pub(crate) fn begin_closing(&mut self, deadline: Instant) -> bool {
+        if matches!(self.phase, Phase::Closing { .. } | Phase::Evicting { .. }) {
+            return false;
+        }
+        self.phase = Phase::Closing { deadline };
+        self.owed = NOT_OWED;
+        true
+    }
+
+    /// Enters [`Phase::Evicting`] until `deadline` (after [`Conn::begin_closing`] or from any
+    /// phase: eviction wins).
+    pub(crate) fn begin_evicting(&mut self, deadline: Instant) {
+        self.phase = Phase::Evicting { deadline };
+        self.owed = NOT_OWED;
+    }
+
+    /// After a write: an evicted connection whose out-buffer emptied (its close frame is with
+    /// the kernel) gets `close_timeout` from now for the close handshake, like any other
+    /// closing connection, however long its eviction deadline was.
+    pub(crate) fn settle_after_write(&mut self, now: Instant, close_timeout: Duration) {
+        if let Phase::Evicting { deadline } = self.phase {
+            if self.out.is_empty() {
+                self.phase = Phase::Closing {
+                    deadline: deadline.min(now + close_timeout),
+                };
+            }
+        }
+    }
+
+    /// True when the connection has nothing more to do: its response or close is written and,
+    /// for a WebSocket, the close handshake is over.
+    pub(crate) fn is_finished(&self) -> bool {
+        if !self.out.is_empty() {
+            return false;
+        }
+        match self.phase {
+            Phase::Responding => true,
+            Phase::Closing { .. } | Phase::Evicting { .. } => self
+                .ws
+                .as_ref()
+                .is_none_or(|ws| ws.state() == ConnState::Closed),
+            Phase::Handshaking { .. } | Phase::Open => false,
+        }
+    }
+
+    /// The deadline of the current phase, if it has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshaking { deadline }
+            | Phase::Closing { deadline }
+            | Phase::Evicting { deadline } => Some(deadline),
+            Phase::Responding | Phase::Open => None,
+        }
+    }
+
+    // ---- what it is owed from the current drain ----
+
+    /// Its index in the shard's pending table, or [`NOT_OWED`].
+    pub(crate) fn owed_at(&self) -> u32 {
+        self.owed
+    }
+
+    pub(crate) fn set_owed_at(&mut self, at: u32) {
+        self.owed = at;
+    }
+
+    /// Forgets what the connection is owed from this drain.
+    pub(crate) fn clear_pending(&mut self) {
+        self.owed = NOT_OWED;
+    }
+
+    /// Takes status delivery `stamp` unless this connection already got it (or is not open);
+    /// true when it should get the record.
+    pub(crate) fn take_status(&mut self, stamp: u64) -> bool {
+        // Stamps are compared in 32 bits: a wrap would need four billion status deliveries
+        // between two of one connection's.
+        let stamp = stamp as u32;
+        if self.status_stamp == stamp || !self.is_open() {
+            return false;
+        }
+        self.status_stamp = stamp;
+        true
+    }
+
+    // ---- subscriptions ----
+
+    pub(crate) fn subscriptions(&self) -> &[Sub] {
+        &self.subs
+    }
+
+    pub(crate) fn subscription_mut(&mut self, sid: u32) -> Option<&mut Sub> {
+        self.subs.iter_mut().find(|s| s.sid == sid)
+    }
+
+    pub(crate) fn subscriptions_mut(&mut self) -> &mut [Sub] {
+        &mut self.subs
+    }
+
+    /// Removes and returns the subscription to `sid`.
+    pub(crate) fn remove_subscription(&mut self, sid: u32) -> Option<Sub> {
+        let pos = self.subs.iter().position(|s| s.sid == sid)?;
+        Some(self.subs.swap_remove(pos))
+    }
+
+    /// Removes and returns every subscription.
+    pub(crate) fn take_subscriptions(&mut self) -> Vec<Sub> {
+        std::mem::take(&mut self.subs)
+    }
+
+    /// Makes room for exactly `n` more (a subscriber keeps its list for its whole life).
+    pub(crate) fn reserve_subscriptions(&mut self, n: usize) {
+        self.subs.reserve_exact(n);
+    }
+
+    pub(crate) fn add_subscription(&mut self, sub: Sub) {
+        self.subs.push(sub);
+    }
+
+    /// True when a book subscription of `sid` in `format` still waits for its snapshot.
+    pub(crate) fn waits_for_snapshot(&self, sid: u32, format: Format) -> bool {
+        self.format == format && self.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
+    }
+
+    /// A fresh snapshot request number.
+    pub(crate) fn next_request(&mut self) -> u32 {
+        let req = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1);
+        req
+    }
+
+    // ---- memory ----
+
     /// Gives back the heap storage an idle connection does not need (out-buffer queue, spare
-    /// subscription capacity); called from the shard's tick. Active connections allocate again
-    /// on their next message, at most once per tick. (What a connection is owed from a drain
-    /// lives in the shard's table, not here.)
+    /// subscription capacity); called from the shard's sweep. Active connections allocate
+    /// again on their next message, at most once per sweep. (What a connection is owed from a
+    /// drain lives in the shard's table, not here.)
     pub(crate) fn release_idle_storage(&mut self) {
         if !self.out.is_empty() || self.owed != NOT_OWED {
             return;
@@ -182,7 +483,7 @@ impl Conn {
     /// small (a connection that gets a few messages per wake). A burst that reaches thousands
     /// of connections at once (snapshots for a `*` subscription, a resync) then does not leave
     /// each of them holding storage, which the allocator would keep resident after the burst.
-    /// Large ones (busy connections) are kept and released by the tick once idle; the cost is
+    /// Large ones (busy connections) are kept and released by the sweep once idle; the cost is
     /// one small allocation per write, against a `writev`.
     pub(crate) fn release_small_storage(&mut self) {
         const SMALL: usize = 8;
@@ -190,20 +491,16 @@ impl Conn {
             self.out.release_storage_if_at_most(SMALL);
         }
     }
-
-    /// Forgets what the connection is owed from this drain.
-    pub(crate) fn clear_pending(&mut self) {
-        self.owed = NOT_OWED;
-    }
 }
 
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
     use std::mem::size_of;
 
-    /// Every connection costs `size_of::<Conn>()` in the shard's table, idle or not: the bulk
-    /// of an idle subscriber's memory (docs/operations.md, "Memory per connection"). A change
-    /// that grows these should be deliberate: update the figures here and there.
+    /// Every connection costs `size_of::<Conn>()` in the shard's table plus its socket in the
+    /// driver's, idle or not: the bulk of an idle subscriber's memory (docs/operations.md,
+    /// "Memory per connection"). A change that grows these should be deliberate: update the
+    /// figures here and there.
     #[test]
     fn idle_connection_state_stays_small() {
         assert!(

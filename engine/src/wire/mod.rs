@@ -28,6 +28,10 @@ pub const MAX_BOOK_LEVELS: usize =
 pub const WIRE_VERSION: u8 = 1;
 /// Record flag: this snapshot replaces the client's book for the symbol.
 pub const FLAG_SNAPSHOT: u8 = 1;
+/// Record flag (protocol 1.1 §3.2): the book body's `u32` at offset 4 holds the book checksum.
+pub const FLAG_CHECKSUM: u8 = 2;
+/// Levels per side a book checksum covers at most (protocol 1.1 §3.2).
+pub const CHECKSUM_LEVELS: usize = 10;
 
 /// Kind byte of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -237,6 +241,65 @@ pub fn try_encode_book(
     Ok(())
 }
 
+/// Levels per side the checksum of a `depth` stream covers: `min(10, depth)`, and 10 for the
+/// whole book (`depth` 0).
+#[must_use]
+pub fn checksum_levels(depth: u16) -> usize {
+    match usize::from(depth) {
+        0 => CHECKSUM_LEVELS,
+        d => d.min(CHECKSUM_LEVELS),
+    }
+}
+
+/// The book checksum of protocol 1.1 §3.2: CRC-32 (IEEE, as zlib's `crc32`) over the top `n`
+/// levels of `bids` then of `asks` (both best first; a shorter side contributes what it has),
+/// each level as `i64` price then `i64` qty, little-endian. Pass the client's book after the
+/// record, e.g. `book.top(side, n)` with `n` = [`checksum_levels`] of the stream's depth.
+///
+/// No allocation: the (at most 2 × 10 × 16 = 320) bytes go through a stack buffer.
+#[must_use]
+pub fn book_checksum(bids: &[Level], asks: &[Level], n: usize) -> u32 {
+    let mut buf = [0u8; 2 * CHECKSUM_LEVELS * LEVEL_LEN];
+    let mut hasher = crc32fast::Hasher::new();
+    for side in [bids, asks] {
+        let levels = &side[..n.min(side.len())];
+        for chunk in levels.chunks(CHECKSUM_LEVELS * 2) {
+            let mut len = 0;
+            for l in chunk {
+                buf[len..len + 8].copy_from_slice(&l.px.to_le_bytes());
+                buf[len + 8..len + LEVEL_LEN].copy_from_slice(&l.qty.to_le_bytes());
+                len += LEVEL_LEN;
+            }
+            hasher.update(&buf[..len]);
+        }
+    }
+    hasher.finalize()
+}
+
+/// [`try_encode_book`] for protocol 1.1: sets [`FLAG_CHECKSUM`] and writes `crc` (see
+/// [`book_checksum`]) into the book body's `u32` at offset 4.
+///
+/// # Errors
+///
+/// As [`try_encode_book`]; nothing is written.
+pub fn try_encode_book_crc(
+    out: &mut BytesMut,
+    hdr: &RecordHeader,
+    bids: &[Level],
+    asks: &[Level],
+    crc: u32,
+) -> Result<(), WireError> {
+    let start = out.len();
+    let hdr = RecordHeader {
+        flags: hdr.flags | FLAG_CHECKSUM,
+        ..*hdr
+    };
+    try_encode_book(out, &hdr, bids, asks)?;
+    let at = start + RECORD_HEADER_LEN + 4;
+    out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
 /// Appends one trade record (kind 3).
 pub fn encode_trade(out: &mut BytesMut, hdr: &RecordHeader, trade: &Trade) {
     out.reserve(TRADE_RECORD_LEN);
@@ -260,6 +323,14 @@ fn put_header(out: &mut BytesMut, hdr: &RecordHeader, len: u16, flags: u8) {
     let mut head = [0u8; RECORD_HEADER_LEN];
     header_bytes(&mut head, hdr, len, flags);
     out.extend_from_slice(&head);
+}
+
+/// The engine receive timestamp (`recv_ts`, ns since the Unix epoch) of an encoded binary
+/// record, or `None` when `record` is shorter than a record header.
+#[inline]
+pub fn record_recv_ts(record: &[u8]) -> Option<u64> {
+    let ts = record.get(24..32)?;
+    Some(u64::from_le_bytes(ts.try_into().ok()?))
 }
 
 /// Writes the 32-byte record header into the start of `buf`.
@@ -300,9 +371,37 @@ pub fn encode_book_json(
     bids: &[Level],
     asks: &[Level],
 ) {
-    out.reserve(96 + meta.symbol.len() + 48 * bids.len().saturating_add(asks.len()));
+    book_json(out, meta, hdr, bids, asks, None);
+}
+
+/// [`encode_book_json`] for protocol 1.1: the object also carries `"crc":N` (see
+/// [`book_checksum`]), after `recv_ts`.
+pub fn encode_book_json_crc(
+    out: &mut BytesMut,
+    meta: &SymbolMeta,
+    hdr: &RecordHeader,
+    bids: &[Level],
+    asks: &[Level],
+    crc: u32,
+) {
+    book_json(out, meta, hdr, bids, asks, Some(crc));
+}
+
+fn book_json(
+    out: &mut BytesMut,
+    meta: &SymbolMeta,
+    hdr: &RecordHeader,
+    bids: &[Level],
+    asks: &[Level],
+    crc: Option<u32>,
+) {
+    out.reserve(112 + meta.symbol.len() + 48 * bids.len().saturating_add(asks.len()));
     let mut w = JsonWriter::new(out);
     put_json_header(&mut w, meta, hdr);
+    if let Some(crc) = crc {
+        w.lit(b",\"crc\":");
+        w.u64(u64::from(crc));
+    }
     w.lit(b",\"bids\":");
     put_json_levels(&mut w, meta, bids);
     w.lit(b",\"asks\":");

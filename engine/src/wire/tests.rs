@@ -520,3 +520,130 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn recv_ts_reads_back_from_an_encoded_record() {
+    let h = hdr(RecordKind::Status);
+    let mut out = BytesMut::new();
+    encode_status(&mut out, &h, StatusCode::FeedStale);
+    assert_eq!(record_recv_ts(&out), Some(h.recv_ts));
+    assert_eq!(record_recv_ts(&out[..31]), None);
+}
+
+// ---- book checksum (protocol 1.1 §3.2) ----------------------------------------------------
+
+/// CRC-32 (IEEE, reflected, as zlib) bit by bit: an implementation independent of `crc32fast`.
+fn crc32_reference(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// §3.2 read literally: the client's book is the top `depth` levels (0 = all); the checksum
+/// covers its top `min(10, depth)` (10 for depth 0) of each side, bids then asks.
+fn checksum_reference(book: &crate::book::Book, depth: u16) -> u32 {
+    let n = if depth == 0 { 10 } else { depth.min(10) } as usize;
+    let mut bytes = Vec::new();
+    for side in [book.bids(), book.asks()] {
+        let held: Vec<_> = if depth == 0 {
+            side.to_vec()
+        } else {
+            side.iter().take(usize::from(depth)).copied().collect()
+        };
+        for l in held.iter().take(n) {
+            bytes.extend_from_slice(&l.px.to_le_bytes());
+            bytes.extend_from_slice(&l.qty.to_le_bytes());
+        }
+    }
+    crc32_reference(&bytes)
+}
+
+#[test]
+fn checksum_of_known_inputs() {
+    assert_eq!(crc32_reference(b"123456789"), 0xCBF4_3926);
+    assert_eq!(book_checksum(&[], &[], 10), 0);
+    let l = Level { px: 1, qty: 2 };
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&1i64.to_le_bytes());
+    bytes.extend_from_slice(&2i64.to_le_bytes());
+    assert_eq!(book_checksum(&[l], &[], 10), crc32_reference(&bytes));
+    assert_eq!(checksum_levels(1), 1);
+    assert_eq!(checksum_levels(10), 10);
+    assert_eq!(checksum_levels(25), 10);
+    assert_eq!(checksum_levels(0), 10);
+}
+
+#[test]
+fn book_records_carry_the_checksum() {
+    let bids = [Level { px: 100, qty: 5 }];
+    let asks = [Level { px: 101, qty: 7 }];
+    let crc = book_checksum(&bids, &asks, 10);
+    let mut out = BytesMut::new();
+    try_encode_book_crc(&mut out, &hdr(RecordKind::Delta), &bids, &asks, crc).unwrap();
+    assert_eq!(out[3], FLAG_CHECKSUM);
+    assert_eq!(u32_at(&out, RECORD_HEADER_LEN + 4), crc);
+    assert_eq!(i64_at(&out, RECORD_HEADER_LEN + 8), 100);
+    let mut out = BytesMut::new();
+    try_encode_book_crc(&mut out, &hdr(RecordKind::Snapshot), &bids, &asks, crc).unwrap();
+    assert_eq!(out[3], FLAG_CHECKSUM | FLAG_SNAPSHOT);
+    // Too long: nothing written, as without the checksum.
+    let many = vec![Level { px: 1, qty: 1 }; MAX_BOOK_LEVELS + 1];
+    let mut out = BytesMut::new();
+    assert!(try_encode_book_crc(&mut out, &hdr(RecordKind::Delta), &many, &[], 1).is_err());
+    assert!(out.is_empty());
+    let mut out = BytesMut::new();
+    encode_book_json_crc(
+        &mut out,
+        &meta("BTC-USD"),
+        &hdr(RecordKind::Delta),
+        &bids,
+        &asks,
+        crc,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["crc"], json!(crc));
+    assert_eq!(v["bids"], json!([["1.00", "0.000005"]]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random books (a snapshot, then random changes) and every depth window: the engine's
+    /// checksum of the client's book equals the literal reading of §3.2.
+    #[test]
+    fn checksum_matches_an_independent_implementation(
+        bids in proptest::collection::btree_map(1i64..500, 1i64..1_000_000, 0..40),
+        asks in proptest::collection::btree_map(500i64..1000, 1i64..1_000_000, 0..40),
+        changes in proptest::collection::vec((any::<bool>(), -10i64..1010, 0i64..3), 0..60),
+        depth_idx in 0usize..crate::book::DEPTH_COUNT,
+    ) {
+        use crate::book::{Book, DEPTHS, Side, WindowDeltas};
+        let lv = |m: &std::collections::BTreeMap<i64, i64>| -> Vec<Level> {
+            m.iter().map(|(&px, &qty)| Level { px, qty }).collect()
+        };
+        let mut book = Book::new();
+        book.load_snapshot(&lv(&bids), &lv(&asks)).unwrap();
+        let mut w = WindowDeltas::new();
+        for (bid, px, qty) in changes {
+            let side = if bid { Side::Bid } else { Side::Ask };
+            book.apply(side, px, qty, &mut w).unwrap();
+            let depth = DEPTHS[depth_idx];
+            let n = checksum_levels(depth);
+            let engine = book_checksum(
+                book.top(Side::Bid, usize::from(depth)),
+                book.top(Side::Ask, usize::from(depth)),
+                n,
+            );
+            prop_assert_eq!(engine, checksum_reference(&book, depth));
+        }
+    }
+}

@@ -17,7 +17,7 @@ use feed_sim::{SimConfig, Simulator};
 use serde_json::Value;
 use tickcast_bench::book::StreamState;
 use tickcast_bench::control::{Reply, SymbolInfo};
-use tickcast_bench::wire::{Record, decode_batch, decode_json_batch};
+use tickcast_bench::wire::{Body, Record, decode_batch, decode_json_batch};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -234,6 +234,10 @@ pub struct Client {
     pub replaced: HashMap<u32, u64>,
     /// Replacing snapshots whose seq was not the previous one + 1 (protocol §1.3).
     pub replace_jumps: Vec<String>,
+    /// The checksum (protocol 1.1 §3.2) of the last book record applied, by sid.
+    pub last_crc: HashMap<u32, u32>,
+    /// Every snapshot record received: (sid, seq, levels).
+    pub snapshots: Vec<(u32, u64, Levels)>,
 }
 
 impl Client {
@@ -269,6 +273,8 @@ impl Client {
             close: None,
             replaced: HashMap::new(),
             replace_jumps: Vec::new(),
+            last_crc: HashMap::new(),
+            snapshots: Vec::new(),
         }
     }
 
@@ -330,6 +336,15 @@ impl Client {
         for r in recs {
             self.records += 1;
             self.check_replacement(r);
+            if let Body::Book { bids, asks, crc } = &r.body {
+                if let Some(crc) = crc {
+                    self.last_crc.insert(r.header.sid, *crc);
+                }
+                if r.header.kind == 1 {
+                    self.snapshots
+                        .push((r.header.sid, r.header.seq, (bids.clone(), asks.clone())));
+                }
+            }
             if let Err(e) = self.state.apply(r) {
                 self.seq_errors.push(e.to_string());
             }

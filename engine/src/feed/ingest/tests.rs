@@ -18,6 +18,8 @@ struct Fixture {
     ring: Arc<Ring>,
     interest: Arc<Interest>,
     requests: crossbeam_channel::Sender<IngestRequest>,
+    /// Virtual time: what the ingester's loop would have read off the clocks.
+    now: Stamp,
     _poll: Poll,
 }
 
@@ -61,6 +63,7 @@ fn fixture(format: Format) -> Fixture {
         ring,
         interest,
         requests: tx,
+        now: Stamp::now(),
         _poll: poll,
     };
     f.msg(SYMBOLS);
@@ -114,8 +117,17 @@ fn heartbeat(sym: &str, seq: u64) -> String {
 }
 
 impl Fixture {
+    /// The `tickcast_feed_faults_total` counter of `label`.
+    fn fault(&mut self, label: &str) -> u64 {
+        let i = FeedMisbehaved::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .expect("a fault label");
+        self.ingest_counter(|m| &m.faults[i])
+    }
+
     fn msg(&mut self, m: &str) {
-        self.replay.message(m.as_bytes());
+        self.replay.message(m.as_bytes(), self.now);
     }
 
     fn drain(&mut self) -> Vec<Out> {
@@ -170,7 +182,13 @@ fn header(bytes: &[u8], format: Format) -> (u8, u8, u64) {
                 "trade" => 3,
                 _ => 4,
             };
-            (kind, u8::from(kind == 1), v["seq"].as_u64().unwrap())
+            // The JSON form of the flags: snapshot by kind, checksum by a "crc" field.
+            let crc = if v.get("crc").is_some() {
+                wire::FLAG_CHECKSUM
+            } else {
+                0
+            };
+            (kind, u8::from(kind == 1) | crc, v["seq"].as_u64().unwrap())
         }
     }
 }
@@ -199,7 +217,7 @@ fn deltas(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 2,
-            flags: 0,
+            flags: wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
@@ -212,7 +230,7 @@ fn resync(sid: u32, seq: u64) -> Vec<Out> {
             sid,
             stream: d as u8,
             kind: 1,
-            flags: FLAG_SNAPSHOT,
+            flags: FLAG_SNAPSHOT | wire::FLAG_CHECKSUM,
             seq,
         })
         .collect()
@@ -290,7 +308,13 @@ fn two_swapped_updates_are_applied_in_order_without_a_resync() {
 fn an_update_held_too_long_means_its_predecessor_is_lost() {
     let mut f = fixture(Format::Binary);
     f.msg(&update("AAA-USD", 102));
-    f.replay.expire_held();
+    // Within the window it waits (the loop expires held updates once per turn)...
+    f.replay
+        .expire_held(f.now.later(REORDER_WINDOW - Duration::from_millis(1)));
+    assert!(f.drain().is_empty());
+    assert!(f.replay.take_feed_requests().is_empty());
+    // ... and at the end of it, its predecessor is lost.
+    f.replay.expire_held(f.now.later(REORDER_WINDOW));
     assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
     assert_eq!(f.replay.take_feed_requests().len(), 1);
     // So is one that meets another gap, or a heartbeat past it.
@@ -298,6 +322,7 @@ fn an_update_held_too_long_means_its_predecessor_is_lost() {
     f.msg(&update("AAA-USD", 102));
     f.msg(&update("AAA-USD", 103));
     assert_eq!(f.drain(), vec![Out::Status { sid: 0, code: 1 }]);
+    assert_eq!(f.fault("gap"), 1);
     let mut f = fixture(Format::Binary);
     f.msg(&update("AAA-USD", 102));
     f.msg(&heartbeat("AAA-USD", 102));
@@ -335,6 +360,9 @@ fn malformed_and_unknown_symbol_messages_never_make_a_symbol_stale() {
     assert!(f.drain().is_empty());
     assert!(f.replay.take_feed_requests().is_empty());
     assert_eq!(f.ingest_counter(|m| &m.bad_messages), 8);
+    // All eight are counted under `malformed`, nothing under the sync faults.
+    assert_eq!(f.fault("malformed"), 8);
+    assert_eq!(f.fault("gap"), 0);
     assert!(f.replay.is_synced(0) && f.replay.is_synced(1));
     f.msg(&good);
     assert_eq!(f.drain(), deltas(0, 1));
@@ -357,7 +385,7 @@ fn heartbeats_reveal_a_lost_last_update() {
 #[test]
 fn feed_loss_makes_every_symbol_stale_once_and_snapshots_resume_them() {
     let mut f = fixture(Format::Json);
-    f.replay.feed_lost();
+    f.replay.feed_lost(f.now);
     assert_eq!(
         f.drain(),
         vec![
@@ -366,7 +394,7 @@ fn feed_loss_makes_every_symbol_stale_once_and_snapshots_resume_them() {
         ]
     );
     // Losing the feed again while stale says nothing new; nothing is asked of a dead feed.
-    f.replay.feed_lost();
+    f.replay.feed_lost(f.now);
     assert!(f.drain().is_empty());
     assert!(f.replay.take_feed_requests().is_empty());
     // The next session starts with the symbols and a snapshot of each.
@@ -410,4 +438,123 @@ fn statuses_go_only_to_shards_watching_the_symbol() {
     f.interest.add(0, Topic::trades(1, Format::Binary));
     f.msg(&snapshot("BBB-USD", 600));
     assert_eq!(f.drain(), vec![Out::Status { sid: 1, code: 2 }]);
+}
+
+/// Asks for a snapshot of `topic` as a shard would and returns its seq.
+fn snapshot_seq(f: &mut Fixture, topic: Topic) -> u64 {
+    f.requests
+        .send(IngestRequest::Snapshot {
+            shard: 0,
+            conn: ConnId {
+                index: 1,
+                generation: 0,
+            },
+            req: 9,
+            topic,
+        })
+        .unwrap();
+    f.replay.serve_requests();
+    let got: Vec<u64> = f
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Snapshot { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "one snapshot answers the request");
+    got[0]
+}
+
+/// The trap of issue 11: a stream nobody watches must keep its numbering, so that a position
+/// names exactly one book state (a later snapshot never reuses a seq for a different book).
+#[test]
+fn an_unwatched_stream_keeps_its_numbering() {
+    let mut f = fixture(Format::Binary);
+    let topic = Topic::book(0, 1, Format::Binary); // depth 10, not watched by the fixture
+    f.interest.add(0, topic);
+    f.msg(&update("AAA-USD", 101));
+    let held = snapshot_seq(&mut f, topic);
+    assert_eq!(held, 1);
+    // The only watcher leaves; the book moves at every depth.
+    f.interest.remove(0, topic);
+    f.msg(&update("AAA-USD", 102));
+    f.msg(&update("AAA-USD", 103));
+    f.drain();
+    f.interest.add(0, topic);
+    let again = snapshot_seq(&mut f, topic);
+    assert_eq!(
+        again,
+        held + 2,
+        "two changes of the depth-10 window while unwatched are two positions"
+    );
+    // A change far from its window leaves an unwatched stream's seq alone.
+    f.interest.remove(0, topic);
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":104,"ts":2,"changes":[["sell","99.00","1.00"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(
+        snapshot_seq(&mut f, topic),
+        again + 1,
+        "99.00 is the 3rd ask: inside depth 10"
+    );
+    f.interest.remove(0, topic);
+    for (i, px) in (105..).zip([
+        "98.00", "97.00", "96.00", "95.00", "94.00", "93.00", "92.00", "91.00",
+    ]) {
+        f.msg(&format!(
+            r#"{{"type":"l2update","symbol":"AAA-USD","seq":{i},"ts":2,"changes":[["sell","{px}","1.00"]]}}"#
+        ));
+    }
+    f.drain();
+    f.interest.add(0, topic);
+    let at = snapshot_seq(&mut f, topic);
+    f.interest.remove(0, topic);
+    // 11 asks now: one more beyond the 10th level does not touch the depth-10 window.
+    f.msg(
+        r#"{"type":"l2update","symbol":"AAA-USD","seq":113,"ts":2,"changes":[["sell","150.00","1.00"]]}"#,
+    );
+    f.drain();
+    f.interest.add(0, topic);
+    assert_eq!(snapshot_seq(&mut f, topic), at);
+}
+
+/// The `recv_ts` of every record in the ring, as JSON records show it.
+fn recv_stamps(f: &mut Fixture) -> Vec<u64> {
+    f.replay.serve_requests();
+    let mut out = Vec::new();
+    while let Some(msg) = f.ring.pop() {
+        if let ShardMsg::Record { bytes, .. } | ShardMsg::Status { bytes, .. } = msg {
+            let v: serde_json::Value = serde_json::from_slice(&bytes[1..]).unwrap();
+            out.push(v["recv_ts"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn records_carry_the_time_the_loop_handed_down() {
+    let mut f = fixture(Format::Json);
+    f.drain();
+    f.now = Stamp {
+        mono: f.now.mono,
+        realtime_ns: 1_763_700_000_123_456_789,
+    };
+    f.msg(&update("AAA-USD", 101));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_000_123_456_789),
+        "{stamps:?}"
+    );
+    // Status records (here: the feed lost) carry the time of the loss.
+    f.replay.feed_lost(f.now.later(Duration::from_secs(1)));
+    let stamps = recv_stamps(&mut f);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|&t| t == 1_763_700_001_123_456_789),
+        "{stamps:?}"
+    );
 }

@@ -14,7 +14,16 @@
 //! - sizes are bytes, integers;
 //! - the file is flat (no tables), and an unknown key is an error.
 //!
-//! `config/tickcast.example.toml` lists every key with its default.
+//! Every setting is declared once, in [`settings`]: its key and flag, type, default, rule and
+//! help. `config/tickcast.example.toml` lists every key with its default, and
+//! `docs/operations.md` carries the table; tests hold both to the declaration.
+//!
+//! This module depends on no other module of the engine: the others take their settings from
+//! it (the feed its [`FeedUrl`], fan-out its [`BatchLimits`]).
+
+mod settings;
+
+pub use settings::{KEYS, LogFormat, Overrides, Rule, SETTINGS, Setting, Value, markdown_table};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,14 +35,80 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
-use crate::fanout::batch::BatchLimits;
-
 /// Most client connections the engine may be configured for (`max-conns`).
 pub const MAX_CONNS_CAP: usize = 1 << 22;
 /// Longest duration any setting accepts: one day.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// The `feed` value that selects the embedded simulated exchange.
 pub const EMBEDDED_FEED: &str = "embedded";
+/// Default of `feed-stall-timeout`.
+pub const DEFAULT_FEED_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Limits on one data message (`batch-max-records`, `batch-max-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Records per message (at most `u16::MAX`, the batch header's count field).
+    pub max_records: usize,
+    /// Payload bytes per message; a single larger record still goes alone.
+    pub max_payload: usize,
+}
+
+impl Default for BatchLimits {
+    /// The defaults of `batch-max-records` and `batch-max-bytes`.
+    fn default() -> Self {
+        Config::default().batch
+    }
+}
+
+/// Default of [`ReplayLimits::records`]: 30 s of the busiest depth-0 stream of the default
+/// feed (~450 records/s, see docs/protocol.md) with room to spare.
+pub const DEFAULT_REPLAY_RECORDS: usize = 32_768;
+/// Default of [`ReplayLimits::bytes`].
+pub const DEFAULT_REPLAY_BYTES: usize = 8 << 20;
+/// Default of [`ReplayLimits::age`].
+pub const DEFAULT_REPLAY_AGE: Duration = Duration::from_secs(30);
+/// Default of [`ReplayLimits::total_bytes`].
+pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 256 << 20;
+
+/// The bounds of the replay windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    /// Most records one window holds.
+    pub records: usize,
+    /// Most bytes one window holds (records plus `replay::RECORD_OVERHEAD` each).
+    pub bytes: usize,
+    /// Records older than this are dropped.
+    pub age: Duration,
+    /// Most bytes all windows hold together; past it the oldest records of any window go.
+    pub total_bytes: usize,
+}
+
+impl Default for ReplayLimits {
+    fn default() -> Self {
+        Self {
+            records: DEFAULT_REPLAY_RECORDS,
+            bytes: DEFAULT_REPLAY_BYTES,
+            age: DEFAULT_REPLAY_AGE,
+            total_bytes: DEFAULT_REPLAY_TOTAL_BYTES,
+        }
+    }
+}
+
+impl ReplayLimits {
+    /// No replay at all (every resume misses); windows hold nothing.
+    pub const OFF: Self = Self {
+        records: 0,
+        bytes: 0,
+        age: Duration::ZERO,
+        total_bytes: 0,
+    };
+
+    /// True when windows can hold anything.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.records > 0 && self.bytes > 0 && !self.age.is_zero() && self.total_bytes > 0
+    }
+}
 
 /// Where the exchange feed comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,47 +287,22 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Time allowed for a graceful shutdown (close 1001 to every client, flush) before exit.
     pub shutdown_deadline: Duration,
+    /// Replay windows for `resume` (protocol 1.1 §3.1): per stream at most `records` records,
+    /// `bytes` bytes and `age` old, and `total_bytes` over all streams (keys `replay-records`,
+    /// `replay-bytes`, `replay-age`, `replay-total-bytes`). The defaults hold ~30 s of the
+    /// busiest stream of the default feed (docs/protocol.md, "Version 1.1"); `replay-records = 0`
+    /// turns replay off.
+    pub replay: ReplayLimits,
+    /// How logs are written.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
+    /// Every setting at the default of its row in [`SETTINGS`].
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            feed: FeedSource::Embedded {
-                symbols: 50,
-                rate: 2_000.0,
-                seed: 1,
-            },
-            shards: std::thread::available_parallelism().map_or(1, usize::from),
-            pin: false,
-            ring_capacity: 1 << 16,
-            max_symbols: 4096,
-            max_outbuf_bytes: 4 << 20,
-            send_buffer_bytes: 256 * 1024,
-            max_message_bytes: 64 << 10,
-            max_subscriptions: 4096,
-            handshake_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(5),
-            evict_timeout: Duration::from_secs(60),
-            control_rate: 50,
-            control_burst: 100,
-            control_strikes: 20,
-            batch: BatchLimits::default(),
-            drain_max: 16_384,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
-            feed_stall_timeout: crate::feed::ingest::DEFAULT_STALL_TIMEOUT,
-            echo: false,
-            deflate: true,
-            deflate_threshold: 256,
-            allowed_origins: Vec::new(),
-            tokens_file: None,
-            tokens: None,
-            max_conns: 19_900,
-            max_conns_per_ip: 19_900,
-            ping_interval: Duration::from_secs(30),
-            shutdown_deadline: Duration::from_secs(5),
-        }
+        // The defaults layer sets every setting that has a default, each of the right form
+        // (`default_is_valid` tests it), so this cannot fail.
+        Self::from_overrides(&Overrides::default()).unwrap_or_else(|e| unreachable!("{e}"))
     }
 }
 
@@ -267,6 +317,11 @@ impl Config {
             Some(path) => Overrides::read(path)?.merge(flags),
             None => flags,
         };
+        Self::load_layers(layers)
+    }
+
+    /// [`load`](Self::load) of layers already read.
+    fn load_layers(layers: Overrides) -> Result<Self, LoadError> {
         let mut config = Self::from_overrides(&layers)?;
         if let Some(path) = &config.tokens_file {
             config.tokens = Some(Tokens::load(path)?);
@@ -282,82 +337,127 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the key whose value has the wrong form.
     pub fn from_overrides(o: &Overrides) -> Result<Self, ConfigError> {
-        let mut c = Self::default();
-        let FeedSource::Embedded {
-            symbols,
-            rate,
-            seed,
-        } = c.feed
-        else {
-            return Err(ConfigError::new("feed", "the default feed is not embedded"));
-        };
-        c.feed = match o.feed.as_deref() {
+        let o = Overrides::defaults().merge(o.clone());
+        let feed = match o.feed.as_deref() {
             None | Some(EMBEDDED_FEED) => FeedSource::Embedded {
-                symbols: o.sim_symbols.unwrap_or(symbols),
-                rate: o.sim_rate.unwrap_or(rate),
-                seed: o.sim_seed.unwrap_or(seed),
+                symbols: need(o.sim_symbols, "sim-symbols")?,
+                rate: need(o.sim_rate, "sim-rate")?,
+                seed: need(o.sim_seed, "sim-seed")?,
             },
             Some(url) => FeedSource::External(FeedUrl::parse(url)?),
         };
-        set(&mut c.listen, o.listen);
-        set(&mut c.shards, o.shards);
-        set(&mut c.pin, o.pin);
-        set(&mut c.ring_capacity, o.ring_capacity);
-        set(&mut c.max_symbols, o.max_symbols);
-        set(&mut c.max_outbuf_bytes, o.max_outbuf_bytes);
-        set(&mut c.send_buffer_bytes, o.send_buffer_bytes);
-        set(&mut c.max_message_bytes, o.max_message_bytes);
-        set(&mut c.max_subscriptions, o.max_subscriptions);
-        set(&mut c.control_rate, o.control_rate);
-        set(&mut c.control_burst, o.control_burst);
-        set(&mut c.control_strikes, o.control_strikes);
-        set(&mut c.batch.max_records, o.batch_max_records);
-        set(&mut c.batch.max_payload, o.batch_max_bytes);
-        set(&mut c.drain_max, o.drain_max);
-        set(&mut c.echo, o.echo);
-        set(&mut c.deflate, o.deflate);
-        set(&mut c.deflate_threshold, o.deflate_threshold);
-        set(&mut c.max_conns, o.max_conns);
-        set(&mut c.max_conns_per_ip, o.max_conns_per_ip);
-        if let Some(path) = &o.tokens_file {
-            c.tokens_file = Some(path.clone());
-        }
-        if let Some(origins) = &o.allowed_origins {
-            c.allowed_origins = origins
-                .iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(|s| normalize_origin(s).map_err(|r| ConfigError::new("allowed-origins", r)))
-                .collect::<Result<_, _>>()?;
-        }
-        let durations = [
-            (
-                "handshake-timeout",
-                o.handshake_timeout,
-                &mut c.handshake_timeout,
+        let allowed_origins = need(o.allowed_origins, "allowed-origins")?
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| normalize_origin(s).map_err(|r| ConfigError::new("allowed-origins", r)))
+            .collect::<Result<_, _>>()?;
+        let secs = |v: Option<Seconds>, key| need(v, key)?.to_duration(key);
+        Ok(Self {
+            listen: need(o.listen, "listen")?,
+            feed,
+            shards: need(o.shards, "shards")?,
+            pin: need(o.pin, "pin")?,
+            ring_capacity: need(o.ring_capacity, "ring-capacity")?,
+            max_symbols: need(o.max_symbols, "max-symbols")?,
+            max_outbuf_bytes: need(o.max_outbuf_bytes, "max-outbuf-bytes")?,
+            send_buffer_bytes: need(o.send_buffer_bytes, "send-buffer-bytes")?,
+            max_message_bytes: need(o.max_message_bytes, "max-message-bytes")?,
+            max_subscriptions: need(o.max_subscriptions, "max-subscriptions")?,
+            handshake_timeout: secs(o.handshake_timeout, "handshake-timeout")?,
+            close_timeout: secs(o.close_timeout, "close-timeout")?,
+            evict_timeout: secs(o.evict_timeout, "evict-timeout")?,
+            control_rate: need(o.control_rate, "control-rate")?,
+            control_burst: need(o.control_burst, "control-burst")?,
+            control_strikes: need(o.control_strikes, "control-strikes")?,
+            batch: BatchLimits {
+                max_records: need(o.batch_max_records, "batch-max-records")?,
+                max_payload: need(o.batch_max_bytes, "batch-max-bytes")?,
+            },
+            drain_max: need(o.drain_max, "drain-max")?,
+            reconnect_min: secs(o.reconnect_min, "reconnect-min")?,
+            reconnect_max: secs(o.reconnect_max, "reconnect-max")?,
+            feed_stall_timeout: secs(o.feed_stall_timeout, "feed-stall-timeout")?,
+            echo: need(o.echo, "echo")?,
+            deflate: need(o.deflate, "deflate")?,
+            deflate_threshold: need(o.deflate_threshold, "deflate-threshold")?,
+            allowed_origins,
+            tokens_file: o.tokens_file,
+            tokens: None,
+            max_conns: need(o.max_conns, "max-conns")?,
+            max_conns_per_ip: need(o.max_conns_per_ip, "max-conns-per-ip")?,
+            ping_interval: secs(o.ping_interval, "ping-interval")?,
+            shutdown_deadline: secs(o.shutdown_deadline, "shutdown-deadline")?,
+            replay: ReplayLimits {
+                records: need(o.replay_records, "replay-records")?,
+                bytes: need(o.replay_bytes, "replay-bytes")?,
+                age: secs(o.replay_age, "replay-age")?,
+                total_bytes: need(o.replay_total_bytes, "replay-total-bytes")?,
+            },
+            log_format: need(o.log_format, "log-format")?,
+        })
+    }
+
+    /// The configuration as a settings layer (the inverse of
+    /// [`from_overrides`](Self::from_overrides)), so that [`validate`](Self::validate) checks
+    /// it with the rules of the settings table.
+    #[must_use]
+    pub fn as_overrides(&self) -> Overrides {
+        let (feed, sim_symbols, sim_rate, sim_seed) = match &self.feed {
+            FeedSource::External(url) => (url.url.clone(), None, None, None),
+            FeedSource::Embedded {
+                symbols,
+                rate,
+                seed,
+            } => (
+                EMBEDDED_FEED.to_owned(),
+                Some(*symbols),
+                Some(*rate),
+                Some(*seed),
             ),
-            ("close-timeout", o.close_timeout, &mut c.close_timeout),
-            ("evict-timeout", o.evict_timeout, &mut c.evict_timeout),
-            ("reconnect-min", o.reconnect_min, &mut c.reconnect_min),
-            ("reconnect-max", o.reconnect_max, &mut c.reconnect_max),
-            (
-                "feed-stall-timeout",
-                o.feed_stall_timeout,
-                &mut c.feed_stall_timeout,
-            ),
-            ("ping-interval", o.ping_interval, &mut c.ping_interval),
-            (
-                "shutdown-deadline",
-                o.shutdown_deadline,
-                &mut c.shutdown_deadline,
-            ),
-        ];
-        for (key, secs, slot) in durations {
-            if let Some(secs) = secs {
-                *slot = secs.to_duration(key)?;
-            }
+        };
+        let secs = |d: Duration| Some(Seconds(d.as_secs_f64()));
+        Overrides {
+            listen: Some(self.listen),
+            shards: Some(self.shards),
+            pin: Some(self.pin),
+            feed: Some(feed),
+            sim_symbols,
+            sim_rate,
+            sim_seed,
+            reconnect_min: secs(self.reconnect_min),
+            reconnect_max: secs(self.reconnect_max),
+            feed_stall_timeout: secs(self.feed_stall_timeout),
+            max_symbols: Some(self.max_symbols),
+            max_conns: Some(self.max_conns),
+            max_conns_per_ip: Some(self.max_conns_per_ip),
+            allowed_origins: Some(self.allowed_origins.clone()),
+            tokens_file: self.tokens_file.clone(),
+            echo: Some(self.echo),
+            max_outbuf_bytes: Some(self.max_outbuf_bytes),
+            send_buffer_bytes: Some(self.send_buffer_bytes),
+            max_message_bytes: Some(self.max_message_bytes),
+            max_subscriptions: Some(self.max_subscriptions),
+            control_rate: Some(self.control_rate),
+            control_burst: Some(self.control_burst),
+            control_strikes: Some(self.control_strikes),
+            handshake_timeout: secs(self.handshake_timeout),
+            close_timeout: secs(self.close_timeout),
+            evict_timeout: secs(self.evict_timeout),
+            ping_interval: secs(self.ping_interval),
+            shutdown_deadline: secs(self.shutdown_deadline),
+            deflate: Some(self.deflate),
+            deflate_threshold: Some(self.deflate_threshold),
+            ring_capacity: Some(self.ring_capacity),
+            drain_max: Some(self.drain_max),
+            batch_max_records: Some(self.batch.max_records),
+            batch_max_bytes: Some(self.batch.max_payload),
+            replay_records: Some(self.replay.records),
+            replay_bytes: Some(self.replay.bytes),
+            replay_age: secs(self.replay.age),
+            replay_total_bytes: Some(self.replay.total_bytes),
+            log_format: Some(self.log_format),
         }
-        Ok(c)
     }
 
     /// Checks every value; the error names the offending key.
@@ -365,65 +465,35 @@ impl Config {
     /// # Errors
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |key: &'static str, v: usize, lo: usize, hi: usize| {
-            if v < lo || v > hi {
-                Err(ConfigError::new(key, format!("{v} is outside {lo}..={hi}")))
-            } else {
-                Ok(())
+        // Each value against its row of the settings table, and what relates two settings
+        // (bounded by another setting, when that one is valid itself).
+        let within = |key, v: usize, bound_ok: bool, hi: usize| {
+            if bound_ok && !(1..=hi).contains(&v) {
+                return Err(ConfigError::new(key, format!("{v} is outside 1..={hi}")));
             }
+            Ok(())
         };
-        let positive = |key: &'static str, v: u32| {
-            if v == 0 {
-                Err(ConfigError::new(key, "must be positive"))
-            } else {
-                Ok(())
-            }
-        };
-        let duration = |key: &'static str, d: Duration| {
-            if d.is_zero() || d > MAX_DURATION {
-                Err(ConfigError::new(
-                    key,
-                    format!(
-                        "{} s is outside (0, {}] seconds",
-                        d.as_secs_f64(),
-                        MAX_DURATION.as_secs()
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        range("shards", self.shards, 1, 256)?;
-        range("ring-capacity", self.ring_capacity, 16, 1 << 24)?;
-        range("max-symbols", self.max_symbols, 1, 1 << 20)?;
-        range("max-outbuf-bytes", self.max_outbuf_bytes, 4096, 1 << 32)?;
-        if self.send_buffer_bytes != 0 {
-            range("send-buffer-bytes", self.send_buffer_bytes, 4096, 1 << 30)?;
-        }
-        range("max-message-bytes", self.max_message_bytes, 125, 1 << 30)?;
-        range("max-subscriptions", self.max_subscriptions, 1, 1 << 20)?;
-        range("drain-max", self.drain_max, 1, 1 << 24)?;
-        range(
-            "batch-max-records",
-            self.batch.max_records,
-            1,
-            usize::from(u16::MAX),
+        let max_conns_ok = (1..=MAX_CONNS_CAP).contains(&self.max_conns);
+        within(
+            "max-conns-per-ip",
+            self.max_conns_per_ip,
+            max_conns_ok,
+            self.max_conns,
         )?;
-        range("batch-max-bytes", self.batch.max_payload, 1024, 1 << 30)?;
-        range("deflate-threshold", self.deflate_threshold, 0, 1 << 30)?;
-        range("max-conns", self.max_conns, 1, MAX_CONNS_CAP)?;
-        range("max-conns-per-ip", self.max_conns_per_ip, 1, self.max_conns)?;
-        positive("control-rate", self.control_rate)?;
-        positive("control-burst", self.control_burst)?;
-        positive("control-strikes", self.control_strikes)?;
-        duration("handshake-timeout", self.handshake_timeout)?;
-        duration("close-timeout", self.close_timeout)?;
-        duration("evict-timeout", self.evict_timeout)?;
-        duration("ping-interval", self.ping_interval)?;
-        duration("shutdown-deadline", self.shutdown_deadline)?;
-        duration("reconnect-min", self.reconnect_min)?;
-        duration("reconnect-max", self.reconnect_max)?;
-        duration("feed-stall-timeout", self.feed_stall_timeout)?;
+        if let FeedSource::Embedded { symbols, .. } = &self.feed {
+            let max_symbols_ok = (1..=1 << 20).contains(&self.max_symbols);
+            within("sim-symbols", *symbols, max_symbols_ok, self.max_symbols)?;
+        }
+        self.as_overrides().check()?;
+        if self.replay.enabled() && self.replay.total_bytes < self.replay.bytes {
+            return Err(ConfigError::new(
+                "replay-total-bytes",
+                format!(
+                    "{} is below replay-bytes ({})",
+                    self.replay.total_bytes, self.replay.bytes
+                ),
+            ));
+        }
         if self.reconnect_max < self.reconnect_min {
             return Err(ConfigError::new(
                 "reconnect-max",
@@ -434,15 +504,7 @@ impl Config {
                 ),
             ));
         }
-        if let FeedSource::Embedded { symbols, rate, .. } = &self.feed {
-            range("sim-symbols", *symbols, 1, self.max_symbols)?;
-            if !(rate.is_finite() && *rate > 0.0) {
-                return Err(ConfigError::new(
-                    "sim-rate",
-                    format!("{rate} must be a positive number"),
-                ));
-            }
-        }
+
         for origin in &self.allowed_origins {
             match normalize_origin(origin) {
                 Ok(n) if n == *origin => {}
@@ -480,128 +542,10 @@ impl Config {
     }
 }
 
-fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
-    }
+/// The value of a setting that has a default (the defaults layer sets it).
+fn need<T>(value: Option<T>, key: &'static str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::new(key, "has no value"))
 }
-
-/// One layer of settings: every key optional. The TOML file deserializes into it (unknown keys
-/// refused), and so do the command-line flags; [`Overrides::merge`] stacks layers and
-/// [`Config::from_overrides`] applies one to the defaults.
-///
-/// Each field is the key of the same name in kebab-case; see [`Config`] for what it means.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Overrides {
-    /// `listen`: [`Config::listen`].
-    pub listen: Option<SocketAddr>,
-    /// `feed`: [`Config::feed`], `"embedded"` or `ws://HOST:PORT/PATH`.
-    pub feed: Option<String>,
-    /// `sim-symbols`: the embedded simulator's symbols ([`Config::feed`]).
-    pub sim_symbols: Option<usize>,
-    /// `sim-rate`: the embedded simulator's rate ([`Config::feed`]).
-    pub sim_rate: Option<f64>,
-    /// `sim-seed`: the embedded simulator's seed ([`Config::feed`]).
-    pub sim_seed: Option<u64>,
-    /// `shards`: [`Config::shards`].
-    pub shards: Option<usize>,
-    /// `pin`: [`Config::pin`].
-    pub pin: Option<bool>,
-    /// `ring-capacity`: [`Config::ring_capacity`].
-    pub ring_capacity: Option<usize>,
-    /// `max-symbols`: [`Config::max_symbols`].
-    pub max_symbols: Option<usize>,
-    /// `max-outbuf-bytes`: [`Config::max_outbuf_bytes`].
-    pub max_outbuf_bytes: Option<usize>,
-    /// `send-buffer-bytes`: [`Config::send_buffer_bytes`].
-    pub send_buffer_bytes: Option<usize>,
-    /// `max-message-bytes`: [`Config::max_message_bytes`].
-    pub max_message_bytes: Option<usize>,
-    /// `max-subscriptions`: [`Config::max_subscriptions`].
-    pub max_subscriptions: Option<usize>,
-    /// `handshake-timeout`: [`Config::handshake_timeout`].
-    pub handshake_timeout: Option<Seconds>,
-    /// `close-timeout`: [`Config::close_timeout`].
-    pub close_timeout: Option<Seconds>,
-    /// `evict-timeout`: [`Config::evict_timeout`].
-    pub evict_timeout: Option<Seconds>,
-    /// `control-rate`: [`Config::control_rate`].
-    pub control_rate: Option<u32>,
-    /// `control-burst`: [`Config::control_burst`].
-    pub control_burst: Option<u32>,
-    /// `control-strikes`: [`Config::control_strikes`].
-    pub control_strikes: Option<u32>,
-    /// `batch-max-records`: [`BatchLimits::max_records`] of [`Config::batch`].
-    pub batch_max_records: Option<usize>,
-    /// `batch-max-bytes`: [`BatchLimits::max_payload`] of [`Config::batch`].
-    pub batch_max_bytes: Option<usize>,
-    /// `drain-max`: [`Config::drain_max`].
-    pub drain_max: Option<usize>,
-    /// `reconnect-min`: [`Config::reconnect_min`].
-    pub reconnect_min: Option<Seconds>,
-    /// `reconnect-max`: [`Config::reconnect_max`].
-    pub reconnect_max: Option<Seconds>,
-    /// `feed-stall-timeout`: [`Config::feed_stall_timeout`].
-    pub feed_stall_timeout: Option<Seconds>,
-    /// `echo`: [`Config::echo`].
-    pub echo: Option<bool>,
-    /// `deflate`: [`Config::deflate`].
-    pub deflate: Option<bool>,
-    /// `deflate-threshold`: [`Config::deflate_threshold`].
-    pub deflate_threshold: Option<usize>,
-    /// `allowed-origins`: [`Config::allowed_origins`].
-    /// In the file an array of strings; on the command line a comma-separated list.
-    pub allowed_origins: Option<Vec<String>>,
-    /// `tokens-file`: [`Config::tokens_file`].
-    pub tokens_file: Option<PathBuf>,
-    /// `max-conns`: [`Config::max_conns`].
-    pub max_conns: Option<usize>,
-    /// `max-conns-per-ip`: [`Config::max_conns_per_ip`].
-    pub max_conns_per_ip: Option<usize>,
-    /// `ping-interval`: [`Config::ping_interval`].
-    pub ping_interval: Option<Seconds>,
-    /// `shutdown-deadline`: [`Config::shutdown_deadline`].
-    pub shutdown_deadline: Option<Seconds>,
-}
-
-/// Every key of the configuration file, in the order of [`Overrides`].
-pub const KEYS: &[&str] = &[
-    "listen",
-    "feed",
-    "sim-symbols",
-    "sim-rate",
-    "sim-seed",
-    "shards",
-    "pin",
-    "ring-capacity",
-    "max-symbols",
-    "max-outbuf-bytes",
-    "send-buffer-bytes",
-    "max-message-bytes",
-    "max-subscriptions",
-    "handshake-timeout",
-    "close-timeout",
-    "evict-timeout",
-    "control-rate",
-    "control-burst",
-    "control-strikes",
-    "batch-max-records",
-    "batch-max-bytes",
-    "drain-max",
-    "reconnect-min",
-    "reconnect-max",
-    "feed-stall-timeout",
-    "echo",
-    "deflate",
-    "deflate-threshold",
-    "allowed-origins",
-    "tokens-file",
-    "max-conns",
-    "max-conns-per-ip",
-    "ping-interval",
-    "shutdown-deadline",
-];
 
 impl Overrides {
     /// Reads and parses a TOML configuration file.
@@ -627,47 +571,6 @@ impl Overrides {
     /// the key at fault when there is one.
     pub fn parse(text: &str) -> Result<Self, (Option<usize>, String)> {
         toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
-    }
-
-    /// `self` with every value that `over` sets replaced by `over`'s.
-    #[must_use]
-    pub fn merge(self, over: Self) -> Self {
-        Self {
-            listen: over.listen.or(self.listen),
-            feed: over.feed.or(self.feed),
-            sim_symbols: over.sim_symbols.or(self.sim_symbols),
-            sim_rate: over.sim_rate.or(self.sim_rate),
-            sim_seed: over.sim_seed.or(self.sim_seed),
-            shards: over.shards.or(self.shards),
-            pin: over.pin.or(self.pin),
-            ring_capacity: over.ring_capacity.or(self.ring_capacity),
-            max_symbols: over.max_symbols.or(self.max_symbols),
-            max_outbuf_bytes: over.max_outbuf_bytes.or(self.max_outbuf_bytes),
-            send_buffer_bytes: over.send_buffer_bytes.or(self.send_buffer_bytes),
-            max_message_bytes: over.max_message_bytes.or(self.max_message_bytes),
-            max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
-            handshake_timeout: over.handshake_timeout.or(self.handshake_timeout),
-            close_timeout: over.close_timeout.or(self.close_timeout),
-            evict_timeout: over.evict_timeout.or(self.evict_timeout),
-            control_rate: over.control_rate.or(self.control_rate),
-            control_burst: over.control_burst.or(self.control_burst),
-            control_strikes: over.control_strikes.or(self.control_strikes),
-            batch_max_records: over.batch_max_records.or(self.batch_max_records),
-            batch_max_bytes: over.batch_max_bytes.or(self.batch_max_bytes),
-            drain_max: over.drain_max.or(self.drain_max),
-            reconnect_min: over.reconnect_min.or(self.reconnect_min),
-            reconnect_max: over.reconnect_max.or(self.reconnect_max),
-            feed_stall_timeout: over.feed_stall_timeout.or(self.feed_stall_timeout),
-            echo: over.echo.or(self.echo),
-            deflate: over.deflate.or(self.deflate),
-            deflate_threshold: over.deflate_threshold.or(self.deflate_threshold),
-            allowed_origins: over.allowed_origins.or(self.allowed_origins),
-            tokens_file: over.tokens_file.or(self.tokens_file),
-            max_conns: over.max_conns.or(self.max_conns),
-            max_conns_per_ip: over.max_conns_per_ip.or(self.max_conns_per_ip),
-            ping_interval: over.ping_interval.or(self.ping_interval),
-            shutdown_deadline: over.shutdown_deadline.or(self.shutdown_deadline),
-        }
     }
 }
 
@@ -957,6 +860,40 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, contents).unwrap();
         path
+    }
+
+    #[test]
+    fn replay_settings_have_defaults_and_are_validated() {
+        let c = Config::default();
+        assert_eq!(c.replay, ReplayLimits::default());
+        assert!(c.replay.enabled());
+        let o = parse(
+            "replay-records = 100\nreplay-bytes = 65536\nreplay-age = 2.5\nreplay-total-bytes = 1048576",
+        );
+        let c = Config::from_overrides(&o).unwrap();
+        assert_eq!(
+            c.replay,
+            ReplayLimits {
+                records: 100,
+                bytes: 65536,
+                age: Duration::from_millis(2500),
+                total_bytes: 1 << 20,
+            }
+        );
+        c.validate().unwrap();
+        let off = Config::from_overrides(&parse("replay-records = 0")).unwrap();
+        off.validate().unwrap();
+        assert!(!off.replay.enabled());
+        for (text, key) in [
+            ("replay-bytes = 10", "replay-bytes"),
+            ("replay-total-bytes = 4096", "replay-total-bytes"),
+            ("replay-records = 999999999", "replay-records"),
+        ] {
+            let c = Config::from_overrides(&parse(text)).unwrap();
+            assert_eq!(c.validate().unwrap_err().key, key, "{text}");
+        }
+        let c = Config::from_overrides(&parse("replay-age = 0"));
+        assert!(c.is_err() || c.unwrap().validate().unwrap_err().key == "replay-age");
     }
 
     #[test]
@@ -1311,7 +1248,7 @@ mod tests {
 
     #[test]
     fn example_file_lists_every_key_with_its_default() {
-        let text = include_str!("../../config/tickcast.example.toml");
+        let text = include_str!("../../../config/tickcast.example.toml");
         let as_is = Config::from_overrides(&parse(text)).unwrap();
         assert_eq!(format!("{as_is:?}"), format!("{:?}", Config::default()));
         // Uncommented, every `# key = value` line is the default (but for the two keys whose
@@ -1355,6 +1292,97 @@ mod tests {
             .map(|k| k.trim().trim_matches('`'))
             .collect();
         assert_eq!(expected, KEYS);
+    }
+
+    #[test]
+    fn every_rule_of_the_table_is_applied_under_its_key() {
+        // For each setting with a numeric rule, a value just outside it is refused under the
+        // setting's own key, by the file and by validate alike.
+        for s in SETTINGS {
+            let bad = match s.rule {
+                Rule::Range(lo, _) if lo > 0 => format!("{}", lo - 1),
+                Rule::Range(_, hi) | Rule::ZeroOr(_, hi) => format!("{}", hi + 1),
+                Rule::Positive => "0".to_owned(),
+                Rule::PositiveNumber | Rule::Duration => "0.0".to_owned(),
+                _ => continue,
+            };
+            let bad = if s.rule == Rule::Duration || s.rule == Rule::PositiveNumber {
+                bad
+            } else {
+                bad.trim_end_matches(".0").to_owned()
+            };
+            let o = match Overrides::parse(&format!("{} = {bad}", s.key)) {
+                Ok(o) => o,
+                // Out of the type's range (e.g. a u32 above u32::MAX): refused by the parser.
+                Err((_, message)) => {
+                    assert!(message.starts_with(s.key), "{message}");
+                    continue;
+                }
+            };
+            let err = Config::load_layers(o).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(": {}: ", s.key)),
+                "{}: {err}",
+                s.key
+            );
+        }
+    }
+
+    #[test]
+    fn docs_carry_the_settings_table() {
+        const BEGIN: &str = "<!-- settings-table:begin (generated from engine/src/config/settings.rs by `BLESS=1 cargo test -p tickcast --lib config`) -->\n";
+        const END: &str = "<!-- settings-table:end -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("docs/operations.md has no settings-table markers");
+        };
+        let table = markdown_table();
+        if doc[b + BEGIN.len()..e] != table {
+            if std::env::var_os("BLESS").is_some() {
+                let fixed = format!("{}{table}{}", &doc[..b + BEGIN.len()], &doc[e..]);
+                std::fs::write(path, fixed).unwrap();
+            } else {
+                panic!(
+                    "docs/operations.md's settings table is stale; rerun with BLESS=1:\n{table}"
+                );
+            }
+        }
+        for s in SETTINGS {
+            assert!(!s.help.is_empty() && !s.default.is_empty(), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn config_depends_on_no_other_module() {
+        // The others take their settings from here; an import back would make a circle again.
+        for (file, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("settings.rs", include_str!("settings.rs")),
+        ] {
+            let production = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for line in production
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+            {
+                assert!(
+                    !line.contains(concat!("crate", "::")),
+                    "config/{file}: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn log_formats() {
+        assert_eq!(
+            parse(r#"log-format = "json""#).log_format,
+            Some(LogFormat::Json)
+        );
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        let e = Overrides::parse(r#"log-format = "xml""#).unwrap_err();
+        assert!(e.1.starts_with("log-format: "), "{e:?}");
+        assert!("xml".parse::<LogFormat>().is_err());
     }
 
     #[test]

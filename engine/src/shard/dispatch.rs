@@ -1,0 +1,385 @@
+//! Ring dispatch: records out of the shard's ring, into what each subscriber is owed, then one
+//! batch per subscriber into its out-buffer.
+//!
+//! Call order, once per loop turn: [`ShardCore::drain_ring`] (resyncs first when the ring is
+//! lagged, then pops up to `drain_max` messages), then [`ShardCore::flush`] (cuts and writes
+//! each owed subscriber's batch), then [`ShardCore::record_latency`] with the turn's time.
+//!
+//! A record is copied once into the drain's arena and its span added to what every ready plain
+//! subscriber of its topic is owed (contiguous spans merge: a subscriber of everything owes one
+//! span); when a permessage-deflate subscriber gets it, it goes once to the topic's shared run
+//! of `fanout::deflate` and, as a shared `Bytes`, to that subscriber's list. Nothing here
+//! allocates per record once the tables are warm.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::fanout::arena::{DrainArena, Span};
+use crate::fanout::batch::append_owed;
+use crate::fanout::deflate::RunRef;
+use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
+use crate::metrics::add;
+use crate::ring::ShardMsg;
+use crate::wire;
+
+use super::conn::{Conn, NOT_OWED};
+use super::core::{Pending, ShardCore, Slot, Transport, conn_mut};
+
+/// During a flush pass, the ring is drained again every this many connections.
+const REDRAIN_EVERY: usize = 64;
+/// Entries of the pending table always kept (see [`ShardCore::flush`]).
+const PENDING_KEEP: usize = 256;
+
+impl ShardCore {
+    /// Takes up to `drain_max` ring messages into what each subscriber is owed; returns how
+    /// many. A lagged ring (the shard fell behind and the ingester dropped messages for it) is
+    /// first emptied and every book subscription restarted from a fresh snapshot.
+    pub(crate) fn drain_ring(&mut self) -> usize {
+        if self.t.ctx.ring.is_lagged() {
+            self.resync_after_lag();
+        }
+        self.zshared.clear();
+        self.drain_records()
+    }
+
+    /// True when a drain stopped at `drain_max` with more waiting (the driver then looks at its
+    /// sockets without blocking).
+    pub(crate) fn more_queued(&self, drained: usize) -> bool {
+        drained >= self.t.ctx.config.drain_max
+    }
+
+    /// Records the delivery latency of the binary records of the last flush, at `real_ns`.
+    pub(crate) fn record_latency(&mut self, real_ns: u64) {
+        if self.latency_samples.is_empty() {
+            return;
+        }
+        let h = &self.t.ctx.metrics.shards[self.t.ctx.id].latency;
+        for (ts, n) in self.latency_samples.drain(..) {
+            h.record(real_ns.saturating_sub(ts), n);
+        }
+    }
+
+    /// Pops up to `drain_max` ring messages and adds their records to what each subscriber is
+    /// owed (the `dirty` list and `pending` table); returns the number popped.
+    fn drain_records(&mut self) -> usize {
+        let ring = self.t.ctx.ring.clone();
+        let max = self.t.ctx.config.drain_max;
+        let batch_limits = self.t.ctx.config.batch;
+        let mut n = 0;
+        let mut records = 0u64;
+        while n < max {
+            let Some(msg) = ring.pop() else { break };
+            n += 1;
+            match msg {
+                ShardMsg::Record { topic, bytes } => {
+                    // Deflate subscribers get the record through the topic's shared run, which
+                    // is compressed once for all of them (fanout::deflate).
+                    // Plain subscribers get it as a span of the drain's arena (copied once).
+                    let mut run: Option<RunRef> = None;
+                    let mut span: Option<Span> = None;
+                    let mut delivered = 0u64;
+                    for &idx in self.t.subs.get(topic) {
+                        let Some(c) = conn_mut(&mut self.slots, idx) else {
+                            continue;
+                        };
+                        let p = pending_of(c, idx, &mut self.dirty, &mut self.pending);
+                        if c.deflate().is_some() {
+                            let at = *run.get_or_insert_with(|| {
+                                self.zshared.push(topic, &bytes, batch_limits)
+                            });
+                            p.records.push(bytes.clone());
+                            p.refs.push(at);
+                        } else {
+                            p.owed
+                                .add(*span.get_or_insert_with(|| self.arena.push(&bytes)), 1);
+                        }
+                        delivered += 1;
+                    }
+                    records += delivered;
+                    if delivered > 0 && topic.format == Format::Binary {
+                        if let Some(ts) = wire::record_recv_ts(&bytes) {
+                            self.latency_samples.push((ts, delivered));
+                        }
+                    }
+                }
+                ShardMsg::Status { sid, format, bytes } => {
+                    records += self.deliver_status(sid, format, &bytes);
+                }
+                ShardMsg::Snapshot {
+                    conn,
+                    req,
+                    topic,
+                    bytes,
+                } => records += self.deliver_snapshots(conn, req, topic, &bytes),
+            }
+        }
+        // The drain's records are complete: slices of them can be taken.
+        self.arena.seal();
+        let m = self.t.metrics();
+        add(&m.records_out, records);
+        m.ring_len.store(ring.len() as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Gives a status record to every connection subscribed to `sid` in `format` (book at any
+    /// depth, or trades), once each, including book subscribers still waiting for a snapshot.
+    fn deliver_status(&mut self, sid: u32, format: Format, bytes: &Bytes) -> u64 {
+        self.status_stamp = self.status_stamp.wrapping_add(1);
+        let stamp = self.status_stamp;
+        let mut to = StatusTo {
+            dirty: &mut self.dirty,
+            pending: &mut self.pending,
+            arena: &mut self.arena,
+            span: None,
+            stamp,
+            bytes,
+        };
+        let mut n = 0;
+        for stream in 0..STREAMS_PER_SYMBOL as u8 {
+            let topic = Topic {
+                sid,
+                stream,
+                format,
+            };
+            for &idx in self.t.subs.get(topic) {
+                n += u64::from(to.push(&mut self.slots, idx));
+            }
+        }
+        // Subscribers whose snapshot is still on its way are not in the book topic lists yet.
+        for idx in 0..self.slots.len() {
+            let waiting = self.slots[idx]
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.waits_for_snapshot(sid, format));
+            if waiting {
+                n += u64::from(to.push(&mut self.slots, idx as u32));
+            }
+        }
+        n
+    }
+
+    /// A snapshot came out of the ring: every subscription waiting for that request gets it
+    /// (requests are coalesced per topic, see `snapshots.rs`); returns how many got it.
+    fn deliver_snapshots(&mut self, conn: ConnId, req: u32, topic: Topic, bytes: &Bytes) -> u64 {
+        let waiters = self.t.snapshots.answered(conn, req, topic);
+        if waiters.is_empty() {
+            // Not the request in flight for the topic (one from before a resync): only its own
+            // subscription may take it, and `deliver_snapshot` finds that its req is stale.
+            return u64::from(self.deliver_snapshot(conn, req, topic, bytes.clone()));
+        }
+        let mut n = 0;
+        for (id, req) in waiters {
+            n += u64::from(self.deliver_snapshot(id, req, topic, bytes.clone()));
+        }
+        n
+    }
+
+    fn deliver_snapshot(&mut self, id: ConnId, req: u32, topic: Topic, bytes: Bytes) -> bool {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return false;
+        };
+        if slot.generation != id.generation {
+            return false;
+        }
+        let Some(c) = slot.conn.as_mut() else {
+            return false;
+        };
+        if !c.is_open() || c.format() != topic.format {
+            return false;
+        }
+        let Some(sub) = c.subscription_mut(topic.sid) else {
+            return false;
+        };
+        if sub.ready
+            || sub.req != req
+            || !sub.book
+            || usize::from(sub.depth_idx) != usize::from(topic.stream)
+        {
+            return false;
+        }
+        sub.ready = true;
+        self.t.subs.add(topic, id.index);
+        let p = pending_of(c, id.index, &mut self.dirty, &mut self.pending);
+        if c.deflate().is_some() {
+            p.records.push(bytes);
+            p.refs.push(RunRef::OWN);
+        } else {
+            // A snapshot is large and this connection's alone: shared as it is, not copied.
+            p.owed.add_own(bytes);
+        }
+        true
+    }
+
+    /// The producer dropped messages for this shard: discard what is queued and restart every
+    /// book subscription from a fresh snapshot (trades simply continue; their seq shows the
+    /// jump).
+    fn resync_after_lag(&mut self) {
+        let discarded = self.t.ctx.ring.recover();
+        // Requests in flight may have been answered into the discarded part of the ring: ask
+        // again for every waiting subscription (below, with new req numbers).
+        self.t.snapshots.clear();
+        add(&self.t.metrics().ring_resyncs, 1);
+        tracing::warn!(
+            shard = self.t.ctx.id,
+            discarded,
+            "shard fell behind its ring; resyncing subscribers with snapshots"
+        );
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            let generation = slot.generation;
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            c.clear_pending();
+            if !c.is_open() {
+                continue;
+            }
+            let id = ConnId {
+                index: idx as u32,
+                generation,
+            };
+            self.t.restart_book_subscriptions(c, id);
+        }
+        self.dirty.clear();
+    }
+
+    /// Flushes every connection owed something, in the order of the dirty list. Under load,
+    /// records that arrive while the list is being flushed are drained every
+    /// [`REDRAIN_EVERY`] connections (see [`Self::redrain`]): a connection already flushed in
+    /// this pass is put back at the end of the list, one not yet flushed gets them in the
+    /// batch it is about to get. Each connection is thus visited about once per pass time and
+    /// a record waits at most about one pass, instead of up to two (the rest of the pass it
+    /// arrived in, then its place in the next one).
+    ///
+    /// A connection whose batch would pass its out-buffer bound is evicted (1013).
+    pub(crate) fn flush<T: Transport>(&mut self, io: &mut T) {
+        let limits = self.t.ctx.config.batch;
+        let threshold = self.t.ctx.config.deflate_threshold;
+        let mut messages = 0u64;
+        // Visits after which no more is drained in this pass (events wait meanwhile).
+        let redrain_until = self.dirty.len().max(REDRAIN_EVERY) * 2;
+        let mut pos = 0;
+        while let Some(&idx) = self.dirty.get(pos) {
+            if pos % REDRAIN_EVERY == REDRAIN_EVERY - 1 && pos < redrain_until {
+                self.redrain();
+            }
+            let mut p = std::mem::take(&mut self.pending[pos]);
+            let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed_at() == pos as u32);
+            let Some(c) = owner else {
+                // Gone, or no longer its entry (it started closing meanwhile).
+                p.clear();
+                self.pending[pos] = p;
+                pos += 1;
+                continue;
+            };
+            c.clear_pending();
+            if !c.is_open() {
+                p.clear();
+                self.pending[pos] = p;
+                pos += 1;
+                continue;
+            }
+            let format = c.format();
+            let result = match c.deflate() {
+                Some(z) => self.zshared.append_batch(
+                    c.out_mut(),
+                    format,
+                    &p.records,
+                    &p.refs,
+                    z.server_window_bits,
+                    limits,
+                    threshold,
+                ),
+                None => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
+            };
+            p.clear();
+            self.pending[pos] = p;
+            pos += 1;
+            match result {
+                Ok(n) => messages += n as u64,
+                Err(overflow) => {
+                    tracing::info!(peer = %c.peer(), queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
+                    self.evict_slow(idx);
+                }
+            }
+            // Written now, unless its socket is known to be full (the readiness event will
+            // come, and a `writev` before it only fails again).
+            self.write_out(idx, true, io);
+        }
+        add(&self.t.metrics().messages_out, messages);
+        self.dirty.clear();
+        // Spare entries (and their lists' memory) are kept for the next passes, whose length
+        // varies with the rolling drains, but not the thousands a subscription storm or a
+        // resync made (idle memory).
+        if self.pending.len() > (8 * pos).max(PENDING_KEEP) {
+            self.pending.truncate((2 * pos).max(PENDING_KEEP));
+            self.pending.shrink_to_fit();
+        }
+        // Every connection owed something was flushed: release the drain's shared pieces.
+        self.zshared.clear();
+        self.arena.clear();
+    }
+
+    /// Drains what arrived during a flush pass, unless the ring is lagged (the next pass
+    /// resyncs first) or this drain has permessage-deflate runs (a run that was compressed
+    /// must not grow).
+    fn redrain(&mut self) {
+        let ring = &self.t.ctx.ring;
+        if ring.is_empty() || ring.is_lagged() || !self.zshared.is_empty() {
+            return;
+        }
+        self.drain_records();
+    }
+}
+
+/// The entry of `pending` for connection `idx` (slot `c`), made on its first record of the
+/// drain, which also puts it in the dirty list.
+fn pending_of<'a>(
+    c: &mut Conn,
+    idx: u32,
+    dirty: &mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+) -> &'a mut Pending {
+    if c.owed_at() == NOT_OWED {
+        c.set_owed_at(dirty.len() as u32);
+        dirty.push(idx);
+    }
+    let at = c.owed_at() as usize;
+    if pending.len() <= at {
+        pending.resize_with(at + 1, Pending::default);
+    }
+    &mut pending[at]
+}
+
+/// One status record on its way to the connections of a symbol (see
+/// [`ShardCore::deliver_status`]).
+struct StatusTo<'a> {
+    dirty: &'a mut Vec<u32>,
+    pending: &'a mut Vec<Pending>,
+    arena: &'a mut DrainArena,
+    /// The record in the arena, once a plain connection got it.
+    span: Option<Span>,
+    stamp: u64,
+    bytes: &'a Bytes,
+}
+
+impl StatusTo<'_> {
+    /// Appends the status record to one connection unless it already got this one (`stamp`).
+    fn push(&mut self, slots: &mut [Slot], idx: u32) -> bool {
+        let Some(c) = conn_mut(slots, idx) else {
+            return false;
+        };
+        if !c.take_status(self.stamp) {
+            return false;
+        }
+        let p = pending_of(c, idx, self.dirty, self.pending);
+        if c.deflate().is_some() {
+            p.records.push(self.bytes.clone());
+            p.refs.push(RunRef::OWN);
+        } else {
+            let span = *self.span.get_or_insert_with(|| self.arena.push(self.bytes));
+            p.owed.add(span, 1);
+        }
+        true
+    }
+}
