@@ -152,6 +152,7 @@ export async function startStatic({ wsPort } = {}) {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
     }
   });
+  const tunnels = new Set();
   server.on('upgrade', (req, sock, head) => {
     if (!wsPort || !req.url.startsWith('/ws')) {
       sock.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
@@ -164,12 +165,30 @@ export async function startStatic({ wsPort } = {}) {
       if (head.length) up.write(head);
       sock.pipe(up).pipe(sock);
     });
+    const t = { sock, up };
+    tunnels.add(t);
+    sock.on('close', () => tunnels.delete(t));
     up.on('error', () => sock.destroy());
     sock.on('error', () => up.destroy());
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address();
-  return { server, base: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
+  return {
+    server,
+    base: `http://127.0.0.1:${port}`,
+    /** Resets every WebSocket passed through (both ends), as a network failure would. */
+    resetWs() {
+      for (const t of tunnels) {
+        t.sock.resetAndDestroy?.() ?? t.sock.destroy();
+        t.up.resetAndDestroy?.() ?? t.up.destroy();
+      }
+      tunnels.clear();
+    },
+    close() {
+      for (const t of tunnels) { t.sock.destroy(); t.up.destroy(); }
+      return new Promise((r) => server.close(r));
+    },
+  };
 }
 
 /** The page's URL: from the daemon itself, or from the static server pointed at the daemon. */

@@ -96,6 +96,11 @@ test('the ladder equals GET /book truth once the simulator stops', { timeout: 90
   assert.match(l.seq, /^\d+$/);
   const b = await badge();
   assert.equal(b.state, 'connected', b.text);
+  // The library checked every book record it could: no gap, no checksum mismatch.
+  const stats = await page.evaluate(() => ({ ...window.__tickcast.feed.client.stats, delays: undefined }));
+  assert.equal(stats.gaps, 0, JSON.stringify(stats));
+  assert.equal(stats.checksumMismatches, 0, JSON.stringify(stats));
+  console.log(`library stats: ${JSON.stringify(stats)}`);
   assert.match(page.url(), /[?&]symbol=BTC-USD(&|$)/);
   assert.match(page.url(), /[?&]depth=25(&|$)/);
   // The watchlist shows every watched symbol with a bid and an ask.
@@ -199,6 +204,31 @@ test('without ?ws= the page connects to /ws next to itself, with its token', { t
       return l.symbol === 'ETH-USD' && JSON.stringify(l.bids) === JSON.stringify(t.bids.slice(0, 10))
         && JSON.stringify(l.asks) === JSON.stringify(t.asks.slice(0, 10));
     }, 15_000, 200);
+    assert.deepEqual(errs, []);
+  } finally {
+    await p2.close();
+  }
+});
+
+test('the connection reset under the page: it reconnects (resuming where the server can) and ends equal to truth', { timeout: 40_000, skip: SERVED_BY_DAEMON && 'needs the test\'s /ws pass-through' }, async () => {
+  const p2 = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  const errs = watchConsole(p2, (e) => !REFUSED.test(e) && !/ERR_CONNECTION_RESET|WebSocket is closed/.test(e));
+  try {
+    await p2.goto(`${stat.base}/?symbol=ETH-USD&depth=25&token=${TOKEN}`);
+    const t = await truth(sim, 'ETH-USD');
+    const same = async () => {
+      const l = await readLadder(p2);
+      return l.symbol === 'ETH-USD' && JSON.stringify(l.bids) === JSON.stringify(t.bids.slice(0, 25))
+        && JSON.stringify(l.asks) === JSON.stringify(t.asks.slice(0, 25));
+    };
+    await until('ETH-USD ladder', same, 15_000, 200);
+    stat.resetWs();
+    await until('a reconnect', async () => (await p2.evaluate(() => window.__tickcast.feed.client.stats.reconnects)) >= 1, 15_000, 100);
+    await until('ETH-USD ladder after the reset', same, 15_000, 200);
+    const b = await p2.evaluate(() => document.getElementById('badge-text').textContent);
+    assert.match(b, /^connected/);
+    const stats = await p2.evaluate(() => window.__tickcast.feed.client.stats);
+    console.log(`after the reset: badge "${b}", reconnects ${stats.reconnects}, resumed ${stats.resumed}`);
     assert.deepEqual(errs, []);
   } finally {
     await p2.close();
