@@ -49,7 +49,9 @@ fn real_errors(c: &Client) -> Vec<&String> {
 
 #[test]
 fn slow_reader_conflates_keeps_trades_and_a_correct_book_then_goes_live() {
-    let sim = simulator(50, 5_000.0, Some(30_000), 21);
+    // Long enough for the reader to fall behind on a loaded machine; the slow phase ends once
+    // it was told `conflating` and has read slowly for 2 s more.
+    let sim = simulator(50, 5_000.0, Some(100_000), 21);
     let d = Daemon::start(&[
         "--feed",
         &sim.feed_url(),
@@ -72,10 +74,19 @@ fn slow_reader_conflates_keeps_trades_and_a_correct_book_then_goes_live() {
     slow.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10}));
     let start = Instant::now();
     const RATE: f64 = 20_000.0;
-    while !sim.is_done() {
-        assert!(start.elapsed() < PATIENCE, "the feed never finished");
+    let mut conflating_at: Option<Instant> = None;
+    while !sim.is_done() && conflating_at.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        assert!(start.elapsed() < 2 * PATIENCE, "the feed never finished");
         if slow.bytes as f64 <= RATE * start.elapsed().as_secs_f64() {
             assert!(slow.step(), "slow reader closed: {:?}", slow.close);
+        }
+        if conflating_at.is_none()
+            && slow
+                .notices
+                .iter()
+                .any(|n| n.contains(r#""op":"conflating""#))
+        {
+            conflating_at = Some(Instant::now());
         }
         fast.pump(Duration::from_millis(5));
     }
@@ -87,8 +98,9 @@ fn slow_reader_conflates_keeps_trades_and_a_correct_book_then_goes_live() {
         slow.bytes
     );
     // It catches up (reads freely now): `live`, then books equal to the truth.
-    pump_until(&mut [&mut slow], "live", |c| {
-        c.notices.iter().any(|n| n.contains(r#""op":"live""#))
+    // (The full-rate client, the one with a history, keeps reading meanwhile.)
+    pump_until(&mut [&mut slow, &mut fast], "live", |c| {
+        c.history.is_some() || c.notices.iter().any(|n| n.contains(r#""op":"live""#))
     });
     converge(&sim, &mut [(&mut slow, 10), (&mut fast, 10)]);
     assert!(slow.close.is_none() && fast.close.is_none());

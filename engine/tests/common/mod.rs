@@ -75,7 +75,8 @@ impl Daemon {
             .parse()
             .expect("address");
         let d = Self { child, addr };
-        let deadline = Instant::now() + PATIENCE;
+        // A large feed (4,000 symbols) on a loaded machine takes a while to sync.
+        let deadline = Instant::now() + 2 * PATIENCE;
         loop {
             if let Ok((200, _)) = http_get(d.addr, "/healthz") {
                 break;
