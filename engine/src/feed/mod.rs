@@ -4,3 +4,4 @@ pub mod decode;
 pub mod error;
 pub mod ingest;
 mod scan;
+mod stamped;
