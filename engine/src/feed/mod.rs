@@ -4,3 +4,5 @@ mod conflate;
 pub mod decode;
 pub mod error;
 pub mod ingest;
+mod scan;
+mod stamped;
