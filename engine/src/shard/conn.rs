@@ -303,8 +303,14 @@ impl Conn {
 
     /// Queues a control reply (a text message). Replies are small and bounded by the rate
     /// limit, so they are not counted against the data bound.
+    /// On an HTTP stream, the reply is a control message of its framing (`streams.rs`).
     pub(crate) fn queue_reply(&mut self, json: &[u8]) {
-        self.out.push_shared(text_message(json), true);
+        let framed = if self.endpoint.is_http_stream() {
+            super::streams::control_chunk(self.endpoint, json)
+        } else {
+            text_message(json)
+        };
+        self.out.push_shared(framed, true);
     }
 
     /// Queues a keepalive ping carrying `n`.

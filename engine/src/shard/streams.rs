@@ -586,8 +586,7 @@ impl ShardCore {
         };
         let head = response_head(open.endpoint, open.cors_origin.as_deref());
         c.out_mut().push_shared(Bytes::from(head), true);
-        c.out_mut()
-            .push_shared(control_chunk(open.endpoint, &reply), true);
+        c.queue_reply(&reply);
         if open.endpoint == Endpoint::Sse {
             c.set_sse_positions(SsePositions::new("", sids));
         }
