@@ -659,6 +659,50 @@ mod tests {
     }
 
     #[test]
+    fn stream_frames_carry_the_same_batches_as_websocket_messages() {
+        for limits in [
+            BatchLimits::default(),
+            BatchLimits {
+                max_records: 3,
+                max_payload: 1 << 20,
+            },
+            BatchLimits {
+                max_records: 1000,
+                max_payload: 300,
+            },
+        ] {
+            let (arena, owed, _) = drain(Format::Binary, 40, |i| i % 3 != 1);
+            let mut ws = OutBuf::new(1 << 30);
+            let n = append_owed(&mut ws, Format::Binary, &arena, &owed, limits).unwrap();
+            let want: Vec<Vec<u8>> = frames(&flatten(&mut ws)).into_iter().map(|f| f.1).collect();
+            let mut st = OutBuf::new(1 << 30);
+            assert_eq!(append_owed_stream(&mut st, &arena, &owed, limits), Ok(n));
+            let queued = st.len();
+            let raw = flatten(&mut st);
+            assert_eq!(raw.len(), queued);
+            // Each HTTP chunk holds exactly one frame {u32 len, u8 1, batch}.
+            let mut got = Vec::new();
+            let mut rest = &raw[..];
+            while !rest.is_empty() {
+                let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap(), 16).unwrap();
+                let chunk = &rest[nl + 2..nl + 2 + size];
+                assert_eq!(&rest[nl + 2 + size..nl + 4 + size], b"\r\n");
+                let len = u32::from_le_bytes(chunk[..4].try_into().unwrap()) as usize;
+                assert_eq!((len + 5, chunk[4]), (size, 1));
+                got.push(chunk[5..].to_vec());
+                rest = &rest[nl + 4 + size..];
+            }
+            assert_eq!(got, want, "{limits:?}");
+            // The bound is checked on the framed size: one byte less refuses all of it.
+            let mut tight = OutBuf::new(queued - 1);
+            assert!(append_owed_stream(&mut tight, &arena, &owed, limits).is_err());
+            assert!(tight.is_empty());
+        }
+    }
+
+    #[test]
     fn text_message_frames_payload() {
         let m = text_message(&[b'x'; 300]);
         let f = frames(&m);
