@@ -419,6 +419,57 @@ pub(crate) fn parse_event_id(id: &str) -> Option<EventIdPosition> {
     Some(EventIdPosition { epoch, streams })
 }
 
+impl EventIdPosition {
+    /// The `resume` (protocol §4.4) this position stands for, for a subscription to `query`:
+    /// sids named by their symbols in `table`, limited to the symbols and channels the query
+    /// subscribes (a position for anything else is dropped, not an error: the id came from a
+    /// browser). `None` when nothing is left.
+    pub(crate) fn to_resume(
+        &self,
+        table: &crate::ring::SymbolTable,
+        query: &StreamQuery,
+    ) -> Option<crate::control::Resume> {
+        let streams: Vec<crate::control::ResumeStream> = self
+            .streams
+            .iter()
+            .filter_map(|&(sid, book, trades)| {
+                let m = table.symbols.get(sid as usize).filter(|m| m.sid == sid)?;
+                if let SymbolSel::List(list) = &query.symbols {
+                    if !list.contains(&m.symbol) {
+                        return None;
+                    }
+                }
+                let book = book.filter(|_| query.channels.book);
+                let trades = trades.filter(|_| query.channels.trades);
+                (book.is_some() || trades.is_some()).then(|| crate::control::ResumeStream {
+                    symbol: m.symbol.clone(),
+                    book,
+                    trades,
+                })
+            })
+            .collect();
+        (!streams.is_empty()).then(|| crate::control::Resume {
+            epoch: self.epoch.clone(),
+            streams,
+        })
+    }
+}
+
+impl SsePositions {
+    /// Starts from the positions a `Last-Event-ID` named (those of subscribed symbols): a
+    /// resumed stream's id is right before its first new record. A stream that is not recovered
+    /// moves on with its snapshot (book) or its next trade.
+    #[allow(dead_code)] // used once the shard serves resume (h-resume2)
+    pub(crate) fn seed(&mut self, from: &EventIdPosition) {
+        for &(sid, book, trades) in &from.streams {
+            if let Ok(i) = self.streams.binary_search_by_key(&sid, |s| s.0) {
+                self.streams[i].1 = book;
+                self.streams[i].2 = trades;
+            }
+        }
+    }
+}
+
 fn itoa_buf() -> [u8; 20] {
     [0; 20]
 }
@@ -573,13 +624,21 @@ impl ShardCore {
             }
         };
         let sids: Vec<u32> = c.subscriptions().iter().map(|s| s.sid).collect();
-        // Last-Event-ID: the position the browser holds. Until the shard can replay (§3.1),
-        // the streams it names restart from a snapshot: `recovered: false`.
-        let resumed = open
+        // Last-Event-ID: the position the browser holds, as the `resume` of a subscribe. Until
+        // the shard can replay (§3.1), the symbols it names restart from a snapshot:
+        // `recovered: false`.
+        let table = self.t.ctx.symbols.load();
+        let resume = open
             .last_event_id
             .as_deref()
             .and_then(parse_event_id)
-            .map(|p| p.streams.iter().map(|s| s.0).collect::<Vec<u32>>());
+            .and_then(|p| p.to_resume(&table, q));
+        let resumed = resume.as_ref().map(|r| {
+            r.streams
+                .iter()
+                .filter_map(|st| table.find(&st.symbol).map(|m| m.sid))
+                .collect::<Vec<u32>>()
+        });
         let reply = match &resumed {
             Some(named) => mark_not_recovered(&reply, named),
             None => reply,
@@ -670,6 +729,44 @@ mod tests {
             assert_eq!(parse_event_id(bad), None, "{bad}");
         }
         assert!(!SsePositions::new("", 0..=MAX_ID_SYMBOLS as u32).ids());
+    }
+
+    #[test]
+    fn an_event_id_is_the_resume_of_the_subscription_it_came_from() {
+        let meta = |sid: u32| crate::wire::SymbolMeta {
+            symbol: format!("S{sid}"),
+            sid,
+            px_decimals: 2,
+            qty_decimals: 4,
+        };
+        let table = crate::ring::SymbolTable {
+            symbols: (0..4).map(meta).collect(),
+        };
+        let q = parse_query("symbols=S1,S2&channels=book").unwrap();
+        let p = parse_event_id("e1;1:10:4;2::5;3:7:;9:1:1").unwrap();
+        let r = p.to_resume(&table, &q).unwrap();
+        assert_eq!(r.epoch, "e1");
+        // S2 had only a trades position (not subscribed now), S3 is not subscribed, sid 9 is
+        // unknown: only S1's book is left.
+        assert_eq!(
+            r.streams,
+            vec![crate::control::ResumeStream {
+                symbol: "S1".into(),
+                book: Some(10),
+                trades: None
+            }]
+        );
+        let all = parse_query("symbols=*").unwrap();
+        assert_eq!(p.to_resume(&table, &all).unwrap().streams.len(), 3);
+        assert!(
+            parse_event_id("e1")
+                .unwrap()
+                .to_resume(&table, &all)
+                .is_none()
+        );
+        let mut pos = SsePositions::new("e1", [1, 2]);
+        pos.seed(&p);
+        assert_eq!(pos.id(), "e1;1:10:4;2::5");
     }
 
     #[test]
