@@ -23,9 +23,15 @@ fn main() {
     let lib = root.join("clients").join("js").join("dist");
     println!("cargo:rerun-if-changed=build.rs");
     let mut files: Vec<(String, PathBuf)> = Vec::new();
+    // What is watched: every served file and the directories below `ui/` (files added or
+    // removed there), not `ui/` itself: cargo scans a watched directory recursively, and
+    // `ui/tests/node_modules` is large. A file added at the top of `ui/` needs a touch of this
+    // script. Without `ui/`, its index is watched: missing, it makes cargo run this script
+    // again on every build, so that the screen is built in as soon as `ui/` appears (a merge).
     if ui.is_dir() {
-        println!("cargo:rerun-if-changed={}", ui.display());
         walk(&ui, &ui, &mut files);
+    } else {
+        println!("cargo:rerun-if-changed={}", ui.join("index.html").display());
     }
     if lib.is_dir() {
         println!("cargo:rerun-if-changed={}", lib.display());
@@ -74,6 +80,7 @@ fn walk(base: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
             if dir == base && (name == "tests" || name == "node_modules") {
                 continue;
             }
+            println!("cargo:rerun-if-changed={}", p.display());
             walk(base, &p, files);
         } else if content_type(&p) != "application/octet-stream"
             && !(dir == base && (name == "README.md" || name == "test.sh"))
@@ -84,6 +91,7 @@ fn walk(base: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join("/");
+            println!("cargo:rerun-if-changed={}", p.display());
             files.push((format!("/{url}"), p.clone()));
         }
     }
