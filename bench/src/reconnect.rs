@@ -91,6 +91,10 @@ pub struct ReconnectReport {
     pub not_recovered: u64,
     /// Snapshots the movers received after reconnecting.
     pub snapshots: u64,
+    /// What the movers' catch-up cost on the wire, beyond the live stream: the `subscribed`
+    /// reply, the snapshots, and the replayed records (those the ingester received before
+    /// the client sent its subscribe), in bytes of binary records.
+    pub catchup_bytes: u64,
     /// Stayers' p99 delivery latency, baseline and storm windows, ms.
     pub stayers_p99_ms: (f64, f64),
     /// Sequence errors and checksum mismatches seen by any client.
@@ -112,6 +116,7 @@ struct Shared {
     recovered: AtomicU64,
     not_recovered: AtomicU64,
     snapshots: AtomicU64,
+    catchup_bytes: AtomicU64,
     errors: AtomicU64,
     checksums: AtomicU64,
     /// Stayers' latency (µs), current window.
@@ -143,6 +148,7 @@ pub async fn run(cfg: &ReconnectConfig) -> Result<ReconnectReport, String> {
         recovered: AtomicU64::new(0),
         not_recovered: AtomicU64::new(0),
         snapshots: AtomicU64::new(0),
+        catchup_bytes: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         checksums: AtomicU64::new(0),
         latency: Mutex::new(histogram()?),
@@ -228,6 +234,7 @@ pub async fn run(cfg: &ReconnectConfig) -> Result<ReconnectReport, String> {
         recovered: shared.recovered.load(Ordering::Relaxed),
         not_recovered: shared.not_recovered.load(Ordering::Relaxed),
         snapshots: shared.snapshots.load(Ordering::Relaxed),
+        catchup_bytes: shared.catchup_bytes.load(Ordering::Relaxed),
         stayers_p99_ms: (base_p99, storm_p99),
         errors: shared.errors.load(Ordering::Relaxed),
         checksums: shared.checksums.load(Ordering::Relaxed),
@@ -237,8 +244,9 @@ pub async fn run(cfg: &ReconnectConfig) -> Result<ReconnectReport, String> {
 /// One report line.
 pub fn line(r: &ReconnectReport) -> String {
     format!(
-        "{mode:8} movers={m} stayers={s} symbols/conn={k} depth={d}: extra bytes {eb:.2} MB \
-         (baseline {bb:.2} MB/window), extra engine CPU {cpu}, all live in {live:.3} s \
+        "{mode:8} movers={m} stayers={s} symbols/conn={k} depth={d}: catch-up bytes {cb:.3} MB, \
+         engine extra bytes {eb:.2} MB (baseline {bb:.2} MB/window), extra engine CPU {cpu} (baseline {bcpu}), \
+         all live in {live:.3} s \
          (median {med:.3} s), recovered {rec}/{tot} symbols, snapshots {snap}, stayers p99 \
          {p0:.2} ms -> {p1:.2} ms, errors {err}, checksums verified {ck}",
         mode = r.mode,
@@ -246,11 +254,15 @@ pub fn line(r: &ReconnectReport) -> String {
         s = r.stayers,
         k = r.symbols_per_conn,
         d = r.depth,
+        cb = r.catchup_bytes as f64 / 1e6,
         eb = r.extra_bytes as f64 / 1e6,
         bb = r.baseline_bytes as f64 / 1e6,
         cpu = r
             .extra_cpu_s
             .map_or_else(|| "n/a".into(), |c| format!("{c:.3} s")),
+        bcpu = r
+            .baseline_cpu_s
+            .map_or_else(|| "n/a".into(), |c| format!("{c:.2} s")),
         live = r.all_live_s,
         med = r.median_live_s,
         rec = r.recovered,
@@ -308,6 +320,8 @@ async fn subscribe(
     state: &mut StreamState,
     shared: &Shared,
 ) -> Result<(Option<String>, Vec<SymbolInfo>), String> {
+    // Any subscribe but the first is a mover's reconnect.
+    let since = (id > 1).then(realtime_ns);
     let mut req = json!({"op":"subscribe","id":id,"symbols":names,"depth":depth});
     if let Some(r) = resume {
         req["resume"] = r;
@@ -327,20 +341,46 @@ async fn subscribe(
                     id: got,
                     epoch,
                     symbols,
-                }) if got == id => return Ok((epoch, symbols)),
+                }) if got == id => {
+                    if since.is_some() {
+                        shared
+                            .catchup_bytes
+                            .fetch_add(t.len() as u64, Ordering::Relaxed);
+                    }
+                    return Ok((epoch, symbols));
+                }
                 Ok(Reply::Error { code, message, .. }) => {
                     return Err(format!("{code}: {message}"));
                 }
                 _ => {}
             },
-            Message::Binary(b) => apply(&b, state, shared, false).await,
+            Message::Binary(b) => apply(&b, state, shared, false, since).await,
             _ => {}
         }
     }
 }
 
 /// Applies a binary batch; stayers record their latency.
-async fn apply(data: &[u8], state: &mut StreamState, shared: &Shared, stayer: bool) {
+/// The size of a binary record on the wire.
+fn record_len(r: &crate::wire::Record) -> u64 {
+    use crate::wire::Body;
+    32 + match &r.body {
+        Body::Book { bids, asks, .. } => 8 + 16 * (bids.len() + asks.len()) as u64,
+        Body::Trade { .. } => 32,
+        _ => 8,
+    }
+}
+
+/// Applies a binary batch; stayers record their latency. `since`: a mover after its
+/// reconnect, which sent its subscribe at this realtime: its snapshots, and the records the
+/// ingester received before then (its replay), are counted as catch-up.
+async fn apply(
+    data: &[u8],
+    state: &mut StreamState,
+    shared: &Shared,
+    stayer: bool,
+    since: Option<u64>,
+) {
     let Ok(recs) = decode_batch(data) else {
         shared.errors.fetch_add(1, Ordering::Relaxed);
         return;
@@ -352,8 +392,16 @@ async fn apply(data: &[u8], state: &mut StreamState, shared: &Shared, stayer: bo
         None
     };
     for r in &recs {
-        if r.header.kind == 1 {
-            shared.snapshots.fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = since {
+            let replayed = matches!(r.header.kind, 2 | 3) && r.header.recv_ts < since;
+            if r.header.kind == 1 {
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+            if r.header.kind == 1 || replayed {
+                shared
+                    .catchup_bytes
+                    .fetch_add(record_len(r), Ordering::Relaxed);
+            }
         }
         if state.apply(r).is_err() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +462,7 @@ async fn client(
             tokio::select! {
                 () = sleep_until(at) => break at,
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => apply(&b, &mut state, shared, false).await,
+                    Some(Ok(Message::Binary(b))) => apply(&b, &mut state, shared, false, None).await,
                     Some(Ok(_)) => {}
                     _ => return Err("connection lost".into()),
                 },
@@ -423,7 +471,9 @@ async fn client(
             tokio::select! {
                 _ = storm.changed() => {}
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => apply(&b, &mut state, shared, !mover).await,
+                    Some(Ok(Message::Binary(b))) => {
+                        apply(&b, &mut state, shared, !mover, None).await;
+                    }
                     Some(Ok(_)) => {}
                     _ => return Err("connection lost".into()),
                 },
@@ -438,6 +488,7 @@ async fn client(
     drop(ws);
     sleep(cfg.away).await;
     let mut ws = connect(&cfg.url).await?;
+    let since = Some(realtime_ns());
     let resume = if cfg.resume {
         Some(positions(&state, &epoch, &mine))
     } else {
@@ -457,8 +508,11 @@ async fn client(
             None => {}
         }
     }
+    // Live: every book held and one data message after the reply (a recovered client's books
+    // are carried over; its replay comes in the first message after the reply).
+    let mut data_seen = false;
     loop {
-        if has_books(&state, &mine) {
+        if data_seen && has_books(&state, &mine) {
             let now = Instant::now();
             shared
                 .live_times
@@ -471,7 +525,10 @@ async fn client(
             break;
         }
         match ws.next().await {
-            Some(Ok(Message::Binary(b))) => apply(&b, &mut state, shared, false).await,
+            Some(Ok(Message::Binary(b))) => {
+                apply(&b, &mut state, shared, false, since).await;
+                data_seen = true;
+            }
             Some(Ok(_)) => {}
             _ => return Err("connection lost after the reconnect".into()),
         }
@@ -482,7 +539,7 @@ async fn client(
     // Keep reading (and checking) until aborted.
     while let Some(Ok(msg)) = ws.next().await {
         if let Message::Binary(b) = msg {
-            apply(&b, &mut state, shared, false).await;
+            apply(&b, &mut state, shared, false, since).await;
         }
     }
     Ok(())
