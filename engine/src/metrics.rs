@@ -181,6 +181,8 @@ pub struct IngestMetrics {
     pub ring_drops: AtomicU64,
     /// Snapshot requests answered.
     pub snapshots_served: AtomicU64,
+    /// Subscribes with `resume` answered (each names one or more symbols).
+    pub resumes_served: AtomicU64,
 }
 
 /// The replay windows' counters and gauges (protocol 1.1 resume), published by their owner
@@ -357,7 +359,7 @@ impl Metrics {
                 );
             }
         }
-        let ingest: [(&str, &str, &AtomicU64); 11] = [
+        let ingest: [(&str, &str, &AtomicU64); 12] = [
             (
                 "tickcast_feed_messages_total",
                 "Feed messages read.",
@@ -412,6 +414,11 @@ impl Metrics {
                 "tickcast_snapshots_served_total",
                 "Subscription snapshots served.",
                 &self.ingest.snapshots_served,
+            ),
+            (
+                "tickcast_resumes_served_total",
+                "Subscribes with resume answered.",
+                &self.ingest.resumes_served,
             ),
         ];
         for (name, kind, help, get) in [

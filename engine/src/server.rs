@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError, FeedSource, FeedUrl};
 use crate::fanout::interest::Interest;
 use crate::feed::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
+use crate::replay::epoch::{Epoch, EpochCell};
 use crate::ring::{Ring, SymbolDirectory};
 use crate::shard::{self, ShardContext};
 
@@ -101,6 +102,8 @@ impl Engine {
             config.max_conns_per_ip,
         ));
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        // One numbering per process: a restart is a new epoch (docs/protocol.md §4.3).
+        let epoch = Arc::new(EpochCell::new(Epoch::generate()));
         let ingest_poll = mio::Poll::new()?;
         let ingest_waker = Arc::new(mio::Waker::new(ingest_poll.registry(), ingest::REQUESTS)?);
 
@@ -131,6 +134,7 @@ impl Engine {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 conns: conns.clone(),
+                epoch: epoch.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let t = std::thread::Builder::new()
@@ -161,6 +165,8 @@ impl Engine {
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
             stall_timeout: config.feed_stall_timeout,
+            epoch,
+            replay: config.replay,
         };
         let t = std::thread::Builder::new()
             .name("ingest".into())

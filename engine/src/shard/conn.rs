@@ -79,8 +79,26 @@ pub(crate) struct Sub {
     pub(crate) trades: bool,
     /// The snapshot arrived: the connection is in the book topic's subscriber list.
     pub(crate) ready: bool,
-    /// The snapshot request this subscription waits for.
+    /// The snapshot request this subscription waits for (or the subscribe it belongs to).
     pub(crate) req: u32,
+    /// Part of a subscribe with `resume` whose answer has not come out of the ring: neither
+    /// its book nor its trades are in the topic lists yet, and it gets nothing (not even a
+    /// status) until the answer, which starts its streams (replay, or a fresh start).
+    pub(crate) resuming: bool,
+}
+
+/// A `subscribed` reply held until the ingester's answer to the subscribe's `resume` comes out
+/// of the ring (nothing of its symbols is sent before it).
+#[derive(Debug)]
+pub(crate) struct HeldReply {
+    /// The subscribe's request number (its subscriptions and the answer carry it).
+    pub(crate) req: u32,
+    /// The request's id, echoed.
+    pub(crate) rid: serde_json::Value,
+    /// The subscribe's symbols, in reply order.
+    pub(crate) sids: Vec<u32>,
+    /// The symbols `resume` named (they get `recovered`).
+    pub(crate) named: Vec<u32>,
 }
 
 /// Bytes received and not processed yet: only a partial frame or request between reads, so
@@ -158,6 +176,10 @@ pub(crate) struct Conn {
     /// shard's table of pending batches (and in its dirty list), or [`NOT_OWED`].
     owed: u32,
     subs: Vec<Sub>,
+    /// Replies held for resumes in flight (boxed: most connections never hold one, and an
+    /// idle one pays 8 bytes instead of a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    held: Option<Box<Vec<HeldReply>>>,
     limiter: RateLimiter,
     next_req: u32,
     /// The last status delivery this connection got (see `deliver_status` in `dispatch.rs`).
@@ -185,6 +207,7 @@ impl Conn {
             out: OutBuf::new(s.max_outbuf_bytes),
             owed: NOT_OWED,
             subs: Vec::new(),
+            held: None,
             limiter: RateLimiter::new(s.control_rate, s.control_burst, s.control_strikes, now),
             next_req: 0,
             status_stamp: 0,
@@ -537,7 +560,32 @@ impl Conn {
 
     /// True when a book subscription of `sid` in `format` still waits for its snapshot.
     pub(crate) fn waits_for_snapshot(&self, sid: u32, format: Format) -> bool {
-        self.format == format && self.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
+        self.format == format
+            && self
+                .subs
+                .iter()
+                .any(|s| s.sid == sid && s.book && !s.ready && !s.resuming)
+    }
+
+    /// Holds a `subscribed` reply until its resume is answered.
+    pub(crate) fn hold_reply(&mut self, reply: HeldReply) {
+        self.held.get_or_insert_with(Box::default).push(reply);
+    }
+
+    /// The reply held for subscribe `req`, if any (none: the answer is stale).
+    pub(crate) fn take_held(&mut self, req: u32) -> Option<HeldReply> {
+        let held = self.held.as_mut()?;
+        let pos = held.iter().position(|h| h.req == req)?;
+        let reply = held.swap_remove(pos);
+        if held.is_empty() {
+            self.held = None;
+        }
+        Some(reply)
+    }
+
+    /// Every held reply (a ring resync: their answers may be lost).
+    pub(crate) fn take_all_held(&mut self) -> Vec<HeldReply> {
+        self.held.take().map(|b| *b).unwrap_or_default()
     }
 
     /// A fresh snapshot request number.

@@ -67,6 +67,7 @@ pub(crate) struct CoreContext {
     pub(super) requests: crossbeam_channel::Sender<IngestRequest>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) conns: Arc<ConnCounter>,
+    pub(super) epoch: Arc<crate::replay::epoch::EpochCell>,
 }
 
 /// The monotonic and realtime halves of one clock reading (the driver reads it once a turn).

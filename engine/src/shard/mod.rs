@@ -96,6 +96,8 @@ pub struct ShardContext {
     pub shutdown: Arc<AtomicBool>,
     /// Connection counts across shards (total and per client IP).
     pub conns: Arc<limits::ConnCounter>,
+    /// The epoch of the stream numbering (sent in every `subscribed` reply).
+    pub epoch: Arc<crate::replay::epoch::EpochCell>,
 }
 
 /// Binds a listener with `SO_REUSEPORT` so that every shard can own one on the same address.
@@ -133,6 +135,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         metrics,
         shutdown,
         conns,
+        epoch,
     } = ctx;
     let mut core = ShardCore::new(
         CoreContext {
@@ -144,6 +147,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
             requests,
             metrics,
             conns,
+            epoch,
         },
         now.mono,
     );
@@ -281,6 +285,9 @@ impl Driver {
             }
             let drained = self.core.drain_ring();
             self.core.flush(&mut self.sockets);
+            // A drain may ask for snapshots (a resume that was not recovered, a resync): wake
+            // the ingester before this turn blocks.
+            self.wake_ingester();
             let now = read_clock();
             self.core.set_now(now.mono);
             self.core.record_latency(now.real_ns);
@@ -325,10 +332,15 @@ impl Driver {
                 }
             }
             self.core.write_queued(&mut self.sockets);
-            if self.core.take_ingest_wake() {
-                if let Err(e) = self.ingest_waker.wake() {
-                    tracing::error!(error = %e, "cannot wake the ingester");
-                }
+            self.wake_ingester();
+        }
+    }
+
+    /// Wakes the ingester if requests were sent since it was last woken.
+    fn wake_ingester(&mut self) {
+        if self.core.take_ingest_wake() {
+            if let Err(e) = self.ingest_waker.wake() {
+                tracing::error!(error = %e, "cannot wake the ingester");
             }
         }
     }

@@ -22,7 +22,11 @@ use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
 use crate::metrics::Metrics;
 use crate::proto::close_code;
-use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
+use crate::replay::epoch::{Epoch, EpochCell};
+use crate::ring::{
+    IngestRequest, Push, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory,
+    SymbolResumed, SymbolTable,
+};
 use crate::wire::{self, RecordHeader, RecordKind, SymbolMeta};
 
 use proptest::prelude::*;
@@ -173,6 +177,12 @@ struct Sim {
     snapshot_requests: usize,
     /// Next seq per sid (book depth 10, binary).
     seq: Vec<u64>,
+    /// Every delta published per sid (seq n at index n - 1): the simulated replay window.
+    history: Vec<Vec<Bytes>>,
+    /// The same in `format=json` (deltas published by `publish_both`).
+    history_json: Vec<Vec<Bytes>>,
+    /// Resume requests the ingester received.
+    resume_requests: usize,
     /// Frames the client of each slot has read and not yet looked at.
     frames: Vec<Vec<Frame>>,
     _poll: mio::Poll,
@@ -182,6 +192,8 @@ struct Sim {
 const WINDOW: usize = 1 << 20;
 /// Depth index of depth 10.
 const DEPTH10: usize = 1;
+/// The simulated ingester's epoch.
+const SIM_EPOCH: u32 = 0x3f9c_0a17;
 
 impl Sim {
     fn new(symbols: usize, ring_capacity: usize, configure: impl FnOnce(&mut Config)) -> Self {
@@ -216,6 +228,7 @@ impl Sim {
             symbols: Arc::new(directory),
             requests: tx,
             metrics: Arc::new(Metrics::new(1)),
+            epoch: Arc::new(EpochCell::new(Epoch::from_u32(SIM_EPOCH))),
         };
         Self {
             core: ShardCore::new(ctx, now),
@@ -225,6 +238,9 @@ impl Sim {
             requests: rx,
             snapshot_requests: 0,
             seq: vec![0; symbols],
+            history: vec![Vec::new(); symbols],
+            history_json: vec![Vec::new(); symbols],
+            resume_requests: 0,
             frames: Vec::new(),
             _poll: poll,
         }
@@ -372,9 +388,15 @@ impl Sim {
     fn answer_requests(&mut self) -> usize {
         let reqs = self.take_requests();
         for r in &reqs {
-            let IngestRequest::Snapshot {
-                conn, req, topic, ..
-            } = *r;
+            let (conn, req, topic) = match r {
+                IngestRequest::Snapshot {
+                    conn, req, topic, ..
+                } => (*conn, *req, *topic),
+                IngestRequest::Resume(r) => {
+                    self.answer_resume(r);
+                    continue;
+                }
+            };
             let seq = self.seq[topic.sid as usize];
             let bytes = match topic.format {
                 Format::Binary => self.record(RecordKind::Snapshot, topic.sid, seq),
@@ -391,10 +413,49 @@ impl Sim {
         reqs.len()
     }
 
+    /// Answers a resume as the ingester's replay windows would, holding every record: the
+    /// book records after the client's position, or not recovered (other epoch, position
+    /// ahead, or trades named: the simulator publishes none).
+    fn answer_resume(&mut self, r: &ResumeRequest) {
+        self.resume_requests += 1;
+        let symbols = r
+            .symbols
+            .iter()
+            .map(|&(sid, book, trades)| {
+                let last = self.seq[sid as usize];
+                let ok = r.epoch == Some(Epoch::from_u32(SIM_EPOCH))
+                    && trades.is_none()
+                    && book.is_some_and(|p| p <= last);
+                let book = match (ok, book) {
+                    (true, Some(p)) if r.format == Format::Json => {
+                        self.history_json[sid as usize][p as usize..].to_vec()
+                    }
+                    (true, Some(p)) => self.history[sid as usize][p as usize..].to_vec(),
+                    _ => Vec::new(),
+                };
+                SymbolResumed {
+                    sid,
+                    recovered: ok,
+                    book,
+                    trades: Vec::new(),
+                    status: None,
+                }
+            })
+            .collect();
+        let pushed = self.ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
+            conn: r.conn,
+            req: r.req,
+            epoch: Epoch::from_u32(SIM_EPOCH),
+            symbols,
+        })));
+        assert_eq!(pushed, Push::Queued);
+    }
+
     /// Publishes the next book delta of `sid` (depth 10, binary); false when the ring dropped it.
     fn publish(&mut self, sid: u32) -> bool {
         self.seq[sid as usize] += 1;
         let bytes = self.record(RecordKind::Delta, sid, self.seq[sid as usize]);
+        self.history[sid as usize].push(bytes.clone());
         let topic = Topic::book(sid, DEPTH10, Format::Binary);
         self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
     }
@@ -404,6 +465,7 @@ impl Sim {
     fn publish_both(&mut self, sid: u32) -> bool {
         let ok = self.publish(sid);
         let bytes = json_record(RecordKind::Delta, sid, self.seq[sid as usize]);
+        self.history_json[sid as usize].push(bytes.clone());
         let topic = Topic::book(sid, DEPTH10, Format::Json);
         ok && self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
     }
@@ -625,12 +687,12 @@ fn sse_events_are_the_json_records_with_ids_naming_every_position() {
         .collect();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen.iter().filter(|k| k.0 == "snapshot").count(), 2);
-    // The last event's id names both streams' positions (epoch empty: no resume yet).
+    // The last event's id names both streams' positions, after the server's epoch.
     let ids: Vec<&str> = events[1..]
         .iter()
         .map(|e| e.1.as_deref().unwrap())
         .collect();
-    assert_eq!(*ids.last().unwrap(), ";1:1:;2:1:", "{ids:?}");
+    assert_eq!(*ids.last().unwrap(), "3f9c0a17;1:1:;2:1:", "{ids:?}");
     assert!(
         ids.iter()
             .all(|id| super::streams::parse_event_id(id).is_some())
@@ -642,25 +704,91 @@ fn sse_events_are_the_json_records_with_ids_naming_every_position() {
 }
 
 #[test]
-fn sse_last_event_id_restarts_the_named_symbols_from_a_snapshot() {
+fn sse_last_event_id_of_another_epoch_restarts_from_a_snapshot() {
     let mut sim = Sim::new(2, 1024, |_| {});
     let idx = sim.connect();
     sim.send(
         idx,
         &get(
             "/sse?symbols=S0,S1&depth=10&channels=book",
-            "Last-Event-ID: ;0:5:;1:7:
-",
+            "Last-Event-ID: 0badc0de;0:5:;1:7:\r\n",
         ),
     );
     sim.answer_requests();
     sim.turn();
+    sim.answer_requests();
+    sim.turn();
     let events = sse_events(&http_read(&sim.read_raw(idx)).body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
     let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
     assert_eq!(reply["symbols"][0]["recovered"], false);
     assert_eq!(reply["symbols"][1]["recovered"], false);
     let first: serde_json::Value = serde_json::from_str(&events[1].2).unwrap();
     assert_eq!(first["kind"], "snapshot");
+}
+
+#[test]
+fn sse_last_event_id_resumes_the_whole_subscription_without_snapshots() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    // A first connection: its events' ids are the positions.
+    let first = sim.connect();
+    sim.send(first, &get("/sse?symbols=S0,S1&depth=10&channels=book", ""));
+    sim.answer_requests();
+    sim.turn();
+    for _ in 0..3 {
+        sim.publish_both(0);
+        sim.publish_both(1);
+    }
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(first)).body);
+    let id = events.last().unwrap().1.clone().unwrap();
+    assert_eq!(id, "3f9c0a17;0:3:;1:3:");
+    // The browser loses it; more happens meanwhile.
+    sim.socket(first).reset = true;
+    sim.publish_both(0);
+    sim.publish_both(0);
+    sim.publish_both(1);
+    sim.turn();
+    // It comes back with the last id.
+    let again = sim.connect();
+    sim.send(
+        again,
+        &get(
+            "/sse?symbols=S0,S1&depth=10&channels=book",
+            &format!("Last-Event-ID: {id}\r\n"),
+        ),
+    );
+    sim.answer_requests();
+    sim.turn();
+    sim.publish_both(1);
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(again)).body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(reply["symbols"][0]["recovered"], true, "{reply}");
+    assert_eq!(reply["symbols"][1]["recovered"], true, "{reply}");
+    let got: Vec<(String, u64, u64)> = events[1..]
+        .iter()
+        .map(|(_, _, d)| {
+            let v: serde_json::Value = serde_json::from_str(d).unwrap();
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["sid"].as_u64().unwrap(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Exactly what was missed, then live; no snapshot.
+    let d = |sid, seq| ("delta".to_owned(), sid, seq);
+    let mut by0: Vec<_> = got.iter().filter(|r| r.1 == 0).cloned().collect();
+    let by1: Vec<_> = got.iter().filter(|r| r.1 == 1).cloned().collect();
+    by0.sort_by_key(|r| r.2);
+    assert_eq!(by0, [d(0, 4), d(0, 5)]);
+    assert_eq!(by1, [d(1, 4), d(1, 5)]);
+    assert_eq!(
+        events.last().unwrap().1.as_deref(),
+        Some("3f9c0a17;0:5:;1:5:")
+    );
 }
 
 #[test]
@@ -1153,7 +1281,10 @@ fn lag_resync_ignores_snapshots_requested_before_it() {
     // The old request is answered late: ignored (its req is stale).
     let IngestRequest::Snapshot {
         conn, req, topic, ..
-    } = stale[0];
+    } = stale[0]
+    else {
+        panic!("not a snapshot request")
+    };
     let old = sim.record(RecordKind::Snapshot, 0, 1);
     sim.ring.push(ShardMsg::Snapshot {
         conn,
@@ -1284,4 +1415,176 @@ fn shutdown_closes_open_clients_with_1001_and_ends_when_all_is_written() {
     sim.now += Duration::from_secs(1);
     sim.core.set_now(sim.now);
     assert!(sim.core.shutdown_done());
+}
+
+// ---- resume (protocol 1.1) ----
+
+impl Sim {
+    /// The client of `idx` subscribes to the book of `symbol` at depth 10 with a resume from
+    /// `book` in `epoch`.
+    fn resume(&mut self, idx: u32, symbol: &str, epoch: &str, book: u64) {
+        let req = format!(
+            r#"{{"op":"subscribe","id":2,"symbols":["{symbol}"],"channels":["book"],"depth":10,
+                "resume":{{"epoch":"{epoch}","streams":{{"{symbol}":{{"book":{book}}}}}}}}}"#
+        );
+        self.send(idx, &client_frame(0x1, req.as_bytes()));
+    }
+}
+
+/// The text replies among `frames`, parsed.
+fn replies(frames: &[Frame]) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .filter(|f| f.opcode == 0x1)
+        .map(|f| serde_json::from_slice(&f.payload).expect("a JSON reply"))
+        .collect()
+}
+
+#[test]
+fn plain_subscribed_replies_carry_the_epoch() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    let idx = sim.ws_client();
+    sim.send(
+        idx,
+        &client_frame(0x1, br#"{"op":"subscribe","id":1,"symbols":["S0"]}"#),
+    );
+    let r = replies(&sim.read(idx));
+    assert_eq!(r[0]["epoch"], "3f9c0a17");
+    assert!(r[0]["symbols"][0].get("recovered").is_none());
+}
+
+/// The `subscribed` reply of a resume is held until the ingester's answer comes out of the
+/// ring; the answer is the start of the stream for that connection: live records queued before
+/// it are not given to it (the replay holds them), those after it continue the replay.
+#[test]
+fn resume_holds_the_reply_and_its_answer_starts_the_stream() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    // Another subscriber keeps the stream flowing into this shard's ring.
+    let other = sim.subscribers(1, "S0")[0];
+    for _ in 0..5 {
+        sim.publish(0);
+    }
+    sim.turn();
+    sim.read(other);
+    let idx = sim.ws_client();
+    sim.resume(idx, "S0", "3f9c0a17", 2);
+    sim.turn();
+    assert!(sim.read(idx).is_empty(), "the reply waits for the answer");
+    // Published after the request and before the answer: in the replay, not given twice.
+    sim.publish(0);
+    sim.turn();
+    assert!(sim.read(idx).is_empty());
+    assert_eq!(sim.answer_requests(), 1);
+    assert_eq!(sim.resume_requests, 1);
+    sim.publish(0);
+    sim.turn();
+    let frames = sim.read(idx);
+    let r = replies(&frames);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["op"], "subscribed");
+    assert_eq!(r[0]["epoch"], "3f9c0a17");
+    assert_eq!(r[0]["symbols"][0]["recovered"], true);
+    assert_eq!(frames[0].opcode, 0x1, "the reply comes first");
+    let records: Vec<_> = frames.iter().flat_map(Frame::records).collect();
+    let delta = RecordKind::Delta as u8;
+    assert_eq!(
+        records,
+        (3..=7).map(|seq| (delta, 0, seq)).collect::<Vec<_>>(),
+        "exactly seq 3..=7: replayed 3..=6, live 7; no snapshot, no gap, no duplicate"
+    );
+    assert_eq!(
+        sim.snapshot_requests, 2,
+        "one for `other`, one resume, no snapshot"
+    );
+}
+
+/// Not recovered (another epoch): the reply says so, then the book starts from a snapshot that
+/// the shard asks for as for any subscriber (coalesced per topic).
+#[test]
+fn unrecovered_resume_starts_from_a_coalesced_snapshot() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    for _ in 0..3 {
+        sim.publish(0);
+    }
+    let ids: Vec<u32> = (0..20).map(|_| sim.ws_client()).collect();
+    for &idx in &ids {
+        sim.resume(idx, "S0", "00000000", 1);
+    }
+    assert_eq!(
+        sim.answer_requests(),
+        20,
+        "one resume request per subscribe"
+    );
+    sim.turn();
+    for &idx in &ids {
+        let frames = sim.read(idx);
+        let r = replies(&frames);
+        assert_eq!(r[0]["symbols"][0]["recovered"], false);
+        assert!(frames.iter().all(|f| f.records().is_empty()));
+    }
+    assert_eq!(sim.answer_requests(), 1, "the snapshots are coalesced");
+    sim.publish(0);
+    sim.turn();
+    for &idx in &ids {
+        let records: Vec<_> = sim.read(idx).iter().flat_map(Frame::records).collect();
+        assert_eq!(
+            records,
+            [
+                (RecordKind::Snapshot as u8, 0, 3),
+                (RecordKind::Delta as u8, 0, 4)
+            ]
+        );
+    }
+}
+
+/// A thousand clients resuming at once take one ring slot each (their answer), not one per
+/// record: a 1,024-slot ring with 64 records to replay per client does not overflow.
+#[test]
+fn a_thousand_resumes_fit_a_small_ring() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    for _ in 0..64 {
+        sim.publish(0);
+    }
+    sim.turn();
+    let ids: Vec<u32> = (0..1000).map(|_| sim.ws_client()).collect();
+    for &idx in &ids {
+        sim.resume(idx, "S0", "3f9c0a17", 0);
+    }
+    sim.answer_requests();
+    sim.turn();
+    assert!(!sim.ring.is_lagged());
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 0);
+    for &idx in &ids {
+        let records: Vec<_> = sim.read(idx).iter().flat_map(Frame::records).collect();
+        assert_eq!(records.len(), 64);
+        assert_eq!(records.last(), Some(&(RecordKind::Delta as u8, 0, 64)));
+    }
+}
+
+/// A ring resync while a resume is in flight: its answer may be lost, so the reply goes out
+/// with `recovered: false` and the book restarts from a snapshot; a late answer is ignored.
+#[test]
+fn lag_resync_abandons_a_resume_in_flight() {
+    let mut sim = Sim::new(1, 16, |_| {});
+    let idx = sim.ws_client();
+    sim.resume(idx, "S0", "3f9c0a17", 0);
+    let stale = sim.take_requests();
+    assert_eq!(stale.len(), 1);
+    while sim.publish(0) {}
+    sim.turn();
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 1);
+    let r = replies(&sim.read(idx));
+    assert_eq!(r[0]["symbols"][0]["recovered"], false);
+    // The late answer is ignored; the fresh snapshot starts the stream.
+    let IngestRequest::Resume(late) = &stale[0] else {
+        panic!("not a resume")
+    };
+    sim.answer_resume(late);
+    assert_eq!(sim.answer_requests(), 1);
+    sim.turn();
+    let frames = sim.read(idx);
+    assert!(replies(&frames).is_empty());
+    let records: Vec<_> = frames.iter().flat_map(Frame::records).collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].0, RecordKind::Snapshot as u8);
 }

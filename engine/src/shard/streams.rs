@@ -459,7 +459,6 @@ impl SsePositions {
     /// Starts from the positions a `Last-Event-ID` named (those of subscribed symbols): a
     /// resumed stream's id is right before its first new record. A stream that is not recovered
     /// moves on with its snapshot (book) or its next trade.
-    #[allow(dead_code)] // used once the shard serves resume (h-resume2)
     pub(crate) fn seed(&mut self, from: &EventIdPosition) {
         for &(sid, book, trades) in &from.streams {
             if let Ok(i) = self.streams.binary_search_by_key(&sid, |s| s.0) {
@@ -604,9 +603,21 @@ impl ShardCore {
         // Subscribed in the format first (the subscription tables read it), answered below.
         c.open_http_stream(open.endpoint, format);
         let q = &open.query;
-        let reply = self
-            .t
-            .subscribe(c, id, Value::Null, &q.symbols, q.channels, q.depth_idx);
+        // Last-Event-ID: the position the browser holds, as the `resume` of the subscribe
+        // (protocol §4.4): recovered streams continue with no snapshot, the others start afresh.
+        let table = self.t.ctx.symbols.load();
+        let last = open.last_event_id.as_deref().and_then(parse_event_id);
+        let resume = last.as_ref().and_then(|p| p.to_resume(&table, q));
+        let resuming = resume.is_some();
+        let reply = self.t.subscribe(
+            c,
+            id,
+            Value::Null,
+            &q.symbols,
+            q.channels,
+            q.depth_idx,
+            resume,
+        );
         let shard = &self.t.ctx.metrics.shards[self.t.ctx.id];
         let reply = match reply {
             Ok(r) => r,
@@ -623,58 +634,27 @@ impl ShardCore {
                 return;
             }
         };
-        let sids: Vec<u32> = c.subscriptions().iter().map(|s| s.sid).collect();
-        // Last-Event-ID: the position the browser holds, as the `resume` of a subscribe. Until
-        // the shard can replay (§3.1), the symbols it names restart from a snapshot:
-        // `recovered: false`.
-        let table = self.t.ctx.symbols.load();
-        let resume = open
-            .last_event_id
-            .as_deref()
-            .and_then(parse_event_id)
-            .and_then(|p| p.to_resume(&table, q));
-        let resumed = resume.as_ref().map(|r| {
-            r.streams
-                .iter()
-                .filter_map(|st| table.find(&st.symbol).map(|m| m.sid))
-                .collect::<Vec<u32>>()
-        });
-        let reply = match &resumed {
-            Some(named) => mark_not_recovered(&reply, named),
-            None => reply,
-        };
         let head = response_head(open.endpoint, open.cors_origin.as_deref());
         c.out_mut().push_shared(Bytes::from(head), true);
-        c.queue_reply(&reply);
+        // A resuming subscribe's reply is held until the ingester's answer comes out of the
+        // ring (`dispatch.rs`), then queued through `Conn::queue_reply` like this one.
+        if let Some(reply) = reply {
+            c.queue_reply(&reply);
+        }
         if open.endpoint == Endpoint::Sse {
-            c.set_sse_positions(SsePositions::new("", sids));
+            let epoch = self.t.ctx.epoch.get().to_string();
+            let mut pos = SsePositions::new(&epoch, c.subscriptions().iter().map(|s| s.sid));
+            if let Some(last) = last.as_ref().filter(|l| resuming && l.epoch == epoch) {
+                pos.seed(last);
+            }
+            c.set_sse_positions(pos);
         }
         if let Some(t) = c.transport_index() {
             add(&shard.transport_connections[t], 1);
         }
-        tracing::debug!(peer = %c.peer(), endpoint = ?open.endpoint, resumed = resumed.is_some(), "http stream open");
+        tracing::debug!(peer = %c.peer(), endpoint = ?open.endpoint, resuming, "http stream open");
         self.to_write.push(idx);
     }
-}
-
-/// The subscribe reply with `"recovered": false` on the symbols (by sid) a `Last-Event-ID`
-/// named.
-fn mark_not_recovered(reply: &[u8], sids: &[u32]) -> Vec<u8> {
-    let Ok(mut v) = serde_json::from_slice::<Value>(reply) else {
-        return reply.to_vec();
-    };
-    if let Some(list) = v.get_mut("symbols").and_then(Value::as_array_mut) {
-        for s in list {
-            let named = s
-                .get("sid")
-                .and_then(Value::as_u64)
-                .is_some_and(|sid| sids.iter().any(|&x| u64::from(x) == sid));
-            if let (true, Value::Object(o)) = (named, s) {
-                o.insert("recovered".into(), Value::Bool(false));
-            }
-        }
-    }
-    serde_json::to_vec(&v).unwrap_or_else(|_| reply.to_vec())
 }
 
 #[cfg(test)]
