@@ -328,3 +328,110 @@ fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
     converge(&sim, &mut [(&mut c, 10)]);
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
 }
+
+/// The truth for `info` from a feed-sim at `feed` (`GET /book/SYMBOL`): its seq and levels.
+fn truth_at(feed: SocketAddr, info: &tickcast_bench::control::SymbolInfo) -> (u64, common::Levels) {
+    let (status, body) = http_get(feed, &format!("/book/{}", info.symbol)).expect("GET /book");
+    assert_eq!(status, 200, "GET /book/{}: {body}", info.symbol);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("book json");
+    let side = |k: &str| -> Vec<(i64, i64)> {
+        v[k].as_array()
+            .expect("levels")
+            .iter()
+            .map(|l| {
+                (
+                    common::scaled(l[0].as_str().expect("px"), info.px_decimals),
+                    common::scaled(l[1].as_str().expect("qty"), info.qty_decimals),
+                )
+            })
+            .collect()
+    };
+    (v["seq"].as_u64().unwrap_or(0), (side("bids"), side("asks")))
+}
+
+/// Connects through `lb` (retrying while the load balancer has no healthy edge for us) and
+/// subscribes to every symbol at `depth`.
+fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
+    let url = format!("ws://{lb}/ws{}", if json { "?format=json" } else { "" });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // HAProxy may still send us to an edge that just died (until its check fails): the
+        // handshake then fails, and we try again.
+        let attempt = std::panic::catch_unwind(|| Client::connect(&url));
+        if let Ok(mut c) = attempt {
+            c.send(json!({"op":"symbols","id":1}));
+            let Reply::Symbols { symbols, .. } = c.reply(1) else {
+                panic!("no symbol list")
+            };
+            let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            subscribed(&mut c, &refs, depth);
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no edge behind {lb}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Across network namespaces (scripts/netns-cluster.sh runs it in the clients' namespace):
+/// clients through HAProxy onto two edges in their own namespaces, the ingest node, NATS and
+/// feed-sim in another; one edge killed mid-run, its clients reconnect through HAProxy to the
+/// other; every client ends equal to the feed's truth at depth 10 or 0.
+#[test]
+#[ignore = "needs the namespaces of scripts/netns-cluster.sh"]
+fn netns_cluster_through_haproxy() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let lb: SocketAddr = var("TICKCAST_NETNS_LB").parse().expect("lb addr");
+    let feed: SocketAddr = var("TICKCAST_NETNS_FEED").parse().expect("feed addr");
+    let kill = std::env::var("TICKCAST_NETNS_KILL_PID").ok();
+    let kill_ref = kill.clone();
+    let mut clients: Vec<(Client, usize, bool, u16)> = (0..4)
+        .map(|i| {
+            let (json, depth) = (i % 2 == 1, if i < 2 { 10 } else { 0 });
+            (client_via(lb, json, depth), usize::from(depth), json, depth)
+        })
+        .collect();
+    // Every client holds its books (the feed may already be done if the build was slow).
+    for (c, ..) in &mut clients {
+        pump_until(&mut [c], "first snapshots", |c| {
+            c.symbols.iter().all(|i| c.top(i.sid, 1).is_some())
+        });
+    }
+    if let Some(pid) = kill_ref {
+        eprintln!("killing edge pid {pid}");
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut moved = 0;
+    loop {
+        for (c, _, json, depth) in &mut clients {
+            if !c.pump(Duration::from_millis(20)) {
+                *c = client_via(lb, *json, *depth);
+                moved += 1;
+            }
+        }
+        // Equal to a truth that did not move while it was compared.
+        let mut equal = true;
+        for (c, depth, ..) in &clients {
+            for info in c.symbols.clone() {
+                let (seq, book) = truth_at(feed, &info);
+                let want = common::cut(&book, *depth);
+                let (seq2, _) = truth_at(feed, &info);
+                if seq != seq2 || c.top(info.sid, *depth).as_ref() != Some(&want) {
+                    equal = false;
+                }
+            }
+        }
+        if equal && Instant::now() > deadline - Duration::from_secs(80) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "books did not converge to truth");
+    }
+    eprintln!("clients moved to the other edge: {moved}");
+    if kill.is_some() {
+        assert!(moved > 0, "no client was on the killed edge");
+    }
+    for (c, ..) in &clients {
+        assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
+    }
+}

@@ -151,7 +151,8 @@ impl IngestBus {
         tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch), "ingest node publishing to NATS");
         loop {
             if self.shutdown.load(Ordering::Relaxed) {
-                let _ = client.flush().await;
+                // A flush waits for a connection: bounded, NATS may be gone too.
+                let _ = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
                 return Ok(());
             }
             self.drain(&client, &mut st).await;
