@@ -801,15 +801,19 @@ impl Edge {
         let Some(s) = self.streams.get_mut(&idx) else {
             return;
         };
-        if s.request.map(|(g, _)| g) != Some(sub_gen) {
-            return;
-        }
-        s.request = None;
-        let Some(payload) = payload else {
-            // Timed out (or no responder): the tick asks again.
-            self.request_snapshot(idx);
+        let Some((id, sent)) = s.request else {
             return;
         };
+        if id != sub_gen {
+            return;
+        }
+        let Some(payload) = payload else {
+            // Timed out, or no responder (the ingest node is down): the tick asks again
+            // [`SNAPSHOT_RETRY`] after this request was sent, not at once (no busy loop).
+            s.request = Some((0, sent));
+            return;
+        };
+        s.request = None;
         self.count_in(payload.len());
         let Some((epoch, seq, bytes)) = parse_snapshot_reply(&payload) else {
             return;

@@ -144,6 +144,7 @@ impl IngestBus {
         let mut st = State {
             batches: HashMap::new(),
             replies: HashMap::new(),
+            pending: HashMap::new(),
             next_req: 0,
             table_len: 0,
             ticks: 0,
@@ -171,15 +172,26 @@ impl IngestBus {
                     add(&self.metrics.bus.messages_in, 1);
                     add(&self.metrics.bus.bytes_in, msg.payload.len() as u64);
                     if let (Some(reply), Some(topic)) = (msg.reply, parse_snapshot_request(&msg.payload)) {
-                        st.next_req = st.next_req.wrapping_add(1);
-                        st.replies.insert(st.next_req, reply);
-                        let _ = self.requests.send(IngestRequest::Snapshot {
-                            shard: self.shard,
-                            conn: ConnId { index: 0, generation: 0 },
-                            req: st.next_req,
-                            topic,
-                        });
-                        let _ = self.ingest_waker.wake();
+                        // One request per topic at a time in the ingester (which holds them
+                        // while the symbol is stale): later askers share its answer.
+                        let shared = st
+                            .pending
+                            .get(&topic.index())
+                            .and_then(|req| st.replies.get_mut(req));
+                        if let Some(waiting) = shared {
+                            waiting.push(reply);
+                        } else {
+                            st.next_req = st.next_req.wrapping_add(1);
+                            st.replies.insert(st.next_req, vec![reply]);
+                            st.pending.insert(topic.index(), st.next_req);
+                            let _ = self.requests.send(IngestRequest::Snapshot {
+                                shard: self.shard,
+                                conn: ConnId { index: 0, generation: 0 },
+                                req: st.next_req,
+                                topic,
+                            });
+                            let _ = self.ingest_waker.wake();
+                        }
                     }
                 }
                 Some(msg) = sym_sub.next() => {
@@ -286,19 +298,18 @@ impl IngestBus {
                     req, topic, bytes, ..
                 } => {
                     self.flush(client, st).await;
-                    let Some(reply) = st.replies.remove(&req) else {
+                    let Some(replies) = st.replies.remove(&req) else {
                         continue;
                     };
+                    st.pending.remove(&topic.index());
                     let Some(seq) = record_seq(topic.format, &bytes) else {
                         continue;
                     };
-                    add(&self.metrics.bus.snapshot_requests, 1);
-                    self.publish(
-                        client,
-                        reply,
-                        encode_snapshot_reply(self.epoch, seq, &bytes),
-                    )
-                    .await;
+                    let payload = encode_snapshot_reply(self.epoch, seq, &bytes);
+                    for reply in replies {
+                        add(&self.metrics.bus.snapshot_requests, 1);
+                        self.publish(client, reply, payload.clone()).await;
+                    }
                 }
             }
         }
@@ -326,7 +337,9 @@ struct State {
     /// Per topic index: the batch being filled.
     batches: HashMap<usize, (crate::fanout::Topic, BatchWriter)>,
     /// Snapshot requests sent to the ingester, by request number: where to reply.
-    replies: HashMap<u32, Subject>,
+    replies: HashMap<u32, Vec<Subject>>,
+    /// The request in the ingester per topic index.
+    pending: HashMap<usize, u32>,
     next_req: u32,
     table_len: usize,
     ticks: u64,
