@@ -43,10 +43,19 @@ pub struct ShardMetrics {
     pub refused: [AtomicU64; REFUSAL_REASONS.len()],
     /// Clients closed because they answered no ping.
     pub ping_timeouts: AtomicU64,
+    /// Open connections by transport (indexed like [`TRANSPORTS`]).
+    pub transport_connections: [AtomicU64; TRANSPORTS.len()],
+    /// Slow consumers evicted, by transport (indexed like [`TRANSPORTS`]): a WebSocket gets
+    /// close 1013, an HTTP stream just ends.
+    pub transport_evictions: [AtomicU64; TRANSPORTS.len()],
     /// Time from `recv_ts` to the `writev` that handed a record to the kernel, per delivered
     /// record (binary records; sampled once per record and drain).
     pub latency: LatencyHistogram,
 }
+
+/// Transports, the `transport` label of `tickcast_transport_connections` and
+/// `tickcast_transport_evictions_total`: `/ws`, `/stream`, `/sse` (protocol §3.4).
+pub const TRANSPORTS: [&str; 3] = ["ws", "stream", "sse"];
 
 /// Upper bounds (nanoseconds) of the latency histogram buckets; the last bucket is `+Inf`.
 pub const LATENCY_BOUNDS_NS: [u64; 15] = [
@@ -214,7 +223,7 @@ impl ReplayMetrics {
     }
 }
 
-/// The NATS bus (`--role ingest|edge`, docs/protocol.md §5): counted by the one thread that
+/// The NATS bus (`--role ingest|edge`, docs/protocol.md §7): counted by the one thread that
 /// talks to NATS.
 #[derive(Debug, Default)]
 pub struct BusMetrics {
@@ -334,7 +343,7 @@ impl Metrics {
             (
                 "tickcast_evictions_total",
                 "counter",
-                "Slow consumers evicted with close 1013.",
+                "Slow consumers evicted (close 1013 on ws; an HTTP stream ends).",
                 |m| &m.evicted_slow,
             ),
             (
@@ -441,6 +450,28 @@ impl Metrics {
                 &self.ingest.snapshots_served,
             ),
         ];
+        for (name, kind, help, get) in [
+            (
+                "tickcast_transport_connections",
+                "gauge",
+                "Open client connections by transport.",
+                (|m| &m.transport_connections) as fn(&ShardMetrics) -> &[AtomicU64; 3],
+            ),
+            (
+                "tickcast_transport_evictions_total",
+                "counter",
+                "Slow consumers evicted, by transport (1013 on ws; an HTTP stream ends).",
+                |m| &m.transport_evictions,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, m) in self.shards.iter().enumerate() {
+                for (t, transport) in TRANSPORTS.iter().enumerate() {
+                    let v = get(m)[t].load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{name}{{shard=\"{i}\",transport=\"{transport}\"}} {v}");
+                }
+            }
+        }
         let name = "tickcast_handshake_failures_total";
         let _ = writeln!(
             out,

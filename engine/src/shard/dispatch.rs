@@ -16,15 +16,16 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::fanout::arena::{DrainArena, Span};
-use crate::fanout::batch::append_owed;
+use crate::fanout::batch::{append_owed, append_owed_stream};
 use crate::fanout::deflate::RunRef;
 use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::add;
 use crate::ring::ShardMsg;
 use crate::wire;
 
-use super::conn::{Conn, NOT_OWED};
+use super::conn::{Conn, Endpoint, NOT_OWED};
 use super::core::{Pending, ShardCore, Slot, Transport, conn_mut};
+use super::streams::append_sse;
 
 /// During a flush pass, the ring is drained again every this many connections.
 const REDRAIN_EVERY: usize = 64;
@@ -280,8 +281,16 @@ impl ShardCore {
                 continue;
             }
             let format = c.format();
-            let result = match c.deflate() {
-                Some(z) => self.zshared.append_batch(
+            let result = match (c.endpoint(), c.deflate()) {
+                // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
+                (Endpoint::Stream, _) => {
+                    append_owed_stream(c.out_mut(), &self.arena, &p.owed, limits)
+                }
+                (Endpoint::Sse, _) => {
+                    let (out, pos) = c.out_and_sse();
+                    append_sse(out, &self.arena, &p.owed, pos)
+                }
+                (_, Some(z)) => self.zshared.append_batch(
                     c.out_mut(),
                     format,
                     &p.records,
@@ -290,7 +299,7 @@ impl ShardCore {
                     limits,
                     threshold,
                 ),
-                None => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
+                (_, None) => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
             };
             p.clear();
             self.pending[pos] = p;

@@ -11,7 +11,9 @@
 //! | `core.rs` | the core: connection table, call order, accepts, input, writes, timers |
 //! | `conn.rs` | one connection: phase (handshaking → open → closing → evicting → gone), buffers, subscriptions |
 //! | `lifecycle.rs` | how connections end: closes, eviction, the deadline sweep, shutdown |
-//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`) |
+//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`, `/stream`, `/sse`, the screen's files) |
+//! | `streams.rs` | the plain-HTTP transports `/stream` and `/sse`: query, framing, event ids |
+//! | `web.rs` | the trading screen's static files, built into the binary |
 //! | `messages.rs` | WebSocket messages: control requests, echo, pings |
 //! | `subscriptions.rs` | subscribe / unsubscribe, interest counts, resync of book subscriptions |
 //! | `snapshots.rs` | snapshot requests to the ingester, coalesced per topic |
@@ -37,8 +39,10 @@ mod messages;
 #[cfg(all(test, not(loom)))]
 mod sim;
 mod snapshots;
+mod streams;
 mod subscriptions;
 mod timers;
+mod web;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;

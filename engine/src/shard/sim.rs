@@ -280,6 +280,18 @@ impl Sim {
         frames
     }
 
+    /// The raw bytes the client read (HTTP streams), the socket then writable again.
+    fn read_raw(&mut self, idx: u32) -> Vec<u8> {
+        let s = self.socket(idx);
+        let mut bytes = std::mem::take(&mut s.in_kernel);
+        self.core.handle_writable(idx);
+        self.core.write_queued(&mut self.net);
+        if let Some(s) = self.net.sockets[idx as usize].as_mut() {
+            bytes.extend(std::mem::take(&mut s.in_kernel));
+        }
+        bytes
+    }
+
     /// The raw text the client read (HTTP responses).
     fn read_text(&mut self, idx: u32) -> String {
         let s = self.socket(idx);
@@ -363,11 +375,11 @@ impl Sim {
             let IngestRequest::Snapshot {
                 conn, req, topic, ..
             } = *r;
-            let bytes = self.record(
-                RecordKind::Snapshot,
-                topic.sid,
-                self.seq[topic.sid as usize],
-            );
+            let seq = self.seq[topic.sid as usize];
+            let bytes = match topic.format {
+                Format::Binary => self.record(RecordKind::Snapshot, topic.sid, seq),
+                Format::Json => json_record(RecordKind::Snapshot, topic.sid, seq),
+            };
             let pushed = self.ring.push(ShardMsg::Snapshot {
                 conn,
                 req,
@@ -385,6 +397,15 @@ impl Sim {
         let bytes = self.record(RecordKind::Delta, sid, self.seq[sid as usize]);
         let topic = Topic::book(sid, DEPTH10, Format::Binary);
         self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
+    }
+
+    /// Publishes the next book delta of `sid` (depth 10) in both formats; false when the ring
+    /// dropped one.
+    fn publish_both(&mut self, sid: u32) -> bool {
+        let ok = self.publish(sid);
+        let bytes = json_record(RecordKind::Delta, sid, self.seq[sid as usize]);
+        let topic = Topic::book(sid, DEPTH10, Format::Json);
+        ok && self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
     }
 
     fn record(&self, kind: RecordKind, sid: u32, seq: u64) -> Bytes {
@@ -417,6 +438,456 @@ impl Sim {
             assert_eq!(got.first().map(|r| r.0), Some(RecordKind::Snapshot as u8));
         }
         ids
+    }
+}
+
+/// A `format=json` book record as the ingester puts it in the ring (leading comma).
+fn json_record(kind: RecordKind, sid: u32, seq: u64) -> Bytes {
+    let meta = SymbolMeta {
+        symbol: format!("S{sid}"),
+        sid,
+        px_decimals: 2,
+        qty_decimals: 4,
+    };
+    let hdr = RecordHeader {
+        kind,
+        flags: 0,
+        sid,
+        seq,
+        exch_ts: 1,
+        recv_ts: 2,
+    };
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b",");
+    wire::encode_book_json(&mut out, &meta, &hdr, &[], &[]);
+    out.freeze()
+}
+
+/// An HTTP response as a client reads it: the head, the chunked body decoded, and whether the
+/// body ended (last chunk).
+#[derive(Debug, Default)]
+struct HttpRead {
+    head: String,
+    body: Vec<u8>,
+    ended: bool,
+}
+
+/// Decodes a response: head, then chunks (all complete: the simulator writes whole ones).
+fn http_read(raw: &[u8]) -> HttpRead {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return HttpRead::default();
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let (body, ended) = dechunk(&raw[end + 4..]);
+    HttpRead { head, body, ended }
+}
+
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Some(nl) = raw.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&raw[..nl]).unwrap(), 16).unwrap();
+        if n == 0 {
+            return (body, true);
+        }
+        let data = &raw[nl + 2..nl + 2 + n];
+        assert_eq!(&raw[nl + 2 + n..nl + 4 + n], b"\r\n", "chunk trailer");
+        body.extend_from_slice(data);
+        raw = &raw[nl + 4 + n..];
+    }
+    assert!(raw.is_empty(), "a partial chunk");
+    (body, false)
+}
+
+/// `/stream` frames of a body: (type, payload).
+fn stream_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+        out.push((body[4], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    assert!(body.is_empty());
+    out
+}
+
+/// SSE events of a body: (event name, id, data); comments as ("comment", None, text).
+fn sse_events(body: &[u8]) -> Vec<(String, Option<String>, String)> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.is_empty() || text.ends_with("\n\n"), "{text:?}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+            for line in e.lines() {
+                if let Some(c) = line.strip_prefix(": ") {
+                    name = "comment".into();
+                    data = c.into();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.into();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.into();
+                } else {
+                    panic!("unexpected line {line:?}");
+                }
+            }
+            (name, id, data)
+        })
+        .collect()
+}
+
+fn get(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: sim\r\n{headers}\r\n").into_bytes()
+}
+
+// ---- the plain-HTTP transports (/stream, /sse) and the built-in screen ----
+
+#[test]
+fn stream_sends_the_reply_first_then_the_binary_batches_in_frames() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/stream?symbols=S1&depth=10&channels=book", ""));
+    assert_eq!(sim.answer_requests(), 1);
+    sim.turn();
+    for _ in 0..3 {
+        sim.publish(1);
+    }
+    sim.turn();
+    let r = http_read(&sim.read_raw(idx));
+    assert!(r.head.starts_with("HTTP/1.1 200 OK"), "{}", r.head);
+    assert!(r.head.contains("Content-Type: application/octet-stream"));
+    assert!(r.head.contains("Transfer-Encoding: chunked"));
+    let frames = stream_frames(&r.body);
+    assert_eq!(frames[0].0, 2, "the subscribe reply first");
+    let reply: serde_json::Value = serde_json::from_slice(&frames[0].1).unwrap();
+    assert_eq!(reply["op"], "subscribed");
+    assert_eq!(reply["symbols"][0]["symbol"], "S1");
+    let records: Vec<(u8, u32, u64)> = frames[1..]
+        .iter()
+        .inspect(|(t, _)| assert_eq!(*t, 1))
+        .flat_map(|(_, p)| {
+            tickcast_bench::wire::decode_batch(p)
+                .expect("a §1 batch")
+                .iter()
+                .map(|r| (r.header.kind, r.header.sid, r.header.seq))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (RecordKind::Snapshot as u8, 1, 0),
+            (RecordKind::Delta as u8, 1, 1),
+            (RecordKind::Delta as u8, 1, 2),
+            (RecordKind::Delta as u8, 1, 3)
+        ]
+    );
+    assert!(!r.ended);
+    let m = sim.metrics();
+    assert_eq!(m.transport_connections[1].load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn sse_events_are_the_json_records_with_ids_naming_every_position() {
+    let mut sim = Sim::new(3, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/sse?symbols=S2,S1&depth=10&channels=book", ""));
+    assert_eq!(sim.answer_requests(), 2);
+    sim.turn();
+    sim.publish_both(1);
+    sim.publish_both(2);
+    sim.turn();
+    let r = http_read(&sim.read_raw(idx));
+    assert!(
+        r.head.contains("Content-Type: text/event-stream"),
+        "{}",
+        r.head
+    );
+    let events = sse_events(&r.body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    assert_eq!(events[0].1, None);
+    let data: Vec<serde_json::Value> = events[1..]
+        .iter()
+        .map(|(name, _, d)| {
+            assert_eq!(name, "message", "data events are unnamed");
+            serde_json::from_str(d).expect("one JSON record per event")
+        })
+        .collect();
+    let seen: Vec<(String, u64)> = data
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.iter().filter(|k| k.0 == "snapshot").count(), 2);
+    // The last event's id names both streams' positions (epoch empty: no resume yet).
+    let ids: Vec<&str> = events[1..]
+        .iter()
+        .map(|e| e.1.as_deref().unwrap())
+        .collect();
+    assert_eq!(*ids.last().unwrap(), ";1:1:;2:1:", "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|id| super::streams::parse_event_id(id).is_some())
+    );
+    assert_eq!(
+        sim.metrics().transport_connections[2].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn sse_last_event_id_restarts_the_named_symbols_from_a_snapshot() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        &get(
+            "/sse?symbols=S0,S1&depth=10&channels=book",
+            "Last-Event-ID: ;0:5:;1:7:
+",
+        ),
+    );
+    sim.answer_requests();
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(idx)).body);
+    let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(reply["symbols"][0]["recovered"], false);
+    assert_eq!(reply["symbols"][1]["recovered"], false);
+    let first: serde_json::Value = serde_json::from_str(&events[1].2).unwrap();
+    assert_eq!(first["kind"], "snapshot");
+}
+
+#[test]
+fn stream_requests_that_cannot_be_honoured_get_400_with_a_json_error() {
+    let mut sim = Sim::new(2, 64, |c| c.max_subscriptions = 1);
+    for (path, status, code) in [
+        ("/stream", "400", "bad_request"),
+        ("/sse?symbols=S0&depth=7", "400", "invalid_depth"),
+        (
+            "/stream?symbols=S0&channels=quotes",
+            "400",
+            "invalid_channel",
+        ),
+        ("/stream?symbols=NOPE", "400", "unknown_symbol"),
+        ("/sse?symbols=*", "400", "too_many_subscriptions"),
+        ("/sse?symbols=S0&max_hz=0", "400", "bad_request"),
+    ] {
+        let idx = sim.connect();
+        sim.send(idx, &get(path, ""));
+        let text = sim.read_text(idx);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains("Content-Type: application/json"),
+            "{path}: {text}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["code"], code, "{path}");
+        assert!(sim.is_gone(idx), "{path}");
+    }
+    assert_eq!(
+        sim.metrics().transport_connections[1].load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        sim.metrics().transport_connections[2].load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn streams_and_the_page_follow_the_origin_and_token_rules_of_ws() {
+    let mut sim = Sim::new(1, 64, |c| {
+        c.tokens = Some(crate::config::Tokens::parse("s3cret\n").unwrap());
+        c.allowed_origins = vec!["https://desk.example".into()];
+    });
+    let ok_origin = "Origin: https://desk.example\r\n";
+    for (path, headers, status) in [
+        ("/stream?symbols=S0", ok_origin, "401"),
+        ("/sse?symbols=S0&token=nope", ok_origin, "403"),
+        (
+            "/sse?symbols=S0&token=s3cret",
+            "Origin: https://evil.example\r\n",
+            "403",
+        ),
+        ("/stream?symbols=S0&token=s3cret", "", "403"),
+        ("/stream?symbols=S0&token=s3cret", ok_origin, "200"),
+        ("/?token=s3cret", "", "200"),
+        ("/", "", "401"),
+        ("/?token=x", "", "403"),
+        ("/?token=s3cret", "Origin: https://evil.example\r\n", "403"),
+        ("/app.css", "", "200"),
+    ] {
+        let page = path.starts_with("/?") || path == "/" || path == "/app.css";
+        if page && super::web::file("/").is_none() {
+            // Built without ui/: no page to protect.
+            continue;
+        }
+        let idx = sim.connect();
+        sim.send(idx, &get(path, headers));
+        let text = String::from_utf8_lossy(&sim.read_raw(idx)).into_owned();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path} {headers:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_stream_that_stops_reading_is_evicted_and_just_ends() {
+    let mut sim = Sim::new(1, 4096, |c| {
+        c.max_outbuf_bytes = 16 << 10;
+        c.evict_timeout = Duration::from_secs(20);
+    });
+    let slow = sim.connect();
+    sim.send(slow, &get("/stream?symbols=S0&depth=10&channels=book", ""));
+    let fast = sim.connect();
+    sim.send(fast, &get("/stream?symbols=S0&depth=10&channels=book", ""));
+    sim.answer_requests();
+    sim.turn();
+    let mut fast_bytes = sim.read_raw(fast);
+    sim.socket(slow).window = 4096;
+    let mut turns = 0;
+    while sim.metrics().evicted_slow.load(Ordering::Relaxed) == 0 {
+        for _ in 0..20 {
+            assert!(sim.publish(0));
+        }
+        sim.turn();
+        fast_bytes.extend(sim.read_raw(fast));
+        turns += 1;
+        assert!(turns < 100, "never evicted");
+    }
+    assert_eq!(
+        sim.metrics().transport_evictions[1].load(Ordering::Relaxed),
+        1
+    );
+    // The fast one got every record, in order.
+    for _ in 0..3 {
+        sim.publish(0);
+    }
+    sim.turn();
+    fast_bytes.extend(sim.read_raw(fast));
+    let r = http_read(&fast_bytes);
+    let seqs: Vec<u64> = stream_frames(&r.body)[1..]
+        .iter()
+        .flat_map(|(_, p)| tickcast_bench::wire::decode_batch(p).unwrap())
+        .map(|r| r.header.seq)
+        .collect();
+    assert_eq!(seqs, (0..=sim.seq[0]).collect::<Vec<u64>>());
+    // The slow one reads again: what it was in the middle of, the closing message, the end.
+    let mut raw = Vec::new();
+    for _ in 0..20 {
+        raw.extend(sim.read_raw(slow));
+    }
+    let r = http_read(&raw);
+    assert!(r.ended, "the chunked body ends");
+    let frames = stream_frames(&r.body);
+    let last: serde_json::Value = serde_json::from_slice(&frames.last().unwrap().1).unwrap();
+    assert_eq!(last["op"], "closing");
+    assert_eq!(last["code"], 1013);
+    assert!(sim.is_gone(slow));
+    assert_eq!(sim.socket(slow).closed, Some(true));
+    assert_eq!(
+        sim.metrics().transport_connections[1].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn quiet_streams_get_keepalives() {
+    let mut sim = Sim::new(1, 64, |c| c.ping_interval = Duration::from_secs(120));
+    let sse = sim.connect();
+    sim.send(sse, &get("/sse?symbols=S0&channels=trades", ""));
+    let stream = sim.connect();
+    sim.send(stream, &get("/stream?symbols=S0&channels=trades", ""));
+    sim.read_raw(sse);
+    sim.read_raw(stream);
+    sim.advance(Duration::from_secs(29));
+    assert!(sim.read_raw(sse).is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(dechunk(&sim.read_raw(sse)).0, b": keepalive\n\n");
+    let frames = stream_frames(&dechunk(&sim.read_raw(stream)).0);
+    assert_eq!(frames, [(2, br#"{"op":"keepalive"}"#.to_vec())]);
+    // Never given up on for not answering (it cannot): still open after many intervals.
+    sim.advance(Duration::from_secs(300));
+    assert!(!sim.is_gone(sse) && !sim.is_gone(stream));
+}
+
+#[test]
+fn shutdown_ends_http_streams_with_a_closing_message() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/sse?symbols=S0&channels=trades", ""));
+    sim.read_raw(idx);
+    sim.core.begin_shutdown(&mut sim.net);
+    let raw = sim.read_raw(idx);
+    let (body, ended) = dechunk(&raw);
+    assert!(ended);
+    let events = sse_events(&body);
+    assert_eq!(events[0].0, "closing");
+    assert!(sim.is_gone(idx));
+}
+
+#[test]
+fn the_screen_is_served_with_etags_304_and_head() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    let Some(index) = super::web::file("/") else {
+        // A binary built without ui/: `/` says so.
+        let idx = sim.connect();
+        sim.send(idx, &get("/", ""));
+        assert!(sim.read_text(idx).starts_with("HTTP/1.1 200"));
+        return;
+    };
+    let idx = sim.connect();
+    sim.send(idx, &get("/", ""));
+    let raw = sim.read_raw(idx);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("Content-Type: text/html; charset=utf-8"));
+    assert!(text.contains(&format!("ETag: {}", index.etag)));
+    assert!(text.contains("Cache-Control: no-cache"));
+    assert!(raw.ends_with(index.body));
+    // Revalidation.
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        &get("/index.html", &format!("If-None-Match: {}\r\n", index.etag)),
+    );
+    let text = sim.read_text(idx);
+    assert!(text.starts_with("HTTP/1.1 304"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body");
+    // HEAD: the length, no body.
+    let idx = sim.connect();
+    sim.send(idx, b"HEAD / HTTP/1.1\r\nHost: sim\r\n\r\n");
+    let text = sim.read_text(idx);
+    assert!(text.contains(&format!("Content-Length: {}", index.body.len())));
+    assert!(text.ends_with("\r\n\r\n"));
+    // Assets and the library, with their types; unknown paths 404.
+    for (path, status, ctype) in [
+        ("/app.css", "200", "text/css"),
+        ("/js/app.js", "200", "text/javascript"),
+        ("/lib/tickcast-client/index.js", "200", "text/javascript"),
+        ("/README.md", "404", ""),
+        ("/tests/screen.test.mjs", "404", ""),
+        ("/js/nope.js", "404", ""),
+    ] {
+        let idx = sim.connect();
+        sim.send(idx, &get(path, ""));
+        let text = sim.read_text(idx);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {text}"
+        );
+        assert!(text.contains(ctype), "{path}: {text}");
     }
 }
 
