@@ -225,6 +225,39 @@ impl ReplayMetrics {
     }
 }
 
+/// The NATS bus (`--role ingest|edge`, docs/protocol.md §7): counted by the one thread that
+/// talks to NATS.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// Messages received from NATS.
+    pub messages_in: AtomicU64,
+    /// Payload bytes received from NATS.
+    pub bytes_in: AtomicU64,
+    /// Messages published to NATS.
+    pub messages_out: AtomicU64,
+    /// Payload bytes published to NATS.
+    pub bytes_out: AtomicU64,
+    /// Records published (ingest) or received (edge) in stream batches.
+    pub records: AtomicU64,
+    /// Records not published because NATS was unreachable (ingest).
+    pub unpublished: AtomicU64,
+    /// Snapshot requests sent (edge) or answered (ingest).
+    pub snapshot_requests: AtomicU64,
+    /// Seq gaps seen on the bus (edge).
+    pub gaps: AtomicU64,
+    /// Streams brought back in line with a fresh snapshot after a gap, a reconnect or a new
+    /// epoch (edge).
+    pub resyncs: AtomicU64,
+    /// Connections to NATS made (the first and every reconnect).
+    pub connects: AtomicU64,
+    /// 1 while connected to NATS (gauge).
+    pub connected: AtomicU64,
+    /// Stream subjects subscribed to now (edge, gauge).
+    pub subscriptions: AtomicU64,
+    /// The ingest node's epoch, as a number (gauge; 0 before it is known).
+    pub epoch: AtomicU64,
+}
+
 /// Whether the engine can serve: the feed is connected and every book is in sync.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -254,6 +287,8 @@ pub struct Metrics {
     pub replay: CachePadded<ReplayMetrics>,
     /// Feed health.
     pub health: Health,
+    /// The NATS bus (zero in the standalone role).
+    pub bus: CachePadded<BusMetrics>,
 }
 
 impl Metrics {
@@ -266,6 +301,7 @@ impl Metrics {
             ingest: CachePadded::new(IngestMetrics::default()),
             replay: CachePadded::new(ReplayMetrics::default()),
             health: Health::default(),
+            bus: CachePadded::new(BusMetrics::default()),
         }
     }
 
@@ -541,6 +577,94 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in replay {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let b = &self.bus;
+        let bus: [(&str, &str, &str, &AtomicU64); 13] = [
+            (
+                "tickcast_bus_messages_in_total",
+                "counter",
+                "Messages received from NATS.",
+                &b.messages_in,
+            ),
+            (
+                "tickcast_bus_bytes_in_total",
+                "counter",
+                "Payload bytes received from NATS.",
+                &b.bytes_in,
+            ),
+            (
+                "tickcast_bus_messages_out_total",
+                "counter",
+                "Messages published to NATS.",
+                &b.messages_out,
+            ),
+            (
+                "tickcast_bus_bytes_out_total",
+                "counter",
+                "Payload bytes published to NATS.",
+                &b.bytes_out,
+            ),
+            (
+                "tickcast_bus_records_total",
+                "counter",
+                "Records published (ingest) or received (edge) on the bus.",
+                &b.records,
+            ),
+            (
+                "tickcast_bus_unpublished_total",
+                "counter",
+                "Records not published while NATS was unreachable (ingest).",
+                &b.unpublished,
+            ),
+            (
+                "tickcast_bus_snapshot_requests_total",
+                "counter",
+                "Snapshot requests sent (edge) or answered (ingest).",
+                &b.snapshot_requests,
+            ),
+            (
+                "tickcast_bus_gaps_total",
+                "counter",
+                "Seq gaps seen on the bus (edge).",
+                &b.gaps,
+            ),
+            (
+                "tickcast_bus_resyncs_total",
+                "counter",
+                "Streams resynced with a fresh snapshot after a gap, a reconnect or a new epoch (edge).",
+                &b.resyncs,
+            ),
+            (
+                "tickcast_bus_connects_total",
+                "counter",
+                "Connections to NATS made.",
+                &b.connects,
+            ),
+            (
+                "tickcast_bus_connected",
+                "gauge",
+                "1 while connected to NATS.",
+                &b.connected,
+            ),
+            (
+                "tickcast_bus_subscriptions",
+                "gauge",
+                "Stream subjects subscribed to (edge).",
+                &b.subscriptions,
+            ),
+            (
+                "tickcast_bus_epoch",
+                "gauge",
+                "The ingest node's epoch as a number (0: not known yet).",
+                &b.epoch,
+            ),
+        ];
+        for (name, kind, help, v) in bus {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
