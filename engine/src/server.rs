@@ -183,6 +183,7 @@ impl Engine {
                 requests: req_rx,
                 poll: ingest_poll,
                 reconnect: (config.reconnect_min, config.reconnect_max),
+                epoch: epoch.clone(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -228,15 +229,15 @@ impl Engine {
                 requests: req_tx.clone(),
                 ingest_waker: ingest_waker.clone(),
                 symbols: symbols.clone(),
-                epoch: crate::replay::epoch::Epoch::generate().as_u32(),
+                epoch: epoch.clone(),
                 reconnect: (config.reconnect_min, config.reconnect_max),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             };
-            metrics
-                .bus
-                .epoch
-                .store(u64::from(bus.epoch), std::sync::atomic::Ordering::Relaxed);
+            metrics.bus.epoch.store(
+                u64::from(epoch.get().as_u32()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let t = std::thread::Builder::new()
                 .name("bus-ingest".into())
                 .spawn(move || {

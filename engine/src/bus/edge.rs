@@ -43,7 +43,11 @@ use crate::clock;
 use crate::fanout::interest::Interest;
 use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::{Metrics, add};
-use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory, SymbolTable};
+use crate::replay::epoch::{Epoch, EpochCell};
+use crate::ring::{
+    IngestRequest, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory, SymbolResumed,
+    SymbolTable,
+};
 use crate::wire::{self, RecordHeader, RecordKind, StatusCode};
 
 /// How often interest, timeouts and the heartbeat are checked.
@@ -75,6 +79,8 @@ pub struct EdgeBus {
     pub poll: mio::Poll,
     /// Reconnect back-off, first delay and cap.
     pub reconnect: (Duration, Duration),
+    /// The epoch the shards report: the ingest node's, once known.
+    pub epoch: Arc<EpochCell>,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// Set to stop.
@@ -324,6 +330,7 @@ impl Edge {
 
     fn set_epoch(&mut self, epoch: u32) {
         self.epoch = Some(epoch);
+        self.cfg.epoch.set(Epoch::from_u32(epoch));
         self.m().epoch.store(u64::from(epoch), Ordering::Relaxed);
     }
 
@@ -608,12 +615,18 @@ impl Edge {
     /// Shard snapshot requests: join the stream (or add a waiter to it).
     async fn serve_requests(&mut self) {
         while let Ok(req) = self.cfg.requests.try_recv() {
-            let IngestRequest::Snapshot {
-                shard,
-                conn,
-                req,
-                topic,
-            } = req;
+            let (shard, conn, req, topic) = match req {
+                IngestRequest::Snapshot {
+                    shard,
+                    conn,
+                    req,
+                    topic,
+                } => (shard, conn, req, topic),
+                IngestRequest::Resume(r) => {
+                    self.serve_resume(&r);
+                    continue;
+                }
+            };
             if !topic.is_book() {
                 continue;
             }
@@ -628,6 +641,32 @@ impl Edge {
             if s.last.is_some() && s.request.is_none() && s.held.is_none() {
                 self.request_snapshot(idx);
             }
+        }
+    }
+
+    /// A subscribe with `resume`: this edge keeps no replay windows yet, so every symbol is
+    /// `recovered: false` and starts afresh (the shard asks for its books' snapshots), under the
+    /// ingest node's epoch.
+    fn serve_resume(&mut self, r: &ResumeRequest) {
+        let symbols = r
+            .symbols
+            .iter()
+            .map(|&(sid, ..)| SymbolResumed {
+                sid,
+                recovered: false,
+                book: Vec::new(),
+                trades: Vec::new(),
+                status: None,
+            })
+            .collect();
+        if let Some(ring) = self.cfg.rings.get(r.shard) {
+            let _ = ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
+                conn: r.conn,
+                req: r.req,
+                epoch: self.cfg.epoch.get(),
+                symbols,
+            })));
+            self.touched[r.shard] = true;
         }
     }
 

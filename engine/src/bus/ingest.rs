@@ -53,8 +53,8 @@ pub struct IngestBus {
     pub ingest_waker: Arc<mio::Waker>,
     /// The symbol table, as the ingester publishes it.
     pub symbols: Arc<SymbolDirectory>,
-    /// The epoch of this node's numbering.
-    pub epoch: u32,
+    /// The epoch of this node's numbering (the ingester's, also in its clients' replies).
+    pub epoch: Arc<crate::replay::epoch::EpochCell>,
     /// Reconnect back-off, first delay and cap.
     pub reconnect: (Duration, Duration),
     /// Process metrics.
@@ -104,6 +104,10 @@ pub(crate) fn server_list(urls: &str) -> Vec<String> {
 }
 
 impl IngestBus {
+    fn epoch(&self) -> u32 {
+        self.epoch.get().as_u32()
+    }
+
     /// Runs the publisher on the current thread (its own tokio runtime) until shutdown.
     ///
     /// # Errors
@@ -149,7 +153,7 @@ impl IngestBus {
             table_len: 0,
             ticks: 0,
         };
-        tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch), "ingest node publishing to NATS");
+        tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch()), "ingest node publishing to NATS");
         loop {
             if self.shutdown.load(Ordering::Relaxed) {
                 // A flush waits for a connection: bounded, NATS may be gone too.
@@ -198,7 +202,7 @@ impl IngestBus {
                     add(&self.metrics.bus.messages_in, 1);
                     if let Some(reply) = msg.reply {
                         let table = self.symbols.load();
-                        self.publish(&client, reply, encode_symbols(self.epoch, &table)).await;
+                        self.publish(&client, reply, encode_symbols(self.epoch(), &table)).await;
                     }
                 }
                 Some(ev) = ev_rx.recv() => self.on_event(&ev),
@@ -208,7 +212,7 @@ impl IngestBus {
                     if table.symbols.len() != st.table_len || st.ticks % 4 == 0 {
                         st.table_len = table.symbols.len();
                         let subject = Subject::from(self.subjects.symbols());
-                        self.publish(&client, subject, encode_symbols(self.epoch, &table)).await;
+                        self.publish(&client, subject, encode_symbols(self.epoch(), &table)).await;
                     }
                 }
             }
@@ -276,7 +280,7 @@ impl IngestBus {
                     let b = st
                         .batches
                         .entry(topic.index())
-                        .or_insert_with(|| (topic, BatchWriter::new(self.epoch)));
+                        .or_insert_with(|| (topic, BatchWriter::new(self.epoch())));
                     b.1.push(seq, &bytes);
                     if b.1.len() >= MAX_BATCH_BYTES {
                         if let Some((topic, w)) = st.batches.remove(&topic.index()) {
@@ -290,10 +294,12 @@ impl IngestBus {
                     self.publish(
                         client,
                         subject,
-                        encode_status(self.epoch, sid, format, &bytes),
+                        encode_status(self.epoch(), sid, format, &bytes),
                     )
                     .await;
                 }
+                // Never asked for: the bus sends no resume requests.
+                ShardMsg::Resumed(_) => {}
                 ShardMsg::Snapshot {
                     req, topic, bytes, ..
                 } => {
@@ -305,7 +311,7 @@ impl IngestBus {
                     let Some(seq) = record_seq(topic.format, &bytes) else {
                         continue;
                     };
-                    let payload = encode_snapshot_reply(self.epoch, seq, &bytes);
+                    let payload = encode_snapshot_reply(self.epoch(), seq, &bytes);
                     for reply in replies {
                         add(&self.metrics.bus.snapshot_requests, 1);
                         self.publish(client, reply, payload.clone()).await;
