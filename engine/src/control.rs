@@ -466,31 +466,6 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// `{"op":"subscribed","id":..,"symbols":[..]}`.
-pub fn subscribed_reply(id: &Value, symbols: &[&SymbolMeta]) -> Vec<u8> {
-    let list: Vec<Value> = symbols.iter().map(|m| symbol_json(m)).collect();
-    to_vec(&json!({"op": "subscribed", "id": id, "symbols": list}))
-}
-
-/// `subscribed` with the `max_hz` granted per symbol (protocol 1.1 §3.3), when one was asked
-/// for: `{"op":"subscribed","id":..,"symbols":[{..,"max_hz":5},..]}`.
-pub fn subscribed_reply_hz(id: &Value, symbols: &[&SymbolMeta], max_hz: Option<u16>) -> Vec<u8> {
-    let Some(hz) = max_hz else {
-        return subscribed_reply(id, symbols);
-    };
-    let list: Vec<Value> = symbols
-        .iter()
-        .map(|m| {
-            let mut v = symbol_json(m);
-            if let Value::Object(o) = &mut v {
-                o.insert("max_hz".into(), Value::from(hz));
-            }
-            v
-        })
-        .collect();
-    to_vec(&json!({"op": "subscribed", "id": id, "symbols": list}))
-}
-
 /// `{"op":"conflating","symbols":[..],"max_hz":M}`: the connection's book streams of these
 /// symbols are conflated snapshots at `M` per second until `live` (protocol 1.1 §3.3).
 pub fn conflating_notice(symbols: &[&str], max_hz: u16) -> Vec<u8> {
@@ -510,12 +485,28 @@ pub fn subscribed_reply_v11(
     epoch: &str,
     symbols: &[(&SymbolMeta, Option<bool>)],
 ) -> Vec<u8> {
+    subscribed_reply_hz(id, epoch, symbols, None)
+}
+
+/// [`subscribed_reply_v11`] with the `max_hz` granted per symbol (protocol 1.1 §3.3), when one
+/// was asked for: `{"op":"subscribed",..,"symbols":[{..,"max_hz":5},..]}`.
+pub fn subscribed_reply_hz(
+    id: &Value,
+    epoch: &str,
+    symbols: &[(&SymbolMeta, Option<bool>)],
+    max_hz: Option<u16>,
+) -> Vec<u8> {
     let list: Vec<Value> = symbols
         .iter()
         .map(|(m, recovered)| {
             let mut v = symbol_json(m);
-            if let (Some(r), Value::Object(o)) = (recovered, &mut v) {
-                o.insert("recovered".into(), Value::Bool(*r));
+            if let Value::Object(o) = &mut v {
+                if let Some(r) = recovered {
+                    o.insert("recovered".into(), Value::Bool(*r));
+                }
+                if let Some(hz) = max_hz {
+                    o.insert("max_hz".into(), Value::from(hz));
+                }
             }
             v
         })
@@ -625,11 +616,21 @@ mod tests {
             px_decimals: 2,
             qty_decimals: 4,
         };
-        let v: Value =
-            serde_json::from_slice(&subscribed_reply_hz(&json!(1), &[&m], Some(5))).unwrap();
+        let v: Value = serde_json::from_slice(&subscribed_reply_hz(
+            &json!(1),
+            "00000001",
+            &[(&m, None)],
+            Some(5),
+        ))
+        .unwrap();
         assert_eq!(v["symbols"][0]["max_hz"], json!(5));
-        let v: Value =
-            serde_json::from_slice(&subscribed_reply_hz(&json!(1), &[&m], None)).unwrap();
+        let v: Value = serde_json::from_slice(&subscribed_reply_hz(
+            &json!(1),
+            "00000001",
+            &[(&m, None)],
+            None,
+        ))
+        .unwrap();
         assert!(v["symbols"][0].get("max_hz").is_none());
         let v: Value = serde_json::from_slice(&conflating_notice(&["A"], 5)).unwrap();
         assert_eq!(v, json!({"op":"conflating","symbols":["A"],"max_hz":5}));
@@ -800,10 +801,12 @@ mod tests {
             px_decimals: 2,
             qty_decimals: 6,
         };
-        let v: Value = serde_json::from_slice(&subscribed_reply(&json!(1), &[&m])).unwrap();
+        let v: Value =
+            serde_json::from_slice(&subscribed_reply_v11(&json!(1), "00000001", &[(&m, None)]))
+                .unwrap();
         assert_eq!(
             v,
-            json!({"op":"subscribed","id":1,"symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6}]})
+            json!({"op":"subscribed","id":1,"epoch":"00000001","symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6}]})
         );
         let v: Value =
             serde_json::from_slice(&error_reply(&json!(2), ErrorCode::UnknownSymbol, "no"))

@@ -64,14 +64,7 @@ pub fn check(
         return Err(Refusal::Origin);
     }
     let proto_token = protocols.iter().find_map(|p| p.strip_prefix(TOKEN_PREFIX));
-    if let Some(tokens) = &config.tokens {
-        let Some(token) = proto_token.or(query_token).filter(|t| !t.is_empty()) else {
-            return Err(Refusal::MissingToken);
-        };
-        if !tokens.contains(token) {
-            return Err(Refusal::BadToken);
-        }
-    }
+    check_token(config, proto_token.or(query_token))?;
     let selected = if protocols.iter().any(|p| p == SUBPROTOCOL) {
         Some(SUBPROTOCOL.to_owned())
     } else {
@@ -81,6 +74,37 @@ pub fn check(
             .cloned()
     };
     Ok(selected)
+}
+
+/// The token half of [`check`]: with tokens configured, `token` must be one of them.
+///
+/// # Errors
+/// [`Refusal::MissingToken`] or [`Refusal::BadToken`].
+pub fn check_token(config: &Config, token: Option<&str>) -> Result<(), Refusal> {
+    if let Some(tokens) = &config.tokens {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(Refusal::MissingToken);
+        };
+        if !tokens.contains(token) {
+            return Err(Refusal::BadToken);
+        }
+    }
+    Ok(())
+}
+
+/// The Origin half of [`check`] for plain requests: an `Origin` that is sent must be on the
+/// allowlist (when there is one). Unlike an upgrade, a request without `Origin` passes: a
+/// browser sends none when it navigates to a page.
+///
+/// # Errors
+/// [`Refusal::Origin`].
+pub fn check_origin_if_sent(config: &Config, origin: Option<&str>) -> Result<(), Refusal> {
+    match origin {
+        Some(o) if !config.allowed_origins.is_empty() && !config.origin_allowed(o) => {
+            Err(Refusal::Origin)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

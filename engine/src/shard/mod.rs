@@ -11,7 +11,9 @@
 //! | `core.rs` | the core: connection table, call order, accepts, input, writes, timers |
 //! | `conn.rs` | one connection: phase (handshaking → open → closing → evicting → gone), buffers, subscriptions |
 //! | `lifecycle.rs` | how connections end: closes, eviction, the deadline sweep, shutdown |
-//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`) |
+//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`, `/stream`, `/sse`, the screen's files) |
+//! | `streams.rs` | the plain-HTTP transports `/stream` and `/sse`: query, framing, event ids |
+//! | `web.rs` | the trading screen's static files, built into the binary |
 //! | `messages.rs` | WebSocket messages: control requests, echo, pings |
 //! | `subscriptions.rs` | subscribe / unsubscribe, interest counts, resync of book subscriptions |
 //! | `snapshots.rs` | snapshot requests to the ingester, coalesced per topic |
@@ -38,8 +40,10 @@ mod messages;
 #[cfg(all(test, not(loom)))]
 mod sim;
 mod snapshots;
+mod streams;
 mod subscriptions;
 mod timers;
+mod web;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -93,6 +97,8 @@ pub struct ShardContext {
     pub shutdown: Arc<AtomicBool>,
     /// Connection counts across shards (total and per client IP).
     pub conns: Arc<limits::ConnCounter>,
+    /// The epoch of the stream numbering (sent in every `subscribed` reply).
+    pub epoch: Arc<crate::replay::epoch::EpochCell>,
 }
 
 /// Binds a listener with `SO_REUSEPORT` so that every shard can own one on the same address.
@@ -130,6 +136,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         metrics,
         shutdown,
         conns,
+        epoch,
     } = ctx;
     let mut core = ShardCore::new(
         CoreContext {
@@ -141,6 +148,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
             requests,
             metrics,
             conns,
+            epoch,
         },
         now.mono,
     );
@@ -278,6 +286,9 @@ impl Driver {
             }
             let drained = self.core.drain_ring();
             self.core.flush(&mut self.sockets);
+            // A drain may ask for snapshots (a resume that was not recovered, a resync): wake
+            // the ingester before this turn blocks.
+            self.wake_ingester();
             let now = read_clock();
             self.core.set_now(now.mono);
             self.core.record_latency(now.real_ns);
@@ -322,10 +333,15 @@ impl Driver {
                 }
             }
             self.core.write_queued(&mut self.sockets);
-            if self.core.take_ingest_wake() {
-                if let Err(e) = self.ingest_waker.wake() {
-                    tracing::error!(error = %e, "cannot wake the ingester");
-                }
+            self.wake_ingester();
+        }
+    }
+
+    /// Wakes the ingester if requests were sent since it was last woken.
+    fn wake_ingester(&mut self) {
+        if self.core.take_ingest_wake() {
+            if let Err(e) = self.ingest_waker.wake() {
+                tracing::error!(error = %e, "cannot wake the ingester");
             }
         }
     }

@@ -4,23 +4,35 @@
 //! A book subscription is counted in the shared interest first, then waits for its snapshot
 //! (`snapshots.rs`); the snapshot's arrival (`dispatch.rs`) puts the connection in the topic's
 //! subscriber list, so that it gets the records that follow the snapshot and none before.
-//! Trades need no snapshot and start at once. Resume windows and conflation hook in here, at
+//! Trades need no snapshot and start at once. Conflation hooks in here, at
 //! [`Tables::subscribe`].
+//!
+//! A subscribe with `resume` (protocol 1.1, docs/protocol.md §4.4) counts the interest of all
+//! its streams, then sends the ingester one [`ResumeRequest`] for the whole subscribe and holds
+//! its `subscribed` reply. The answer comes out of the ring as one message (`dispatch.rs`,
+//! [`Tables::resumed`]): it is the start of every stream of the subscribe for this connection,
+//! as a snapshot is for a plain one (records of these streams earlier in the ring were not
+//! given to it). Recovered streams get the replayed records; the others start afresh (the book
+//! asks for a snapshot, coalesced as for any subscriber; trades go live).
 
 use serde_json::Value;
 
 use crate::book::DEPTHS;
 use crate::control::{self, ErrorCode, RequestError, SymbolSel};
 use crate::fanout::{ConnId, Format, TIERS_HZ, Topic, grant_tier};
-use crate::ring::IngestRequest;
+use crate::replay::epoch::Epoch;
+use crate::ring::{IngestRequest, ResumeRequest, SymbolResumed};
 
-use super::conn::{Conn, NO_TIER, Sub};
+use super::conn::{Conn, HeldReply, NO_TIER, Sub};
 use super::core::Tables;
 
 /// Most snapshot requests one connection has in flight (sent, not yet arrived): snapshots are
 /// fed into the out-buffer as it drains, so that a burst the server creates (subscribing to
 /// every symbol, a resync) never passes the bound (docs/protocol.md §5.3).
 pub(crate) const SNAPSHOTS_IN_FLIGHT: usize = 16;
+
+/// What a subscribe answers now: its reply, or nothing yet (held for the resume's answer).
+pub(crate) type SubscribeReply = Option<Vec<u8>>;
 
 impl Tables {
     /// Asks the ingester for a snapshot of `topic` for subscription `req` of `conn`, unless a
@@ -53,7 +65,8 @@ impl Tables {
         channels: control::Channels,
         depth_idx: usize,
         max_hz: Option<u16>,
-    ) -> Result<Vec<u8>, RequestError> {
+        resume: Option<control::Resume>,
+    ) -> Result<SubscribeReply, RequestError> {
         let table = self.ctx.symbols.load();
         if table.symbols.is_empty() {
             return Err(RequestError::new(
@@ -84,6 +97,23 @@ impl Tables {
                 found
             }
         };
+        // The symbols `resume` names, by sid, with the client's positions.
+        let mut named = Vec::new();
+        if let Some(r) = &resume {
+            named.reserve(r.streams.len());
+            for st in &r.streams {
+                // A list subscribe's names were checked by the parser; with "*" any symbol
+                // may be named, and must exist.
+                let Some(m) = table.find(&st.symbol) else {
+                    return Err(RequestError::new(
+                        rid,
+                        ErrorCode::UnknownSymbol,
+                        format!("unknown symbol in resume: {}", st.symbol),
+                    ));
+                };
+                named.push((m.sid, st.book, st.trades));
+            }
+        }
         let new = metas
             .iter()
             .filter(|m| !c.subscriptions().iter().any(|s| s.sid == m.sid))
@@ -102,12 +132,15 @@ impl Tables {
             max_hz.map(|hz| grant_tier(u32::from(hz), self.ctx.config.conflate.max_hz_ceiling));
         // Exact: a subscriber keeps this list for its whole life.
         c.reserve_subscriptions(new);
+        let resuming = !named.is_empty();
+        // One request number for the whole subscribe when it resumes (the answer carries it).
+        let resume_req = resuming.then(|| c.next_request());
         for m in &metas {
             if let Some(old) = c.remove_subscription(m.sid) {
                 let bt = c.book_topic(&old);
                 self.drop_sub(old, bt, c.format(), id.index);
             }
-            let req = c.next_request();
+            let req = resume_req.unwrap_or_else(|| c.next_request());
             let sub = Sub {
                 sid: m.sid,
                 depth_idx: depth_idx as u8,
@@ -117,24 +150,55 @@ impl Tables {
                 req,
                 asked: false,
                 tier: tier.map_or(NO_TIER, |t| t as u8),
+                resuming,
             };
             if sub.trades {
                 let t = Topic::trades(m.sid, c.format());
                 self.ctx.interest.add(self.ctx.id, t);
-                self.subs.add(t, id.index);
+                if !resuming {
+                    self.subs.add(t, id.index);
+                }
             }
             if sub.book {
-                // Count first, then ask (paced, `pump_snapshots`): every record after the
-                // snapshot is then published here.
+                // Count first, then ask (paced, `pump_snapshots`; a resuming one waits for the
+                // resume's answer): every record after the snapshot is then published here.
                 self.ctx.interest.add(self.ctx.id, c.book_topic(&sub));
-                c.ladder_mut().deferred = true;
+                if !resuming {
+                    c.ladder_mut().deferred = true;
+                }
             }
             c.add_subscription(sub);
         }
         self.pump_snapshots(c, id);
-        tracing::debug!(peer = %c.peer(), symbols = metas.len(), depth = DEPTHS[depth_idx], ?max_hz, "subscribed");
+        tracing::debug!(peer = %c.peer(), symbols = metas.len(), depth = DEPTHS[depth_idx], ?max_hz, resume = named.len(), "subscribed");
         let granted = tier.map(|t| TIERS_HZ[t]);
-        Ok(control::subscribed_reply_hz(&rid, &metas, granted))
+        let (Some(req), Some(resume)) = (resume_req, resume) else {
+            let list: Vec<_> = metas.iter().map(|m| (*m, None)).collect();
+            let epoch = self.ctx.epoch.get().to_string();
+            return Ok(Some(control::subscribed_reply_hz(
+                &rid, &epoch, &list, granted,
+            )));
+        };
+        c.hold_reply(HeldReply {
+            req,
+            rid,
+            sids: metas.iter().map(|m| m.sid).collect(),
+            named: named.iter().map(|n| n.0).collect(),
+            max_hz: granted,
+        });
+        let r = IngestRequest::Resume(Box::new(ResumeRequest {
+            shard: self.ctx.id,
+            conn: id,
+            req,
+            epoch: Epoch::parse(&resume.epoch),
+            depth_idx,
+            format: c.format(),
+            symbols: named,
+        }));
+        if self.ctx.requests.send(r).is_ok() {
+            self.requests_sent = true;
+        }
+        Ok(None)
     }
 
     /// The out-buffer level under which a connection's waiting snapshots are requested (and
@@ -162,12 +226,12 @@ impl Tables {
         let mut in_flight = c
             .subscriptions()
             .iter()
-            .filter(|s| s.book && !s.ready && s.asked)
+            .filter(|s| s.book && !s.ready && s.asked && !s.resuming)
             .count();
         let mut left = false;
         for i in 0..c.subscriptions().len() {
             let s = c.subscriptions()[i];
-            if !s.book || s.ready || s.asked {
+            if !s.book || s.ready || s.asked || s.resuming {
                 continue;
             }
             if in_flight >= allowed {
@@ -200,6 +264,10 @@ impl Tables {
             }
             self.drop_book(old, s.ready, id.index);
             self.ctx.interest.add(self.ctx.id, new);
+            if s.resuming {
+                // Its resume's answer starts it, on the new topic (`resumed`).
+                continue;
+            }
             let req = c.next_request();
             let sm = &mut c.subscriptions_mut()[i];
             sm.ready = false;
@@ -232,6 +300,128 @@ impl Tables {
         sm.asked = false;
         sm.req = req;
         c.ladder_mut().deferred = true;
+    }
+
+    /// The answer to subscribe `req`'s resume came out of the ring: it starts every stream of
+    /// that subscribe for connection `c` (see the module docs); `deliver` is handed each record
+    /// to send, in order. Returns the `subscribed` reply to queue (before those records), or
+    /// `None` when the answer is stale (the subscribe was abandoned by a ring resync).
+    pub(crate) fn resumed(
+        &mut self,
+        c: &mut Conn,
+        id: ConnId,
+        req: u32,
+        epoch: Epoch,
+        answer: Vec<SymbolResumed>,
+        mut deliver: impl FnMut(&mut Conn, bytes::Bytes),
+    ) -> Option<Vec<u8>> {
+        let held = c.take_held(req)?;
+        let format = c.format();
+        let mut recovered: Vec<(u32, bool)> = Vec::with_capacity(answer.len());
+        for s in answer {
+            let Some(sub) = c
+                .subscription_mut(s.sid)
+                .filter(|sub| sub.req == req && sub.resuming)
+            else {
+                // Unsubscribed or replaced meanwhile: nothing of it is sent.
+                recovered.push((s.sid, false));
+                continue;
+            };
+            recovered.push((s.sid, s.recovered));
+            if !s.recovered {
+                continue;
+            }
+            let sub = *sub;
+            if let Some(sub) = c.subscription_mut(s.sid) {
+                sub.resuming = false;
+                sub.ready = sub.book;
+                sub.asked = sub.book;
+            }
+            if sub.book {
+                self.subs.add(c.book_topic(&sub), id.index);
+            }
+            if sub.trades {
+                self.subs.add(Topic::trades(s.sid, format), id.index);
+            }
+            for b in s.book.into_iter().chain(s.trades).chain(s.status) {
+                deliver(c, b);
+            }
+        }
+        // Everything else of the subscribe starts afresh from here.
+        self.start_fresh(c, id, req, true);
+        let table = self.ctx.symbols.load();
+        let list: Vec<_> = held
+            .sids
+            .iter()
+            .filter_map(|sid| table.symbols.get(*sid as usize))
+            .map(|m| {
+                let r = held.named.contains(&m.sid).then(|| {
+                    recovered
+                        .iter()
+                        .find(|(sid, _)| *sid == m.sid)
+                        .is_some_and(|(_, r)| *r)
+                });
+                (m, r)
+            })
+            .collect();
+        Some(control::subscribed_reply_hz(
+            &held.rid,
+            &epoch.to_string(),
+            &list,
+            held.max_hz,
+        ))
+    }
+
+    /// Starts every subscription of subscribe `req` still waiting for its resume as a fresh
+    /// one: trades from the live point, the book from a snapshot (paced as any other, see
+    /// [`Tables::pump_snapshots`], and coalesced per topic).
+    /// (`ask`: false when the caller restarts the books itself.)
+    fn start_fresh(&mut self, c: &mut Conn, id: ConnId, req: u32, ask: bool) {
+        let format = c.format();
+        for i in 0..c.subscriptions().len() {
+            let sub = c.subscriptions()[i];
+            if !sub.resuming || sub.req != req {
+                continue;
+            }
+            let s = &mut c.subscriptions_mut()[i];
+            s.resuming = false;
+            s.asked = false;
+            if sub.trades {
+                self.subs.add(Topic::trades(sub.sid, format), id.index);
+            }
+            if sub.book && ask {
+                c.ladder_mut().deferred = true;
+            }
+        }
+        if ask {
+            self.pump_snapshots(c, id);
+        }
+    }
+
+    /// After a ring resync: the answers of resumes in flight may be lost. Their replies go out
+    /// now with `recovered: false`, and their subscriptions start afresh (the caller then
+    /// restarts every book subscription, these included).
+    /// Returns whether replies were queued.
+    pub(crate) fn abandon_resumes(&mut self, c: &mut Conn, id: ConnId) -> bool {
+        let held = c.take_all_held();
+        if held.is_empty() {
+            return false;
+        }
+        let table = self.ctx.symbols.load();
+        let epoch = self.ctx.epoch.get().to_string();
+        for h in held {
+            self.start_fresh(c, id, h.req, false);
+            let list: Vec<_> = h
+                .sids
+                .iter()
+                .filter_map(|sid| table.symbols.get(*sid as usize))
+                .map(|m| (m, h.named.contains(&m.sid).then_some(false)))
+                .collect();
+            c.queue_reply(&control::subscribed_reply_hz(
+                &h.rid, &epoch, &list, h.max_hz,
+            ));
+        }
+        true
     }
 
     pub(crate) fn unsubscribe(
@@ -287,7 +477,9 @@ impl Tables {
         if s.trades {
             let t = Topic::trades(s.sid, format);
             self.ctx.interest.remove(self.ctx.id, t);
-            self.subs.remove(t, idx);
+            if !s.resuming {
+                self.subs.remove(t, idx);
+            }
         }
     }
 

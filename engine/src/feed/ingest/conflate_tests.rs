@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::FeedUrl;
 use crate::fanout::ConnId;
+use crate::replay::epoch::Epoch;
 
 const SYMBOLS: &str =
     r#"{"type":"symbols","symbols":[{"symbol":"AAA-USD","px_decimals":2,"qty_decimals":2}]}"#;
@@ -45,6 +46,8 @@ fn one_conflated_snapshot_per_tier_and_tick_shared_by_every_shard() {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
         stall_timeout: DEFAULT_STALL_TIMEOUT,
+        epoch: Arc::new(EpochCell::new(Epoch::from_u32(0x3f9c_0a17))),
+        replay: ReplayLimits::default(),
     };
     let mut r = Replay::new(ctx).unwrap();
     let now = Stamp::now();

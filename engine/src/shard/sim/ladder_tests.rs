@@ -62,7 +62,10 @@ impl Sim {
         for r in reqs {
             let IngestRequest::Snapshot {
                 conn, req, topic, ..
-            } = r;
+            } = r
+            else {
+                continue;
+            };
             let bytes = self.book_record(
                 RecordKind::Snapshot,
                 topic.sid,
