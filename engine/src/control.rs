@@ -43,6 +43,9 @@ pub enum Request {
         channels: Channels,
         /// Index into `book::DEPTHS`.
         depth_idx: usize,
+        /// Most book messages per second per stream the client asks for (1..=1000): its book
+        /// streams are then conflated snapshots (protocol 1.1 §3.3).
+        max_hz: Option<u16>,
     },
     /// Stop subscriptions.
     Unsubscribe {
@@ -87,6 +90,8 @@ pub enum ErrorCode {
     NotReady,
     /// A subscribe's `resume` is malformed (protocol 1.1 §3.1).
     BadResume,
+    /// `max_hz` is not an integer in 1..=1000 (protocol 1.1 §3.3).
+    InvalidMaxHz,
 }
 
 impl ErrorCode {
@@ -103,6 +108,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::NotReady => "not_ready",
             Self::BadResume => "bad_resume",
+            Self::InvalidMaxHz => "invalid_max_hz",
         }
     }
 }
@@ -144,7 +150,11 @@ struct Raw {
     channels: Option<Value>,
     depth: Option<Value>,
     resume: Option<Value>,
+    max_hz: Option<Value>,
 }
+
+/// Largest `max_hz` a subscribe may ask for.
+pub const MAX_HZ: u64 = 1000;
 
 /// Most symbols one request may name (a longer list is refused as a bad request).
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
@@ -323,11 +333,27 @@ fn parse_raw(raw: Raw) -> Result<Request, RequestError> {
                     .ok_or_else(|| bad_depth(&id))?,
             };
             let depth_idx = depth_index(depth).ok_or_else(|| bad_depth(&id))?;
+            let max_hz = match raw.max_hz {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|hz| (1..=MAX_HZ).contains(hz))
+                        .map(|hz| hz as u16)
+                        .ok_or_else(|| {
+                            RequestError::new(
+                                id.clone(),
+                                ErrorCode::InvalidMaxHz,
+                                format!("max_hz must be an integer in 1..={MAX_HZ}"),
+                            )
+                        })?,
+                ),
+            };
             Ok(Request::Subscribe {
                 id,
                 symbols,
                 channels,
                 depth_idx,
+                max_hz,
             })
         }
         "unsubscribe" => {
@@ -440,6 +466,17 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// `{"op":"conflating","symbols":[..],"max_hz":M}`: the connection's book streams of these
+/// symbols are conflated snapshots at `M` per second until `live` (protocol 1.1 §3.3).
+pub fn conflating_notice(symbols: &[&str], max_hz: u16) -> Vec<u8> {
+    to_vec(&json!({"op": "conflating", "symbols": symbols, "max_hz": max_hz}))
+}
+
+/// `{"op":"live","symbols":[..]}`: these book streams are deltas again, from a fresh snapshot.
+pub fn live_notice(symbols: &[&str]) -> Vec<u8> {
+    to_vec(&json!({"op": "live", "symbols": symbols}))
+}
+
 /// Protocol 1.1 `subscribed` reply:
 /// `{"op":"subscribed","id":..,"epoch":"3f9c0a17","symbols":[{..,"recovered":true},..]}`.
 /// `recovered` is given (`Some`) only for the symbols the subscribe's `resume` named.
@@ -448,12 +485,28 @@ pub fn subscribed_reply_v11(
     epoch: &str,
     symbols: &[(&SymbolMeta, Option<bool>)],
 ) -> Vec<u8> {
+    subscribed_reply_hz(id, epoch, symbols, None)
+}
+
+/// [`subscribed_reply_v11`] with the `max_hz` granted per symbol (protocol 1.1 §3.3), when one
+/// was asked for: `{"op":"subscribed",..,"symbols":[{..,"max_hz":5},..]}`.
+pub fn subscribed_reply_hz(
+    id: &Value,
+    epoch: &str,
+    symbols: &[(&SymbolMeta, Option<bool>)],
+    max_hz: Option<u16>,
+) -> Vec<u8> {
     let list: Vec<Value> = symbols
         .iter()
         .map(|(m, recovered)| {
             let mut v = symbol_json(m);
-            if let (Some(r), Value::Object(o)) = (recovered, &mut v) {
-                o.insert("recovered".into(), Value::Bool(*r));
+            if let Value::Object(o) = &mut v {
+                if let Some(r) = recovered {
+                    o.insert("recovered".into(), Value::Bool(*r));
+                }
+                if let Some(hz) = max_hz {
+                    o.insert("max_hz".into(), Value::from(hz));
+                }
             }
             v
         })
@@ -506,6 +559,7 @@ mod tests {
                     trades: false
                 },
                 depth_idx: depth_index(10).unwrap(),
+                max_hz: None,
             }
         );
         let r = parse_request(br#"{"op":"subscribe","id":"a","symbols":["*"]}"#).unwrap();
@@ -536,6 +590,50 @@ mod tests {
             parse_request(br#"{"op":"ping"}"#).unwrap(),
             Request::Ping { id: Value::Null }
         );
+    }
+
+    #[test]
+    fn max_hz_is_parsed_and_checked() {
+        let r = parse_request(br#"{"op":"subscribe","id":1,"symbols":["A"],"max_hz":5}"#).unwrap();
+        assert!(matches!(
+            r,
+            Request::Subscribe {
+                max_hz: Some(5),
+                ..
+            }
+        ));
+        let r =
+            parse_request(br#"{"op":"subscribe","id":1,"symbols":["A"],"max_hz":null}"#).unwrap();
+        assert!(matches!(r, Request::Subscribe { max_hz: None, .. }));
+        for bad in ["0", "1001", "2.5", "\"5\"", "-1"] {
+            let text = format!(r#"{{"op":"subscribe","id":9,"symbols":["A"],"max_hz":{bad}}}"#);
+            let e = err(&text);
+            assert_eq!((e.code, e.id), (ErrorCode::InvalidMaxHz, json!(9)), "{bad}");
+        }
+        let m = SymbolMeta {
+            symbol: "A".into(),
+            sid: 3,
+            px_decimals: 2,
+            qty_decimals: 4,
+        };
+        let v: Value = serde_json::from_slice(&subscribed_reply_hz(
+            &json!(1),
+            "00000001",
+            &[(&m, None)],
+            Some(5),
+        ))
+        .unwrap();
+        assert_eq!(v["symbols"][0]["max_hz"], json!(5));
+        let v: Value = serde_json::from_slice(&subscribed_reply_hz(
+            &json!(1),
+            "00000001",
+            &[(&m, None)],
+            None,
+        ))
+        .unwrap();
+        assert!(v["symbols"][0].get("max_hz").is_none());
+        let v: Value = serde_json::from_slice(&conflating_notice(&["A"], 5)).unwrap();
+        assert_eq!(v, json!({"op":"conflating","symbols":["A"],"max_hz":5}));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub struct ShardMetrics {
     pub refused: [AtomicU64; REFUSAL_REASONS.len()],
     /// Clients closed because they answered no ping.
     pub ping_timeouts: AtomicU64,
+    /// Connections on the conflating rung of the slow-consumer ladder (gauge; the others
+    /// are live).
+    pub conflating: AtomicU64,
+    /// Ladder moves from live to conflating.
+    pub to_conflating: AtomicU64,
+    /// Ladder moves from conflating back to live.
+    pub to_live: AtomicU64,
+    /// Conflated snapshots not delivered to a connection whose out-buffer was past the pace
+    /// mark (it gets a fresh snapshot when there is room).
+    pub conflated_skips: AtomicU64,
     /// Open connections by transport (indexed like [`TRANSPORTS`]).
     pub transport_connections: [AtomicU64; TRANSPORTS.len()],
     /// Slow consumers evicted, by transport (indexed like [`TRANSPORTS`]): a WebSocket gets
@@ -181,6 +191,9 @@ pub struct IngestMetrics {
     pub ring_drops: AtomicU64,
     /// Snapshot requests answered.
     pub snapshots_served: AtomicU64,
+    /// Conflated snapshots encoded (one per stream, rate tier, format and tick, shared by
+    /// every subscriber of the tier on every shard).
+    pub conflated_snapshots: AtomicU64,
     /// Subscribes with `resume` answered (each names one or more symbols).
     pub resumes_served: AtomicU64,
 }
@@ -225,7 +238,7 @@ impl ReplayMetrics {
     }
 }
 
-/// The NATS bus (`--role ingest|edge`, docs/protocol.md §7): counted by the one thread that
+/// The NATS bus (`--role ingest|edge`, docs/protocol.md §8): counted by the one thread that
 /// talks to NATS.
 #[derive(Debug, Default)]
 pub struct BusMetrics {
@@ -314,7 +327,7 @@ impl Metrics {
             &'static str,
             fn(&ShardMetrics) -> &AtomicU64,
         );
-        let shard_metrics: [Family; 12] = [
+        let shard_metrics: [Family; 16] = [
             ("tickcast_connections", "gauge", "Open connections.", |m| {
                 &m.connections
             }),
@@ -384,6 +397,30 @@ impl Metrics {
                 "Messages queued in a shard's ring.",
                 |m| &m.ring_len,
             ),
+            (
+                "tickcast_ladder_conflating_connections",
+                "gauge",
+                "Connections on the conflating rung (out-buffer past the soft mark; the rest are live).",
+                |m| &m.conflating,
+            ),
+            (
+                "tickcast_ladder_to_conflating_total",
+                "counter",
+                "Ladder moves from live deltas to conflated snapshots.",
+                |m| &m.to_conflating,
+            ),
+            (
+                "tickcast_ladder_to_live_total",
+                "counter",
+                "Ladder moves from conflated snapshots back to live deltas.",
+                |m| &m.to_live,
+            ),
+            (
+                "tickcast_conflated_skips_total",
+                "counter",
+                "Conflated snapshots skipped for a connection with a full out-buffer (a fresh one follows when it drains).",
+                |m| &m.conflated_skips,
+            ),
         ];
         for (name, kind, help, get) in shard_metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -395,7 +432,7 @@ impl Metrics {
                 );
             }
         }
-        let ingest: [(&str, &str, &AtomicU64); 12] = [
+        let ingest: [(&str, &str, &AtomicU64); 13] = [
             (
                 "tickcast_feed_messages_total",
                 "Feed messages read.",
@@ -450,6 +487,11 @@ impl Metrics {
                 "tickcast_snapshots_served_total",
                 "Subscription snapshots served.",
                 &self.ingest.snapshots_served,
+            ),
+            (
+                "tickcast_conflated_snapshots_total",
+                "Conflated snapshots encoded (once per stream, rate tier, format and tick).",
+                &self.ingest.conflated_snapshots,
             ),
             (
                 "tickcast_resumes_served_total",
@@ -690,6 +732,14 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Takes `n` from a gauge (relaxed, never below zero).
+#[inline]
+pub fn sub(c: &AtomicU64, n: u64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// Adds `n` to a counter (relaxed).

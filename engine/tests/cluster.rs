@@ -344,7 +344,7 @@ fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
         Some(epoch.as_str()),
         "same epoch on every edge"
     );
-    // An edge keeps no replay windows yet: every symbol starts afresh (see docs/protocol.md §5.4).
+    // An edge keeps no replay windows yet: every symbol starts afresh (see docs/protocol.md §8.4).
     c.forget_unrecovered(&symbols);
     converge(&sim, &mut [(&mut c, 10)]);
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);

@@ -1,5 +1,5 @@
 //! The NATS bus between an ingest node and its edge nodes (`--role ingest|edge`,
-//! docs/protocol.md §7, docs/architecture.md "Roles").
+//! docs/protocol.md §8, docs/architecture.md "Roles").
 //!
 //! This module is sans-IO: subjects, and the layout of every bus message (stream batches,
 //! statuses, the symbol table, snapshot requests and replies), encoded and parsed without a

@@ -72,6 +72,40 @@ pub const DEFAULT_REPLAY_AGE: Duration = Duration::from_secs(30);
 /// Default of [`ReplayLimits::total_bytes`].
 pub const DEFAULT_REPLAY_TOTAL_BYTES: usize = 256 << 20;
 
+/// Conflation settings: the `max_hz` ceiling and the slow-consumer ladder (docs/protocol.md §5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConflateLimits {
+    /// Highest `max_hz` granted.
+    pub max_hz_ceiling: u32,
+    /// Rate of the conflated snapshots of a connection under pressure.
+    pub hz: u32,
+    /// Soft mark, percent of the out-buffer bound (100: the ladder is off).
+    pub soft_pct: u32,
+    /// Low mark, percent of the out-buffer bound.
+    pub low_pct: u32,
+    /// Least time in the conflating rung.
+    pub dwell: Duration,
+    /// Longest time a conflating connection may stay past the soft mark before eviction.
+    pub grace: Duration,
+}
+
+impl ConflateLimits {
+    /// The soft mark in bytes for an out-buffer bound of `limit`.
+    pub fn soft_bytes(&self, limit: usize) -> usize {
+        limit / 100 * self.soft_pct as usize
+    }
+
+    /// The low mark in bytes for an out-buffer bound of `limit`.
+    pub fn low_bytes(&self, limit: usize) -> usize {
+        limit / 100 * self.low_pct as usize
+    }
+
+    /// False when the ladder is off (`conflate-soft-pct = 100`).
+    pub fn ladder_on(&self) -> bool {
+        self.soft_pct < 100
+    }
+}
+
 /// The bounds of the replay windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayLimits {
@@ -295,6 +329,8 @@ pub struct Config {
     /// busiest stream of the default feed (docs/protocol.md, "Version 1.1"); `replay-records = 0`
     /// turns replay off.
     pub replay: ReplayLimits,
+    /// Conflation: the `max_hz` ceiling and the slow-consumer ladder (docs/protocol.md §5).
+    pub conflate: ConflateLimits,
     /// How logs are written.
     pub log_format: LogFormat,
     /// What this process does: standalone, ingest node or edge node.
@@ -403,6 +439,14 @@ impl Config {
                 age: secs(o.replay_age, "replay-age")?,
                 total_bytes: need(o.replay_total_bytes, "replay-total-bytes")?,
             },
+            conflate: ConflateLimits {
+                max_hz_ceiling: need(o.max_hz_ceiling, "max-hz-ceiling")?,
+                hz: need(o.conflate_hz, "conflate-hz")?,
+                soft_pct: need(o.conflate_soft_pct, "conflate-soft-pct")?,
+                low_pct: need(o.conflate_low_pct, "conflate-low-pct")?,
+                dwell: secs(o.conflate_dwell, "conflate-dwell")?,
+                grace: secs(o.conflate_grace, "conflate-grace")?,
+            },
             log_format: need(o.log_format, "log-format")?,
             role: need(o.role, "role")?,
             nats_url: o.nats_url,
@@ -468,6 +512,12 @@ impl Config {
             replay_bytes: Some(self.replay.bytes),
             replay_age: secs(self.replay.age),
             replay_total_bytes: Some(self.replay.total_bytes),
+            max_hz_ceiling: Some(self.conflate.max_hz_ceiling),
+            conflate_hz: Some(self.conflate.hz),
+            conflate_soft_pct: Some(self.conflate.soft_pct),
+            conflate_low_pct: Some(self.conflate.low_pct),
+            conflate_dwell: secs(self.conflate.dwell),
+            conflate_grace: secs(self.conflate.grace),
             log_format: Some(self.log_format),
             role: Some(self.role),
             nats_url: self.nats_url.clone(),
@@ -506,6 +556,15 @@ impl Config {
                 format!(
                     "{} is below replay-bytes ({})",
                     self.replay.total_bytes, self.replay.bytes
+                ),
+            ));
+        }
+        if self.conflate.low_pct >= self.conflate.soft_pct {
+            return Err(ConfigError::new(
+                "conflate-low-pct",
+                format!(
+                    "{} is not below conflate-soft-pct ({})",
+                    self.conflate.low_pct, self.conflate.soft_pct
                 ),
             ));
         }

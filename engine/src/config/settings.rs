@@ -439,6 +439,27 @@ settings! {
         shown "268435456", value "BYTES", rule Rule::Range(4096, 1 << 40),
         help "Replay windows of every stream together: most bytes; past it the oldest records of any stream go first (at least replay-bytes).";
 
+    ["Conflation"] "max-hz-ceiling" max_hz_ceiling: u32 = Some(1000),
+        shown "1000", value "HZ", rule Rule::Range(1, 1000),
+        help "Highest max_hz a subscription is granted (book snapshots per second per stream); a request is granted the highest tier (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000) at or below both.";
+    ["Conflation"] "conflate-hz" conflate_hz: u32 = Some(5),
+        shown "5", value "HZ", rule Rule::Range(1, 1000),
+        help "Rate of the conflated book snapshots a connection gets while its out-buffer is past the soft mark (rounded down to a tier).";
+    ["Conflation"] "conflate-soft-pct" conflate_soft_pct: u32 = Some(25),
+        shown "25", value "PCT", rule Rule::Range(1, 100),
+        help "Soft mark, in percent of max-outbuf-bytes: a connection owing more moves its book streams to conflated snapshots (100 turns the ladder off).";
+    ["Conflation"] "conflate-low-pct" conflate_low_pct: u32 = Some(5),
+        shown "5", value "PCT", rule Rule::Range(0, 99),
+        help "Low mark, in percent of max-outbuf-bytes (below conflate-soft-pct): a conflating connection owing less, for conflate-dwell, goes back to live deltas.";
+    ["Conflation"] "conflate-dwell" conflate_dwell: Seconds = Some(Seconds(1.0)),
+        shown "1", value "SECS", rule Rule::Duration,
+        help "Least time a connection stays conflating before it may go live again (hysteresis).",
+        arg(allow_negative_numbers = true);
+    ["Conflation"] "conflate-grace" conflate_grace: Seconds = Some(Seconds(10.0)),
+        shown "10", value "SECS", rule Rule::Duration,
+        help "A conflating connection whose out-buffer stays past the soft mark this long cannot keep up even conflated: evicted (1013).",
+        arg(allow_negative_numbers = true);
+
     ["Logging"] "log-format" log_format: LogFormat = Some(LogFormat::Text),
         shown "text", value "FORMAT", rule Rule::Any,
         help "Log lines on stderr: text (coloured only on a terminal) or json (one object a line, for log shippers); filter with RUST_LOG.";

@@ -48,6 +48,7 @@ use crate::clock::{self, Stamp};
 use crate::config::FeedUrl;
 use crate::fanout::interest::Interest;
 use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
+use crate::feed::conflate::Conflation;
 use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
 pub use crate::feed::error::{FeedError, FeedMisbehaved};
 use crate::feed::stamped::Stamped;
@@ -196,6 +197,8 @@ struct Ingester {
     /// Every symbol was in sync at some point of the current session.
     synced_this_session: bool,
     counts: Counts,
+    /// Conflated topics some shard watches, and when their tiers tick.
+    conflation: Conflation,
     /// The last records of every stream someone watches or watched within the age bound, for
     /// resumes (docs/protocol.md §4.5).
     replay: ReplayWindows,
@@ -259,6 +262,7 @@ impl Ingester {
             maybe_held: false,
             synced_this_session: false,
             counts: Counts::default(),
+            conflation: Conflation::default(),
             replay: ReplayWindows::new(limits),
             now: Stamp::now(),
         }
@@ -362,13 +366,16 @@ impl Ingester {
                 let _ = ws.flush();
                 return Err(FeedError::Shutdown);
             }
-            let timeout = if more {
+            let mut timeout = if more {
                 Duration::ZERO
             } else if self.maybe_held {
                 REORDER_WINDOW / 2
             } else {
                 IDLE_POLL
             };
+            if let Some(tick) = self.conflation.next_tick() {
+                timeout = timeout.min(tick.saturating_duration_since(clock::monotonic()));
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -420,6 +427,7 @@ impl Ingester {
             }
             self.flush_counts();
             self.serve_requests();
+            self.tick_conflated(now);
             self.wake_shards();
             let stall = self.ctx.stall_timeout;
             if !stall.is_zero() {
@@ -1145,8 +1153,13 @@ impl Ingester {
             return;
         }
         st.served = true;
-        let Some(bytes) = self.snapshot_record(topic.sid, usize::from(topic.stream), topic.format)
-        else {
+        let Some(depth) = topic.depth_idx() else {
+            return;
+        };
+        if topic.conflation().is_some() {
+            self.conflation.watch(topic, clock::monotonic());
+        }
+        let Some(bytes) = self.snapshot_record(topic.sid, depth, topic.format) else {
             return;
         };
         let Some(ring) = self.ctx.rings.get(shard) else {
@@ -1177,6 +1190,52 @@ impl Ingester {
         self.waiting = rest;
         for r in ready {
             self.serve(r);
+        }
+    }
+
+    /// The conflated tiers due at `now` tick: each watched conflated topic whose stream moved
+    /// since its last tick gets one snapshot (current seq and checksum), encoded once and pushed
+    /// to every shard with subscribers of it (`feed/conflate.rs`). A topic no shard watches
+    /// any more is forgotten; a symbol out of sync is skipped (its clients keep the last
+    /// snapshot, correct as of its seq, and got status 1).
+    fn tick_conflated(&mut self, now: Instant) {
+        if self.conflation.next_tick().is_none_or(|t| t > now) {
+            return;
+        }
+        let mut out: Vec<(Topic, Bytes)> = Vec::new();
+        for tier in self.conflation.due(now) {
+            let mut sends: Vec<Topic> = Vec::new();
+            let interest = &self.ctx.interest;
+            let shards = self.ctx.rings.len();
+            let syms = &self.syms;
+            self.conflation.tick(tier, |w| {
+                let t = w.topic;
+                if !(0..shards).any(|s| interest.any(s, t)) {
+                    return false;
+                }
+                let Some(st) = syms.get(t.sid as usize) else {
+                    return false;
+                };
+                let Some(d) = t.depth_idx() else { return false };
+                if st.synced && w.last != Some(st.seqs[d]) {
+                    w.last = Some(st.seqs[d]);
+                    sends.push(t);
+                }
+                true
+            });
+            for t in sends {
+                let d = t.depth_idx().unwrap_or(0);
+                if let Some(bytes) = self.snapshot_record(t.sid, d, t.format) {
+                    out.push((t, bytes));
+                }
+            }
+        }
+        add(
+            &self.ctx.metrics.ingest.conflated_snapshots,
+            out.len() as u64,
+        );
+        for (t, bytes) in out {
+            self.push_to_shards(t, bytes);
         }
     }
 
@@ -1302,6 +1361,13 @@ impl Replay {
         self.ing.wake_shards();
     }
 
+    /// Runs the conflated tiers due at `now` (the ingester's loop does it once per turn), then
+    /// wakes the shards that got records.
+    pub fn tick_conflated(&mut self, now: Instant) {
+        self.ing.tick_conflated(now);
+        self.ing.wake_shards();
+    }
+
     /// Behaves as if the feed connection was lost at `now`.
     pub fn feed_lost(&mut self, now: Stamp) {
         self.ing.feed_lost(now);
@@ -1332,3 +1398,6 @@ impl Replay {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conflate_tests;

@@ -83,7 +83,7 @@ impl EpochCell {
     }
 
     /// Takes the epoch of another process's numbering: an edge node reports the ingest node's
-    /// (`--role edge`, docs/protocol.md §5).
+    /// (`--role edge`, docs/protocol.md §8).
     pub fn set(&self, epoch: Epoch) {
         self.0.store(epoch.0, Ordering::Release);
     }

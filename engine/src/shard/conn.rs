@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::fanout::Format;
 use crate::fanout::batch::text_message;
 use crate::fanout::keepalive::{Action, KeepAlive};
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
+use crate::fanout::{Format, Topic};
 use crate::proto::conn::{ConnState, WsConn};
 use crate::proto::deflate::DeflateParams;
 use crate::proto::frame::{OpCode, encode_control};
@@ -81,10 +81,35 @@ pub(crate) struct Sub {
     pub(crate) ready: bool,
     /// The snapshot request this subscription waits for (or the subscribe it belongs to).
     pub(crate) req: u32,
+    /// The snapshot request was sent (or joined one in flight); false while it waits for
+    /// room in the out-buffer (snapshots are paced, see `Tables::pump_snapshots`).
+    pub(crate) asked: bool,
+    /// The rate tier granted by `max_hz` (an index into `fanout::TIERS_HZ`), or [`NO_TIER`]:
+    /// deltas.
+    pub(crate) tier: u8,
     /// Part of a subscribe with `resume` whose answer has not come out of the ring: neither
     /// its book nor its trades are in the topic lists yet, and it gets nothing (not even a
     /// status) until the answer, which starts its streams (replay, or a fresh start).
     pub(crate) resuming: bool,
+}
+
+/// [`Sub::tier`] of a subscription that asked for no `max_hz`.
+pub(crate) const NO_TIER: u8 = u8::MAX;
+
+/// Where a connection is on the slow-consumer ladder (docs/protocol.md §5.2).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ladder {
+    /// Conflating under pressure since then, at rate tier `tier`; `None`: live.
+    pub(crate) since: Option<Instant>,
+    /// Since when a conflating connection owes more than the soft mark (eviction after
+    /// `conflate-grace`).
+    pub(crate) over_since: Option<Instant>,
+    /// The pressure tier while conflating.
+    pub(crate) tier: u8,
+    /// Some book subscription waits to send its snapshot request.
+    pub(crate) deferred: bool,
+    /// The largest snapshot this connection got (bytes): how much room a request needs.
+    pub(crate) snap_est: u32,
 }
 
 /// A `subscribed` reply held until the ingester's answer to the subscribe's `resume` comes out
@@ -99,6 +124,8 @@ pub(crate) struct HeldReply {
     pub(crate) sids: Vec<u32>,
     /// The symbols `resume` named (they get `recovered`).
     pub(crate) named: Vec<u32>,
+    /// The `max_hz` granted (a rate tier's), echoed per symbol.
+    pub(crate) max_hz: Option<u16>,
 }
 
 /// Bytes received and not processed yet: only a partial frame or request between reads, so
@@ -187,6 +214,8 @@ pub(crate) struct Conn {
     status_stamp: u32,
     /// Ping schedule: any bytes from the client count as a sign of life.
     keepalive: KeepAlive,
+    /// The slow-consumer ladder and snapshot pacing.
+    ladder: Ladder,
     /// `/sse` only: the positions its event ids carry (see `streams.rs`).
     sse: Option<Box<super::streams::SsePositions>>,
 }
@@ -212,6 +241,7 @@ impl Conn {
             next_req: 0,
             status_stamp: 0,
             keepalive: KeepAlive::new(now),
+            ladder: Ladder::default(),
             sse: None,
         }
     }
@@ -588,6 +618,35 @@ impl Conn {
         self.held.take().map(|b| *b).unwrap_or_default()
     }
 
+    /// The topic a book subscription's records come from: its deltas, or conflated snapshots
+    /// at the lower of its `max_hz` tier and the ladder's pressure tier.
+    pub(crate) fn book_topic(&self, s: &Sub) -> Topic {
+        let pressure = if self.ladder.since.is_some() {
+            self.ladder.tier
+        } else {
+            NO_TIER
+        };
+        book_topic_at(s, self.format, pressure)
+    }
+
+    pub(crate) fn ladder(&self) -> &Ladder {
+        &self.ladder
+    }
+
+    pub(crate) fn ladder_mut(&mut self) -> &mut Ladder {
+        &mut self.ladder
+    }
+
+    /// Bytes queued for the socket.
+    pub(crate) fn out_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The out-buffer bound.
+    pub(crate) fn out_limit(&self) -> usize {
+        self.out.limit()
+    }
+
     /// A fresh snapshot request number.
     pub(crate) fn next_request(&mut self) -> u32 {
         let req = self.next_req;
@@ -622,6 +681,16 @@ impl Conn {
         if self.out.is_empty() {
             self.out.release_storage_if_at_most(SMALL);
         }
+    }
+}
+
+/// The topic of book subscription `s` in `format` under pressure tier `pressure` ([`NO_TIER`]:
+/// none).
+pub(crate) fn book_topic_at(s: &Sub, format: Format, pressure: u8) -> Topic {
+    let depth = usize::from(s.depth_idx);
+    match s.tier.min(pressure) {
+        NO_TIER => Topic::book(s.sid, depth, format),
+        t => Topic::conflated(s.sid, depth, usize::from(t), format),
     }
 }
 

@@ -181,6 +181,8 @@ pub(crate) struct ShardCore {
     pub(super) latency_samples: Vec<(u64, u64)>,
     /// Connections whose out-buffer may need writing after event handling.
     pub(super) to_write: Vec<u32>,
+    /// Subscribers that skipped the conflated snapshot being delivered (reused).
+    pub(super) skipped: Vec<u32>,
     pub(super) timers: TimerTable,
     /// The time of the current turn, for the places deep in the flush pass that need it.
     pub(super) now: Instant,
@@ -222,6 +224,7 @@ impl ShardCore {
             status_stamp: 0,
             latency_samples: Vec::new(),
             to_write: Vec::new(),
+            skipped: Vec::new(),
             timers,
             now,
             accept_resumed: false,
@@ -432,12 +435,21 @@ impl ShardCore {
     /// Writes connection `idx`'s out-buffer (with `only_if_ready`, not when its socket is known
     /// to be full), then moves its lifecycle on: a connection with nothing left to do is gone.
     pub(crate) fn write_out<T: Transport>(&mut self, idx: u32, only_if_ready: bool, io: &mut T) {
+        // The ladder first (a `live` notice goes out with this write), then snapshot pacing
+        // again after it (what it wrote makes room for more).
+        self.ladder_after_write(idx);
         let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         let written = io.write(idx, c.out_mut(), only_if_ready);
         let Ok(written) = written else {
             self.drop_conn(idx, false, io);
+            return;
+        };
+        if written > 0 && c.ladder().deferred {
+            self.pump_after_write(idx);
+        }
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
             return;
         };
         add(&self.t.metrics().bytes_out, written);

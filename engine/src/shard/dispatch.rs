@@ -80,10 +80,18 @@ impl ShardCore {
                     let mut run: Option<RunRef> = None;
                     let mut span: Option<Span> = None;
                     let mut delivered = 0u64;
+                    // A conflated snapshot replaces the book: a connection whose out-buffer is
+                    // past the pace mark skips it and gets a fresh one when it has room.
+                    let conflated = topic.conflation().is_some();
+                    let pace = self.t.ctx.config.conflate;
                     for &idx in self.t.subs.get(topic) {
                         let Some(c) = conn_mut(&mut self.slots, idx) else {
                             continue;
                         };
+                        if conflated && c.out_len() >= pace.soft_bytes(c.out_limit()) / 2 {
+                            self.skipped.push(idx);
+                            continue;
+                        }
                         let p = pending_of(c, idx, &mut self.dirty, &mut self.pending);
                         if c.deflate().is_some() {
                             let at = *run.get_or_insert_with(|| {
@@ -98,9 +106,17 @@ impl ShardCore {
                         delivered += 1;
                     }
                     records += delivered;
-                    if delivered > 0 && topic.format == Format::Binary {
+                    if delivered > 0 && topic.format == Format::Binary && !conflated {
                         if let Some(ts) = wire::record_recv_ts(&bytes) {
                             self.latency_samples.push((ts, delivered));
+                        }
+                    }
+                    if !self.skipped.is_empty() {
+                        add(&self.t.metrics().conflated_skips, self.skipped.len() as u64);
+                        for idx in std::mem::take(&mut self.skipped) {
+                            if let Some(c) = conn_mut(&mut self.slots, idx) {
+                                self.t.skip_tick(c, idx, topic);
+                            }
                         }
                     }
                 }
@@ -193,15 +209,20 @@ impl ShardCore {
         let Some(sub) = c.subscription_mut(topic.sid) else {
             return false;
         };
-        if sub.ready
-            || sub.req != req
-            || !sub.book
-            || usize::from(sub.depth_idx) != usize::from(topic.stream)
-        {
+        if sub.ready || sub.req != req || !sub.book {
             return false;
         }
+        let s = *sub;
+        if c.book_topic(&s) != topic {
+            return false;
+        }
+        let Some(sub) = c.subscription_mut(topic.sid) else {
+            return false;
+        };
         sub.ready = true;
         self.t.subs.add(topic, id.index);
+        let l = c.ladder_mut();
+        l.snap_est = l.snap_est.max(bytes.len() as u32);
         let p = pending_of(c, id.index, &mut self.dirty, &mut self.pending);
         if c.deflate().is_some() {
             p.records.push(bytes);
@@ -354,7 +375,10 @@ impl ShardCore {
             self.pending[pos] = p;
             pos += 1;
             match result {
-                Ok(n) => messages += n as u64,
+                Ok(n) => {
+                    messages += n as u64;
+                    self.ladder_after_queue(idx);
+                }
                 Err(overflow) => {
                     tracing::info!(peer = %c.peer(), queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
                     self.evict_slow(idx);

@@ -100,6 +100,7 @@ impl ShardCore {
     /// Checks every connection's deadlines: keepalive pings and ping timeouts, handshake
     /// timeouts (408), expired close handshakes and evictions.
     pub(crate) fn sweep<T: Transport>(&mut self, io: &mut T) {
+        self.ladder_sweep();
         let now = self.now;
         let interval = self.t.ctx.config.ping_interval;
         let http_interval = interval.min(super::streams::MAX_KEEPALIVE);

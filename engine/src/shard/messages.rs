@@ -165,9 +165,10 @@ impl ShardCore {
                 symbols,
                 channels,
                 depth_idx,
+                max_hz,
             } => self
                 .t
-                .subscribe(c, id, rid, &symbols, channels, depth_idx, resume),
+                .subscribe(c, id, rid, &symbols, channels, depth_idx, max_hz, resume),
             Request::Unsubscribe { id: rid, symbols } => {
                 self.t.unsubscribe(c, idx, rid, &symbols).map(Some)
             }

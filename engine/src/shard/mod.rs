@@ -32,6 +32,7 @@ mod conn;
 mod core;
 mod dispatch;
 mod http;
+mod ladder;
 mod lifecycle;
 pub mod limits;
 mod messages;

@@ -413,6 +413,20 @@ impl Sim {
         reqs.len()
     }
 
+    /// Answers requests and turns until none is left: paced snapshot requests (at most one
+    /// before the first snapshot arrived, `Tables::pump_snapshots`) come one turn after another.
+    fn answer_all_requests(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.answer_requests();
+            if n == 0 {
+                return total;
+            }
+            total += n;
+            self.turn();
+        }
+    }
+
     /// Answers a resume as the ingester's replay windows would, holding every record: the
     /// book records after the client's position, or not recovered (other epoch, position
     /// ahead, or trades named: the simulator publishes none).
@@ -503,6 +517,8 @@ impl Sim {
     }
 }
 
+#[cfg(test)]
+mod ladder_tests;
 /// A `format=json` book record as the ingester puts it in the ring (leading comma).
 fn json_record(kind: RecordKind, sid: u32, seq: u64) -> Bytes {
     let meta = SymbolMeta {
@@ -655,7 +671,7 @@ fn sse_events_are_the_json_records_with_ids_naming_every_position() {
     let mut sim = Sim::new(3, 1024, |_| {});
     let idx = sim.connect();
     sim.send(idx, &get("/sse?symbols=S2,S1&depth=10&channels=book", ""));
-    assert_eq!(sim.answer_requests(), 2);
+    assert_eq!(sim.answer_all_requests(), 2);
     sim.turn();
     sim.publish_both(1);
     sim.publish_both(2);
@@ -704,6 +720,30 @@ fn sse_events_are_the_json_records_with_ids_naming_every_position() {
 }
 
 #[test]
+fn http_streams_pass_max_hz_on_to_the_subscription() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        &get("/sse?symbols=S1&depth=10&channels=book&max_hz=5", ""),
+    );
+    let topics: Vec<Topic> = sim
+        .take_requests()
+        .iter()
+        .filter_map(|r| match r {
+            IngestRequest::Snapshot { topic, .. } => Some(*topic),
+            IngestRequest::Resume(_) => None,
+        })
+        .collect();
+    // Tier 2 of `TIERS_HZ` is 5 per second.
+    assert_eq!(topics, [Topic::conflated(1, 1, 2, Format::Json)]);
+    let events = sse_events(&http_read(&sim.read_raw(idx)).body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(reply["symbols"][0]["max_hz"], 5);
+}
+
+#[test]
 fn sse_last_event_id_of_another_epoch_restarts_from_a_snapshot() {
     let mut sim = Sim::new(2, 1024, |_| {});
     let idx = sim.connect();
@@ -733,7 +773,7 @@ fn sse_last_event_id_resumes_the_whole_subscription_without_snapshots() {
     // A first connection: its events' ids are the positions.
     let first = sim.connect();
     sim.send(first, &get("/sse?symbols=S0,S1&depth=10&channels=book", ""));
-    sim.answer_requests();
+    sim.answer_all_requests();
     sim.turn();
     for _ in 0..3 {
         sim.publish_both(0);
@@ -875,6 +915,8 @@ fn a_stream_that_stops_reading_is_evicted_and_just_ends() {
     let mut sim = Sim::new(1, 4096, |c| {
         c.max_outbuf_bytes = 16 << 10;
         c.evict_timeout = Duration::from_secs(20);
+        // The ladder off: the hard bound alone (the ladder's own tests: `ladder_tests.rs`).
+        c.conflate.soft_pct = 100;
     });
     let slow = sim.connect();
     sim.send(slow, &get("/stream?symbols=S0&depth=10&channels=book", ""));
@@ -1105,6 +1147,8 @@ fn slow_consumer_is_evicted_with_1013_and_kept_until_evict_timeout() {
     let mut sim = Sim::new(1, 4096, |c| {
         c.max_outbuf_bytes = 16 << 10;
         c.evict_timeout = Duration::from_secs(20);
+        // The ladder off: the hard bound alone (the ladder's own tests: `ladder_tests.rs`).
+        c.conflate.soft_pct = 100;
     });
     let ids = sim.subscribers(2, "S0");
     let (slow, fast) = (ids[0], ids[1]);
@@ -1147,6 +1191,7 @@ fn evicted_consumer_that_reads_again_gets_1013_then_close_timeout() {
     let mut sim = Sim::new(1, 4096, |c| {
         c.max_outbuf_bytes = 16 << 10;
         c.evict_timeout = Duration::from_secs(60);
+        c.conflate.soft_pct = 100;
     });
     let slow = sim.subscribers(1, "S0")[0];
     sim.socket(slow).window = 4096;

@@ -616,6 +616,8 @@ impl ShardCore {
             &q.symbols,
             q.channels,
             q.depth_idx,
+            // Validated: 1 to 1000.
+            q.max_hz.and_then(|hz| u16::try_from(hz).ok()),
             resume,
         );
         let shard = &self.t.ctx.metrics.shards[self.t.ctx.id];

@@ -19,12 +19,17 @@ use serde_json::Value;
 
 use crate::book::DEPTHS;
 use crate::control::{self, ErrorCode, RequestError, SymbolSel};
-use crate::fanout::{ConnId, Format, Topic};
+use crate::fanout::{ConnId, Format, TIERS_HZ, Topic, grant_tier};
 use crate::replay::epoch::Epoch;
 use crate::ring::{IngestRequest, ResumeRequest, SymbolResumed};
 
-use super::conn::{Conn, HeldReply, Sub};
+use super::conn::{Conn, HeldReply, NO_TIER, Sub};
 use super::core::Tables;
+
+/// Most snapshot requests one connection has in flight (sent, not yet arrived): snapshots are
+/// fed into the out-buffer as it drains, so that a burst the server creates (subscribing to
+/// every symbol, a resync) never passes the bound (docs/protocol.md §5.3).
+pub(crate) const SNAPSHOTS_IN_FLIGHT: usize = 16;
 
 /// What a subscribe answers now: its reply, or nothing yet (held for the resume's answer).
 pub(crate) type SubscribeReply = Option<Vec<u8>>;
@@ -47,7 +52,10 @@ impl Tables {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the parts of a parsed subscribe, and where it goes
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one subscribe request, passed as parsed"
+    )]
     pub(crate) fn subscribe(
         &mut self,
         c: &mut Conn,
@@ -56,6 +64,7 @@ impl Tables {
         symbols: &SymbolSel,
         channels: control::Channels,
         depth_idx: usize,
+        max_hz: Option<u16>,
         resume: Option<control::Resume>,
     ) -> Result<SubscribeReply, RequestError> {
         let table = self.ctx.symbols.load();
@@ -119,6 +128,8 @@ impl Tables {
                 ),
             ));
         }
+        let tier =
+            max_hz.map(|hz| grant_tier(u32::from(hz), self.ctx.config.conflate.max_hz_ceiling));
         // Exact: a subscriber keeps this list for its whole life.
         c.reserve_subscriptions(new);
         let resuming = !named.is_empty();
@@ -126,7 +137,8 @@ impl Tables {
         let resume_req = resuming.then(|| c.next_request());
         for m in &metas {
             if let Some(old) = c.remove_subscription(m.sid) {
-                self.drop_sub(old, c.format(), id.index);
+                let bt = c.book_topic(&old);
+                self.drop_sub(old, bt, c.format(), id.index);
             }
             let req = resume_req.unwrap_or_else(|| c.next_request());
             let sub = Sub {
@@ -136,6 +148,8 @@ impl Tables {
                 trades: channels.trades,
                 ready: false,
                 req,
+                asked: false,
+                tier: tier.map_or(NO_TIER, |t| t as u8),
                 resuming,
             };
             if sub.trades {
@@ -146,27 +160,31 @@ impl Tables {
                 }
             }
             if sub.book {
-                let t = Topic::book(m.sid, depth_idx, c.format());
-                // Count first, then ask: every record after the snapshot (or the resume's
-                // answer) is then published here.
-                self.ctx.interest.add(self.ctx.id, t);
+                // Count first, then ask (paced, `pump_snapshots`; a resuming one waits for the
+                // resume's answer): every record after the snapshot is then published here.
+                self.ctx.interest.add(self.ctx.id, c.book_topic(&sub));
                 if !resuming {
-                    self.request_snapshot(id, req, t);
+                    c.ladder_mut().deferred = true;
                 }
             }
             c.add_subscription(sub);
         }
-        tracing::debug!(peer = %c.peer(), symbols = metas.len(), depth = DEPTHS[depth_idx], resume = named.len(), "subscribed");
+        self.pump_snapshots(c, id);
+        tracing::debug!(peer = %c.peer(), symbols = metas.len(), depth = DEPTHS[depth_idx], ?max_hz, resume = named.len(), "subscribed");
+        let granted = tier.map(|t| TIERS_HZ[t]);
         let (Some(req), Some(resume)) = (resume_req, resume) else {
             let list: Vec<_> = metas.iter().map(|m| (*m, None)).collect();
             let epoch = self.ctx.epoch.get().to_string();
-            return Ok(Some(control::subscribed_reply_v11(&rid, &epoch, &list)));
+            return Ok(Some(control::subscribed_reply_hz(
+                &rid, &epoch, &list, granted,
+            )));
         };
         c.hold_reply(HeldReply {
             req,
             rid,
             sids: metas.iter().map(|m| m.sid).collect(),
             named: named.iter().map(|n| n.0).collect(),
+            max_hz: granted,
         });
         let r = IngestRequest::Resume(Box::new(ResumeRequest {
             shard: self.ctx.id,
@@ -181,6 +199,107 @@ impl Tables {
             self.requests_sent = true;
         }
         Ok(None)
+    }
+
+    /// The out-buffer level under which a connection's waiting snapshots are requested (and
+    /// its conflated snapshots delivered): half the soft mark.
+    pub(crate) fn pace_mark(&self, c: &Conn) -> usize {
+        self.ctx.config.conflate.soft_bytes(c.out_limit()) / 2
+    }
+
+    /// Sends the snapshot requests of `c`'s book subscriptions that wait for room, while its
+    /// out-buffer is under the pace mark, at most [`SNAPSHOTS_IN_FLIGHT`] in flight: snapshots
+    /// (on subscribe, after a resync, on a ladder move, after a skipped conflated tick) enter
+    /// the out-buffer as it drains. The rest wait for the next call (after a write).
+    pub(crate) fn pump_snapshots(&mut self, c: &mut Conn, id: ConnId) {
+        let mark = self.pace_mark(c);
+        if !c.ladder().deferred || !c.is_open() || c.out_len() >= mark {
+            return;
+        }
+        // As many as fit under the mark at the size of the largest snapshot seen (one when
+        // none was seen yet), so that snapshots alone never take a connection past the soft
+        // mark: a burst the server makes is not pressure.
+        let est = c.ladder().snap_est as usize;
+        let allowed = (mark - c.out_len())
+            .checked_div(est)
+            .map_or(1, |n| n.clamp(1, SNAPSHOTS_IN_FLIGHT));
+        let mut in_flight = c
+            .subscriptions()
+            .iter()
+            .filter(|s| s.book && !s.ready && s.asked && !s.resuming)
+            .count();
+        let mut left = false;
+        for i in 0..c.subscriptions().len() {
+            let s = c.subscriptions()[i];
+            if !s.book || s.ready || s.asked || s.resuming {
+                continue;
+            }
+            if in_flight >= allowed {
+                left = true;
+                break;
+            }
+            let topic = c.book_topic(&s);
+            c.subscriptions_mut()[i].asked = true;
+            self.request_snapshot(id, s.req, topic);
+            in_flight += 1;
+        }
+        c.ladder_mut().deferred = left;
+    }
+
+    /// Moves `c`'s book subscriptions to pressure tier `pressure` (`NO_TIER`: back to their
+    /// own topic, deltas or their `max_hz` tier); each one that changes topic waits for a fresh
+    /// snapshot of its new topic (paced). Returns the sids that changed.
+    pub(crate) fn move_books(&mut self, c: &mut Conn, id: ConnId, pressure: u8) -> Vec<u32> {
+        let format = c.format();
+        let mut moved = Vec::new();
+        for i in 0..c.subscriptions().len() {
+            let s = c.subscriptions()[i];
+            if !s.book {
+                continue;
+            }
+            let old = c.book_topic(&s);
+            let new = super::conn::book_topic_at(&s, format, pressure);
+            if old == new {
+                continue;
+            }
+            self.drop_book(old, s.ready, id.index);
+            self.ctx.interest.add(self.ctx.id, new);
+            if s.resuming {
+                // Its resume's answer starts it, on the new topic (`resumed`).
+                continue;
+            }
+            let req = c.next_request();
+            let sm = &mut c.subscriptions_mut()[i];
+            sm.ready = false;
+            sm.asked = false;
+            sm.req = req;
+            moved.push(s.sid);
+        }
+        let l = c.ladder_mut();
+        l.tier = pressure;
+        l.deferred |= !moved.is_empty();
+        moved
+    }
+
+    /// A conflated tick of `topic` was not delivered to `c` (its out-buffer was past the pace
+    /// mark): the subscription leaves the topic's list and waits for a fresh snapshot, sent
+    /// when there is room. (Skipping a replacing snapshot loses nothing but staleness; the
+    /// fresh one also covers a stream that goes quiet after the skipped tick.)
+    pub(crate) fn skip_tick(&mut self, c: &mut Conn, idx: u32, topic: Topic) {
+        let Some(i) = c.subscriptions().iter().position(|s| s.sid == topic.sid) else {
+            return;
+        };
+        let s = c.subscriptions()[i];
+        if !s.book || !s.ready || c.book_topic(&s) != topic {
+            return;
+        }
+        self.subs.remove(topic, idx);
+        let req = c.next_request();
+        let sm = &mut c.subscriptions_mut()[i];
+        sm.ready = false;
+        sm.asked = false;
+        sm.req = req;
+        c.ladder_mut().deferred = true;
     }
 
     /// The answer to subscribe `req`'s resume came out of the ring: it starts every stream of
@@ -216,12 +335,10 @@ impl Tables {
             if let Some(sub) = c.subscription_mut(s.sid) {
                 sub.resuming = false;
                 sub.ready = sub.book;
+                sub.asked = sub.book;
             }
             if sub.book {
-                self.subs.add(
-                    Topic::book(s.sid, usize::from(sub.depth_idx), format),
-                    id.index,
-                );
+                self.subs.add(c.book_topic(&sub), id.index);
             }
             if sub.trades {
                 self.subs.add(Topic::trades(s.sid, format), id.index);
@@ -247,15 +364,17 @@ impl Tables {
                 (m, r)
             })
             .collect();
-        Some(control::subscribed_reply_v11(
+        Some(control::subscribed_reply_hz(
             &held.rid,
             &epoch.to_string(),
             &list,
+            held.max_hz,
         ))
     }
 
     /// Starts every subscription of subscribe `req` still waiting for its resume as a fresh
-    /// one: trades from the live point, the book from a snapshot (coalesced per topic).
+    /// one: trades from the live point, the book from a snapshot (paced as any other, see
+    /// [`Tables::pump_snapshots`], and coalesced per topic).
     /// (`ask`: false when the caller restarts the books itself.)
     fn start_fresh(&mut self, c: &mut Conn, id: ConnId, req: u32, ask: bool) {
         let format = c.format();
@@ -264,14 +383,18 @@ impl Tables {
             if !sub.resuming || sub.req != req {
                 continue;
             }
-            c.subscriptions_mut()[i].resuming = false;
+            let s = &mut c.subscriptions_mut()[i];
+            s.resuming = false;
+            s.asked = false;
             if sub.trades {
                 self.subs.add(Topic::trades(sub.sid, format), id.index);
             }
             if sub.book && ask {
-                let t = Topic::book(sub.sid, usize::from(sub.depth_idx), format);
-                self.request_snapshot(id, req, t);
+                c.ladder_mut().deferred = true;
             }
+        }
+        if ask {
+            self.pump_snapshots(c, id);
         }
     }
 
@@ -294,7 +417,9 @@ impl Tables {
                 .filter_map(|sid| table.symbols.get(*sid as usize))
                 .map(|m| (m, h.named.contains(&m.sid).then_some(false)))
                 .collect();
-            c.queue_reply(&control::subscribed_reply_v11(&h.rid, &epoch, &list));
+            c.queue_reply(&control::subscribed_reply_hz(
+                &h.rid, &epoch, &list, h.max_hz,
+            ));
         }
         true
     }
@@ -314,7 +439,8 @@ impl Tables {
                     if let Some(m) = table.symbols.get(s.sid as usize) {
                         names.push(m.symbol.as_str());
                     }
-                    self.drop_sub(s, c.format(), idx);
+                    let bt = c.book_topic(&s);
+                    self.drop_sub(s, bt, c.format(), idx);
                 }
             }
             SymbolSel::List(list) => {
@@ -323,7 +449,8 @@ impl Tables {
                     match table.find(n) {
                         Some(m) => {
                             if let Some(s) = c.remove_subscription(m.sid) {
-                                self.drop_sub(s, c.format(), idx);
+                                let bt = c.book_topic(&s);
+                                self.drop_sub(s, bt, c.format(), idx);
                                 names.push(m.symbol.as_str());
                             }
                         }
@@ -342,18 +469,10 @@ impl Tables {
         Ok(control::unsubscribed_reply(&rid, &names))
     }
 
-    fn drop_sub(&mut self, s: Sub, format: Format, idx: u32) {
+    /// Drops subscription `s`, whose book records come from `book_topic`.
+    fn drop_sub(&mut self, s: Sub, book_topic: Topic, format: Format, idx: u32) {
         if s.book {
-            let t = Topic::book(s.sid, usize::from(s.depth_idx), format);
-            self.ctx.interest.remove(self.ctx.id, t);
-            if !self.ctx.interest.any(self.ctx.id, t) {
-                // Nobody here counts the topic: the ingester may stop publishing it to this
-                // shard, so a snapshot in flight is no longer followed by every record.
-                self.snapshots.forget(t);
-            }
-            if s.ready {
-                self.subs.remove(t, idx);
-            }
+            self.drop_book(book_topic, s.ready, idx);
         }
         if s.trades {
             let t = Topic::trades(s.sid, format);
@@ -364,30 +483,48 @@ impl Tables {
         }
     }
 
+    fn drop_book(&mut self, t: Topic, ready: bool, idx: u32) {
+        self.ctx.interest.remove(self.ctx.id, t);
+        if !self.ctx.interest.any(self.ctx.id, t) {
+            // Nobody here counts the topic: the ingester may stop publishing it to this
+            // shard, so a snapshot in flight is no longer followed by every record.
+            self.snapshots.forget(t);
+        }
+        if ready {
+            self.subs.remove(t, idx);
+        }
+    }
+
     pub(crate) fn unsubscribe_all(&mut self, c: &mut Conn, idx: u32) {
         for s in c.take_subscriptions() {
-            self.drop_sub(s, c.format(), idx);
+            let bt = c.book_topic(&s);
+            self.drop_sub(s, bt, c.format(), idx);
+        }
+        if c.ladder().since.is_some() {
+            c.ladder_mut().since = None;
+            crate::metrics::sub(&self.metrics().conflating, 1);
         }
     }
 
     /// After a ring resync: every book subscription of `c` waits for a fresh snapshot (with a
     /// new request number, so that an answer to an older request is ignored).
     pub(crate) fn restart_book_subscriptions(&mut self, c: &mut Conn, id: ConnId) {
-        let format = c.format();
         for i in 0..c.subscriptions().len() {
             let sub = c.subscriptions()[i];
             if !sub.book {
                 continue;
             }
-            let topic = Topic::book(sub.sid, usize::from(sub.depth_idx), format);
+            let topic = c.book_topic(&sub);
             if sub.ready {
                 self.subs.remove(topic, id.index);
             }
             let req = c.next_request();
             let s = &mut c.subscriptions_mut()[i];
             s.ready = false;
+            s.asked = false;
             s.req = req;
-            self.request_snapshot(id, req, topic);
+            c.ladder_mut().deferred = true;
         }
+        self.pump_snapshots(c, id);
     }
 }

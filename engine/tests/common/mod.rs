@@ -75,7 +75,8 @@ impl Daemon {
             .parse()
             .expect("address");
         let d = Self { child, addr };
-        let deadline = Instant::now() + PATIENCE;
+        // A large feed (4,000 symbols) on a loaded machine takes a while to sync.
+        let deadline = Instant::now() + 2 * PATIENCE;
         loop {
             if let Ok((200, _)) = http_get(d.addr, "/healthz") {
                 break;
@@ -238,6 +239,16 @@ pub struct Client {
     pub last_crc: HashMap<u32, u32>,
     /// Every snapshot record received: (sid, seq, levels).
     pub snapshots: Vec<(u32, u64, Levels)>,
+    /// Payload bytes of the data messages read (for clients that read at a limited rate).
+    pub bytes: u64,
+    /// Text frames that are neither batches nor replies to a request (`conflating`, `live`).
+    pub notices: Vec<String>,
+    /// When set, the book held after every book record: (sid, seq) → levels.
+    pub history: Option<HashMap<(u32, u64), Levels>>,
+    /// Arrival time of every snapshot record, by sid.
+    pub snapshot_times: HashMap<u32, Vec<Instant>>,
+    /// Book deltas (kind 2) received.
+    pub deltas: u64,
     /// The first record of each stream on this connection: (sid, trades?) → (kind, seq).
     pub firsts: HashMap<(u32, bool), (u8, u64)>,
 }
@@ -277,6 +288,11 @@ impl Client {
             replace_jumps: Vec::new(),
             last_crc: HashMap::new(),
             snapshots: Vec::new(),
+            bytes: 0,
+            notices: Vec::new(),
+            history: None,
+            snapshot_times: HashMap::new(),
+            deltas: 0,
             firsts: HashMap::new(),
         }
     }
@@ -355,6 +371,7 @@ impl Client {
         match self.ws.read() {
             Ok(Message::Binary(b)) => {
                 self.messages += 1;
+                self.bytes += b.len() as u64;
                 let recs = decode_batch(&b).expect("valid batch");
                 self.apply(&recs);
                 true
@@ -362,11 +379,15 @@ impl Client {
             Ok(Message::Text(t)) => {
                 if t.starts_with('[') {
                     self.messages += 1;
+                    self.bytes += t.len() as u64;
                     let dec = self.decimals.clone();
                     let recs = decode_json_batch(&t, &|s: &str| dec.get(s).copied())
                         .expect("valid json batch");
                     self.apply(&recs);
                 } else {
+                    if t.contains(r#""op":"conflating""#) || t.contains(r#""op":"live""#) {
+                        self.notices.push(t.to_string());
+                    }
                     let reply = Reply::parse(&t).expect("reply json");
                     if let Reply::Subscribed { symbols, .. } = &reply {
                         for s in symbols {
@@ -403,6 +424,7 @@ impl Client {
     fn apply(&mut self, recs: &[Record]) {
         for r in recs {
             self.records += 1;
+            self.deltas += u64::from(r.header.kind == 2);
             if (1..=3).contains(&r.header.kind) {
                 self.firsts
                     .entry((r.header.sid, r.header.kind == 3))
@@ -416,6 +438,10 @@ impl Client {
                 if r.header.kind == 1 {
                     self.snapshots
                         .push((r.header.sid, r.header.seq, (bids.clone(), asks.clone())));
+                    self.snapshot_times
+                        .entry(r.header.sid)
+                        .or_default()
+                        .push(Instant::now());
                 }
             }
             if let Err(e) = self.state.apply(r) {
@@ -424,6 +450,12 @@ impl Client {
             if r.header.kind <= 2 {
                 if let Some(b) = self.state.book(r.header.sid) {
                     assert!(!b.is_crossed(), "crossed book for sid {}", r.header.sid);
+                    if let Some(h) = &mut self.history {
+                        h.insert(
+                            (r.header.sid, r.header.seq),
+                            (b.top_bids(usize::MAX), b.top_asks(usize::MAX)),
+                        );
+                    }
                 }
             }
         }

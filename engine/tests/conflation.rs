@@ -1,0 +1,211 @@
+//! Conflation over loopback (protocol 1.1 §3.3, docs/protocol.md §5): the real binary, a real
+//! feed-sim and independent clients (the bench crate's decoder checks every seq and checksum).
+//!
+//! - a slow reader (4 KiB receive window, 20 KB/s) is moved to conflated snapshots, keeps every
+//!   trade, holds at every snapshot exactly the book a full-rate client held at that seq, and
+//!   once the feed stops goes `live` and ends equal to `GET /book`; the full-rate client on the
+//!   same shard loses nothing;
+//! - a `max_hz: 2` subscriber gets at most ~2 book messages per second per stream and ends equal
+//!   to the truth;
+//! - a client subscribing to every one of 4,000 symbols at depth 0, at default settings, is not
+//!   evicted by the snapshot burst and ends equal to the truth.
+//!
+//! (`cargo test -p tickcast --test conflation`)
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Client, Daemon, PATIENCE, converge, pump_until, simulator};
+use serde_json::json;
+use tickcast_bench::control::Reply;
+
+fn symbol_list(addr: &str) -> Vec<String> {
+    let mut c = Client::connect(addr);
+    c.send(json!({"op":"symbols","id":1}));
+    match c.reply(1) {
+        Reply::Symbols { symbols, .. } => symbols.into_iter().map(|s| s.symbol).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A client whose socket has a 4 KiB receive buffer.
+fn tiny_window_client(d: &Daemon) -> Client {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&d.addr.into()).expect("connect");
+    Client::connect_with(&d.url(""), sock.into())
+}
+
+/// Errors of the independent checker other than the seq jumps a conflated snapshot is allowed
+/// (each is a new base): checksum mismatches, trade gaps, deltas out of sequence.
+fn real_errors(c: &Client) -> Vec<&String> {
+    c.seq_errors.iter().collect()
+}
+
+#[test]
+fn slow_reader_conflates_keeps_trades_and_a_correct_book_then_goes_live() {
+    // Long enough for the reader to fall behind on a loaded machine; the slow phase ends once
+    // it was told `conflating` and has read slowly for 2 s more.
+    let sim = simulator(50, 5_000.0, Some(100_000), 21);
+    let d = Daemon::start(&[
+        "--feed",
+        &sim.feed_url(),
+        "--shards",
+        "1",
+        "--max-outbuf-bytes",
+        "262144",
+        "--send-buffer-bytes",
+        "4096",
+    ]);
+    // The 40 least busy symbols (the feed's popularity is Zipf): their trades alone (~140/s,
+    // ~9 KB/s) fit a 20 KB/s reader, their deltas (~1,750/s) do not.
+    let all = symbol_list(&d.url(""));
+    let picked: Vec<&str> = all.iter().skip(10).map(String::as_str).collect();
+    let mut fast = Client::connect(&d.url(""));
+    fast.history = Some(HashMap::new());
+    let r = fast.subscribe(1, &picked, 10);
+    assert!(matches!(r, Reply::Subscribed { .. }), "{r:?}");
+    let mut slow = tiny_window_client(&d);
+    slow.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10}));
+    let start = Instant::now();
+    const RATE: f64 = 20_000.0;
+    let mut conflating_at: Option<Instant> = None;
+    while !sim.is_done() && conflating_at.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        assert!(start.elapsed() < 2 * PATIENCE, "the feed never finished");
+        if slow.bytes as f64 <= RATE * start.elapsed().as_secs_f64() {
+            assert!(slow.step(), "slow reader closed: {:?}", slow.close);
+        }
+        if conflating_at.is_none()
+            && slow
+                .notices
+                .iter()
+                .any(|n| n.contains(r#""op":"conflating""#))
+        {
+            conflating_at = Some(Instant::now());
+        }
+        fast.pump(Duration::from_millis(5));
+    }
+    assert!(
+        slow.notices
+            .iter()
+            .any(|n| n.contains(r#""op":"conflating""#)),
+        "never conflating: the test proves nothing ({} bytes read)",
+        slow.bytes
+    );
+    // It catches up (reads freely now): `live`, then books equal to the truth.
+    // (The full-rate client, the one with a history, keeps reading meanwhile.)
+    pump_until(&mut [&mut slow, &mut fast], "live", |c| {
+        c.history.is_some() || c.notices.iter().any(|n| n.contains(r#""op":"live""#))
+    });
+    converge(&sim, &mut [(&mut slow, 10), (&mut fast, 10)]);
+    assert!(slow.close.is_none() && fast.close.is_none());
+    assert_eq!(d.metric("tickcast_evictions_total"), 0);
+    assert!(d.metric("tickcast_ladder_to_conflating_total") >= 1);
+    assert!(d.metric("tickcast_ladder_to_live_total") >= 1);
+    // Every trade in order and every checksum right (the checker reports both).
+    assert!(real_errors(&slow).is_empty(), "{:?}", real_errors(&slow));
+    // The full-rate client lost nothing: no gap, no replaced book.
+    assert!(fast.seq_errors.is_empty(), "{:?}", fast.seq_errors);
+    assert!(fast.replaced.is_empty(), "{:?}", fast.replaced);
+    // At every snapshot, the slow reader held exactly what the full-rate client held at that
+    // seq.
+    let history = fast.history.as_ref().expect("history");
+    let mut compared = 0;
+    for (sid, seq, levels) in &slow.snapshots {
+        if let Some(want) = history.get(&(*sid, *seq)) {
+            assert_eq!(levels, want, "sid {sid} seq {seq}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > picked.len(),
+        "only {compared} snapshots compared"
+    );
+}
+
+#[test]
+fn max_hz_2_subscriber_gets_at_most_2_book_messages_a_second_and_a_correct_book() {
+    let sim = simulator(6, 3_000.0, Some(12_000), 31);
+    let d = Daemon::start(&["--feed", &sim.feed_url(), "--shards", "1"]);
+    let all = symbol_list(&d.url(""));
+    let picked: Vec<&str> = all.iter().take(3).map(String::as_str).collect();
+    let mut c = Client::connect(&d.url(""));
+    c.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10,"max_hz":2}));
+    // The reply echoes the grant per symbol.
+    let deadline = Instant::now() + PATIENCE;
+    let mut raw = String::new();
+    while raw.is_empty() {
+        assert!(Instant::now() < deadline);
+        if let Ok(tungstenite::Message::Text(t)) = c.ws.read() {
+            if t.contains(r#""op":"subscribed""#) {
+                raw = t.to_string();
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("json");
+    let infos: Vec<tickcast_bench::control::SymbolInfo> =
+        serde_json::from_value(v["symbols"].clone()).expect("symbols");
+    for (s, info) in v["symbols"].as_array().expect("list").iter().zip(&infos) {
+        assert_eq!(s["max_hz"], json!(2), "{raw}");
+        c.decimals
+            .insert(info.symbol.clone(), (info.px_decimals, info.qty_decimals));
+    }
+    c.symbols = infos;
+    let start = Instant::now();
+    converge(&sim, &mut [(&mut c, 10)]);
+    let secs = start.elapsed().as_secs_f64();
+    assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    for info in &c.symbols {
+        let times = c.snapshot_times.get(&info.sid).cloned().unwrap_or_default();
+        assert!(!times.is_empty());
+        // The first snapshot starts the subscription; then at most 2 a second (a tick
+        // boundary may let one more into a window).
+        assert!(
+            times.len() as f64 <= 2.0 * secs + 3.0,
+            "{}: {} snapshots in {secs:.1} s",
+            info.symbol,
+            times.len()
+        );
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 4,
+                "{}: {in_window} book messages within one second",
+                info.symbol
+            );
+        }
+    }
+    // Only snapshots: no delta reached it.
+    assert_eq!(c.deltas, 0);
+}
+
+#[test]
+fn star_subscription_to_4000_symbols_at_depth_0_is_not_evicted_by_its_snapshots() {
+    // Issue 12: at default settings, one client subscribing to every symbol of a 4,000-symbol
+    // feed at depth 0 was closed with 1013 before it received a single record.
+    let sim = simulator(4_000, 4_000.0, Some(16_000), 41);
+    let d = Daemon::start(&["--feed", &sim.feed_url()]);
+    let mut c = Client::connect(&d.url(""));
+    c.send(json!({"op":"subscribe","id":1,"symbols":["*"],"depth":0}));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while c.symbols.len() < 4_000 || c.symbols.iter().any(|s| c.state.book(s.sid).is_none()) {
+        assert!(Instant::now() < deadline, "snapshots never all arrived");
+        assert!(c.step(), "closed: {:?}", c.close);
+    }
+    converge(&sim, &mut [(&mut c, 0)]);
+    assert!(c.close.is_none());
+    assert_eq!(d.metric("tickcast_evictions_total"), 0);
+    assert!(
+        c.seq_errors.is_empty(),
+        "{:?}",
+        &c.seq_errors[..c.seq_errors.len().min(5)]
+    );
+}
