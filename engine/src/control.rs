@@ -61,6 +61,13 @@ pub enum Request {
         /// Echoed in the reply.
         id: Value,
     },
+    /// Replace the connection's token (JWTs, protocol §3.5) before it expires.
+    Refresh {
+        /// Echoed in the reply.
+        id: Value,
+        /// The new token.
+        token: String,
+    },
 }
 
 /// Stable error codes of `{"op":"error"}` replies.
@@ -87,6 +94,10 @@ pub enum ErrorCode {
     NotReady,
     /// A subscribe's `resume` is malformed (protocol 1.1 §3.1).
     BadResume,
+    /// The connection's token does not entitle it to a symbol the request names (§3.5).
+    NotEntitled,
+    /// A `refresh` token that does not verify, has expired, or is not wanted here (§3.5).
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -103,6 +114,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::NotReady => "not_ready",
             Self::BadResume => "bad_resume",
+            Self::NotEntitled => "not_entitled",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }
@@ -144,6 +157,7 @@ struct Raw {
     channels: Option<Value>,
     depth: Option<Value>,
     resume: Option<Value>,
+    token: Option<Value>,
 }
 
 /// Most symbols one request may name (a longer list is refused as a bad request).
@@ -336,6 +350,14 @@ fn parse_raw(raw: Raw) -> Result<Request, RequestError> {
         }
         "symbols" => Ok(Request::Symbols { id }),
         "ping" => Ok(Request::Ping { id }),
+        "refresh" => match raw.token {
+            Some(Value::String(token)) if !token.is_empty() => Ok(Request::Refresh { id, token }),
+            _ => Err(RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                "refresh needs a token (a non-empty string)",
+            )),
+        },
         other => Err(RequestError::new(
             id,
             ErrorCode::UnknownOp,
@@ -481,6 +503,16 @@ pub fn symbols_reply(id: &Value, symbols: &[SymbolMeta]) -> Vec<u8> {
 /// `{"op":"pong","id":..}`.
 pub fn pong_reply(id: &Value) -> Vec<u8> {
     to_vec(&json!({"op": "pong", "id": id}))
+}
+
+/// `{"op":"refreshed","id":..,"exp":..}`, with `"dropped"` naming the subscriptions the new
+/// token no longer covers (when there are any).
+pub fn refreshed_reply(id: &Value, exp: u64, dropped: &[String]) -> Vec<u8> {
+    if dropped.is_empty() {
+        to_vec(&json!({"op": "refreshed", "id": id, "exp": exp}))
+    } else {
+        to_vec(&json!({"op": "refreshed", "id": id, "exp": exp, "dropped": dropped}))
+    }
 }
 
 /// `{"op":"error","id":..,"code":..,"message":..}`.

@@ -120,8 +120,15 @@ fn main() -> ExitCode {
             if let Err(e) = engine.stop_on_signals() {
                 tracing::warn!("cannot install signal handlers ({e}): SIGTERM stops at once");
             }
+            if let Err(e) = engine.reload_on_sighup() {
+                tracing::warn!("cannot install the SIGHUP handler ({e}): no certificate reload");
+            }
             // One machine-readable line on stdout so that scripts and tests can find the port.
-            println!("tickcast listening on ws://{}/ws", engine.local_addr());
+            let scheme = if engine.tls() { "wss" } else { "ws" };
+            println!(
+                "tickcast listening on {scheme}://{}/ws",
+                engine.local_addr()
+            );
             engine.wait();
             ExitCode::SUCCESS
         }

@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::fanout::Format;
 use crate::fanout::batch::text_message;
+use crate::fanout::entitle::Grant;
 use crate::fanout::keepalive::{Action, KeepAlive};
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
@@ -153,6 +154,8 @@ pub(crate) struct Conn {
     status_stamp: u32,
     /// Ping schedule: any bytes from the client count as a sign of life.
     keepalive: KeepAlive,
+    /// What the client's JWT grants (only with JWTs configured; boxed: most setups have none).
+    grant: Option<Box<Grant>>,
 }
 
 impl Conn {
@@ -175,7 +178,18 @@ impl Conn {
             next_req: 0,
             status_stamp: 0,
             keepalive: KeepAlive::new(now),
+            grant: None,
         }
+    }
+
+    /// What the client's token grants (`None`: no JWTs, every symbol).
+    pub(crate) fn grant(&self) -> Option<&Grant> {
+        self.grant.as_deref()
+    }
+
+    /// Replaces the token's grant (at the upgrade, and on `refresh`).
+    pub(crate) fn set_grant(&mut self, grant: Option<Grant>) {
+        self.grant = grant.map(Box::new);
     }
 
     // ---- what it is ----

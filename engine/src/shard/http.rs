@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::fanout::Format;
 use crate::fanout::admission::{self, Refusal};
+use crate::fanout::entitle::Grant;
 use crate::metrics::{Metrics, ShardMetrics, add};
 use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{
@@ -39,6 +40,8 @@ pub(crate) struct Upgrade {
     pub(crate) format: Format,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<DeflateParams>,
+    /// What the client's JWT grants (with JWTs configured).
+    pub(crate) grant: Option<Grant>,
 }
 
 /// What routing reads: the configuration and the metrics it reports (and serves).
@@ -48,6 +51,8 @@ pub(crate) struct Router<'a> {
     pub(crate) limits: &'a HandshakeLimits,
     pub(crate) metrics: &'a Metrics,
     pub(crate) shard: &'a ShardMetrics,
+    /// Seconds since the Unix epoch (the turn's clock reading), for token expiry.
+    pub(crate) now_s: u64,
 }
 
 impl Router<'_> {
@@ -125,13 +130,14 @@ impl Router<'_> {
             }
         };
         // Origin allowlist and access token, before anything is upgraded.
-        let protocol = match admission::check(
+        let admitted = match admission::check(
             self.config,
             u.origin.as_deref(),
             query_param(&u.query, "token"),
             &u.protocols,
+            self.now_s,
         ) {
-            Ok(p) => p,
+            Ok(a) => a,
             Err(refusal) => {
                 self.shard.refuse(refusal.label());
                 tracing::debug!(%refusal, "upgrade refused");
@@ -157,7 +163,7 @@ impl Router<'_> {
         let mut response = Vec::with_capacity(256);
         write_accept_response_ext(
             u,
-            protocol.as_deref(),
+            admitted.protocol.as_deref(),
             accepted.as_ref().map(|a| a.response.as_str()),
             &mut response,
         );
@@ -167,6 +173,7 @@ impl Router<'_> {
             endpoint,
             format,
             deflate: accepted.map(|a| a.params),
+            grant: admitted.grant,
         })
     }
 }
