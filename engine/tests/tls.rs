@@ -198,3 +198,94 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     assert!(kept.close.is_none());
     assert!(kept.seq_errors.is_empty(), "{:?}", kept.seq_errors);
 }
+
+/// What TLS costs the engine (docs/benchmarks.md, "TLS"): the same feed, subscribers and
+/// duration against a plain and a TLS daemon, one after the other; engine CPU (user/system)
+/// per delivered record. Ignored: a measurement, run by hand, e.g.
+/// `TICKCAST_BIN=target/release/tickcast TLS_COST_CONNS=200 nice cargo test -p tickcast --test
+/// tls tls_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn tls_cost() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let conns = env("TLS_COST_CONNS", 100) as usize;
+    let secs = env("TLS_COST_SECS", 10);
+    let rate = env("TLS_COST_RATE", 5_000) as f64;
+    let sim = simulator(20, rate, None, 9);
+    let pki = Pki::new("cost");
+    let dir = temp_dir("tls-cost");
+    let (cert, key) = pki.write(&dir);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let feed = sim.feed_url();
+    let tick_ns = 1e9 / 100.0; // USER_HZ
+    for tls in [false, true] {
+        let d = if tls {
+            Daemon::start_tls(&tls_args(&feed, cert, key), pki.client_any())
+        } else {
+            Daemon::start(&["--feed", &feed, "--shards", "1"])
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for _ in 0..conns {
+            let mut c = d.client("");
+            assert!(matches!(
+                c.subscribe(1, &["*"], 10),
+                Reply::Subscribed { .. }
+            ));
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.ws.read() {
+                        Ok(_) => {}
+                        Err(tungstenite::Error::Io(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let sample = || {
+            let p = tickcast_bench::procstat::sample(d.pid()).expect("procstat");
+            (
+                d.metric("tickcast_records_out_total"),
+                d.metric("tickcast_bytes_out_total"),
+                p.utime,
+                p.stime,
+            )
+        };
+        let (r0, b0, u0, s0) = sample();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        let (r1, b1, u1, s1) = sample();
+        let el = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+        let recs = (r1 - r0) as f64;
+        let user_ns = (u1 - u0) as f64 * tick_ns;
+        let sys_ns = (s1 - s0) as f64 * tick_ns;
+        println!(
+            "{}: {conns} conns, {:.0} records/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, {:.0} ns user + {:.0} ns sys per record, evictions {}",
+            if tls { "wss" } else { "ws " },
+            recs / el,
+            (b1 - b0) as f64 / el / 1e6,
+            user_ns / el / 1e7,
+            sys_ns / el / 1e7,
+            user_ns / recs,
+            sys_ns / recs,
+            d.metric("tickcast_evictions_total"),
+        );
+    }
+}

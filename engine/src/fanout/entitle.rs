@@ -216,6 +216,23 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(verify(&k, &hs384, 1), Err(TokenError::Invalid(_))));
+        // An HS256 token is refused by an ES256 key (no algorithm confusion), and vice versa.
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let es = JwtKey::from_public_pem(ec.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(es.algorithm(), jsonwebtoken::Algorithm::ES256);
+        let signed = encode(
+            &Header::new(jsonwebtoken::Algorithm::ES256),
+            &json!({"exp": 2000, "symbols": ["ETH-*"]}),
+            &EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&es, &signed, 1000).unwrap().allows("ETH-USD"));
+        assert!(matches!(verify(&es, &t, 1000), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            verify(&k, &signed, 1000),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(JwtKey::from_public_pem(b"not a key").is_err());
         let none = "eyJhbGciOiJub25lIn0.eyJleHAiOjIwMDB9.";
         assert!(matches!(verify(&k, none, 1), Err(TokenError::Invalid(_))));
     }

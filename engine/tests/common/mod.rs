@@ -64,7 +64,10 @@ impl Daemon {
     }
 
     fn start_inner(args: &[&str], tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        // TICKCAST_BIN runs another build (a release binary, for the measurements).
+        let bin = std::env::var("TICKCAST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tickcast").to_owned());
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
