@@ -1129,6 +1129,61 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_jwt_settings_go_together() {
+        let key_of = |c: Config| c.validate().unwrap_err().key;
+        let cert_only = Config {
+            tls_cert: Some("c.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(cert_only), "tls-key");
+        let key_only = Config {
+            tls_key: Some("k.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(key_only), "tls-cert");
+        let both_jwt = Config {
+            jwt_secret_file: Some("s".into()),
+            jwt_public_key: Some("p".into()),
+            jwt: Some(JwtKey::hs256(b"0123456789abcdef")),
+            ..Config::default()
+        };
+        assert_eq!(key_of(both_jwt), "jwt-public-key");
+        let jwt_and_tokens = Config {
+            jwt_secret_file: Some("s".into()),
+            jwt: Some(JwtKey::hs256(b"0123456789abcdef")),
+            tokens_file: Some("t".into()),
+            tokens: Some(Tokens::from_iter(["a"])),
+            ..Config::default()
+        };
+        assert_eq!(key_of(jwt_and_tokens), "tokens-file");
+        let not_loaded = Config {
+            jwt_secret_file: Some("s".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(not_loaded), "jwt-secret-file");
+        // The secret file: trimmed, at least 16 bytes.
+        let dir = std::env::temp_dir().join(format!("tickcast-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "  tooshort \n").unwrap();
+        assert_eq!(
+            JwtKey::load_secret(&short).unwrap_err().key,
+            "jwt-secret-file"
+        );
+        let good = dir.join("good");
+        std::fs::write(&good, "  0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            JwtKey::load_secret(&good).unwrap().algorithm(),
+            jsonwebtoken::Algorithm::HS256
+        );
+        assert_eq!(
+            JwtKey::load_public(&good).unwrap_err().key,
+            "jwt-public-key"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_keys_are_kebab_case_and_durations_are_seconds() {
         let o = parse(
             r#"
