@@ -260,31 +260,36 @@ fn tls_cost() {
             (
                 d.metric("tickcast_records_out_total"),
                 d.metric("tickcast_bytes_out_total"),
+                d.metric("tickcast_messages_out_total"),
                 p.utime,
                 p.stime,
             )
         };
-        let (r0, b0, u0, s0) = sample();
+        let (r0, b0, m0, u0, s0) = sample();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs(secs));
-        let (r1, b1, u1, s1) = sample();
+        let (r1, b1, m1, u1, s1) = sample();
         let el = t0.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             let _ = t.join();
         }
         let recs = (r1 - r0) as f64;
+        let msgs = (m1 - m0) as f64;
         let user_ns = (u1 - u0) as f64 * tick_ns;
         let sys_ns = (s1 - s0) as f64 * tick_ns;
         println!(
-            "{}: {conns} conns, {:.0} records/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, {:.0} ns user + {:.0} ns sys per record, evictions {}",
+            "{}: {conns} conns, {:.0} records/s in {:.0} messages/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, per record {:.0} ns user + {:.0} ns sys, per message {:.2} us user + {:.2} us sys, evictions {}",
             if tls { "wss" } else { "ws " },
             recs / el,
+            msgs / el,
             (b1 - b0) as f64 / el / 1e6,
             user_ns / el / 1e7,
             sys_ns / el / 1e7,
             user_ns / recs,
             sys_ns / recs,
+            user_ns / msgs / 1e3,
+            sys_ns / msgs / 1e3,
             d.metric("tickcast_evictions_total"),
         );
     }
