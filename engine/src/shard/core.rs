@@ -37,6 +37,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::fanout::arena::{DrainArena, Owed};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
+use crate::fanout::entitle::Grant;
 use crate::fanout::interest::Interest;
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
@@ -275,6 +276,21 @@ impl ShardCore {
         self.real_ns = real_ns;
     }
 
+    /// Gives connection `idx` what its token grants (from `admission::check`) and arms its
+    /// expiry: every transport that admits a client with a JWT (`/ws` here; `/stream`, `/sse`)
+    /// calls this, so that `entitled_symbols` sees the grant and the connection is closed when
+    /// the token expires.
+    pub(crate) fn grant(&mut self, idx: u32, grant: Option<Grant>) {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
+            return;
+        };
+        let exp = grant.as_ref().map(|g| g.exp);
+        c.set_grant(grant);
+        if let Some(exp) = exp {
+            self.schedule_expiry(idx, exp);
+        }
+    }
+
     /// Arms the expiry of slot `idx`'s token at `exp` (seconds since the epoch): the
     /// connection is closed with 1008 `token expired` then, unless it refreshed its token.
     pub(crate) fn schedule_expiry(&mut self, idx: u32, exp: u64) {
@@ -467,12 +483,8 @@ impl ShardCore {
                 let ws = WsConn::with_deflate(limits, u.deflate.as_ref());
                 tracing::debug!(peer = %c.peer(), format = ?u.format, endpoint = ?u.endpoint, deflate = ?u.deflate, "websocket open");
                 c.upgrade(u.response, u.endpoint, u.format, u.deflate, ws);
-                let exp = u.grant.as_ref().map(|g| g.exp);
-                c.set_grant(u.grant);
                 let more = c.buffered_input() > 0;
-                if let Some(exp) = exp {
-                    self.schedule_expiry(idx, exp);
-                }
+                self.grant(idx, u.grant);
                 if more {
                     self.handle_frames(idx);
                 }
