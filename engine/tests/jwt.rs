@@ -151,6 +151,22 @@ fn admission_and_entitlements() {
     drop(ws);
     let mut every = Client::connect(&d.url(&format!("token={all}")));
     assert_eq!(subscribed(every.subscribe(1, &["*"], 1)).len(), 6);
+
+    // scripts/mint-jwt.py (docs/operations.md) mints tokens the daemon takes.
+    let dir = temp_dir("jwt-script");
+    let secret = dir.join("s");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mint-jwt.py");
+    if let Ok(out) = std::process::Command::new("python3")
+        .args([script, "--secret-file", secret.to_str().expect("path")])
+        .args(["--ttl", "60", "--symbols", "ETH-*"])
+        .output()
+    {
+        assert!(out.status.success(), "mint-jwt.py failed");
+        let token = String::from_utf8(out.stdout).expect("utf-8");
+        let mut c = Client::connect(&d.url(&format!("token={}", token.trim())));
+        assert_eq!(subscribed(c.subscribe(1, &["*"], 1)), ["ETH-USD"]);
+    }
 }
 
 #[test]
