@@ -303,6 +303,20 @@ impl ShardCore {
             .min(Duration::from_secs(100 * 365 * 86_400));
         let at = self.now + left;
         self.expiries.push(Reverse((at, idx, slot.generation, exp)));
+        if self.expiries.len() > 64 && self.expiries.len() > 2 * self.slots.len() {
+            // Refreshes leave their old entries behind: drop the stale ones (amortized, so
+            // that a client refreshing in a loop cannot grow the heap).
+            let slots = &self.slots;
+            self.expiries.retain(|Reverse((_, i, g, e))| {
+                slots.get(*i as usize).is_some_and(|s| {
+                    s.generation == *g
+                        && s.conn
+                            .as_ref()
+                            .and_then(Conn::grant)
+                            .is_some_and(|gr| gr.exp == *e)
+                })
+            });
+        }
         self.arm_expiry_timer();
     }
 
