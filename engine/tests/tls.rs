@@ -231,6 +231,7 @@ fn tls_cost() {
         } else {
             Daemon::start(&["--feed", &feed, "--shards", "1"])
         };
+        let rss0 = d.rss_kib();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for _ in 0..conns {
@@ -270,6 +271,7 @@ fn tls_cost() {
         std::thread::sleep(Duration::from_secs(secs));
         let (r1, b1, m1, u1, s1) = sample();
         let el = t0.elapsed().as_secs_f64();
+        let rss_per_conn = (d.rss_kib().saturating_sub(rss0) * 1024) as f64 / conns as f64;
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             let _ = t.join();
@@ -279,7 +281,7 @@ fn tls_cost() {
         let user_ns = (u1 - u0) as f64 * tick_ns;
         let sys_ns = (s1 - s0) as f64 * tick_ns;
         println!(
-            "{}: {conns} conns, {:.0} records/s in {:.0} messages/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, per record {:.0} ns user + {:.0} ns sys, per message {:.2} us user + {:.2} us sys, evictions {}",
+            "{}: {conns} conns, {:.0} records/s in {:.0} messages/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, per record {:.0} ns user + {:.0} ns sys, per message {:.2} us user + {:.2} us sys, RSS {:.0} bytes per connection, evictions {}",
             if tls { "wss" } else { "ws " },
             recs / el,
             msgs / el,
@@ -290,6 +292,7 @@ fn tls_cost() {
             sys_ns / recs,
             user_ns / msgs / 1e3,
             sys_ns / msgs / 1e3,
+            rss_per_conn,
             d.metric("tickcast_evictions_total"),
         );
     }
