@@ -100,6 +100,13 @@ fn main() -> ExitCode {
     };
     init_logs(config.log_format);
     if check_only {
+        // The certificate and key are read at start: check them too.
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            if let Err(e) = tickcast::tls::CertStore::load(cert, key) {
+                eprintln!("tickcast: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
