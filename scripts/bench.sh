@@ -4,13 +4,15 @@
 # into docs/benchmarks.md between <!-- bench:begin --> and <!-- bench:end -->.
 #
 #   scripts/bench.sh [--quick] [--rounds N] [--cases "ramp-1k light ..."] [--targets "tickcast node-ws"]
-#                    [--out DIR] [--nice N] [--slow-window SECS] [--no-doc]
+#                    [--out DIR] [--nice N] [--slow-window SECS] [--no-doc] [--base-engine BIN]
 #
 # The engine and the peers run on CPU 0 (taskset -c 0), the load on CPU 1 (taskset -c 1).
 # --quick: one round, short windows, small sizes: a smoke run (the doc is not written).
 # --nice N: run targets and load at this nice value, and set the session's scheduler
 #           autogroup to it (with autogroups, plain nice does not count against other sessions);
 #           e.g. -10 on a machine shared with compiles. The doc records it; reset after the run.
+# --base-engine BIN: also measure another tickcast binary (e.g. the previous build) as target
+#           "tickcast-base", interleaved with the others (add it to --targets).
 # Results: DIR/round-N/CASE-LABEL.{json,svg,log} and .hgrm files (default target/bench-results/DATE).
 set -euo pipefail
 
@@ -25,6 +27,7 @@ TARGETS="tickcast tokio-broadcast node-ws"
 OUT=""
 NICE=0
 WRITE_DOC=1
+BASE_ENGINE=""
 SLOW_WIN_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
         --nice) NICE=$2; shift ;;
         --slow-window) SLOW_WIN_ARG=$2; shift ;;
         --no-doc) WRITE_DOC=0 ;;
+        --base-engine) BASE_ENGINE=$2; shift ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -97,6 +101,9 @@ run() {
     local target_args
     case "$label" in
         tickcast) target_args=(--target tickcast --target-cmd "$ENGINE $TC_EXTRA") ;;
+        tickcast-base)
+            [ -n "$BASE_ENGINE" ] || { echo "bench.sh: tickcast-base needs --base-engine BIN" >&2; return 2; }
+            target_args=(--target tickcast --target-cmd "${ENGINE/$BIN\/tickcast/$BASE_ENGINE} $TC_EXTRA") ;;
         tokio-broadcast) target_args=(--target peer --target-cmd "$NICE_CMD taskset -c 0 $BIN/tokio-broadcast 127.0.0.1:{port}") ;;
         node-ws) target_args=(--target peer --target-cmd "$NICE_CMD taskset -c 0 node $ROOT/bench/peers/node-ws/server.js {port}") ;;
         *) echo "bench.sh: unknown target $label" >&2; return 2 ;;
@@ -113,7 +120,7 @@ run_case() {
     for label in $TARGETS; do
         TC_EXTRA=""
         local peer=0
-        [ "$label" = tickcast ] || peer=1
+        case "$label" in tickcast|tickcast-base) ;; *) peer=1 ;; esac
         case "$case" in
             ramp-1k)
                 # Every subscriber takes every symbol, so tickcast and the peers deliver every record
