@@ -265,7 +265,7 @@ impl Transport for Sockets {
                 // takes it now.
                 tls.send_close_notify();
                 while tls.wants_write() {
-                    if tls.write_tls(&mut s.stream).is_err() {
+                    if !matches!(tls.write_tls(&mut s.stream), Ok(n) if n > 0) {
                         break;
                     }
                 }
