@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check a change must pass: formatting, lints, the sans-IO rule, and all tests
 # (unit, property and loopback integration tests with feed-sim and tungstenite clients), and the
-# client libraries' tests against the real daemon (clients/js with Node 20+), and the loom models of
-# the ring's sleep/wake handshake.
+# client libraries' tests against the real daemon (clients/js with Node 20+), the trading screen in
+# a real Chromium (ui/, needs /usr/bin/chromium), and the loom models of the ring's sleep/wake
+# handshake.
 # Usage: scripts/test.sh            (from anywhere in the checkout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ cargo test --workspace --locked
 echo "== clients/js (npm ci, dist check, unit and real-daemon tests)"
 cargo build --release --locked -p tickcast -p feed-sim
 clients/js/test.sh
+
+echo "== ui (the trading screen in Debian's chromium, driven by playwright-core)"
+UI_PERF=0 SKIP_BUILD=1 TICKCAST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" ui/test.sh
 echo "== loom: the ring's sleep/wake handshake (engine/src/ring/loom_tests.rs)"
 # Its own target directory: --cfg loom changes every crate's build, and must not invalidate the
 # normal one.
