@@ -1,9 +1,12 @@
 //! Feed message decoding (sans-IO): one exchange JSON message in, one [`FeedEvent`] out.
 //!
-//! Every message is parsed in place with simd-json into a tape that the decoder keeps between
-//! calls, so simd-json alone decides what is valid JSON. The hot messages (`l2update`, `trade`,
-//! `heartbeat`) are then read straight off the tape in one pass (keys matched by their bytes,
-//! fields read where they are); the others go through simd-json's tape `Value`. The tape,
+//! The hot messages (`l2update`, `trade`, `heartbeat`) in exactly the form the feed sends them
+//! are decoded by a scanner (`feed/scan.rs`) that reads them in one pass without copying; it
+//! either decodes a message completely or declines it, never refuses one. Every message it
+//! declines is parsed with simd-json into a tape that the decoder keeps between calls, so
+//! simd-json alone decides what is invalid, and every error comes from it. On that path the hot
+//! messages are read straight off the tape in one pass (keys matched by their bytes, fields read
+//! where they are); the others go through simd-json's tape `Value`. The tape,
 //! simd-json's scratch buffers and the level/change vectors the events borrow are kept between
 //! calls, so that decoding a snapshot, an update or a trade does not allocate in steady state.
 //! Decimal strings are scaled to integers with the symbol's decimals ([`parse_decimal`]);
@@ -25,6 +28,7 @@ use simd_json::tape::{Array, Node, Value};
 use simd_json::{Buffers, Tape};
 
 use crate::book::{Level, Side};
+use crate::feed::scan::{self, Scanned, Sym};
 use crate::wire::{DecimalError, Trade, parse_decimal};
 
 /// Largest `px_decimals` / `qty_decimals` a symbol may declare (`10^18` still fits an `i64`).
@@ -287,6 +291,9 @@ impl FeedDecoder {
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode<'a>(&'a mut self, msg: &mut [u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        if let Some(parsed) = self.scan(msg) {
+            return Ok(self.event(parsed));
+        }
         let parsed = self.parse(msg)?;
         Ok(self.event(parsed))
     }
@@ -299,12 +306,60 @@ impl FeedDecoder {
     ///
     /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
     pub fn decode_bytes<'a>(&'a mut self, msg: &[u8]) -> Result<FeedEvent<'a>, DecodeError> {
+        if let Some(parsed) = self.scan(msg) {
+            return Ok(self.event(parsed));
+        }
+        self.decode_simd(msg)
+    }
+
+    /// [`decode_bytes`](Self::decode_bytes) without the scanner: simd-json parses every
+    /// message. The reference the differential tests and the `feed_scan_diff` fuzz target hold
+    /// the scanner to; not for production use.
+    ///
+    /// # Errors
+    ///
+    /// Any [`DecodeError`]; the decoder stays usable and its symbol list unchanged.
+    #[doc(hidden)]
+    pub fn decode_simd<'a>(&'a mut self, msg: &[u8]) -> Result<FeedEvent<'a>, DecodeError> {
         let mut copy = std::mem::take(&mut self.copy);
         copy.clear();
         copy.extend_from_slice(msg);
         let parsed = self.parse(&mut copy);
         self.copy = copy;
         Ok(self.event(parsed?))
+    }
+
+    /// The scanner alone (`feed/scan.rs`): the event if it decoded `msg`, `None` if it
+    /// declined it (simd-json would then decide). For the differential tests and the
+    /// `feed_scan_diff` fuzz target.
+    #[doc(hidden)]
+    pub fn decode_scan(&mut self, msg: &[u8]) -> Option<FeedEvent<'_>> {
+        let parsed = self.scan(msg)?;
+        Some(self.event(parsed))
+    }
+
+    /// The scanner, with the decoder's symbols; `None`: declined (nothing decided).
+    #[inline]
+    fn scan(&mut self, msg: &[u8]) -> Option<Parsed> {
+        let (index, symbols) = (&self.index, &self.symbols);
+        let lookup = |name: &[u8]| {
+            let sid = *index.get(name)?;
+            let spec = symbols.get(sid as usize)?;
+            Some(Sym {
+                sid,
+                px_dec: spec.px_decimals,
+                qty_dec: spec.qty_decimals,
+            })
+        };
+        Some(match scan::scan(msg, lookup, &mut self.changes)? {
+            Scanned::Update { sid, seq, ts } => Parsed::Update { sym: sid, seq, ts },
+            Scanned::Trade { sid, ts, trade } => Parsed::Trade {
+                sym: sid,
+                ts,
+                trade,
+            },
+            Scanned::Heartbeat { sid, seq, ts } => Parsed::Heartbeat { sym: sid, seq, ts },
+        })
     }
 
     /// simd-json's tape, then [`interpret`](Self::interpret).
@@ -1421,7 +1476,156 @@ mod tests {
             .map(|e| format!("{e:?}"))
             .map_err(|e| e.to_string());
         assert_eq!(a, c, "{}", String::from_utf8_lossy(msg));
+        let simd = reference
+            .decode_simd(msg)
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(a, simd, "{}", String::from_utf8_lossy(msg));
+        // Whatever the scanner decides, simd-json decides alike.
+        if let Some(scanned) = borrowed.decode_scan(msg).map(|e| format!("{e:?}")) {
+            assert_eq!(Ok(scanned), simd, "{}", String::from_utf8_lossy(msg));
+        }
         a
+    }
+
+    /// Whether the scanner alone decodes `msg` (after [`SYMBOLS`]).
+    fn scanned(msg: &str) -> bool {
+        ready().decode_scan(msg.as_bytes()).is_some()
+    }
+
+    /// The feed's own messages, as feed-sim sends them, all take the scanner, with the values
+    /// simd-json reads.
+    #[test]
+    fn scanner_takes_the_feeds_messages() {
+        for msg in [UPDATE, TRADE, HEARTBEAT] {
+            assert!(scanned(msg), "{msg}");
+            assert!(same_outcome(msg.as_bytes()).is_ok());
+        }
+        let mut ex = feed_sim::Exchange::new(12, 40, 3);
+        let mut setup = Vec::new();
+        ex.symbols_json(&mut setup);
+        let (mut fast, mut slow) = (FeedDecoder::new(), FeedDecoder::new());
+        fast.decode_bytes(setup.strip_suffix(b"\n").unwrap())
+            .unwrap();
+        slow.decode_simd(setup.strip_suffix(b"\n").unwrap())
+            .unwrap();
+        let mut live = Vec::new();
+        for i in 0..3_000u64 {
+            ex.step(1_763_700_000_000_000_000 + i * 1_000, &mut live);
+            if i % 500 == 0 {
+                ex.heartbeat_json((i % 12) as usize, 1_763_700_000_000_000_000 + i, &mut live);
+            }
+        }
+        let (mut updates, mut trades, mut heartbeats) = (0, 0, 0);
+        for msg in live.split(|&b| b == b'\n').filter(|m| !m.is_empty()) {
+            let want = format!("{:?}", slow.decode_simd(msg).unwrap());
+            let got = fast.decode_scan(msg).map(|e| {
+                match e {
+                    FeedEvent::Update { .. } => updates += 1,
+                    FeedEvent::Trade { .. } => trades += 1,
+                    FeedEvent::Heartbeat { .. } => heartbeats += 1,
+                    _ => {}
+                }
+                format!("{e:?}")
+            });
+            assert_eq!(
+                got.as_ref(),
+                Some(&want),
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+        assert_eq!(updates, 3_000);
+        assert!(trades > 0 && heartbeats == 6, "{trades} {heartbeats}");
+    }
+
+    /// Anything but the exact templates is left to simd-json (and decided alike).
+    #[test]
+    fn scanner_declines_the_unusual() {
+        let declined: Vec<String> = vec![
+            format!("{UPDATE}\n"),
+            format!(" {UPDATE}"),
+            UPDATE.replace(",\"seq\"", ", \"seq\""),
+            UPDATE.replace("\"seq\":", "\"seq\" :"),
+            UPDATE.replace("[[", "[ ["),
+            UPDATE.replace("{\"type\":\"l2update\",", "{\"type\":\"l2update\",\"x\":1,"),
+            UPDATE.replace(",\"changes\"", ",\"venue\":\"x\",\"changes\""),
+            format!("{}{}", &UPDATE[..UPDATE.len() - 1], ",\"x\":1}"),
+            // Other orders of the same fields.
+            r#"{"symbol":"BTC-USD","type":"l2update","seq":1,"ts":2,"changes":[]}"#.into(),
+            r#"{"type":"l2update","symbol":"BTC-USD","ts":2,"seq":1,"changes":[]}"#.into(),
+            r#"{"type":"heartbeat","symbol":"BTC-USD","ts":2,"seq":1}"#.into(),
+            // Repeated fields.
+            UPDATE.replace(",\"ts\"", ",\"seq\":5,\"ts\""),
+            HEARTBEAT.replace("}", ",\"ts\":9}"),
+            // Escapes and non-ASCII bytes.
+            UPDATE.replace("BTC-USD", "BTC\\u002dUSD"),
+            UPDATE.replace("\"buy\"", "\"b\\u0075y\""),
+            UPDATE.replace("65000.10", "6500\\u0030.10"),
+            UPDATE.replace("l2update", "l2upd\\u0061te"),
+            UPDATE.replace("BTC-USD", "BTC-USDé"),
+            // Numbers that are not plain unsigned integers.
+            UPDATE.replace("1001", "1001.0"),
+            UPDATE.replace("1001", "1e3"),
+            UPDATE.replace("1001", "1E3"),
+            UPDATE.replace("1001", "-1"),
+            UPDATE.replace("1001", "01"),
+            UPDATE.replace("1001", "00"),
+            UPDATE.replace("1001", "\"1001\""),
+            UPDATE.replace("1001", "9223372036854775808"),
+            UPDATE.replace("1001", "18446744073709551615"),
+            UPDATE.replace("1001", "100000000000000000000"),
+            UPDATE.replace("1763700000000100000", ""),
+            // Decimals the scanner is not sure of, valid or not.
+            UPDATE.replace("65000.10", "6.5e4"),
+            UPDATE.replace("65000.10", "65000.1x"),
+            UPDATE.replace("65000.10", "65000.123"),
+            UPDATE.replace("65000.10", ""),
+            UPDATE.replace("65000.10", "-"),
+            UPDATE.replace("65000.10", "1."),
+            UPDATE.replace("65000.10", ".5"),
+            UPDATE.replace("65000.10", "+5"),
+            UPDATE.replace("65000.10", "--5"),
+            UPDATE.replace("65000.10", "99999999999999999999"),
+            UPDATE.replace("2.000000", "9223372036854.775808"),
+            UPDATE.replace("\"65000.10\"", "65000.10"),
+            // Structure, types, symbols.
+            UPDATE.replace("\"buy\"", "\"bid\""),
+            UPDATE.replace("\"buy\"", "\"BUY\""),
+            UPDATE.replace("BTC-USD", "XRP-USD"),
+            UPDATE.replace(",\"2.000000\"]", "]"),
+            UPDATE.replace(",\"2.000000\"]", ",\"2\",\"3\"]"),
+            UPDATE.replace("]]}", "],]}"),
+            UPDATE.replace("]]}", "]],}"),
+            UPDATE[..UPDATE.len() - 1].to_owned(),
+            format!("{UPDATE}{{}}"),
+            format!("{UPDATE}x"),
+            TRADE.replace("\"side\":\"buy\"", "\"side\":1"),
+            TRADE.replace(",\"trade_id\":42", ""),
+            r#"{"type":"l3update","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            SNAPSHOT.into(),
+            SYMBOLS.into(),
+        ];
+        for msg in &declined {
+            assert!(!scanned(msg), "the scanner took {msg}");
+            let _ = same_outcome(msg.as_bytes());
+        }
+        // Edge values it does take.
+        let taken: Vec<String> = vec![
+            UPDATE.replace("1001", "0"),
+            UPDATE.replace("1001", "9223372036854775807"),
+            r#"{"type":"l2update","symbol":"BTC-USD","seq":1,"ts":2,"changes":[]}"#.into(),
+            UPDATE.replace("65000.10", "-0.5"),
+            UPDATE.replace("65000.10", "0065000"),
+            UPDATE.replace("65000.10", "-92233720368547758.08"),
+            UPDATE.replace("2.000000", "9223372036854.775807"),
+            UPDATE.replace("65000.10", "65000.100"),
+            UPDATE.replace("65000.10", "-0"),
+        ];
+        for msg in &taken {
+            assert!(scanned(msg), "the scanner declined {msg}");
+            assert!(same_outcome(msg.as_bytes()).is_ok(), "{msg}");
+        }
     }
 
     /// The hot messages in any valid form: whitespace, key order, unknown keys of every JSON
@@ -1569,5 +1773,75 @@ mod tests {
             }
             let _ = same_outcome(&msg);
         }
+
+        /// Hot messages in the scanner's templates, with values drawn from the edges (integers
+        /// near the bounds, decimals of every length and sign, other sides, unknown symbols),
+        /// sometimes with one byte changed: the scanner and simd-json decide alike.
+        #[test]
+        fn templates_decide_alike(
+            kind in 0usize..3,
+            sym in 0usize..3,
+            nums in proptest::collection::vec(num(), 2),
+            decs in proptest::collection::vec(dec(), 0..8),
+            sides in proptest::collection::vec(0usize..3, 4),
+            edit in proptest::option::of((0usize..512, 0u8..=255)),
+        ) {
+            let sym = ["BTC-USD", "ETH-USD", "DOGE-USD"][sym];
+            let side = |i: usize| ["buy", "sell", "hold"][sides[i % sides.len()]];
+            let mut msg = match kind {
+                0 => {
+                    let changes: Vec<String> = decs
+                        .chunks_exact(2)
+                        .enumerate()
+                        .map(|(i, d)| format!(r#"["{}","{}","{}"]"#, side(i), d[0], d[1]))
+                        .collect();
+                    format!(
+                        r#"{{"type":"l2update","symbol":"{sym}","seq":{},"ts":{},"changes":[{}]}}"#,
+                        nums[0], nums[1], changes.join(",")
+                    )
+                }
+                1 => {
+                    let d = |i: usize| decs.get(i).map_or("1", String::as_str);
+                    format!(
+                        r#"{{"type":"trade","symbol":"{sym}","trade_id":{},"ts":{},"price":"{}","qty":"{}","side":"{}"}}"#,
+                        nums[0], nums[1], d(0), d(1), side(0)
+                    )
+                }
+                _ => format!(
+                    r#"{{"type":"heartbeat","symbol":"{sym}","seq":{},"ts":{}}}"#,
+                    nums[0], nums[1]
+                ),
+            }
+            .into_bytes();
+            if let Some((pos, b)) = edit {
+                let pos = pos % msg.len();
+                msg[pos] = b;
+            }
+            let _ = same_outcome(&msg);
+        }
+    }
+
+    /// Integer texts near the edges of what the scanner and simd-json read.
+    fn num() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..1000).prop_map(|n| n.to_string()),
+            (0u64..64).prop_map(|k| (i64::MAX as u64 - 32 + k).to_string()),
+            (0u64..40).prop_map(|k| (u64::MAX - 20 + k.min(20)).to_string()),
+            "-?0[0-9]{0,3}(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            "[0-9]{18,21}",
+        ]
+    }
+
+    /// Decimal texts: usual ones, long ones, and odd ones.
+    fn dec() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "-?[0-9]{1,6}(\\.[0-9]{1,6})?",
+            "-?[0-9]{10,20}(\\.[0-9]{0,8})?",
+            "-?0*[0-9]{0,3}\\.?[0-9]{0,12}",
+            "[-+.eE0-9]{0,6}",
+        ]
     }
 }

@@ -1,10 +1,11 @@
 //! The ingester thread: the feed edge.
 //!
 //! It reads the exchange feed (JSON over WebSocket, through tungstenite on a non-blocking socket
-//! watched by its own mio `Poll`), decodes each message with simd-json (on a copy in the
-//! decoder's buffer: simd-json parses in place and tungstenite's payloads share its read
-//! buffer), applies it to the symbol's book, encodes each resulting record once per format that
-//! some shard listens to, and pushes it into the rings of those shards. Between feed reads it answers the shards'
+//! watched by its own mio `Poll`), decodes each message (the hot ones in the feed's own form by
+//! the decoder's scanner, everything else with simd-json on a copy in the decoder's buffer:
+//! simd-json parses in place and tungstenite's payloads share its read buffer), applies it to
+//! the symbol's book, encodes each resulting record once per format that some shard listens to,
+//! and pushes it into the rings of those shards. Between feed reads it answers the shards'
 //! snapshot requests, in order with the records, which is what lines a subscriber's snapshot up
 //! with the deltas that follow it.
 //!
@@ -49,6 +50,7 @@ use crate::fanout::interest::Interest;
 use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
 use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
 pub use crate::feed::error::{FeedError, FeedMisbehaved};
+use crate::feed::stamped::Stamped;
 use crate::metrics::{IngestMetrics, Metrics, add};
 use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
 use crate::wire::{self, FLAG_SNAPSHOT, RecordHeader, RecordKind, StatusCode, SymbolMeta, Trade};
@@ -271,7 +273,7 @@ impl Ingester {
         }
     }
 
-    fn connect(&self) -> Result<WebSocket<TcpStream>, FeedError> {
+    fn connect(&self) -> Result<WebSocket<Stamped<TcpStream>>, FeedError> {
         let addrs = self
             .ctx
             .feed
@@ -288,8 +290,8 @@ impl Ingester {
                     let _ = s.set_nodelay(true);
                     s.set_read_timeout(Some(Duration::from_secs(10)))?;
                     s.set_write_timeout(Some(Duration::from_secs(10)))?;
-                    let (ws, _) = tungstenite::client(self.ctx.feed.url.as_str(), s).map_err(
-                        |e| match e {
+                    let (ws, _) = tungstenite::client(self.ctx.feed.url.as_str(), Stamped::new(s))
+                        .map_err(|e| match e {
                             tungstenite::HandshakeError::Failure(e) => {
                                 FeedError::Handshake(Box::new(e))
                             }
@@ -297,8 +299,7 @@ impl Ingester {
                             tungstenite::HandshakeError::Interrupted(_) => FeedError::Handshake(
                                 Box::new(tungstenite::Error::Io(io::ErrorKind::TimedOut.into())),
                             ),
-                        },
-                    )?;
+                        })?;
                     ws.get_ref().set_nonblocking(true)?;
                     return Ok(ws);
                 }
@@ -329,7 +330,7 @@ impl Ingester {
 
     fn pump(
         &mut self,
-        ws: &mut WebSocket<TcpStream>,
+        ws: &mut WebSocket<Stamped<TcpStream>>,
         decoder: &mut FeedDecoder,
     ) -> Result<(), FeedError> {
         let mut events = Events::with_capacity(16);
@@ -354,8 +355,9 @@ impl Ingester {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
-            // The clocks are read here, once per turn, and once more per message read (its
-            // receive timestamp); everything below is handed them.
+            // The clocks are read here, once per turn, and the wall clock once per socket read
+            // (`Stamped`: the receive timestamp of the messages it completed); everything below
+            // is handed them.
             let turn = Stamp::now();
             let now = turn.mono;
             more = false;
@@ -371,7 +373,7 @@ impl Ingester {
                         handled += 1;
                         let at = Stamp {
                             mono: now,
-                            realtime_ns: clock::realtime_ns(),
+                            realtime_ns: ws.get_ref().read_ns(),
                         };
                         self.on_message(decoder, text.as_bytes(), at);
                     }

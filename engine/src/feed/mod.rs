@@ -3,3 +3,5 @@
 pub mod decode;
 pub mod error;
 pub mod ingest;
+mod scan;
+mod stamped;

@@ -558,3 +558,50 @@ fn records_carry_the_time_the_loop_handed_down() {
         "{stamps:?}"
     );
 }
+
+/// The decoder's scanner declines anything but the feed's exact templates; simd-json then
+/// decides. A valid message in another form is applied and not counted; an invalid one is
+/// counted once, as `malformed`.
+#[test]
+fn the_scanner_keeps_the_malformed_counters_exact() {
+    let mut f = fixture(Format::Binary);
+    f.drain();
+    let mut seq = 100;
+    let mut next = |form: &dyn Fn(String) -> String| {
+        seq += 1;
+        form(update("AAA-USD", seq))
+    };
+    let valid: Vec<String> = vec![
+        next(&|m| m.replace(",\"seq\"", ", \"seq\"")),
+        next(&|m| format!("{m}\n")),
+        next(&|m| m.replace("AAA-USD", "AAA\\u002dUSD")),
+        next(&|m| {
+            m.replace(
+                "{\"type\":\"l2update\",",
+                "{\"type\":\"l2update\",\"x\":[1],",
+            )
+        }),
+        next(&|m| m.replace("\"ts\":2", "\"ts\":2,\"venue\":\"é\"")),
+        next(&|m| m.replace("\"10.00\"", "\"10.000\"")),
+        next(&|m| m),
+    ];
+    for (i, m) in valid.iter().enumerate() {
+        f.msg(m);
+        assert_eq!(f.drain(), deltas(0, 1 + i as u64), "{m}");
+    }
+    let invalid = [
+        update("AAA-USD", 108).replace("\"seq\":108", "\"seq\":1e2"),
+        update("AAA-USD", 108).replace("\"10.00\"", "\"1e1\""),
+        update("AAA-USD", 108).replace("]]}", "],]}"),
+        update("AAA-USD", 108) + "x",
+        update("AAA-USD", 108).replace("\"buy\"", "\"bid\""),
+    ];
+    for m in &invalid {
+        f.msg(m);
+    }
+    assert!(f.drain().is_empty());
+    assert_eq!(f.ingest_counter(|m| &m.bad_messages), 5);
+    assert_eq!(f.fault("malformed"), 5);
+    assert_eq!(f.fault("gap"), 0);
+    assert!(f.replay.is_synced(0));
+}
