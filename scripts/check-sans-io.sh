@@ -49,7 +49,7 @@ fail=0
 
 pure=(proto book wire fanout control.rs feed/decode.rs feed/scan.rs metrics.rs replay/mod.rs
   shard/conn.rs shard/core.rs shard/dispatch.rs shard/http.rs shard/lifecycle.rs shard/messages.rs
-  shard/snapshots.rs shard/subscriptions.rs shard/timers.rs)
+  shard/snapshots.rs shard/streams.rs shard/subscriptions.rs shard/timers.rs shard/web.rs)
 io_pattern='mio::|std::net::|TcpStream|UdpSocket|Instant::now|SystemTime::now|std::thread|clock::'
 mapfile -d '' pure_files < <(find "${pure[@]}" -name '*.rs' ! -name 'tests.rs' -print0)
 hits=$(production_hits "$io_pattern" "${pure_files[@]}")

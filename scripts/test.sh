@@ -26,6 +26,9 @@ clients/js/test.sh
 
 echo "== ui (the trading screen in Debian's chromium, driven by playwright-core)"
 UI_PERF=0 SKIP_BUILD=1 TICKCAST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" ui/test.sh
+echo "== ui served by the daemon itself (/ and its files built into the binary: docs/protocol.md §6)"
+UI_SERVED_BY_DAEMON=1 UI_PERF=0 SKIP_BUILD=1 \
+  TICKCAST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release" ui/test.sh
 echo "== loom: the ring's sleep/wake handshake (engine/src/ring/loom_tests.rs)"
 # Its own target directory: --cfg loom changes every crate's build, and must not invalidate the
 # normal one.

@@ -111,6 +111,15 @@ impl SeqTable {
         }
     }
 
+    /// Forgets both streams of `sid` (a resume that was not recovered starts them afresh).
+    fn forget(&mut self, sid: u32) {
+        self.sparse_books.remove(&sid);
+        self.sparse_trades.remove(&sid);
+        if let Some(f) = self.flags.get_mut(sid as usize) {
+            *f = 0;
+        }
+    }
+
     /// The index of a dense sid, with room for it.
     #[inline]
     fn grow(&mut self, sid: u32) -> usize {
@@ -501,6 +510,12 @@ impl SeqTracker {
         }
     }
 
+    /// Forgets the streams of `sid`: the next book record must be a snapshot, the next trade
+    /// starts the trade stream (protocol 1.1: `recovered: false`).
+    pub fn forget(&mut self, sid: u32) {
+        self.streams.forget(sid);
+    }
+
     /// Loads the state a record for `sid` will use, so that a caller
     /// walking a batch can take the cache misses of all its records at once
     /// (independent loads overlap) before checking them one by one. Returns a
@@ -609,6 +624,14 @@ impl StreamState {
             sent,
             held,
         })
+    }
+
+    /// Forgets the book and streams of `sid` (a resume told `recovered: false`: the symbol
+    /// starts afresh, book from a snapshot, trades from the live point).
+    pub fn forget(&mut self, sid: u32) {
+        self.seq.forget(sid);
+        self.books.remove(&sid);
+        self.trades.remove(&sid);
     }
 
     /// Book records whose checksum was verified (matching or not).

@@ -77,6 +77,10 @@ pub struct SymbolInfo {
     pub px_decimals: u8,
     /// Quantities are scaled by `10^qty_decimals`.
     pub qty_decimals: u8,
+    /// Protocol 1.1: whether a resumed symbol's streams were recovered (only for the symbols
+    /// a subscribe's `resume` named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 /// A reply from server to client.
@@ -87,6 +91,9 @@ pub enum Reply {
     Subscribed {
         /// Id of the request.
         id: u64,
+        /// Protocol 1.1: the server's stream numbering (positions for `resume` belong to it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         /// The symbols subscribed, with their ids and decimals.
         symbols: Vec<SymbolInfo>,
     },
@@ -203,13 +210,25 @@ mod tests {
             sid: 7,
             px_decimals: 2,
             qty_decimals: 6,
+            recovered: None,
         };
         assert_eq!(
             sub.as_ref().ok(),
             Some(&Reply::Subscribed {
                 id: 1,
+                epoch: None,
                 symbols: vec![info.clone()]
             })
+        );
+        let resumed = Reply::parse(
+            r#"{"op":"subscribed","id":2,"epoch":"3f9c0a17","symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6,"recovered":true}]}"#,
+        );
+        let Ok(Reply::Subscribed { epoch, symbols, .. }) = resumed else {
+            panic!("{resumed:?}")
+        };
+        assert_eq!(
+            (epoch.as_deref(), symbols[0].recovered),
+            (Some("3f9c0a17"), Some(true))
         );
         assert_eq!(decimals_map(&[info]).get("BTC-USD"), Some(&(2, 6)));
         let err =

@@ -12,7 +12,7 @@
 //!   [`source`] (the paced input: a feed for tickcast, a publisher for peers),
 //!   [`procstat`] (CPU and RSS from `/proc`, `/metrics`) and [`hist`]
 //!   (histograms, `.hgrm`, SVG plots); [`summary`] turns result files into the
-//!   tables of `docs/benchmarks.md`.
+//!   tables of `docs/benchmarks.md`; [`reconnect`] is the resume-vs-snapshot storm.
 //!
 //! The decoder is written from the protocol text, not from the engine's encoder,
 //! so that the engine's integration tests can use it as a second opinion.
@@ -23,6 +23,7 @@ pub mod control;
 pub mod hist;
 pub mod load;
 pub mod procstat;
+pub mod reconnect;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -52,12 +52,56 @@ enum Cmd {
     Slow(ScenarioArgs),
     /// Input bursts (--burst-factor × the rate for --burst-ms every --burst-every-ms).
     Burst(ScenarioArgs),
+    /// Clients drop their connection and subscribe again, with `resume` or without
+    /// (protocol 1.1): bytes, engine CPU, time until live again, p99 of the others.
+    Reconnect(ReconnectArgs),
     /// Medians of result files (DIR/round-*/CASE-LABEL.json) as markdown tables,
     /// written between the bench markers of a document, and latency plots.
     Summarize(SummarizeArgs),
     /// Internal: a load process driven by a scenario over stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+/// Flags of the `reconnect` scenario.
+#[derive(Debug, Args)]
+struct ReconnectArgs {
+    /// Command that starts tickcast; {port} is replaced (the bench knows its pid).
+    #[arg(long, value_name = "CMD")]
+    target_cmd: Option<String>,
+    /// URL of a tickcast already running (instead of --target-cmd).
+    #[arg(long)]
+    url: Option<String>,
+    /// Pid of a tickcast already running, for its CPU.
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// Clients that drop and reconnect.
+    #[arg(long, default_value_t = 200)]
+    conns: usize,
+    /// Clients that stay connected (their p99 is measured).
+    #[arg(long, default_value_t = 20)]
+    stayers: usize,
+    /// Symbols per client.
+    #[arg(long, default_value_t = 20)]
+    symbols_per_conn: usize,
+    /// Book depth.
+    #[arg(long, default_value_t = 25, value_parser = parse_depth)]
+    depth: u32,
+    /// Reconnect without resume (a fresh subscribe: the snapshot storm).
+    #[arg(long)]
+    no_resume: bool,
+    /// The drops are spread over this many ms.
+    #[arg(long, default_value_t = 500)]
+    spread_ms: u64,
+    /// Each client stays away this many ms.
+    #[arg(long, default_value_t = 200)]
+    away_ms: u64,
+    /// Measured window (storm and baseline), seconds.
+    #[arg(long, default_value_t = 3.0)]
+    window: f64,
+    /// Runs (each against a fresh target when --target-cmd is given).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 /// Flags of the scenarios.
@@ -397,10 +441,89 @@ fn main() -> ExitCode {
         Some(Cmd::Connections(a)) => run_scenario(Scenario::Connections, a),
         Some(Cmd::Slow(a)) => run_scenario(Scenario::Slow, a),
         Some(Cmd::Burst(a)) => run_scenario(Scenario::Burst, a),
+        Some(Cmd::Reconnect(a)) => run_reconnect(&a),
         Some(Cmd::Summarize(a)) => run_summarize(a),
         Some(Cmd::Worker) => run_worker(),
         None => run_plain(cli.run),
     }
+}
+
+fn run_reconnect(a: &ReconnectArgs) -> ExitCode {
+    let mut failed = false;
+    for run in 0..a.runs {
+        let result = reconnect_once(a);
+        match result {
+            Ok(r) => {
+                println!("run {run}: {}", tickcast_bench::reconnect::line(&r));
+                failed |= r.errors > 0;
+            }
+            Err(e) => {
+                eprintln!("tickcast-bench: reconnect: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn reconnect_once(a: &ReconnectArgs) -> Result<tickcast_bench::reconnect::ReconnectReport, String> {
+    let mut child = None;
+    let (url, pid) = match (&a.target_cmd, &a.url) {
+        (Some(cmd), _) => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?
+                .port();
+            let cmd = cmd.replace("{port}", &port.to_string());
+            let c = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec {cmd}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            let pid = c.id();
+            child = Some(c);
+            (format!("ws://127.0.0.1:{port}/ws"), Some(pid))
+        }
+        (None, Some(url)) => (url.clone(), a.target_pid),
+        (None, None) => return Err("give --target-cmd or --url".into()),
+    };
+    let cfg = tickcast_bench::reconnect::ReconnectConfig {
+        url,
+        pid,
+        movers: a.conns,
+        stayers: a.stayers,
+        symbols_per_conn: a.symbols_per_conn,
+        depth: a.depth as u16,
+        resume: !a.no_resume,
+        spread: Duration::from_millis(a.spread_ms),
+        away: Duration::from_millis(a.away_ms),
+        window: Duration::from_secs_f64(a.window),
+    };
+    let rt = local_runtime()?;
+    // Wait for the target to serve its feed.
+    let result = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tickcast_bench::runner::fetch_symbols(&cfg.url, Duration::from_secs(2)).await {
+                Ok(s) if !s.is_empty() => break,
+                _ if tokio::time::Instant::now() > deadline => {
+                    return Err("the target never listed its symbols".to_owned());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        tickcast_bench::reconnect::run(&cfg).await
+    });
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    result
 }
 
 fn run_plain(args: RunArgs) -> ExitCode {

@@ -32,6 +32,7 @@ fn info(name: &str) -> Option<SymbolInfo> {
             sid: *sid,
             px_decimals: 2,
             qty_decimals: 6,
+            recovered: None,
         })
 }
 
@@ -153,7 +154,16 @@ async fn on_subscribe(mut ws: Ws, script: Script, id: u64, names: Vec<String>) {
             let (Some(&s1), Some(&s2)) = (sids.first(), sids.get(1)) else {
                 return;
             };
-            if !send_reply(&mut ws, &Reply::Subscribed { id, symbols: infos }).await {
+            if !send_reply(
+                &mut ws,
+                &Reply::Subscribed {
+                    id,
+                    epoch: None,
+                    symbols: infos,
+                },
+            )
+            .await
+            {
                 return;
             }
             let mut batches = vec![
@@ -208,7 +218,15 @@ async fn on_subscribe(mut ws: Ws, script: Script, id: u64, names: Vec<String>) {
                 }
             }
             Some("BBB") => {
-                if send_reply(&mut ws, &Reply::Subscribed { id, symbols: infos }).await
+                if send_reply(
+                    &mut ws,
+                    &Reply::Subscribed {
+                        id,
+                        epoch: None,
+                        symbols: infos,
+                    },
+                )
+                .await
                     && send_bin(&mut ws, batch(&[snapshot(2, 1)])).await
                 {
                     let frame = CloseFrame {
@@ -221,7 +239,15 @@ async fn on_subscribe(mut ws: Ws, script: Script, id: u64, names: Vec<String>) {
                 }
             }
             _ => {
-                if send_reply(&mut ws, &Reply::Subscribed { id, symbols: infos }).await
+                if send_reply(
+                    &mut ws,
+                    &Reply::Subscribed {
+                        id,
+                        epoch: None,
+                        symbols: infos,
+                    },
+                )
+                .await
                     && send_bin(&mut ws, batch(&[snapshot(3, 1), delta(3, 2)])).await
                 {
                     drain(&mut ws).await;

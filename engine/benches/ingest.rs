@@ -35,6 +35,8 @@ use tickcast::fanout::{Format, Topic};
 use tickcast::feed::decode::FeedDecoder;
 use tickcast::feed::ingest::{DEFAULT_STALL_TIMEOUT, IngestContext, Replay};
 use tickcast::metrics::Metrics;
+use tickcast::replay::ReplayLimits;
+use tickcast::replay::epoch::{Epoch, EpochCell};
 use tickcast::ring::{Ring, SymbolDirectory};
 
 const SYMBOLS: usize = 50;
@@ -124,6 +126,8 @@ fn rig(feed: &Feed, streams: &[(usize, Format)]) -> Rig {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(5),
         stall_timeout: DEFAULT_STALL_TIMEOUT,
+        epoch: Arc::new(EpochCell::new(Epoch::generate())),
+        replay: ReplayLimits::default(),
     };
     let mut replay = Replay::new(ctx).expect("replay");
     for i in 0..feed.setup.ranges.len() {

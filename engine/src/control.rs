@@ -462,12 +462,6 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// `{"op":"subscribed","id":..,"symbols":[..]}`.
-pub fn subscribed_reply(id: &Value, symbols: &[&SymbolMeta]) -> Vec<u8> {
-    let list: Vec<Value> = symbols.iter().map(|m| symbol_json(m)).collect();
-    to_vec(&json!({"op": "subscribed", "id": id, "symbols": list}))
-}
-
 /// Protocol 1.1 `subscribed` reply:
 /// `{"op":"subscribed","id":..,"epoch":"3f9c0a17","symbols":[{..,"recovered":true},..]}`.
 /// `recovered` is given (`Some`) only for the symbols the subscribe's `resume` named.
@@ -741,10 +735,12 @@ mod tests {
             px_decimals: 2,
             qty_decimals: 6,
         };
-        let v: Value = serde_json::from_slice(&subscribed_reply(&json!(1), &[&m])).unwrap();
+        let v: Value =
+            serde_json::from_slice(&subscribed_reply_v11(&json!(1), "00000001", &[(&m, None)]))
+                .unwrap();
         assert_eq!(
             v,
-            json!({"op":"subscribed","id":1,"symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6}]})
+            json!({"op":"subscribed","id":1,"epoch":"00000001","symbols":[{"symbol":"BTC-USD","sid":7,"px_decimals":2,"qty_decimals":6}]})
         );
         let v: Value =
             serde_json::from_slice(&error_reply(&json!(2), ErrorCode::UnknownSymbol, "no"))

@@ -11,6 +11,7 @@
 //! [`wire`], [`fanout`], [`control`]) takes bytes and time and returns bytes and events.
 
 pub mod book;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -43,10 +43,19 @@ pub struct ShardMetrics {
     pub refused: [AtomicU64; REFUSAL_REASONS.len()],
     /// Clients closed because they answered no ping.
     pub ping_timeouts: AtomicU64,
+    /// Open connections by transport (indexed like [`TRANSPORTS`]).
+    pub transport_connections: [AtomicU64; TRANSPORTS.len()],
+    /// Slow consumers evicted, by transport (indexed like [`TRANSPORTS`]): a WebSocket gets
+    /// close 1013, an HTTP stream just ends.
+    pub transport_evictions: [AtomicU64; TRANSPORTS.len()],
     /// Time from `recv_ts` to the `writev` that handed a record to the kernel, per delivered
     /// record (binary records; sampled once per record and drain).
     pub latency: LatencyHistogram,
 }
+
+/// Transports, the `transport` label of `tickcast_transport_connections` and
+/// `tickcast_transport_evictions_total`: `/ws`, `/stream`, `/sse` (protocol §3.4).
+pub const TRANSPORTS: [&str; 3] = ["ws", "stream", "sse"];
 
 /// Upper bounds (nanoseconds) of the latency histogram buckets; the last bucket is `+Inf`.
 pub const LATENCY_BOUNDS_NS: [u64; 15] = [
@@ -173,6 +182,8 @@ pub struct IngestMetrics {
     pub ring_drops: AtomicU64,
     /// Snapshot requests answered.
     pub snapshots_served: AtomicU64,
+    /// Subscribes with `resume` answered (each names one or more symbols).
+    pub resumes_served: AtomicU64,
 }
 
 /// The replay windows' counters and gauges (protocol 1.1 resume), published by their owner
@@ -215,6 +226,39 @@ impl ReplayMetrics {
     }
 }
 
+/// The NATS bus (`--role ingest|edge`, docs/protocol.md §7): counted by the one thread that
+/// talks to NATS.
+#[derive(Debug, Default)]
+pub struct BusMetrics {
+    /// Messages received from NATS.
+    pub messages_in: AtomicU64,
+    /// Payload bytes received from NATS.
+    pub bytes_in: AtomicU64,
+    /// Messages published to NATS.
+    pub messages_out: AtomicU64,
+    /// Payload bytes published to NATS.
+    pub bytes_out: AtomicU64,
+    /// Records published (ingest) or received (edge) in stream batches.
+    pub records: AtomicU64,
+    /// Records not published because NATS was unreachable (ingest).
+    pub unpublished: AtomicU64,
+    /// Snapshot requests sent (edge) or answered (ingest).
+    pub snapshot_requests: AtomicU64,
+    /// Seq gaps seen on the bus (edge).
+    pub gaps: AtomicU64,
+    /// Streams brought back in line with a fresh snapshot after a gap, a reconnect or a new
+    /// epoch (edge).
+    pub resyncs: AtomicU64,
+    /// Connections to NATS made (the first and every reconnect).
+    pub connects: AtomicU64,
+    /// 1 while connected to NATS (gauge).
+    pub connected: AtomicU64,
+    /// Stream subjects subscribed to now (edge, gauge).
+    pub subscriptions: AtomicU64,
+    /// The ingest node's epoch, as a number (gauge; 0 before it is known).
+    pub epoch: AtomicU64,
+}
+
 /// Whether the engine can serve: the feed is connected and every book is in sync.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -244,6 +288,8 @@ pub struct Metrics {
     pub replay: CachePadded<ReplayMetrics>,
     /// Feed health.
     pub health: Health,
+    /// The NATS bus (zero in the standalone role).
+    pub bus: CachePadded<BusMetrics>,
 }
 
 impl Metrics {
@@ -256,6 +302,7 @@ impl Metrics {
             ingest: CachePadded::new(IngestMetrics::default()),
             replay: CachePadded::new(ReplayMetrics::default()),
             health: Health::default(),
+            bus: CachePadded::new(BusMetrics::default()),
         }
     }
 
@@ -299,7 +346,7 @@ impl Metrics {
             (
                 "tickcast_evictions_total",
                 "counter",
-                "Slow consumers evicted with close 1013.",
+                "Slow consumers evicted (close 1013 on ws; an HTTP stream ends).",
                 |m| &m.evicted_slow,
             ),
             (
@@ -349,7 +396,7 @@ impl Metrics {
                 );
             }
         }
-        let ingest: [(&str, &str, &AtomicU64); 11] = [
+        let ingest: [(&str, &str, &AtomicU64); 12] = [
             (
                 "tickcast_feed_messages_total",
                 "Feed messages read.",
@@ -405,7 +452,34 @@ impl Metrics {
                 "Subscription snapshots served.",
                 &self.ingest.snapshots_served,
             ),
+            (
+                "tickcast_resumes_served_total",
+                "Subscribes with resume answered.",
+                &self.ingest.resumes_served,
+            ),
         ];
+        for (name, kind, help, get) in [
+            (
+                "tickcast_transport_connections",
+                "gauge",
+                "Open client connections by transport.",
+                (|m| &m.transport_connections) as fn(&ShardMetrics) -> &[AtomicU64; 3],
+            ),
+            (
+                "tickcast_transport_evictions_total",
+                "counter",
+                "Slow consumers evicted, by transport (1013 on ws; an HTTP stream ends).",
+                |m| &m.transport_evictions,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, m) in self.shards.iter().enumerate() {
+                for (t, transport) in TRANSPORTS.iter().enumerate() {
+                    let v = get(m)[t].load(Ordering::Relaxed);
+                    let _ = writeln!(out, "{name}{{shard=\"{i}\",transport=\"{transport}\"}} {v}");
+                }
+            }
+        }
         let name = "tickcast_handshake_failures_total";
         let _ = writeln!(
             out,
@@ -504,6 +578,94 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in replay {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let b = &self.bus;
+        let bus: [(&str, &str, &str, &AtomicU64); 13] = [
+            (
+                "tickcast_bus_messages_in_total",
+                "counter",
+                "Messages received from NATS.",
+                &b.messages_in,
+            ),
+            (
+                "tickcast_bus_bytes_in_total",
+                "counter",
+                "Payload bytes received from NATS.",
+                &b.bytes_in,
+            ),
+            (
+                "tickcast_bus_messages_out_total",
+                "counter",
+                "Messages published to NATS.",
+                &b.messages_out,
+            ),
+            (
+                "tickcast_bus_bytes_out_total",
+                "counter",
+                "Payload bytes published to NATS.",
+                &b.bytes_out,
+            ),
+            (
+                "tickcast_bus_records_total",
+                "counter",
+                "Records published (ingest) or received (edge) on the bus.",
+                &b.records,
+            ),
+            (
+                "tickcast_bus_unpublished_total",
+                "counter",
+                "Records not published while NATS was unreachable (ingest).",
+                &b.unpublished,
+            ),
+            (
+                "tickcast_bus_snapshot_requests_total",
+                "counter",
+                "Snapshot requests sent (edge) or answered (ingest).",
+                &b.snapshot_requests,
+            ),
+            (
+                "tickcast_bus_gaps_total",
+                "counter",
+                "Seq gaps seen on the bus (edge).",
+                &b.gaps,
+            ),
+            (
+                "tickcast_bus_resyncs_total",
+                "counter",
+                "Streams resynced with a fresh snapshot after a gap, a reconnect or a new epoch (edge).",
+                &b.resyncs,
+            ),
+            (
+                "tickcast_bus_connects_total",
+                "counter",
+                "Connections to NATS made.",
+                &b.connects,
+            ),
+            (
+                "tickcast_bus_connected",
+                "gauge",
+                "1 while connected to NATS.",
+                &b.connected,
+            ),
+            (
+                "tickcast_bus_subscriptions",
+                "gauge",
+                "Stream subjects subscribed to (edge).",
+                &b.subscriptions,
+            ),
+            (
+                "tickcast_bus_epoch",
+                "gauge",
+                "The ingest node's epoch as a number (0: not known yet).",
+                &b.epoch,
+            ),
+        ];
+        for (name, kind, help, v) in bus {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crate::config::{Config, ConfigError, FeedSource, FeedUrl};
+use crate::config::{Config, ConfigError, FeedSource, FeedUrl, Role};
 use crate::fanout::interest::Interest;
 use crate::feed::ingest::{self, IngestContext};
 use crate::metrics::Metrics;
+use crate::replay::epoch::{Epoch, EpochCell};
 use crate::ring::{Ring, SymbolDirectory};
 use crate::shard::{self, ShardContext};
 use crate::tls::{self, CertStore, TlsError};
@@ -76,6 +77,11 @@ impl Engine {
             _ => (None, None),
         };
         let (feed, simulator) = match &config.feed {
+            // An edge reads no feed: its streams come over NATS.
+            _ if config.role == Role::Edge => (
+                FeedUrl::parse("ws://127.0.0.1:1/not-read-by-an-edge")?,
+                None,
+            ),
             FeedSource::External(url) => (url.clone(), None),
             FeedSource::Embedded {
                 symbols,
@@ -110,7 +116,12 @@ impl Engine {
         }
 
         let metrics = Arc::new(Metrics::new(config.shards));
-        let interest = Arc::new(Interest::new(config.shards, config.max_symbols));
+        // An ingest node's bus publisher is one more consumer of the ingester, after the shards.
+        let bus_shard = (config.role == Role::Ingest).then_some(config.shards);
+        let interest = Arc::new(Interest::new(
+            config.shards + usize::from(bus_shard.is_some()),
+            config.max_symbols,
+        ));
         let symbols = Arc::new(SymbolDirectory::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(shard::limits::ConnCounter::new(
@@ -118,6 +129,8 @@ impl Engine {
             config.max_conns_per_ip,
         ));
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        // One numbering per process: a restart is a new epoch (docs/protocol.md §4.3).
+        let epoch = Arc::new(EpochCell::new(Epoch::generate()));
         let ingest_poll = mio::Poll::new()?;
         let ingest_waker = Arc::new(mio::Waker::new(ingest_poll.registry(), ingest::REQUESTS)?);
 
@@ -149,6 +162,7 @@ impl Engine {
                 shutdown: shutdown.clone(),
                 conns: conns.clone(),
                 tls: tls_config.clone(),
+                epoch: epoch.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let t = std::thread::Builder::new()
@@ -168,9 +182,94 @@ impl Engine {
             threads.push(t);
         }
 
+        // The bus needs tokio's network types, which its loom build lacks (the loom build runs
+        // the ring's models only).
+        #[cfg(loom)]
+        if config.role != Role::Standalone {
+            return Err(StartError::Threads(io::Error::other(
+                "the ingest and edge roles are not built with --cfg loom",
+            )));
+        }
+        #[cfg(not(loom))]
+        if config.role == Role::Edge {
+            let bus = crate::bus::edge::EdgeBus {
+                nats_url: config.nats_url.clone().unwrap_or_default(),
+                subjects: crate::bus::Subjects::new(&config.nats_prefix),
+                rings: rings.clone(),
+                interest,
+                symbols,
+                requests: req_rx,
+                poll: ingest_poll,
+                reconnect: (config.reconnect_min, config.reconnect_max),
+                epoch: epoch.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name("bus-edge".into())
+                .spawn(move || {
+                    if let Err(e) = bus.run() {
+                        tracing::error!(error = %e, "bus subscriber stopped");
+                    }
+                })?;
+            threads.push(t);
+            let scheme = if certs.is_some() { "wss" } else { "ws" };
+            tracing::info!(listen = %addr, shards = config.shards, "tickcast edge serving {scheme}://{addr}/ws");
+            return Ok(Self {
+                local_addr: addr,
+                feed_url: String::new(),
+                metrics,
+                shutdown,
+                threads,
+                ingest_waker,
+                rings,
+                simulator,
+                certs,
+            });
+        }
+
+        #[cfg_attr(loom, allow(unused_mut))]
+        let mut ingest_rings = rings.clone();
+        #[cfg(not(loom))]
+        if let Some(bus_shard) = bus_shard {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), mio::Token(0))?;
+            let ring = Arc::new(Ring::new(config.ring_capacity, waker));
+            // The bus takes every stream of every symbol, in both formats.
+            for i in 0..crate::fanout::Topic::count(config.max_symbols) {
+                interest.add(bus_shard, crate::bus::topic_of_index(i));
+            }
+            ingest_rings.push(ring.clone());
+            let bus = crate::bus::ingest::IngestBus {
+                nats_url: config.nats_url.clone().unwrap_or_default(),
+                subjects: crate::bus::Subjects::new(&config.nats_prefix),
+                ring,
+                poll,
+                shard: bus_shard,
+                requests: req_tx.clone(),
+                ingest_waker: ingest_waker.clone(),
+                symbols: symbols.clone(),
+                epoch: epoch.clone(),
+                reconnect: (config.reconnect_min, config.reconnect_max),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
+            metrics.bus.epoch.store(
+                u64::from(epoch.get().as_u32()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let t = std::thread::Builder::new()
+                .name("bus-ingest".into())
+                .spawn(move || {
+                    if let Err(e) = bus.run() {
+                        tracing::error!(error = %e, "bus publisher stopped");
+                    }
+                })?;
+            threads.push(t);
+        }
         let ictx = IngestContext {
             feed: feed.clone(),
-            rings: rings.clone(),
+            rings: ingest_rings,
             interest,
             symbols,
             requests: req_rx,
@@ -179,6 +278,8 @@ impl Engine {
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
             stall_timeout: config.feed_stall_timeout,
+            epoch,
+            replay: config.replay,
         };
         let t = std::thread::Builder::new()
             .name("ingest".into())

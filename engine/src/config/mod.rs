@@ -23,7 +23,9 @@
 
 mod settings;
 
-pub use settings::{KEYS, LogFormat, Overrides, Rule, SETTINGS, Setting, Value, markdown_table};
+pub use settings::{
+    KEYS, LogFormat, Overrides, Role, Rule, SETTINGS, Setting, Value, markdown_table,
+};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -306,6 +308,13 @@ pub struct Config {
     pub replay: ReplayLimits,
     /// How logs are written.
     pub log_format: LogFormat,
+    /// What this process does: standalone, ingest node or edge node.
+    pub role: Role,
+    /// The NATS server(s) of the bus (`nats://HOST:PORT`, comma-separated); needed by the
+    /// ingest and edge roles.
+    pub nats_url: Option<String>,
+    /// First token of every bus subject.
+    pub nats_prefix: String,
 }
 
 impl Default for Config {
@@ -416,6 +425,9 @@ impl Config {
                 total_bytes: need(o.replay_total_bytes, "replay-total-bytes")?,
             },
             log_format: need(o.log_format, "log-format")?,
+            role: need(o.role, "role")?,
+            nats_url: o.nats_url,
+            nats_prefix: need(o.nats_prefix, "nats-prefix")?,
         })
     }
 
@@ -482,6 +494,9 @@ impl Config {
             replay_age: secs(self.replay.age),
             replay_total_bytes: Some(self.replay.total_bytes),
             log_format: Some(self.log_format),
+            role: Some(self.role),
+            nats_url: self.nats_url.clone(),
+            nats_prefix: Some(self.nats_prefix.clone()),
         }
     }
 
@@ -526,6 +541,45 @@ impl Config {
                     "{} s is below reconnect-min ({} s)",
                     self.reconnect_max.as_secs_f64(),
                     self.reconnect_min.as_secs_f64()
+                ),
+            ));
+        }
+
+        if self.role != Role::Standalone {
+            match self.nats_url.as_deref() {
+                None | Some("") => {
+                    return Err(ConfigError::new(
+                        "nats-url",
+                        format!(
+                            "--role {} needs the NATS server (nats://HOST:PORT)",
+                            self.role
+                        ),
+                    ));
+                }
+                Some(urls) => {
+                    for u in urls.split(',') {
+                        let rest = u.trim().strip_prefix("nats://").unwrap_or_default();
+                        if rest.is_empty() || rest.contains('/') {
+                            return Err(ConfigError::new(
+                                "nats-url",
+                                format!("{u:?} is not nats://HOST:PORT"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token_ok(&self.nats_prefix) {
+            return Err(ConfigError::new(
+                "nats-prefix",
+                format!(
+                    "{:?} is not one subject token (letters, digits, - and _)",
+                    self.nats_prefix
                 ),
             ));
         }
@@ -1445,8 +1499,8 @@ mod tests {
         let text = include_str!("../../../config/tickcast.example.toml");
         let as_is = Config::from_overrides(&parse(text)).unwrap();
         assert_eq!(format!("{as_is:?}"), format!("{:?}", Config::default()));
-        // Uncommented, every `# key = value` line is the default (but for the two keys whose
-        // default cannot be written: shards, one per core, and tokens-file, none).
+        // Uncommented, every `# key = value` line is the default (but for the keys whose default
+        // cannot be written: shards, one per core, and tokens-file and nats-url, none).
         let mut seen = Vec::new();
         let uncommented: Vec<&str> = text
             .lines()
@@ -1471,6 +1525,7 @@ mod tests {
         );
         assert!(c.tls_cert.take().is_some() && c.tls_key.take().is_some());
         assert!(c.jwt_secret_file.take().is_some() && c.jwt_public_key.take().is_some());
+        assert_eq!(c.nats_url.take().as_deref(), Some("nats://127.0.0.1:4222"));
         c.shards = Config::default().shards;
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
     }

@@ -59,6 +59,43 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// What this process does (`--role`, docs/architecture.md "Roles").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingest and fan-out in one process; no NATS (the default).
+    #[default]
+    Standalone,
+    /// Reads the feed, keeps the books, numbers every stream and publishes it to NATS; answers
+    /// the edges' snapshot requests. Still serves clients of its own.
+    Ingest,
+    /// Serves clients from the streams of an ingest node, received over NATS.
+    Edge,
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "standalone" => Ok(Self::Standalone),
+            "ingest" => Ok(Self::Ingest),
+            "edge" => Ok(Self::Edge),
+            _ => Err(format!("{s:?} is not a role (standalone, ingest or edge)")),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Standalone => "standalone",
+            Self::Ingest => "ingest",
+            Self::Edge => "edge",
+        })
+    }
+}
+
 /// What a setting's value must be; [`Rule::check`] refuses anything else with a message that
 /// names the key.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,7 +194,15 @@ macro_rules! not_numbers {
         }
     )*};
 }
-not_numbers!(bool, String, SocketAddr, PathBuf, Vec<String>, LogFormat);
+not_numbers!(
+    bool,
+    String,
+    SocketAddr,
+    PathBuf,
+    Vec<String>,
+    LogFormat,
+    Role
+);
 
 /// One row of the settings table, for documentation.
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +303,16 @@ settings! {
         shown "false", value "BOOL", rule Rule::Any,
         help "Pin shard i to core i (modulo the number of cores).",
         arg(num_args = 0..=1, require_equals = true, default_missing_value = BOOL_FLAG);
+
+    ["Cluster"] "role" role: Role = Some(Role::Standalone),
+        shown "standalone", value "ROLE", rule Rule::Any,
+        help "standalone (feed and clients in one process), ingest (feed to NATS) or edge (NATS to clients); see docs/operations.md \"Running a cluster\".";
+    ["Cluster"] "nats-url" nats_url: String = None,
+        shown "none", value "URL", rule Rule::Any,
+        help "NATS server(s) of the bus, nats://HOST:PORT (comma-separated for several); needed by --role ingest and edge.";
+    ["Cluster"] "nats-prefix" nats_prefix: String = Some("tickcast".to_owned()),
+        shown "tickcast", value "TOKEN", rule Rule::Any,
+        help "First token of every bus subject, so that several clusters can share one NATS.";
 
     ["Feed"] "feed" feed: String = Some(EMBEDDED_FEED.to_owned()),
         shown "embedded", value "URL", rule Rule::Any,

@@ -81,24 +81,7 @@ pub fn check(
         return Err(Refusal::Origin);
     }
     let proto_token = protocols.iter().find_map(|p| p.strip_prefix(TOKEN_PREFIX));
-    let token = proto_token.or(query_token).filter(|t| !t.is_empty());
-    let mut grant = None;
-    if let Some(tokens) = &config.tokens {
-        let Some(token) = token else {
-            return Err(Refusal::MissingToken);
-        };
-        if !tokens.contains(token) {
-            return Err(Refusal::BadToken);
-        }
-    } else if let Some(key) = &config.jwt {
-        let Some(token) = token else {
-            return Err(Refusal::MissingToken);
-        };
-        grant = Some(entitle::verify(key, token, now_s).map_err(|e| match e {
-            TokenError::Expired => Refusal::ExpiredToken,
-            _ => Refusal::BadToken,
-        })?);
-    }
+    let grant = check_token(config, proto_token.or(query_token), now_s)?;
     let selected = if protocols.iter().any(|p| p == SUBPROTOCOL) {
         Some(SUBPROTOCOL.to_owned())
     } else {
@@ -111,6 +94,53 @@ pub fn check(
         protocol: selected,
         grant,
     })
+}
+
+/// The token half of [`check`]: with tokens configured, `token` must be one of them; with JWTs,
+/// it must verify at `now_s` (its grant is returned).
+///
+/// # Errors
+/// [`Refusal::MissingToken`], [`Refusal::BadToken`] or [`Refusal::ExpiredToken`].
+pub fn check_token(
+    config: &Config,
+    token: Option<&str>,
+    now_s: u64,
+) -> Result<Option<Grant>, Refusal> {
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(tokens) = &config.tokens {
+        let Some(token) = token else {
+            return Err(Refusal::MissingToken);
+        };
+        if !tokens.contains(token) {
+            return Err(Refusal::BadToken);
+        }
+    } else if let Some(key) = &config.jwt {
+        let Some(token) = token else {
+            return Err(Refusal::MissingToken);
+        };
+        return entitle::verify(key, token, now_s)
+            .map(Some)
+            .map_err(|e| match e {
+                TokenError::Expired => Refusal::ExpiredToken,
+                _ => Refusal::BadToken,
+            });
+    }
+    Ok(None)
+}
+
+/// The Origin half of [`check`] for plain requests: an `Origin` that is sent must be on the
+/// allowlist (when there is one). Unlike an upgrade, a request without `Origin` passes: a
+/// browser sends none when it navigates to a page.
+///
+/// # Errors
+/// [`Refusal::Origin`].
+pub fn check_origin_if_sent(config: &Config, origin: Option<&str>) -> Result<(), Refusal> {
+    match origin {
+        Some(o) if !config.allowed_origins.is_empty() && !config.origin_allowed(o) => {
+            Err(Refusal::Origin)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,49 @@ pub fn append_owed(
     owed: &Owed,
     limits: BatchLimits,
 ) -> Result<usize, Overflow> {
+    append_owed_framed(out, format, Framing::WebSocket, arena, owed, limits)
+}
+
+/// How a message is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// A WebSocket frame.
+    WebSocket,
+    /// `/stream` (protocol §3.4): one HTTP chunk holding one frame
+    /// `{u32 length LE, u8 type = 1, payload}` (binary only).
+    HttpStream,
+}
+
+/// [`append_owed`] for a `/stream` connection (protocol §3.4): the same binary batches, each
+/// as one HTTP chunk holding the frame `{u32 length LE, u8 type = 1, batch}`. The records are
+/// the same shared slices of the arena as a WebSocket subscriber's.
+///
+/// # Errors
+/// [`Overflow`] when the batch does not fit; nothing was queued.
+pub fn append_owed_stream(
+    out: &mut OutBuf,
+    arena: &DrainArena,
+    owed: &Owed,
+    limits: BatchLimits,
+) -> Result<usize, Overflow> {
+    append_owed_framed(
+        out,
+        Format::Binary,
+        Framing::HttpStream,
+        arena,
+        owed,
+        limits,
+    )
+}
+
+fn append_owed_framed(
+    out: &mut OutBuf,
+    format: Format,
+    framing: Framing,
+    arena: &DrainArena,
+    owed: &Owed,
+    limits: BatchLimits,
+) -> Result<usize, Overflow> {
     if owed.is_empty() {
         return Ok(0);
     }
@@ -114,8 +157,16 @@ pub fn append_owed(
     let payload = base_len(format) + owed.bytes();
     if owed.records() <= max_records && (payload <= limits.max_payload || owed.records() == 1) {
         // The usual case: everything in one message.
-        out.reserve(payload + frame_header_len(payload))?;
-        push_message(out, format, arena, owed.records(), payload, owed.pieces());
+        out.reserve(payload + framing_len(framing, payload))?;
+        push_message(
+            out,
+            format,
+            framing,
+            arena,
+            owed.records(),
+            payload,
+            owed.pieces(),
+        );
         return Ok(1);
     }
     // Several messages: cut the spans at record boundaries, then queue.
@@ -156,7 +207,7 @@ pub fn append_owed(
     }
     let wire = messages
         .iter()
-        .map(|&(_, p, _)| p + frame_header_len(p))
+        .map(|&(_, p, _)| p + framing_len(framing, p))
         .sum();
     out.reserve(wire)?;
     let mut from = 0;
@@ -164,6 +215,7 @@ pub fn append_owed(
         push_message(
             out,
             format,
+            framing,
             arena,
             count,
             payload,
@@ -183,10 +235,31 @@ fn base_len(format: Format) -> usize {
     }
 }
 
+/// Bytes a message of `payload` bytes costs on the wire besides the payload.
+fn framing_len(framing: Framing, payload: usize) -> usize {
+    match framing {
+        Framing::WebSocket => frame_header_len(payload),
+        // Chunk size line (hex), frame header, chunk trailer.
+        Framing::HttpStream => hex_len(STREAM_FRAME_HEADER + payload) + 2 + STREAM_FRAME_HEADER + 2,
+    }
+}
+
+/// `/stream` frame header: u32 length, u8 type.
+const STREAM_FRAME_HEADER: usize = 5;
+/// `/stream` frame type of a binary batch.
+const STREAM_BATCH: u8 = 1;
+
+fn hex_len(n: usize) -> usize {
+    (usize::BITS as usize - n.leading_zeros() as usize)
+        .div_ceil(4)
+        .max(1)
+}
+
 /// Queues one message of `count` records (`payload` bytes) made of `spans`.
 fn push_message(
     out: &mut OutBuf,
     format: Format,
+    framing: Framing,
     arena: &DrainArena,
     count: usize,
     payload: usize,
@@ -196,7 +269,42 @@ fn push_message(
         Piece::Span(s) => arena.slice(*s),
         Piece::Own(b) => b.clone(),
     };
-    push_records(out, format, count, payload, spans.iter().map(bytes));
+    if framing == Framing::HttpStream {
+        push_stream_records(out, count, payload, spans.iter().map(bytes));
+    } else {
+        push_records(out, format, count, payload, spans.iter().map(bytes));
+    }
+}
+
+/// [`push_records`] for `/stream` (binary): the chunk size line, frame header and batch header
+/// as one inline chunk (at most 23 bytes), the pieces, then the chunk's CRLF.
+fn push_stream_records(
+    out: &mut OutBuf,
+    count: usize,
+    payload: usize,
+    pieces: impl ExactSizeIterator<Item = Bytes>,
+) {
+    let mut head = [0u8; 32];
+    let frame_len = STREAM_FRAME_HEADER + payload;
+    let digits = hex_len(frame_len);
+    for (i, h) in head.iter_mut().take(digits).enumerate() {
+        let nibble = (frame_len >> (4 * (digits - 1 - i))) & 0xf;
+        *h = b"0123456789abcdef"[nibble];
+    }
+    let mut n = digits;
+    head[n..n + 2].copy_from_slice(b"\r\n");
+    n += 2;
+    head[n..n + 4].copy_from_slice(&(payload as u32).to_le_bytes());
+    head[n + 4] = STREAM_BATCH;
+    n += STREAM_FRAME_HEADER;
+    let count = u16::try_from(count).unwrap_or(u16::MAX);
+    head[n..n + BATCH_HEADER_LEN].copy_from_slice(&batch_header(count));
+    n += BATCH_HEADER_LEN;
+    out.push_small(&head[..n], false);
+    for b in pieces {
+        out.push_shared(b, false);
+    }
+    out.push_small(b"\r\n", true);
 }
 
 /// Queues one message of `count` records (`payload` bytes) whose record bytes are `pieces`
@@ -547,6 +655,50 @@ mod tests {
         let f = frames(&flatten(&mut out));
         for (r, (_, p)) in list.iter().zip(&f) {
             assert_eq!(&p[8..], &r[..]);
+        }
+    }
+
+    #[test]
+    fn stream_frames_carry_the_same_batches_as_websocket_messages() {
+        for limits in [
+            BatchLimits::default(),
+            BatchLimits {
+                max_records: 3,
+                max_payload: 1 << 20,
+            },
+            BatchLimits {
+                max_records: 1000,
+                max_payload: 300,
+            },
+        ] {
+            let (arena, owed, _) = drain(Format::Binary, 40, |i| i % 3 != 1);
+            let mut ws = OutBuf::new(1 << 30);
+            let n = append_owed(&mut ws, Format::Binary, &arena, &owed, limits).unwrap();
+            let want: Vec<Vec<u8>> = frames(&flatten(&mut ws)).into_iter().map(|f| f.1).collect();
+            let mut st = OutBuf::new(1 << 30);
+            assert_eq!(append_owed_stream(&mut st, &arena, &owed, limits), Ok(n));
+            let queued = st.len();
+            let raw = flatten(&mut st);
+            assert_eq!(raw.len(), queued);
+            // Each HTTP chunk holds exactly one frame {u32 len, u8 1, batch}.
+            let mut got = Vec::new();
+            let mut rest = &raw[..];
+            while !rest.is_empty() {
+                let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap(), 16).unwrap();
+                let chunk = &rest[nl + 2..nl + 2 + size];
+                assert_eq!(&rest[nl + 2 + size..nl + 4 + size], b"\r\n");
+                let len = u32::from_le_bytes(chunk[..4].try_into().unwrap()) as usize;
+                assert_eq!((len + 5, chunk[4]), (size, 1));
+                got.push(chunk[5..].to_vec());
+                rest = &rest[nl + 4 + size..];
+            }
+            assert_eq!(got, want, "{limits:?}");
+            // The bound is checked on the framed size: one byte less refuses all of it.
+            let mut tight = OutBuf::new(queued - 1);
+            assert!(append_owed_stream(&mut tight, &arena, &owed, limits).is_err());
+            assert!(tight.is_empty());
         }
     }
 

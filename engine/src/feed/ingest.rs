@@ -52,7 +52,12 @@ use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
 pub use crate::feed::error::{FeedError, FeedMisbehaved};
 use crate::feed::stamped::Stamped;
 use crate::metrics::{IngestMetrics, Metrics, add};
-use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
+use crate::replay::epoch::EpochCell;
+use crate::replay::{ReplayLimits, ReplayWindows};
+use crate::ring::{
+    IngestRequest, Push, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory,
+    SymbolResumed, SymbolTable,
+};
 use crate::wire::{self, FLAG_SNAPSHOT, RecordHeader, RecordKind, StatusCode, SymbolMeta, Trade};
 
 /// Token of the feed socket.
@@ -96,6 +101,10 @@ pub struct IngestContext {
     /// A feed that sends nothing (not even a pong to our ping) for this long is stalled: every
     /// symbol goes stale and the ingester reconnects. Zero disables the check.
     pub stall_timeout: Duration,
+    /// The epoch of the stream numbering, shared with the shards (their `subscribed` replies).
+    pub epoch: Arc<EpochCell>,
+    /// Bounds of the replay windows (protocol 1.1 resume).
+    pub replay: ReplayLimits,
 }
 
 /// An update that arrived one ahead of its predecessor.
@@ -187,6 +196,12 @@ struct Ingester {
     /// Every symbol was in sync at some point of the current session.
     synced_this_session: bool,
     counts: Counts,
+    /// The last records of every stream someone watches or watched within the age bound, for
+    /// resumes (docs/protocol.md §4.5).
+    replay: ReplayWindows,
+    /// The time of the message or turn being handled (the replay windows' age bound, status
+    /// records of resumes).
+    now: Stamp,
 }
 
 /// Runs the ingester on the current thread until shutdown.
@@ -229,6 +244,7 @@ pub fn run(ctx: IngestContext, poll: Poll) -> io::Result<()> {
 impl Ingester {
     fn new(ctx: IngestContext, poll: Poll) -> Self {
         let shards = ctx.rings.len();
+        let limits = ctx.replay;
         Self {
             ctx,
             poll,
@@ -243,6 +259,8 @@ impl Ingester {
             maybe_held: false,
             synced_this_session: false,
             counts: Counts::default(),
+            replay: ReplayWindows::new(limits),
+            now: Stamp::now(),
         }
     }
 
@@ -268,6 +286,7 @@ impl Ingester {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            self.now = Stamp::now();
             self.serve_requests();
             self.wake_shards();
         }
@@ -395,6 +414,7 @@ impl Ingester {
                 last_rx = now;
                 pinged = false;
             }
+            self.now = turn;
             if self.maybe_held {
                 self.expire_held(turn);
             }
@@ -439,6 +459,7 @@ impl Ingester {
     /// The feed connection is gone: every symbol in sync goes stale (status 1) and will resync
     /// from the snapshots of the next session.
     fn feed_lost(&mut self, now: Stamp) {
+        self.now = now;
         self.ctx.metrics.health.set_feed_live(false);
         for sym in 0..self.syms.len() as u32 {
             self.mark_unsynced(sym, now);
@@ -455,6 +476,7 @@ impl Ingester {
 
     fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8], at: Stamp) {
         self.counts.messages += 1;
+        self.now = at;
         let result = match decoder.decode_bytes(msg) {
             Ok(event) => self.apply(event, at),
             Err(e) => Err(FeedMisbehaved::Malformed(e)),
@@ -674,7 +696,13 @@ impl Ingester {
             }
             // Numbered whether watched or not (docs/protocol.md §4.2).
             self.syms[sym as usize].seqs[d] += 1;
-            if !self.windows.is_empty(d) {
+            if watched & (1 << d) == 0 {
+                // Neither watched nor kept: the stream moved on without a record, so a window
+                // left from before must never answer a resume again.
+                for format in [Format::Binary, Format::Json] {
+                    self.replay.forget(Topic::book(sym, d, format));
+                }
+            } else if !self.windows.is_empty(d) {
                 self.publish_book_delta(sym, d, ts, recv_ts, &mut crcs);
             }
         }
@@ -821,6 +849,7 @@ impl Ingester {
         add(&m.trades, c.trades);
         add(&m.stale, c.stale);
         add(&m.published, c.published);
+        self.ctx.metrics.replay.publish(&self.replay.stats());
     }
 
     /// Pushes `bytes` of `topic` to every shard with subscribers of it (the last one gets
@@ -851,6 +880,18 @@ impl Ingester {
         (0..self.ctx.rings.len()).any(|s| self.ctx.interest.any(s, topic))
     }
 
+    /// Whether `topic`'s records are encoded now: some shard watches it, or its replay window
+    /// is kept for clients who may resume it (then every record must go into the window).
+    fn kept(&mut self, topic: Topic) -> bool {
+        let watched = self.interested(topic);
+        self.replay.keep(topic, watched, self.now.mono)
+    }
+
+    /// Watched, or kept for replay (read-only: for the choice of depths to compute).
+    fn watched_or_kept(&self, topic: Topic) -> bool {
+        self.interested(topic) || self.replay.is_kept(topic, self.now.mono)
+    }
+
     /// The depths of `sid` some shard subscribes to, in either format. Only their windows are
     /// computed (a book stream nobody watches needs no deltas); the others are only told
     /// whether a change touched them, so that every stream stays numbered while unwatched: a
@@ -859,8 +900,9 @@ impl Ingester {
     fn watched_depths(&self, sid: u32) -> DepthMask {
         let mut mask = 0;
         for d in 0..DEPTHS.len() {
-            if self.interested(Topic::book(sid, d, Format::Binary))
-                || self.interested(Topic::book(sid, d, Format::Json))
+            // A stream kept for replay needs exact deltas, as a watched one.
+            if self.watched_or_kept(Topic::book(sid, d, Format::Binary))
+                || self.watched_or_kept(Topic::book(sid, d, Format::Json))
             {
                 mask |= 1 << d;
             }
@@ -893,28 +935,7 @@ impl Ingester {
             if shards.is_empty() {
                 continue;
             }
-            let Some(st) = self.syms.get(sym as usize) else {
-                return;
-            };
-            let hdr = RecordHeader {
-                kind: RecordKind::Status,
-                flags: 0,
-                sid: sym,
-                seq: 0,
-                exch_ts: now,
-                recv_ts: now,
-            };
-            let encoded = self.arena.encode(|out| {
-                match format {
-                    Format::Binary => wire::encode_status(out, &hdr, code),
-                    Format::Json => {
-                        out.extend_from_slice(b",");
-                        wire::encode_status_json(out, &st.meta, &hdr, code);
-                    }
-                }
-                Ok(())
-            });
-            let Some(bytes) = self.checked(encoded) else {
+            let Some(bytes) = self.status_record_at(sym, format, code, now) else {
                 continue;
             };
             for shard in shards {
@@ -932,6 +953,41 @@ impl Ingester {
         }
     }
 
+    /// A status record of `sym` in `format`, stamped with the time of the current turn.
+    fn status_record(&mut self, sym: u32, format: Format, code: StatusCode) -> Option<Bytes> {
+        self.status_record_at(sym, format, code, self.now.realtime_ns)
+    }
+
+    /// A status record of `sym` in `format`: seq 0, both timestamps `now_ns`.
+    fn status_record_at(
+        &mut self,
+        sym: u32,
+        format: Format,
+        code: StatusCode,
+        now_ns: u64,
+    ) -> Option<Bytes> {
+        let st = self.syms.get(sym as usize)?;
+        let hdr = RecordHeader {
+            kind: RecordKind::Status,
+            flags: 0,
+            sid: sym,
+            seq: 0,
+            exch_ts: now_ns,
+            recv_ts: now_ns,
+        };
+        let encoded = self.arena.encode(|out| {
+            match format {
+                Format::Binary => wire::encode_status(out, &hdr, code),
+                Format::Json => {
+                    out.extend_from_slice(b",");
+                    wire::encode_status_json(out, &st.meta, &hdr, code);
+                }
+            }
+            Ok(())
+        });
+        self.checked(encoded)
+    }
+
     /// `crcs` caches the book checksum of this update by levels covered (1, 10): computed once,
     /// shared by both formats and by the depths that cover as many levels.
     fn publish_book_delta(
@@ -945,7 +1001,7 @@ impl Ingester {
         let slot = usize::from(wire::checksum_levels(DEPTHS[d]) == wire::CHECKSUM_LEVELS);
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::book(sym, d, format);
-            if !self.interested(topic) {
+            if !self.kept(topic) {
                 continue;
             }
             let st = &self.syms[sym as usize];
@@ -968,6 +1024,8 @@ impl Ingester {
                 }
             });
             if let Some(bytes) = self.checked(encoded) {
+                self.replay
+                    .append(topic, hdr.seq, bytes.clone(), self.now.mono);
                 self.push_to_shards(topic, bytes);
             }
         }
@@ -976,7 +1034,7 @@ impl Ingester {
     fn publish_trade(&mut self, sym: u32, seq: u64, exch_ts: u64, recv_ts: u64, trade: &Trade) {
         for format in [Format::Binary, Format::Json] {
             let topic = Topic::trades(sym, format);
-            if !self.interested(topic) {
+            if !self.kept(topic) {
                 continue;
             }
             let hdr = RecordHeader {
@@ -999,6 +1057,7 @@ impl Ingester {
                 Ok(())
             });
             if let Some(bytes) = self.checked(encoded) {
+                self.replay.append(topic, seq, bytes.clone(), self.now.mono);
                 self.push_to_shards(topic, bytes);
             }
         }
@@ -1045,12 +1104,15 @@ impl Ingester {
     fn publish_resync(&mut self, sym: u32) {
         for d in 0..DEPTHS.len() {
             self.syms[sym as usize].seqs[d] += 1;
+            let seq = self.syms[sym as usize].seqs[d];
             for format in [Format::Binary, Format::Json] {
                 let topic = Topic::book(sym, d, format);
-                if !self.interested(topic) {
+                if !self.kept(topic) {
                     continue;
                 }
                 if let Some(bytes) = self.snapshot_record(sym, d, format) {
+                    // The replacing snapshot is part of the stream: a resume replays it.
+                    self.replay.append(topic, seq, bytes.clone(), self.now.mono);
                     self.push_to_shards(topic, bytes);
                 }
             }
@@ -1066,12 +1128,15 @@ impl Ingester {
     }
 
     fn serve(&mut self, req: IngestRequest) {
-        let IngestRequest::Snapshot {
-            shard,
-            conn,
-            req: rid,
-            topic,
-        } = req;
+        let (shard, conn, rid, topic) = match req {
+            IngestRequest::Snapshot {
+                shard,
+                conn,
+                req,
+                topic,
+            } => (shard, conn, req, topic),
+            IngestRequest::Resume(r) => return self.serve_resume(&r),
+        };
         let Some(st) = self.syms.get_mut(topic.sid as usize) else {
             return;
         };
@@ -1108,10 +1173,72 @@ impl Ingester {
         }
         let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|IngestRequest::Snapshot { topic, .. }| topic.sid == sym);
+            .partition(|r| matches!(r, IngestRequest::Snapshot { topic, .. } if topic.sid == sym));
         self.waiting = rest;
         for r in ready {
             self.serve(r);
+        }
+    }
+
+    /// A subscribe with `resume`: per named symbol, the records after the client's positions
+    /// from the replay windows (all streams of the symbol or none), pushed as one message on the
+    /// asking shard's ring. Every record published after it goes to that ring too (the shard
+    /// counted its interest before asking), so replay and live meet with no gap or duplicate.
+    fn serve_resume(&mut self, r: &ResumeRequest) {
+        let epoch = self.ctx.epoch.get();
+        let matches = r.epoch == Some(epoch);
+        let now = self.now.mono;
+        let mut symbols = Vec::with_capacity(r.symbols.len());
+        for &(sid, book, trades) in &r.symbols {
+            let known = (sid as usize) < self.syms.len();
+            let book = book.map(|p| (Topic::book(sid, r.depth_idx, r.format), p));
+            let trades = trades.map(|p| (Topic::trades(sid, r.format), p));
+            let replay = if known {
+                self.replay.resume_symbol(matches, book, trades, now)
+            } else {
+                None
+            };
+            let entry = match replay {
+                Some(rep) => {
+                    let stale = self.syms[sid as usize].stale;
+                    let status = if stale {
+                        self.status_record(sid, r.format, StatusCode::FeedStale)
+                    } else {
+                        None
+                    };
+                    SymbolResumed {
+                        sid,
+                        recovered: true,
+                        book: rep.book.unwrap_or_default(),
+                        trades: rep.trades.unwrap_or_default(),
+                        status,
+                    }
+                }
+                None => SymbolResumed {
+                    sid,
+                    recovered: false,
+                    book: Vec::new(),
+                    trades: Vec::new(),
+                    status: None,
+                },
+            };
+            symbols.push(entry);
+        }
+        add(&self.ctx.metrics.ingest.resumes_served, 1);
+        let Some(ring) = self.ctx.rings.get(r.shard) else {
+            return;
+        };
+        let push = ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
+            conn: r.conn,
+            req: r.req,
+            epoch,
+            symbols,
+        })));
+        if push == Push::Dropped {
+            add(&self.ctx.metrics.ingest.ring_drops, 1);
+        }
+        if let Some(t) = self.touched.get_mut(r.shard) {
+            *t = true;
         }
     }
 

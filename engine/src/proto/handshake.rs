@@ -71,6 +71,12 @@ pub struct HttpRequest {
     pub path: String,
     /// Query of the request target, without the `?` (empty when there is none).
     pub query: String,
+    /// `Origin`, when sent (browsers send it on cross-origin and `fetch` requests).
+    pub origin: Option<String>,
+    /// `Last-Event-ID` (an `EventSource` reconnecting to `/sse`).
+    pub last_event_id: Option<String>,
+    /// `If-None-Match` (a cached static file being revalidated).
+    pub if_none_match: Option<String>,
 }
 
 /// A request head the server refuses. Answer with [`HandshakeError::write_response`] (status
@@ -194,6 +200,9 @@ pub fn parse_request(
             method: method.to_owned(),
             path: path.to_owned(),
             query: query.to_owned(),
+            origin: single(headers, "Origin")?.map(str::to_owned),
+            last_event_id: single(headers, "Last-Event-ID")?.map(str::to_owned),
+            if_none_match: single(headers, "If-None-Match")?.map(str::to_owned),
         };
         return Ok(Some((Request::Http(http), head_len)));
     }
@@ -679,6 +688,9 @@ mod tests {
                 method: "GET".into(),
                 path: "/metrics".into(),
                 query: "x=1".into(),
+                origin: None,
+                last_event_id: None,
+                if_none_match: None,
             })
         );
         // A different Upgrade (h2c) is not ours: plain HTTP, even with a non-GET method.

@@ -82,6 +82,12 @@ impl EpochCell {
         Epoch(self.0.load(Ordering::Acquire))
     }
 
+    /// Takes the epoch of another process's numbering: an edge node reports the ingest node's
+    /// (`--role edge`, docs/protocol.md §5).
+    pub fn set(&self, epoch: Epoch) {
+        self.0.store(epoch.0, Ordering::Release);
+    }
+
     /// Seq continuity was lost (numbering reset): switches to a new random epoch and returns it.
     /// Call it before publishing any record of the new numbering.
     pub fn renew(&self) -> Epoch {

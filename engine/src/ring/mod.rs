@@ -26,7 +26,8 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
-use crate::fanout::{ConnId, Topic};
+use crate::fanout::{ConnId, Format, Topic};
+use crate::replay::epoch::Epoch;
 use crate::wire::SymbolMeta;
 use doorbell::Doorbell;
 
@@ -75,10 +76,67 @@ pub enum ShardMsg {
         /// The encoded snapshot record.
         bytes: Bytes,
     },
+    /// The answer to one connection's subscribe with `resume` (protocol 1.1 §3.1): one message
+    /// per subscribe, however many symbols and records, so that a thousand clients resuming at
+    /// once take a thousand ring slots. Boxed: rare, and the ring's slots stay small.
+    Resumed(Box<ResumeAnswer>),
+}
+
+/// A subscribe with `resume`, for the ingester (which owns the replay windows): the symbols the
+/// resume names and the client's positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The asking shard.
+    pub shard: usize,
+    /// The asking connection.
+    pub conn: ConnId,
+    /// The subscribe's request number (echoed in the answer; its subscriptions carry it).
+    pub req: u32,
+    /// The client's epoch, when it parses as one (`None` never matches).
+    pub epoch: Option<Epoch>,
+    /// Depth index of the subscribe's book streams.
+    pub depth_idx: usize,
+    /// The connection's format.
+    pub format: Format,
+    /// Per named symbol: sid, position in the book stream, position in the trades stream.
+    pub symbols: Vec<(u32, Option<u64>, Option<u64>)>,
+}
+
+/// The ingester's answer to a [`ResumeRequest`], queued on the asking shard's ring in order with
+/// the live records: the records of each recovered stream are exactly those after the client's
+/// position up to the last one published before this answer; the live records that follow in
+/// the ring continue them.
+#[derive(Debug)]
+pub struct ResumeAnswer {
+    /// The connection that asked.
+    pub conn: ConnId,
+    /// The request it answers.
+    pub req: u32,
+    /// The numbering the records belong to (sent in the `subscribed` reply).
+    pub epoch: Epoch,
+    /// One entry per named symbol, in request order.
+    pub symbols: Vec<SymbolResumed>,
+}
+
+/// One symbol of a [`ResumeAnswer`].
+#[derive(Debug)]
+pub struct SymbolResumed {
+    /// Symbol id.
+    pub sid: u32,
+    /// `recovered` in the reply. When false every stream of the symbol starts afresh (the book
+    /// from a snapshot the shard asks for as for any subscriber, trades from the live point).
+    pub recovered: bool,
+    /// The book records to replay, in order (empty: nothing missed, or not named).
+    pub book: Vec<Bytes>,
+    /// The trade records to replay, in order.
+    pub trades: Vec<Bytes>,
+    /// A status record to send after the replay (the symbol is stale now: the client missed
+    /// the status 1 that was sent while it was away).
+    pub status: Option<Bytes>,
 }
 
 /// What a shard asks of the ingester (through a channel, then the ingester's waker).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestRequest {
     /// Encode a snapshot of `topic` for `conn` and queue it on `shard`'s ring, in order with the
     /// stream's records, so that the next record of the stream the connection gets is seq + 1.
@@ -92,6 +150,9 @@ pub enum IngestRequest {
         /// The book stream (symbol, depth, format).
         topic: Topic,
     },
+    /// Answer a subscribe's `resume` from the replay windows with a [`ShardMsg::Resumed`] on
+    /// the asking shard's ring. Boxed: rare, and the channel's slots stay small.
+    Resume(Box<ResumeRequest>),
 }
 
 /// The symbol table as last announced by the feed, read by shards on the control path only.
@@ -248,7 +309,6 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::Format;
 
     fn ring(cap: usize) -> (mio::Poll, Ring) {
         let poll = mio::Poll::new().expect("poll");

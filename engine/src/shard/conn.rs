@@ -31,7 +31,8 @@ use crate::proto::frame::{OpCode, encode_control};
 /// [`Conn::owed_at`] of a connection owed nothing from the current drain.
 pub(crate) const NOT_OWED: u32 = u32::MAX;
 
-/// Which WebSocket endpoint a connection upgraded on.
+/// Which endpoint a connection is open on: a WebSocket (`/ws`, `/echo`) or one of the
+/// plain-HTTP streams of protocol §3.4 (`/stream`, `/sse`; see `streams.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `/ws`: control messages in, data streams out.
@@ -39,6 +40,17 @@ pub(crate) enum Endpoint {
     /// `/echo` (only with `--echo`): every text or binary message is sent back as one
     /// unfragmented message, for the conformance suite.
     Echo,
+    /// `GET /stream`: a chunked response of frames `{u32 length, u8 type, payload}`.
+    Stream,
+    /// `GET /sse`: a chunked `text/event-stream` response.
+    Sse,
+}
+
+impl Endpoint {
+    /// True for the plain-HTTP streams (no WebSocket, nothing read after the request head).
+    pub(crate) fn is_http_stream(self) -> bool {
+        matches!(self, Self::Stream | Self::Sse)
+    }
 }
 
 /// Where a connection is in its life (the slot being empty is "gone").
@@ -68,8 +80,26 @@ pub(crate) struct Sub {
     pub(crate) trades: bool,
     /// The snapshot arrived: the connection is in the book topic's subscriber list.
     pub(crate) ready: bool,
-    /// The snapshot request this subscription waits for.
+    /// The snapshot request this subscription waits for (or the subscribe it belongs to).
     pub(crate) req: u32,
+    /// Part of a subscribe with `resume` whose answer has not come out of the ring: neither
+    /// its book nor its trades are in the topic lists yet, and it gets nothing (not even a
+    /// status) until the answer, which starts its streams (replay, or a fresh start).
+    pub(crate) resuming: bool,
+}
+
+/// A `subscribed` reply held until the ingester's answer to the subscribe's `resume` comes out
+/// of the ring (nothing of its symbols is sent before it).
+#[derive(Debug)]
+pub(crate) struct HeldReply {
+    /// The subscribe's request number (its subscriptions and the answer carry it).
+    pub(crate) req: u32,
+    /// The request's id, echoed.
+    pub(crate) rid: serde_json::Value,
+    /// The subscribe's symbols, in reply order.
+    pub(crate) sids: Vec<u32>,
+    /// The symbols `resume` named (they get `recovered`).
+    pub(crate) named: Vec<u32>,
 }
 
 /// Bytes received and not processed yet: only a partial frame or request between reads, so
@@ -147,6 +177,10 @@ pub(crate) struct Conn {
     /// shard's table of pending batches (and in its dirty list), or [`NOT_OWED`].
     owed: u32,
     subs: Vec<Sub>,
+    /// Replies held for resumes in flight (boxed: most connections never hold one, and an
+    /// idle one pays 8 bytes instead of a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    held: Option<Box<Vec<HeldReply>>>,
     limiter: RateLimiter,
     next_req: u32,
     /// The last status delivery this connection got (see `deliver_status` in `dispatch.rs`).
@@ -156,6 +190,8 @@ pub(crate) struct Conn {
     keepalive: KeepAlive,
     /// What the client's JWT grants (only with JWTs configured; boxed: most setups have none).
     grant: Option<Box<Grant>>,
+    /// `/sse` only: the positions its event ids carry (see `streams.rs`).
+    sse: Option<Box<super::streams::SsePositions>>,
 }
 
 impl Conn {
@@ -174,11 +210,13 @@ impl Conn {
             out: OutBuf::new(s.max_outbuf_bytes),
             owed: NOT_OWED,
             subs: Vec::new(),
+            held: None,
             limiter: RateLimiter::new(s.control_rate, s.control_burst, s.control_strikes, now),
             next_req: 0,
             status_stamp: 0,
             keepalive: KeepAlive::new(now),
             grant: None,
+            sse: None,
         }
     }
 
@@ -212,6 +250,18 @@ impl Conn {
 
     pub(crate) fn format(&self) -> Format {
         self.format
+    }
+
+    /// Its transport, as counted in `/metrics` (index into `metrics::TRANSPORTS`: `/ws`,
+    /// `/stream`, `/sse`), once open; `None` before, for `/echo`, and for a stream request
+    /// answered with an error.
+    pub(crate) fn transport_index(&self) -> Option<usize> {
+        match self.endpoint {
+            Endpoint::Ws if self.ws.is_some() => Some(0),
+            Endpoint::Stream if self.phase != Phase::Responding => Some(1),
+            Endpoint::Sse if self.phase != Phase::Responding => Some(2),
+            _ => None,
+        }
     }
 
     /// permessage-deflate parameters, when negotiated.
@@ -290,8 +340,14 @@ impl Conn {
 
     /// Queues a control reply (a text message). Replies are small and bounded by the rate
     /// limit, so they are not counted against the data bound.
+    /// On an HTTP stream, the reply is a control message of its framing (`streams.rs`).
     pub(crate) fn queue_reply(&mut self, json: &[u8]) {
-        self.out.push_shared(text_message(json), true);
+        let framed = if self.endpoint.is_http_stream() {
+            super::streams::control_chunk(self.endpoint, json)
+        } else {
+            text_message(json)
+        };
+        self.out.push_shared(framed, true);
     }
 
     /// Queues a keepalive ping carrying `n`.
@@ -314,6 +370,16 @@ impl Conn {
         self.inbuf.0 = None;
     }
 
+    /// [`Conn::respond`] with a body from the binary (a built-in file), not copied.
+    pub(crate) fn respond_static(&mut self, head: Vec<u8>, body: &'static [u8]) {
+        self.out.push_shared(Bytes::from(head), body.is_empty());
+        if !body.is_empty() {
+            self.out.push_shared(Bytes::from_static(body), true);
+        }
+        self.phase = Phase::Responding;
+        self.inbuf.0 = None;
+    }
+
     /// The upgrade was accepted: `response` (the 101) is queued and the WebSocket is open.
     pub(crate) fn upgrade(
         &mut self,
@@ -331,11 +397,52 @@ impl Conn {
         self.phase = Phase::Open;
     }
 
+    /// An HTTP stream (`/stream` or `/sse`) is open (the caller queues the response head);
+    /// data follows as HTTP chunks. Nothing is read from the client any more.
+    pub(crate) fn open_http_stream(&mut self, endpoint: Endpoint, format: Format) {
+        self.endpoint = endpoint;
+        self.format = format;
+        self.phase = Phase::Open;
+        self.inbuf.0 = None;
+    }
+
+    pub(crate) fn set_sse_positions(&mut self, p: super::streams::SsePositions) {
+        self.sse = Some(Box::new(p));
+    }
+
+    /// The out-buffer and the SSE positions at once (the SSE batcher needs both).
+    pub(crate) fn out_and_sse(
+        &mut self,
+    ) -> (&mut OutBuf, Option<&mut super::streams::SsePositions>) {
+        (&mut self.out, self.sse.as_deref_mut())
+    }
+
+    /// HTTP streams: true when a keep-alive is due at `now` (every `interval`, whatever else was
+    /// sent: the client cannot answer, so the schedule just restarts).
+    pub(crate) fn keepalive_due(&mut self, now: Instant, interval: Duration) -> bool {
+        match self.keepalive.poll(now, interval) {
+            Action::Idle => false,
+            Action::Ping(_) | Action::Dead => {
+                self.keepalive.heard(now);
+                true
+            }
+        }
+    }
+
     /// Queues a server-initiated close frame (`code`, `reason`); with `discard_unsent`, data
-    /// queued and not started is dropped first.
+    /// queued and not started is dropped first. An HTTP stream gets a last control message
+    /// (`{"op":"closing","code":..,"reason":..}`) and the chunked body's end instead.
     pub(crate) fn queue_close(&mut self, code: u16, reason: &str, discard_unsent: bool) {
         if discard_unsent {
             self.out.discard_unsent();
+        }
+        if self.endpoint.is_http_stream() && self.phase == Phase::Open {
+            let msg = super::streams::closing_message(code, reason);
+            self.out
+                .push_shared(super::streams::control_chunk(self.endpoint, &msg), true);
+            self.out
+                .push_shared(Bytes::from_static(super::streams::LAST_CHUNK), true);
+            return;
         }
         if let Some(ws) = self.ws.as_mut() {
             ws.close(code, reason);
@@ -467,7 +574,32 @@ impl Conn {
 
     /// True when a book subscription of `sid` in `format` still waits for its snapshot.
     pub(crate) fn waits_for_snapshot(&self, sid: u32, format: Format) -> bool {
-        self.format == format && self.subs.iter().any(|s| s.sid == sid && s.book && !s.ready)
+        self.format == format
+            && self
+                .subs
+                .iter()
+                .any(|s| s.sid == sid && s.book && !s.ready && !s.resuming)
+    }
+
+    /// Holds a `subscribed` reply until its resume is answered.
+    pub(crate) fn hold_reply(&mut self, reply: HeldReply) {
+        self.held.get_or_insert_with(Box::default).push(reply);
+    }
+
+    /// The reply held for subscribe `req`, if any (none: the answer is stale).
+    pub(crate) fn take_held(&mut self, req: u32) -> Option<HeldReply> {
+        let held = self.held.as_mut()?;
+        let pos = held.iter().position(|h| h.req == req)?;
+        let reply = held.swap_remove(pos);
+        if held.is_empty() {
+            self.held = None;
+        }
+        Some(reply)
+    }
+
+    /// Every held reply (a ring resync: their answers may be lost).
+    pub(crate) fn take_all_held(&mut self) -> Vec<HeldReply> {
+        self.held.take().map(|b| *b).unwrap_or_default()
     }
 
     /// A fresh snapshot request number.

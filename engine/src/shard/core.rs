@@ -70,6 +70,7 @@ pub(crate) struct CoreContext {
     pub(super) requests: crossbeam_channel::Sender<IngestRequest>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) conns: Arc<ConnCounter>,
+    pub(super) epoch: Arc<crate::replay::epoch::EpochCell>,
 }
 
 /// The monotonic and realtime halves of one clock reading (the driver reads it once a turn).
@@ -417,6 +418,8 @@ impl ShardCore {
         let max_message = match c.endpoint() {
             Endpoint::Ws => self.t.ws_limits.max_message_bytes,
             Endpoint::Echo => self.t.echo_limits.max_message_bytes,
+            // Nothing is read after the request head (it is discarded as it comes).
+            Endpoint::Stream | Endpoint::Sse => 0,
         };
         // Processing consumes or rejects what is buffered (a frame can never be larger than
         // this, an upgrade head larger is refused with 431).
@@ -439,6 +442,12 @@ impl ShardCore {
         };
         match c.phase() {
             Phase::Handshaking { .. } => self.handle_request(idx),
+            Phase::Open | Phase::Closing { .. } | Phase::Evicting { .. }
+                if c.endpoint().is_http_stream() =>
+            {
+                // HTTP streams read nothing after the request head.
+                c.consume_input(usize::MAX);
+            }
             Phase::Open | Phase::Closing { .. } | Phase::Evicting { .. } => {
                 self.handle_frames(idx);
             }
@@ -482,10 +491,12 @@ impl ShardCore {
                 tracing::debug!(peer = %c.peer(), "plain HTTP response");
                 c.respond(response);
             }
+            Route::Stream(open) => self.open_stream(idx, open),
+            Route::Static { head, body } => c.respond_static(head, body),
             Route::Upgrade(u) => {
                 c.consume_input(head_len);
                 let limits = match u.endpoint {
-                    Endpoint::Ws => self.t.ws_limits,
+                    Endpoint::Ws | Endpoint::Stream | Endpoint::Sse => self.t.ws_limits,
                     Endpoint::Echo => {
                         // One echoed message of the largest size must fit the out-buffer.
                         let need = 2 * self.t.echo_limits.max_message_bytes + (64 << 10);
@@ -497,6 +508,12 @@ impl ShardCore {
                 let ws = WsConn::with_deflate(limits, u.deflate.as_ref());
                 tracing::debug!(peer = %c.peer(), format = ?u.format, endpoint = ?u.endpoint, deflate = ?u.deflate, "websocket open");
                 c.upgrade(u.response, u.endpoint, u.format, u.deflate, ws);
+                if let Some(t) = c.transport_index() {
+                    add(
+                        &self.t.ctx.metrics.shards[self.t.ctx.id].transport_connections[t],
+                        1,
+                    );
+                }
                 let more = c.buffered_input() > 0;
                 self.grant(idx, u.grant);
                 if more {

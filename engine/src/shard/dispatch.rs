@@ -16,15 +16,16 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::fanout::arena::{DrainArena, Span};
-use crate::fanout::batch::append_owed;
+use crate::fanout::batch::{append_owed, append_owed_stream};
 use crate::fanout::deflate::RunRef;
 use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::add;
-use crate::ring::ShardMsg;
+use crate::ring::{ResumeAnswer, ShardMsg};
 use crate::wire;
 
-use super::conn::{Conn, NOT_OWED};
+use super::conn::{Conn, Endpoint, NOT_OWED};
 use super::core::{Pending, ShardCore, Slot, Transport, conn_mut};
+use super::streams::append_sse;
 
 /// During a flush pass, the ring is drained again every this many connections.
 const REDRAIN_EVERY: usize = 64;
@@ -112,6 +113,7 @@ impl ShardCore {
                     topic,
                     bytes,
                 } => records += self.deliver_snapshots(conn, req, topic, &bytes),
+                ShardMsg::Resumed(answer) => records += self.deliver_resume(*answer),
             }
         }
         // The drain's records are complete: slices of them can be taken.
@@ -211,6 +213,51 @@ impl ShardCore {
         true
     }
 
+    /// The answer to a subscribe's resume came out of the ring: the held `subscribed` reply is
+    /// queued, then the replayed records in their ring position (before any live record that
+    /// follows the answer); see `subscriptions.rs`. Returns the records given.
+    fn deliver_resume(&mut self, a: ResumeAnswer) -> u64 {
+        let Some(slot) = self.slots.get_mut(a.conn.index as usize) else {
+            return 0;
+        };
+        if slot.generation != a.conn.generation {
+            return 0;
+        }
+        let Some(c) = slot.conn.as_mut() else {
+            return 0;
+        };
+        if !c.is_open() {
+            return 0;
+        }
+        let id = a.conn;
+        let mut given = Vec::new();
+        let reply = self
+            .t
+            .resumed(c, id, a.req, a.epoch, a.symbols, |_, b| given.push(b));
+        let Some(reply) = reply else {
+            return 0;
+        };
+        // Queued now, ahead of what the connection is owed from this drain (flushed later).
+        c.queue_reply(&reply);
+        self.to_write.push(id.index);
+        let n = given.len() as u64;
+        if given.is_empty() {
+            return 0;
+        }
+        let p = pending_of(c, id.index, &mut self.dirty, &mut self.pending);
+        for b in given {
+            if c.deflate().is_some() {
+                p.records.push(b);
+                p.refs.push(RunRef::OWN);
+            } else {
+                // Copied into the drain's arena: the replay of one connection becomes one span
+                // (one iovec) instead of one per record.
+                p.owed.add(self.arena.push(&b), 1);
+            }
+        }
+        n
+    }
+
     /// The producer dropped messages for this shard: discard what is queued and restart every
     /// book subscription from a fresh snapshot (trades simply continue; their seq shows the
     /// jump).
@@ -238,6 +285,9 @@ impl ShardCore {
                 index: idx as u32,
                 generation,
             };
+            if self.t.abandon_resumes(c, id) {
+                self.to_write.push(id.index);
+            }
             self.t.restart_book_subscriptions(c, id);
         }
         self.dirty.clear();
@@ -280,8 +330,16 @@ impl ShardCore {
                 continue;
             }
             let format = c.format();
-            let result = match c.deflate() {
-                Some(z) => self.zshared.append_batch(
+            let result = match (c.endpoint(), c.deflate()) {
+                // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
+                (Endpoint::Stream, _) => {
+                    append_owed_stream(c.out_mut(), &self.arena, &p.owed, limits)
+                }
+                (Endpoint::Sse, _) => {
+                    let (out, pos) = c.out_and_sse();
+                    append_sse(out, &self.arena, &p.owed, pos)
+                }
+                (_, Some(z)) => self.zshared.append_batch(
                     c.out_mut(),
                     format,
                     &p.records,
@@ -290,7 +348,7 @@ impl ShardCore {
                     limits,
                     threshold,
                 ),
-                None => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
+                (_, None) => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
             };
             p.clear();
             self.pending[pos] = p;
@@ -318,6 +376,9 @@ impl ShardCore {
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
         self.arena.clear();
+        // Replies the drain queued (resumes answered, held replies after a resync) for
+        // connections owed no record.
+        self.write_queued(io);
     }
 
     /// Drains what arrived during a flush pass, unless the ring is lagged (the next pass

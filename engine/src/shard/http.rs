@@ -18,6 +18,8 @@ use crate::proto::handshake::{
 };
 
 use super::conn::Endpoint;
+use super::streams::{self, StreamOpen};
+use super::web;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const UPGRADE_PLEASE: &[u8] = b"this endpoint speaks WebSocket: send an upgrade request\n";
@@ -29,6 +31,11 @@ pub(crate) enum Route {
     Respond(Vec<u8>),
     /// The WebSocket upgrade is accepted.
     Upgrade(Upgrade),
+    /// A `/stream` or `/sse` request passed the access checks: subscribe and stream
+    /// (`streams.rs`).
+    Stream(StreamOpen),
+    /// A built-in file (`web.rs`): the response head, then the body from the binary.
+    Static { head: Vec<u8>, body: &'static [u8] },
 }
 
 /// An accepted upgrade.
@@ -83,6 +90,16 @@ impl Router<'_> {
     pub(crate) fn route(&self, h: &HttpRequest) -> Route {
         add(&self.shard.http_requests, 1);
         let get = matches!(h.method.as_str(), "GET" | "HEAD");
+        if get {
+            match h.path.as_str() {
+                "/stream" => return self.route_stream(h, Endpoint::Stream),
+                "/sse" => return self.route_stream(h, Endpoint::Sse),
+                _ => {}
+            }
+            if let Some(r) = web::serve(self.config, h, self.now_s) {
+                return r;
+            }
+        }
         let (status, ctype, body): (u16, &str, Vec<u8>) = match h.path.as_str() {
             _ if !get => (405, TEXT, b"method not allowed\n".to_vec()),
             "/healthz" if self.metrics.health.feed_live() => (200, TEXT, b"ok\n".to_vec()),
@@ -103,6 +120,43 @@ impl Router<'_> {
         };
         let body = if h.method == "HEAD" { &[][..] } else { &body };
         respond(status, ctype, body, extra)
+    }
+
+    /// `GET /stream` or `GET /sse` (protocol §3.4): the subscription in the query (400 with a
+    /// JSON error body when malformed), the same Origin and token checks as an upgrade (403,
+    /// 401), then the stream (`streams.rs`). `HEAD` gets the response head alone.
+    fn route_stream(&self, h: &HttpRequest, endpoint: Endpoint) -> Route {
+        let query = match streams::parse_query(&h.query) {
+            Ok(q) => q,
+            Err(e) => {
+                add(&self.shard.request_errors, 1);
+                return Route::Respond(streams::error_response(400, &e, &[]));
+            }
+        };
+        let grant = match admission::check(
+            self.config,
+            h.origin.as_deref(),
+            query_param(&h.query, "token"),
+            &[],
+            self.now_s,
+        ) {
+            Ok(a) => a.grant,
+            Err(refusal) => {
+                self.shard.refuse(refusal.label());
+                tracing::debug!(%refusal, path = %h.path, "stream refused");
+                return refuse(refusal);
+            }
+        };
+        if h.method == "HEAD" {
+            return Route::Respond(streams::response_head_only(endpoint));
+        }
+        Route::Stream(StreamOpen {
+            endpoint,
+            query,
+            last_event_id: h.last_event_id.clone(),
+            cors_origin: h.origin.clone(),
+            grant,
+        })
     }
 
     /// A WebSocket upgrade: the endpoint (path), `?format=`, the admission checks (origin,
@@ -176,6 +230,24 @@ impl Router<'_> {
             grant: admitted.grant,
         })
     }
+}
+
+/// An access refusal of a plain request (stream, page): the status, a JSON body
+/// `{"op":"error","code":"origin"|"missing_token"|"bad_token","message":..}`.
+pub(crate) fn refuse(refusal: Refusal) -> Route {
+    let body = serde_json::json!({
+        "op": "error",
+        "code": refusal.label(),
+        "message": refusal.to_string(),
+    });
+    let mut body = serde_json::to_vec(&body).unwrap_or_default();
+    body.push(b'\n');
+    let extra: &[(&str, &str)] = if refusal == Refusal::MissingToken {
+        &[("WWW-Authenticate", "Bearer")]
+    } else {
+        &[]
+    };
+    respond(refusal.status(), "application/json", &body, extra)
 }
 
 /// A complete plain HTTP response.

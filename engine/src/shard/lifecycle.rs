@@ -30,8 +30,13 @@ impl ShardCore {
     /// `evict_timeout` (not `close_timeout`) so that a client that resumes reading gets the
     /// close; once the close frame is in the kernel's hands the close handshake gets the usual
     /// `close_timeout` ([`super::conn::Conn::settle_after_write`]).
+    /// An HTTP stream (`/stream`, `/sse`) is evicted the same way; it gets a last
+    /// `{"op":"closing","code":1013}` control message and the end of its chunked body instead.
     pub(crate) fn evict_slow(&mut self, idx: u32) {
         add(&self.metrics().evicted_slow, 1);
+        if let Some(t) = self.conn(idx).and_then(super::conn::Conn::transport_index) {
+            add(&self.metrics().transport_evictions[t], 1);
+        }
         self.close_conn(
             idx,
             close_code::TRY_AGAIN_LATER,
@@ -66,6 +71,10 @@ impl ShardCore {
             return;
         };
         slot.generation = slot.generation.wrapping_add(1);
+        if let Some(t) = c.transport_index() {
+            self.t.metrics().transport_connections[t]
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.t.ctx.conns.release(c.peer().ip());
         self.t.unsubscribe_all(&mut c, idx);
         io.close(idx, graceful);
@@ -93,6 +102,7 @@ impl ShardCore {
     pub(crate) fn sweep<T: Transport>(&mut self, io: &mut T) {
         let now = self.now;
         let interval = self.t.ctx.config.ping_interval;
+        let http_interval = interval.min(super::streams::MAX_KEEPALIVE);
         let mut dead = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(c) = slot.conn.as_mut() else {
@@ -102,6 +112,17 @@ impl ShardCore {
                 continue;
             }
             c.release_idle_storage();
+            if c.endpoint().is_http_stream() {
+                // The client cannot answer: a keep-alive chunk every interval, so that proxies
+                // and the client's idle timer see bytes; a dead peer shows as a failed write
+                // or an end of file.
+                if c.keepalive_due(now, http_interval) {
+                    let ka = super::streams::keepalive_chunk(c.endpoint());
+                    c.out_mut().push_shared(ka, true);
+                    self.to_write.push(i as u32);
+                }
+                continue;
+            }
             match c.poll_keepalive(now, interval) {
                 Action::Idle => {}
                 Action::Ping(n) => {

@@ -142,7 +142,7 @@ impl ShardCore {
                 return;
             }
         }
-        let request = match control::parse_request(text) {
+        let (request, resume) = match control::parse_request_v11(text) {
             Ok(r) => r,
             Err(e) => {
                 add(&self.t.metrics().request_errors, 1);
@@ -155,18 +155,22 @@ impl ShardCore {
             generation,
         };
         let answer = match request {
-            Request::Ping { id } => Ok(control::pong_reply(&id)),
+            Request::Ping { id } => Ok(Some(control::pong_reply(&id))),
             Request::Symbols { id } => {
                 let table = self.t.ctx.symbols.load();
-                Ok(control::symbols_reply(&id, &table.symbols))
+                Ok(Some(control::symbols_reply(&id, &table.symbols)))
             }
             Request::Subscribe {
                 id: rid,
                 symbols,
                 channels,
                 depth_idx,
-            } => self.t.subscribe(c, id, rid, &symbols, channels, depth_idx),
-            Request::Unsubscribe { id: rid, symbols } => self.t.unsubscribe(c, idx, rid, &symbols),
+            } => self
+                .t
+                .subscribe(c, id, rid, &symbols, channels, depth_idx, resume),
+            Request::Unsubscribe { id: rid, symbols } => {
+                self.t.unsubscribe(c, idx, rid, &symbols).map(Some)
+            }
             Request::Refresh { id: rid, token } => {
                 match refresh(&self.t, c.grant().is_some(), &token, self.real_ns) {
                     Ok(grant) => {
@@ -187,7 +191,9 @@ impl ShardCore {
             }
         };
         match answer {
-            Ok(bytes) => c.queue_reply(&bytes),
+            Ok(Some(bytes)) => c.queue_reply(&bytes),
+            // Held until the resume is answered (subscriptions.rs).
+            Ok(None) => {}
             Err(e) => {
                 add(&self.t.metrics().request_errors, 1);
                 c.queue_reply(&e.to_json());

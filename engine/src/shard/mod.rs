@@ -11,7 +11,9 @@
 //! | `core.rs` | the core: connection table, call order, accepts, input, writes, timers |
 //! | `conn.rs` | one connection: phase (handshaking → open → closing → evicting → gone), buffers, subscriptions |
 //! | `lifecycle.rs` | how connections end: closes, eviction, the deadline sweep, shutdown |
-//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`) |
+//! | `http.rs` | HTTP routing of a connection's first request (`/ws`, `/echo`, `/healthz`, `/metrics`, `/stream`, `/sse`, the screen's files) |
+//! | `streams.rs` | the plain-HTTP transports `/stream` and `/sse`: query, framing, event ids |
+//! | `web.rs` | the trading screen's static files, built into the binary |
 //! | `messages.rs` | WebSocket messages: control requests, echo, pings |
 //! | `subscriptions.rs` | subscribe / unsubscribe, interest counts, resync of book subscriptions |
 //! | `snapshots.rs` | snapshot requests to the ingester, coalesced per topic |
@@ -45,8 +47,10 @@ mod messages;
 #[cfg(all(test, not(loom)))]
 mod sim;
 mod snapshots;
+mod streams;
 mod subscriptions;
 mod timers;
+mod web;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -104,6 +108,8 @@ pub struct ShardContext {
     pub conns: Arc<limits::ConnCounter>,
     /// With `--tls-cert`: every connection speaks TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The epoch of the stream numbering (sent in every `subscribed` reply).
+    pub epoch: Arc<crate::replay::epoch::EpochCell>,
 }
 
 /// Binds a listener with `SO_REUSEPORT` so that every shard can own one on the same address.
@@ -142,6 +148,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         shutdown,
         conns,
         tls,
+        epoch,
     } = ctx;
     let mut core = ShardCore::new(
         CoreContext {
@@ -153,6 +160,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
             requests,
             metrics,
             conns,
+            epoch,
         },
         now.mono,
     );
@@ -405,6 +413,9 @@ impl Driver {
             }
             let drained = self.core.drain_ring();
             self.core.flush(&mut self.sockets);
+            // A drain may ask for snapshots (a resume that was not recovered, a resync): wake
+            // the ingester before this turn blocks.
+            self.wake_ingester();
             let now = read_clock();
             self.core.set_now(now.mono);
             self.core.set_wall_clock(now.real_ns);
@@ -450,10 +461,15 @@ impl Driver {
                 }
             }
             self.core.write_queued(&mut self.sockets);
-            if self.core.take_ingest_wake() {
-                if let Err(e) = self.ingest_waker.wake() {
-                    tracing::error!(error = %e, "cannot wake the ingester");
-                }
+            self.wake_ingester();
+        }
+    }
+
+    /// Wakes the ingester if requests were sent since it was last woken.
+    fn wake_ingester(&mut self) {
+        if self.core.take_ingest_wake() {
+            if let Err(e) = self.ingest_waker.wake() {
+                tracing::error!(error = %e, "cannot wake the ingester");
             }
         }
     }

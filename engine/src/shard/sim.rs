@@ -22,7 +22,11 @@ use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
 use crate::metrics::Metrics;
 use crate::proto::close_code;
-use crate::ring::{IngestRequest, Push, Ring, ShardMsg, SymbolDirectory, SymbolTable};
+use crate::replay::epoch::{Epoch, EpochCell};
+use crate::ring::{
+    IngestRequest, Push, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory,
+    SymbolResumed, SymbolTable,
+};
 use crate::wire::{self, RecordHeader, RecordKind, SymbolMeta};
 
 use proptest::prelude::*;
@@ -176,6 +180,12 @@ struct Sim {
     snapshot_requests: usize,
     /// Next seq per sid (book depth 10, binary).
     seq: Vec<u64>,
+    /// Every delta published per sid (seq n at index n - 1): the simulated replay window.
+    history: Vec<Vec<Bytes>>,
+    /// The same in `format=json` (deltas published by `publish_both`).
+    history_json: Vec<Vec<Bytes>>,
+    /// Resume requests the ingester received.
+    resume_requests: usize,
     /// Frames the client of each slot has read and not yet looked at.
     frames: Vec<Vec<Frame>>,
     /// Virtual time at the start (the wall clock is `WALL0_S` then).
@@ -187,6 +197,8 @@ struct Sim {
 const WINDOW: usize = 1 << 20;
 /// Depth index of depth 10.
 const DEPTH10: usize = 1;
+/// The simulated ingester's epoch.
+const SIM_EPOCH: u32 = 0x3f9c_0a17;
 
 impl Sim {
     fn new(symbols: usize, ring_capacity: usize, configure: impl FnOnce(&mut Config)) -> Self {
@@ -221,6 +233,7 @@ impl Sim {
             symbols: Arc::new(directory),
             requests: tx,
             metrics: Arc::new(Metrics::new(1)),
+            epoch: Arc::new(EpochCell::new(Epoch::from_u32(SIM_EPOCH))),
         };
         Self {
             core: ShardCore::new(ctx, now),
@@ -230,6 +243,9 @@ impl Sim {
             requests: rx,
             snapshot_requests: 0,
             seq: vec![0; symbols],
+            history: vec![Vec::new(); symbols],
+            history_json: vec![Vec::new(); symbols],
+            resume_requests: 0,
             frames: Vec::new(),
             start: now,
             _poll: poll,
@@ -284,6 +300,18 @@ impl Sim {
         let frames = parse_frames(&mut buf);
         self.socket(idx).read = buf;
         frames
+    }
+
+    /// The raw bytes the client read (HTTP streams), the socket then writable again.
+    fn read_raw(&mut self, idx: u32) -> Vec<u8> {
+        let s = self.socket(idx);
+        let mut bytes = std::mem::take(&mut s.in_kernel);
+        self.core.handle_writable(idx);
+        self.core.write_queued(&mut self.net);
+        if let Some(s) = self.net.sockets[idx as usize].as_mut() {
+            bytes.extend(std::mem::take(&mut s.in_kernel));
+        }
+        bytes
     }
 
     /// The raw text the client read (HTTP responses).
@@ -368,14 +396,20 @@ impl Sim {
     fn answer_requests(&mut self) -> usize {
         let reqs = self.take_requests();
         for r in &reqs {
-            let IngestRequest::Snapshot {
-                conn, req, topic, ..
-            } = *r;
-            let bytes = self.record(
-                RecordKind::Snapshot,
-                topic.sid,
-                self.seq[topic.sid as usize],
-            );
+            let (conn, req, topic) = match r {
+                IngestRequest::Snapshot {
+                    conn, req, topic, ..
+                } => (*conn, *req, *topic),
+                IngestRequest::Resume(r) => {
+                    self.answer_resume(r);
+                    continue;
+                }
+            };
+            let seq = self.seq[topic.sid as usize];
+            let bytes = match topic.format {
+                Format::Binary => self.record(RecordKind::Snapshot, topic.sid, seq),
+                Format::Json => json_record(RecordKind::Snapshot, topic.sid, seq),
+            };
             let pushed = self.ring.push(ShardMsg::Snapshot {
                 conn,
                 req,
@@ -387,12 +421,61 @@ impl Sim {
         reqs.len()
     }
 
+    /// Answers a resume as the ingester's replay windows would, holding every record: the
+    /// book records after the client's position, or not recovered (other epoch, position
+    /// ahead, or trades named: the simulator publishes none).
+    fn answer_resume(&mut self, r: &ResumeRequest) {
+        self.resume_requests += 1;
+        let symbols = r
+            .symbols
+            .iter()
+            .map(|&(sid, book, trades)| {
+                let last = self.seq[sid as usize];
+                let ok = r.epoch == Some(Epoch::from_u32(SIM_EPOCH))
+                    && trades.is_none()
+                    && book.is_some_and(|p| p <= last);
+                let book = match (ok, book) {
+                    (true, Some(p)) if r.format == Format::Json => {
+                        self.history_json[sid as usize][p as usize..].to_vec()
+                    }
+                    (true, Some(p)) => self.history[sid as usize][p as usize..].to_vec(),
+                    _ => Vec::new(),
+                };
+                SymbolResumed {
+                    sid,
+                    recovered: ok,
+                    book,
+                    trades: Vec::new(),
+                    status: None,
+                }
+            })
+            .collect();
+        let pushed = self.ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
+            conn: r.conn,
+            req: r.req,
+            epoch: Epoch::from_u32(SIM_EPOCH),
+            symbols,
+        })));
+        assert_eq!(pushed, Push::Queued);
+    }
+
     /// Publishes the next book delta of `sid` (depth 10, binary); false when the ring dropped it.
     fn publish(&mut self, sid: u32) -> bool {
         self.seq[sid as usize] += 1;
         let bytes = self.record(RecordKind::Delta, sid, self.seq[sid as usize]);
+        self.history[sid as usize].push(bytes.clone());
         let topic = Topic::book(sid, DEPTH10, Format::Binary);
         self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
+    }
+
+    /// Publishes the next book delta of `sid` (depth 10) in both formats; false when the ring
+    /// dropped one.
+    fn publish_both(&mut self, sid: u32) -> bool {
+        let ok = self.publish(sid);
+        let bytes = json_record(RecordKind::Delta, sid, self.seq[sid as usize]);
+        self.history_json[sid as usize].push(bytes.clone());
+        let topic = Topic::book(sid, DEPTH10, Format::Json);
+        ok && self.ring.push(ShardMsg::Record { topic, bytes }) == Push::Queued
     }
 
     fn record(&self, kind: RecordKind, sid: u32, seq: u64) -> Bytes {
@@ -425,6 +508,522 @@ impl Sim {
             assert_eq!(got.first().map(|r| r.0), Some(RecordKind::Snapshot as u8));
         }
         ids
+    }
+}
+
+/// A `format=json` book record as the ingester puts it in the ring (leading comma).
+fn json_record(kind: RecordKind, sid: u32, seq: u64) -> Bytes {
+    let meta = SymbolMeta {
+        symbol: format!("S{sid}"),
+        sid,
+        px_decimals: 2,
+        qty_decimals: 4,
+    };
+    let hdr = RecordHeader {
+        kind,
+        flags: 0,
+        sid,
+        seq,
+        exch_ts: 1,
+        recv_ts: 2,
+    };
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b",");
+    wire::encode_book_json(&mut out, &meta, &hdr, &[], &[]);
+    out.freeze()
+}
+
+/// An HTTP response as a client reads it: the head, the chunked body decoded, and whether the
+/// body ended (last chunk).
+#[derive(Debug, Default)]
+struct HttpRead {
+    head: String,
+    body: Vec<u8>,
+    ended: bool,
+}
+
+/// Decodes a response: head, then chunks (all complete: the simulator writes whole ones).
+fn http_read(raw: &[u8]) -> HttpRead {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return HttpRead::default();
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let (body, ended) = dechunk(&raw[end + 4..]);
+    HttpRead { head, body, ended }
+}
+
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Some(nl) = raw.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&raw[..nl]).unwrap(), 16).unwrap();
+        if n == 0 {
+            return (body, true);
+        }
+        let data = &raw[nl + 2..nl + 2 + n];
+        assert_eq!(&raw[nl + 2 + n..nl + 4 + n], b"\r\n", "chunk trailer");
+        body.extend_from_slice(data);
+        raw = &raw[nl + 4 + n..];
+    }
+    assert!(raw.is_empty(), "a partial chunk");
+    (body, false)
+}
+
+/// `/stream` frames of a body: (type, payload).
+fn stream_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+        out.push((body[4], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    assert!(body.is_empty());
+    out
+}
+
+/// SSE events of a body: (event name, id, data); comments as ("comment", None, text).
+fn sse_events(body: &[u8]) -> Vec<(String, Option<String>, String)> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.is_empty() || text.ends_with("\n\n"), "{text:?}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+            for line in e.lines() {
+                if let Some(c) = line.strip_prefix(": ") {
+                    name = "comment".into();
+                    data = c.into();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.into();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.into();
+                } else {
+                    panic!("unexpected line {line:?}");
+                }
+            }
+            (name, id, data)
+        })
+        .collect()
+}
+
+fn get(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: sim\r\n{headers}\r\n").into_bytes()
+}
+
+// ---- the plain-HTTP transports (/stream, /sse) and the built-in screen ----
+
+#[test]
+fn stream_sends_the_reply_first_then_the_binary_batches_in_frames() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/stream?symbols=S1&depth=10&channels=book", ""));
+    assert_eq!(sim.answer_requests(), 1);
+    sim.turn();
+    for _ in 0..3 {
+        sim.publish(1);
+    }
+    sim.turn();
+    let r = http_read(&sim.read_raw(idx));
+    assert!(r.head.starts_with("HTTP/1.1 200 OK"), "{}", r.head);
+    assert!(r.head.contains("Content-Type: application/octet-stream"));
+    assert!(r.head.contains("Transfer-Encoding: chunked"));
+    let frames = stream_frames(&r.body);
+    assert_eq!(frames[0].0, 2, "the subscribe reply first");
+    let reply: serde_json::Value = serde_json::from_slice(&frames[0].1).unwrap();
+    assert_eq!(reply["op"], "subscribed");
+    assert_eq!(reply["symbols"][0]["symbol"], "S1");
+    let records: Vec<(u8, u32, u64)> = frames[1..]
+        .iter()
+        .inspect(|(t, _)| assert_eq!(*t, 1))
+        .flat_map(|(_, p)| {
+            tickcast_bench::wire::decode_batch(p)
+                .expect("a §1 batch")
+                .iter()
+                .map(|r| (r.header.kind, r.header.sid, r.header.seq))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (RecordKind::Snapshot as u8, 1, 0),
+            (RecordKind::Delta as u8, 1, 1),
+            (RecordKind::Delta as u8, 1, 2),
+            (RecordKind::Delta as u8, 1, 3)
+        ]
+    );
+    assert!(!r.ended);
+    let m = sim.metrics();
+    assert_eq!(m.transport_connections[1].load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn sse_events_are_the_json_records_with_ids_naming_every_position() {
+    let mut sim = Sim::new(3, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/sse?symbols=S2,S1&depth=10&channels=book", ""));
+    assert_eq!(sim.answer_requests(), 2);
+    sim.turn();
+    sim.publish_both(1);
+    sim.publish_both(2);
+    sim.turn();
+    let r = http_read(&sim.read_raw(idx));
+    assert!(
+        r.head.contains("Content-Type: text/event-stream"),
+        "{}",
+        r.head
+    );
+    let events = sse_events(&r.body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    assert_eq!(events[0].1, None);
+    let data: Vec<serde_json::Value> = events[1..]
+        .iter()
+        .map(|(name, _, d)| {
+            assert_eq!(name, "message", "data events are unnamed");
+            serde_json::from_str(d).expect("one JSON record per event")
+        })
+        .collect();
+    let seen: Vec<(String, u64)> = data
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.iter().filter(|k| k.0 == "snapshot").count(), 2);
+    // The last event's id names both streams' positions, after the server's epoch.
+    let ids: Vec<&str> = events[1..]
+        .iter()
+        .map(|e| e.1.as_deref().unwrap())
+        .collect();
+    assert_eq!(*ids.last().unwrap(), "3f9c0a17;1:1:;2:1:", "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|id| super::streams::parse_event_id(id).is_some())
+    );
+    assert_eq!(
+        sim.metrics().transport_connections[2].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn sse_last_event_id_of_another_epoch_restarts_from_a_snapshot() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        &get(
+            "/sse?symbols=S0,S1&depth=10&channels=book",
+            "Last-Event-ID: 0badc0de;0:5:;1:7:\r\n",
+        ),
+    );
+    sim.answer_requests();
+    sim.turn();
+    sim.answer_requests();
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(idx)).body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(reply["symbols"][0]["recovered"], false);
+    assert_eq!(reply["symbols"][1]["recovered"], false);
+    let first: serde_json::Value = serde_json::from_str(&events[1].2).unwrap();
+    assert_eq!(first["kind"], "snapshot");
+}
+
+#[test]
+fn sse_last_event_id_resumes_the_whole_subscription_without_snapshots() {
+    let mut sim = Sim::new(2, 1024, |_| {});
+    // A first connection: its events' ids are the positions.
+    let first = sim.connect();
+    sim.send(first, &get("/sse?symbols=S0,S1&depth=10&channels=book", ""));
+    sim.answer_requests();
+    sim.turn();
+    for _ in 0..3 {
+        sim.publish_both(0);
+        sim.publish_both(1);
+    }
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(first)).body);
+    let id = events.last().unwrap().1.clone().unwrap();
+    assert_eq!(id, "3f9c0a17;0:3:;1:3:");
+    // The browser loses it; more happens meanwhile.
+    sim.socket(first).reset = true;
+    sim.publish_both(0);
+    sim.publish_both(0);
+    sim.publish_both(1);
+    sim.turn();
+    // It comes back with the last id.
+    let again = sim.connect();
+    sim.send(
+        again,
+        &get(
+            "/sse?symbols=S0,S1&depth=10&channels=book",
+            &format!("Last-Event-ID: {id}\r\n"),
+        ),
+    );
+    sim.answer_requests();
+    sim.turn();
+    sim.publish_both(1);
+    sim.turn();
+    let events = sse_events(&http_read(&sim.read_raw(again)).body);
+    assert_eq!(events[0].0, "subscribed", "{events:?}");
+    let reply: serde_json::Value = serde_json::from_str(&events[0].2).unwrap();
+    assert_eq!(reply["symbols"][0]["recovered"], true, "{reply}");
+    assert_eq!(reply["symbols"][1]["recovered"], true, "{reply}");
+    let got: Vec<(String, u64, u64)> = events[1..]
+        .iter()
+        .map(|(_, _, d)| {
+            let v: serde_json::Value = serde_json::from_str(d).unwrap();
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["sid"].as_u64().unwrap(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Exactly what was missed, then live; no snapshot.
+    let d = |sid, seq| ("delta".to_owned(), sid, seq);
+    let mut by0: Vec<_> = got.iter().filter(|r| r.1 == 0).cloned().collect();
+    let by1: Vec<_> = got.iter().filter(|r| r.1 == 1).cloned().collect();
+    by0.sort_by_key(|r| r.2);
+    assert_eq!(by0, [d(0, 4), d(0, 5)]);
+    assert_eq!(by1, [d(1, 4), d(1, 5)]);
+    assert_eq!(
+        events.last().unwrap().1.as_deref(),
+        Some("3f9c0a17;0:5:;1:5:")
+    );
+}
+
+#[test]
+fn stream_requests_that_cannot_be_honoured_get_400_with_a_json_error() {
+    let mut sim = Sim::new(2, 64, |c| c.max_subscriptions = 1);
+    for (path, status, code) in [
+        ("/stream", "400", "bad_request"),
+        ("/sse?symbols=S0&depth=7", "400", "invalid_depth"),
+        (
+            "/stream?symbols=S0&channels=quotes",
+            "400",
+            "invalid_channel",
+        ),
+        ("/stream?symbols=NOPE", "400", "unknown_symbol"),
+        ("/sse?symbols=*", "400", "too_many_subscriptions"),
+        ("/sse?symbols=S0&max_hz=0", "400", "bad_request"),
+    ] {
+        let idx = sim.connect();
+        sim.send(idx, &get(path, ""));
+        let text = sim.read_text(idx);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {text}"
+        );
+        assert!(
+            text.contains("Content-Type: application/json"),
+            "{path}: {text}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["code"], code, "{path}");
+        assert!(sim.is_gone(idx), "{path}");
+    }
+    assert_eq!(
+        sim.metrics().transport_connections[1].load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        sim.metrics().transport_connections[2].load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn streams_and_the_page_follow_the_origin_and_token_rules_of_ws() {
+    let mut sim = Sim::new(1, 64, |c| {
+        c.tokens = Some(crate::config::Tokens::parse("s3cret\n").unwrap());
+        c.allowed_origins = vec!["https://desk.example".into()];
+    });
+    let ok_origin = "Origin: https://desk.example\r\n";
+    for (path, headers, status) in [
+        ("/stream?symbols=S0", ok_origin, "401"),
+        ("/sse?symbols=S0&token=nope", ok_origin, "403"),
+        (
+            "/sse?symbols=S0&token=s3cret",
+            "Origin: https://evil.example\r\n",
+            "403",
+        ),
+        ("/stream?symbols=S0&token=s3cret", "", "403"),
+        ("/stream?symbols=S0&token=s3cret", ok_origin, "200"),
+        ("/?token=s3cret", "", "200"),
+        ("/", "", "401"),
+        ("/?token=x", "", "403"),
+        ("/?token=s3cret", "Origin: https://evil.example\r\n", "403"),
+        ("/app.css", "", "200"),
+    ] {
+        let page = path.starts_with("/?") || path == "/" || path == "/app.css";
+        if page && super::web::file("/").is_none() {
+            // Built without ui/: no page to protect.
+            continue;
+        }
+        let idx = sim.connect();
+        sim.send(idx, &get(path, headers));
+        let text = String::from_utf8_lossy(&sim.read_raw(idx)).into_owned();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path} {headers:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_stream_that_stops_reading_is_evicted_and_just_ends() {
+    let mut sim = Sim::new(1, 4096, |c| {
+        c.max_outbuf_bytes = 16 << 10;
+        c.evict_timeout = Duration::from_secs(20);
+    });
+    let slow = sim.connect();
+    sim.send(slow, &get("/stream?symbols=S0&depth=10&channels=book", ""));
+    let fast = sim.connect();
+    sim.send(fast, &get("/stream?symbols=S0&depth=10&channels=book", ""));
+    sim.answer_requests();
+    sim.turn();
+    let mut fast_bytes = sim.read_raw(fast);
+    sim.socket(slow).window = 4096;
+    let mut turns = 0;
+    while sim.metrics().evicted_slow.load(Ordering::Relaxed) == 0 {
+        for _ in 0..20 {
+            assert!(sim.publish(0));
+        }
+        sim.turn();
+        fast_bytes.extend(sim.read_raw(fast));
+        turns += 1;
+        assert!(turns < 100, "never evicted");
+    }
+    assert_eq!(
+        sim.metrics().transport_evictions[1].load(Ordering::Relaxed),
+        1
+    );
+    // The fast one got every record, in order.
+    for _ in 0..3 {
+        sim.publish(0);
+    }
+    sim.turn();
+    fast_bytes.extend(sim.read_raw(fast));
+    let r = http_read(&fast_bytes);
+    let seqs: Vec<u64> = stream_frames(&r.body)[1..]
+        .iter()
+        .flat_map(|(_, p)| tickcast_bench::wire::decode_batch(p).unwrap())
+        .map(|r| r.header.seq)
+        .collect();
+    assert_eq!(seqs, (0..=sim.seq[0]).collect::<Vec<u64>>());
+    // The slow one reads again: what it was in the middle of, the closing message, the end.
+    let mut raw = Vec::new();
+    for _ in 0..20 {
+        raw.extend(sim.read_raw(slow));
+    }
+    let r = http_read(&raw);
+    assert!(r.ended, "the chunked body ends");
+    let frames = stream_frames(&r.body);
+    let last: serde_json::Value = serde_json::from_slice(&frames.last().unwrap().1).unwrap();
+    assert_eq!(last["op"], "closing");
+    assert_eq!(last["code"], 1013);
+    assert!(sim.is_gone(slow));
+    assert_eq!(sim.socket(slow).closed, Some(true));
+    assert_eq!(
+        sim.metrics().transport_connections[1].load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn quiet_streams_get_keepalives() {
+    let mut sim = Sim::new(1, 64, |c| c.ping_interval = Duration::from_secs(120));
+    let sse = sim.connect();
+    sim.send(sse, &get("/sse?symbols=S0&channels=trades", ""));
+    let stream = sim.connect();
+    sim.send(stream, &get("/stream?symbols=S0&channels=trades", ""));
+    sim.read_raw(sse);
+    sim.read_raw(stream);
+    sim.advance(Duration::from_secs(29));
+    assert!(sim.read_raw(sse).is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(dechunk(&sim.read_raw(sse)).0, b": keepalive\n\n");
+    let frames = stream_frames(&dechunk(&sim.read_raw(stream)).0);
+    assert_eq!(frames, [(2, br#"{"op":"keepalive"}"#.to_vec())]);
+    // Never given up on for not answering (it cannot): still open after many intervals.
+    sim.advance(Duration::from_secs(300));
+    assert!(!sim.is_gone(sse) && !sim.is_gone(stream));
+}
+
+#[test]
+fn shutdown_ends_http_streams_with_a_closing_message() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    let idx = sim.connect();
+    sim.send(idx, &get("/sse?symbols=S0&channels=trades", ""));
+    sim.read_raw(idx);
+    sim.core.begin_shutdown(&mut sim.net);
+    let raw = sim.read_raw(idx);
+    let (body, ended) = dechunk(&raw);
+    assert!(ended);
+    let events = sse_events(&body);
+    assert_eq!(events[0].0, "closing");
+    assert!(sim.is_gone(idx));
+}
+
+#[test]
+fn the_screen_is_served_with_etags_304_and_head() {
+    let mut sim = Sim::new(1, 64, |_| {});
+    let Some(index) = super::web::file("/") else {
+        // A binary built without ui/: `/` says so.
+        let idx = sim.connect();
+        sim.send(idx, &get("/", ""));
+        assert!(sim.read_text(idx).starts_with("HTTP/1.1 200"));
+        return;
+    };
+    let idx = sim.connect();
+    sim.send(idx, &get("/", ""));
+    let raw = sim.read_raw(idx);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("Content-Type: text/html; charset=utf-8"));
+    assert!(text.contains(&format!("ETag: {}", index.etag)));
+    assert!(text.contains("Cache-Control: no-cache"));
+    assert!(raw.ends_with(index.body));
+    // Revalidation.
+    let idx = sim.connect();
+    sim.send(
+        idx,
+        &get("/index.html", &format!("If-None-Match: {}\r\n", index.etag)),
+    );
+    let text = sim.read_text(idx);
+    assert!(text.starts_with("HTTP/1.1 304"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body");
+    // HEAD: the length, no body.
+    let idx = sim.connect();
+    sim.send(idx, b"HEAD / HTTP/1.1\r\nHost: sim\r\n\r\n");
+    let text = sim.read_text(idx);
+    assert!(text.contains(&format!("Content-Length: {}", index.body.len())));
+    assert!(text.ends_with("\r\n\r\n"));
+    // Assets and the library, with their types; unknown paths 404.
+    for (path, status, ctype) in [
+        ("/app.css", "200", "text/css"),
+        ("/js/app.js", "200", "text/javascript"),
+        ("/lib/tickcast-client/index.js", "200", "text/javascript"),
+        ("/README.md", "404", ""),
+        ("/tests/screen.test.mjs", "404", ""),
+        ("/js/nope.js", "404", ""),
+    ] {
+        let idx = sim.connect();
+        sim.send(idx, &get(path, ""));
+        let text = sim.read_text(idx);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {text}"
+        );
+        assert!(text.contains(ctype), "{path}: {text}");
     }
 }
 
@@ -690,7 +1289,10 @@ fn lag_resync_ignores_snapshots_requested_before_it() {
     // The old request is answered late: ignored (its req is stale).
     let IngestRequest::Snapshot {
         conn, req, topic, ..
-    } = stale[0];
+    } = stale[0]
+    else {
+        panic!("not a snapshot request")
+    };
     let old = sim.record(RecordKind::Snapshot, 0, 1);
     sim.ring.push(ShardMsg::Snapshot {
         conn,
@@ -890,4 +1492,204 @@ fn token_expiry_closes_at_exp_and_refreshes_move_it_without_growing_the_timer_he
     sim.advance(Duration::from_secs(5));
     assert!(!sim.is_gone(b), "the refreshed connection was closed");
     assert!(sim.read(b).iter().all(|f| f.close_code().is_none()));
+}
+
+// ---- resume (protocol 1.1) ----
+
+impl Sim {
+    /// The client of `idx` subscribes to the book of `symbol` at depth 10 with a resume from
+    /// `book` in `epoch`.
+    fn resume(&mut self, idx: u32, symbol: &str, epoch: &str, book: u64) {
+        let req = format!(
+            r#"{{"op":"subscribe","id":2,"symbols":["{symbol}"],"channels":["book"],"depth":10,
+                "resume":{{"epoch":"{epoch}","streams":{{"{symbol}":{{"book":{book}}}}}}}}}"#
+        );
+        self.send(idx, &client_frame(0x1, req.as_bytes()));
+    }
+}
+
+/// The text replies among `frames`, parsed.
+fn replies(frames: &[Frame]) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .filter(|f| f.opcode == 0x1)
+        .map(|f| serde_json::from_slice(&f.payload).expect("a JSON reply"))
+        .collect()
+}
+
+#[test]
+fn plain_subscribed_replies_carry_the_epoch() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    let idx = sim.ws_client();
+    sim.send(
+        idx,
+        &client_frame(0x1, br#"{"op":"subscribe","id":1,"symbols":["S0"]}"#),
+    );
+    let r = replies(&sim.read(idx));
+    assert_eq!(r[0]["epoch"], "3f9c0a17");
+    assert!(r[0]["symbols"][0].get("recovered").is_none());
+}
+
+/// The `subscribed` reply of a resume is held until the ingester's answer comes out of the
+/// ring; the answer is the start of the stream for that connection: live records queued before
+/// it are not given to it (the replay holds them), those after it continue the replay.
+#[test]
+fn resume_holds_the_reply_and_its_answer_starts_the_stream() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    // Another subscriber keeps the stream flowing into this shard's ring.
+    let other = sim.subscribers(1, "S0")[0];
+    for _ in 0..5 {
+        sim.publish(0);
+    }
+    sim.turn();
+    sim.read(other);
+    let idx = sim.ws_client();
+    sim.resume(idx, "S0", "3f9c0a17", 2);
+    sim.turn();
+    assert!(sim.read(idx).is_empty(), "the reply waits for the answer");
+    // Published after the request and before the answer: in the replay, not given twice.
+    sim.publish(0);
+    sim.turn();
+    assert!(sim.read(idx).is_empty());
+    assert_eq!(sim.answer_requests(), 1);
+    assert_eq!(sim.resume_requests, 1);
+    sim.publish(0);
+    sim.turn();
+    let frames = sim.read(idx);
+    let r = replies(&frames);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["op"], "subscribed");
+    assert_eq!(r[0]["epoch"], "3f9c0a17");
+    assert_eq!(r[0]["symbols"][0]["recovered"], true);
+    assert_eq!(frames[0].opcode, 0x1, "the reply comes first");
+    let records: Vec<_> = frames.iter().flat_map(Frame::records).collect();
+    let delta = RecordKind::Delta as u8;
+    assert_eq!(
+        records,
+        (3..=7).map(|seq| (delta, 0, seq)).collect::<Vec<_>>(),
+        "exactly seq 3..=7: replayed 3..=6, live 7; no snapshot, no gap, no duplicate"
+    );
+    assert_eq!(
+        sim.snapshot_requests, 2,
+        "one for `other`, one resume, no snapshot"
+    );
+}
+
+/// Not recovered (another epoch): the reply says so, then the book starts from a snapshot that
+/// the shard asks for as for any subscriber (coalesced per topic).
+#[test]
+fn unrecovered_resume_starts_from_a_coalesced_snapshot() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    for _ in 0..3 {
+        sim.publish(0);
+    }
+    let ids: Vec<u32> = (0..20).map(|_| sim.ws_client()).collect();
+    for &idx in &ids {
+        sim.resume(idx, "S0", "00000000", 1);
+    }
+    assert_eq!(
+        sim.answer_requests(),
+        20,
+        "one resume request per subscribe"
+    );
+    sim.turn();
+    for &idx in &ids {
+        let frames = sim.read(idx);
+        let r = replies(&frames);
+        assert_eq!(r[0]["symbols"][0]["recovered"], false);
+        assert!(frames.iter().all(|f| f.records().is_empty()));
+    }
+    assert_eq!(sim.answer_requests(), 1, "the snapshots are coalesced");
+    sim.publish(0);
+    sim.turn();
+    for &idx in &ids {
+        let records: Vec<_> = sim.read(idx).iter().flat_map(Frame::records).collect();
+        assert_eq!(
+            records,
+            [
+                (RecordKind::Snapshot as u8, 0, 3),
+                (RecordKind::Delta as u8, 0, 4)
+            ]
+        );
+    }
+}
+
+/// A thousand clients resuming at once take one ring slot each (their answer), not one per
+/// record: a 1,024-slot ring with 64 records to replay per client does not overflow.
+#[test]
+fn a_thousand_resumes_fit_a_small_ring() {
+    let mut sim = Sim::new(1, 1024, |_| {});
+    for _ in 0..64 {
+        sim.publish(0);
+    }
+    sim.turn();
+    let ids: Vec<u32> = (0..1000).map(|_| sim.ws_client()).collect();
+    for &idx in &ids {
+        sim.resume(idx, "S0", "3f9c0a17", 0);
+    }
+    sim.answer_requests();
+    sim.turn();
+    assert!(!sim.ring.is_lagged());
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 0);
+    for &idx in &ids {
+        let records: Vec<_> = sim.read(idx).iter().flat_map(Frame::records).collect();
+        assert_eq!(records.len(), 64);
+        assert_eq!(records.last(), Some(&(RecordKind::Delta as u8, 0, 64)));
+    }
+}
+
+/// A ring resync while a resume is in flight: its answer may be lost, so the reply goes out
+/// with `recovered: false` and the book restarts from a snapshot; a late answer is ignored.
+#[test]
+fn lag_resync_abandons_a_resume_in_flight() {
+    let mut sim = Sim::new(1, 16, |_| {});
+    let idx = sim.ws_client();
+    sim.resume(idx, "S0", "3f9c0a17", 0);
+    let stale = sim.take_requests();
+    assert_eq!(stale.len(), 1);
+    while sim.publish(0) {}
+    sim.turn();
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 1);
+    let r = replies(&sim.read(idx));
+    assert_eq!(r[0]["symbols"][0]["recovered"], false);
+    // The late answer is ignored; the fresh snapshot starts the stream.
+    let IngestRequest::Resume(late) = &stale[0] else {
+        panic!("not a resume")
+    };
+    sim.answer_resume(late);
+    assert_eq!(sim.answer_requests(), 1);
+    sim.turn();
+    let frames = sim.read(idx);
+    assert!(replies(&frames).is_empty());
+    let records: Vec<_> = frames.iter().flat_map(Frame::records).collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].0, RecordKind::Snapshot as u8);
+}
+
+/// `/stream` and `/sse` admit a client by its JWT as `/ws` does: the subscription is checked
+/// against the token's grant, and the stream ends when the token expires.
+#[test]
+fn http_streams_take_jwts_check_entitlements_and_end_at_expiry() {
+    let mut sim = Sim::new(2, 1024, |c| {
+        c.jwt = Some(crate::config::JwtKey::hs256(SIM_SECRET));
+        c.ping_interval = Duration::from_secs(3600);
+    });
+    sim.turn();
+    let token = sim_jwt(WALL0_S + 10, &["S1"]);
+    let refused = sim.connect();
+    sim.send(refused, &get("/stream?symbols=S1", ""));
+    assert!(sim.read_text(refused).starts_with("HTTP/1.1 401"));
+    let other = sim.connect();
+    sim.send(other, &get(&format!("/sse?symbols=S0&token={token}"), ""));
+    let text = sim.read_text(other);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("not_entitled"), "{text}");
+    let idx = sim.connect();
+    sim.send(idx, &get(&format!("/sse?symbols=S1&token={token}"), ""));
+    assert!(sim.read_text(idx).starts_with("HTTP/1.1 200"));
+    sim.advance(Duration::from_millis(9_000));
+    assert!(!sim.is_gone(idx), "ended early");
+    sim.advance(Duration::from_millis(1_000));
+    sim.read_raw(idx);
+    assert!(sim.is_gone(idx), "the stream outlived its token");
 }

@@ -318,6 +318,8 @@ pub struct Client {
     pub last_crc: HashMap<u32, u32>,
     /// Every snapshot record received: (sid, seq, levels).
     pub snapshots: Vec<(u32, u64, Levels)>,
+    /// The first record of each stream on this connection: (sid, trades?) → (kind, seq).
+    pub firsts: HashMap<(u32, bool), (u8, u64)>,
 }
 
 impl Client {
@@ -379,7 +381,73 @@ impl Client {
             replace_jumps: Vec::new(),
             last_crc: HashMap::new(),
             snapshots: Vec::new(),
+            firsts: HashMap::new(),
         }
+    }
+
+    /// Resets the TCP connection (RST: no close frame, as a dying network does) and connects
+    /// again to `url`, keeping what the client knew (books, positions, symbols): the caller
+    /// then subscribes, with or without `resume`.
+    pub fn reset_and_reconnect(self, url: &str) -> Self {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            socket2::SockRef::from(s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+        }
+        let Self {
+            ws,
+            state,
+            decimals,
+            symbols,
+            last_crc,
+            ..
+        } = self;
+        drop(ws);
+        let mut c = Self::connect(url);
+        c.state = state;
+        c.decimals = decimals;
+        c.symbols = symbols;
+        c.last_crc = last_crc;
+        c
+    }
+
+    /// Forgets every book and position (a client told `recovered: false` starts afresh).
+    pub fn forget_streams(&mut self) {
+        self.state = StreamState::new();
+    }
+
+    /// Forgets the symbols of `symbols` that were not recovered (resumed with
+    /// `recovered: false`); returns how many.
+    pub fn forget_unrecovered(&mut self, symbols: &[SymbolInfo]) -> usize {
+        let mut n = 0;
+        for s in symbols {
+            if s.recovered == Some(false) {
+                self.state.forget(s.sid);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The `resume` object for every symbol the client holds a position of (`book` at the
+    /// subscription's depth, `trades` when it saw one).
+    pub fn resume_positions(&self, epoch: &str, trades: bool) -> Value {
+        let mut streams = serde_json::Map::new();
+        for s in &self.symbols {
+            let mut pos = serde_json::Map::new();
+            if let Some(seq) = self.state.book_seq(s.sid) {
+                pos.insert("book".into(), seq.into());
+            }
+            if trades {
+                if let Some(seq) = self.state.trade_seq(s.sid) {
+                    pos.insert("trades".into(), seq.into());
+                }
+            }
+            if !pos.is_empty() {
+                streams.insert(s.symbol.clone(), Value::Object(pos));
+            }
+        }
+        serde_json::json!({"epoch": epoch, "streams": streams})
     }
 
     pub fn send(&mut self, v: Value) {
@@ -439,6 +507,11 @@ impl Client {
     fn apply(&mut self, recs: &[Record]) {
         for r in recs {
             self.records += 1;
+            if (1..=3).contains(&r.header.kind) {
+                self.firsts
+                    .entry((r.header.sid, r.header.kind == 3))
+                    .or_insert((r.header.kind, r.header.seq));
+            }
             self.check_replacement(r);
             if let Body::Book { bids, asks, crc } = &r.body {
                 if let Some(crc) = crc {

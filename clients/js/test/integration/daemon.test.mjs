@@ -153,7 +153,7 @@ describe("the daemon killed and restarted mid-run", { skip, timeout: 120000 }, (
     assert.ok(new Set(delays).size > 1, "jittered: not all equal");
     assert.ok(lines.some((l) => /reconnecting in \d+ ms/.test(l)), "the client logs its reconnect attempts");
     assert.equal(client.stats.reconnects, 1);
-    assert.equal(client.stats.resumed, 0, "today's daemon has no resume: fresh snapshots");
+    assert.equal(client.stats.resumed, 0, "a restarted daemon has a new epoch: not recovered, fresh snapshots");
     assert.equal(subscribed[1].resumed, false);
     assert.equal(client.transport, "ws");
   });

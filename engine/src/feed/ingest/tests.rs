@@ -7,6 +7,10 @@ use std::time::Duration;
 use super::*;
 use crate::config::FeedUrl;
 use crate::fanout::ConnId;
+use crate::replay::epoch::Epoch;
+
+/// The fixture's epoch.
+const EPOCH: u32 = 0x3f9c_0a17;
 
 const SYMBOLS: &str = r#"{"type":"symbols","symbols":[{"symbol":"AAA-USD","px_decimals":2,"qty_decimals":2},{"symbol":"BBB-USD","px_decimals":2,"qty_decimals":2}]}"#;
 
@@ -38,7 +42,13 @@ enum Out {
     Status { sid: u32, code: u16 },
     /// A snapshot answering a subscription.
     Snapshot { sid: u32, seq: u64 },
+    /// A resume's answer: per symbol (sid, recovered, seqs of the replayed book records, of
+    /// the replayed trades, status code after them).
+    Resumed(Vec<ResumedSymbol>),
 }
+
+/// (sid, recovered, replayed book seqs, replayed trade seqs, status code after them).
+type ResumedSymbol = (u32, bool, Vec<u64>, Vec<u64>, Option<u16>);
 
 fn fixture(format: Format) -> Fixture {
     let poll = Poll::new().unwrap();
@@ -57,6 +67,8 @@ fn fixture(format: Format) -> Fixture {
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_secs(1),
         stall_timeout: DEFAULT_STALL_TIMEOUT,
+        epoch: Arc::new(EpochCell::new(Epoch::from_u32(EPOCH))),
+        replay: ReplayLimits::default(),
     };
     let mut f = Fixture {
         replay: Replay::new(ctx).unwrap(),
@@ -152,6 +164,28 @@ impl Fixture {
                     sid: topic.sid,
                     seq: header(&bytes, topic.format).2,
                 },
+                ShardMsg::Resumed(a) => {
+                    assert_eq!(a.epoch, Epoch::from_u32(EPOCH));
+                    Out::Resumed(
+                        a.symbols
+                            .iter()
+                            .map(|s| {
+                                let seqs = |v: &[Bytes]| {
+                                    v.iter()
+                                        .map(|b| header(b, Format::Binary).2)
+                                        .collect::<Vec<_>>()
+                                };
+                                (
+                                    s.sid,
+                                    s.recovered,
+                                    seqs(&s.book),
+                                    seqs(&s.trades),
+                                    s.status.as_ref().map(|b| status_code(b, Format::Binary)),
+                                )
+                            })
+                            .collect(),
+                    )
+                }
             });
         }
         out
@@ -557,6 +591,110 @@ fn records_carry_the_time_the_loop_handed_down() {
         stamps.iter().all(|&t| t == 1_763_700_001_123_456_789),
         "{stamps:?}"
     );
+}
+
+fn resume_request(epoch: u32, sid: u32, book: Option<u64>) -> IngestRequest {
+    IngestRequest::Resume(Box::new(ResumeRequest {
+        shard: 0,
+        conn: ConnId {
+            index: 3,
+            generation: 0,
+        },
+        req: 9,
+        epoch: Some(Epoch::from_u32(epoch)),
+        depth_idx: WATCHED[0],
+        format: Format::Binary,
+        symbols: vec![(sid, book, None)],
+    }))
+}
+
+/// The replay windows wired into the ingester: a resume is answered from them in ring order
+/// (replay up to the last record, then live continues), a replacing snapshot is part of the
+/// stream, a wrong epoch or a position beyond the window is not recovered, and a stream whose
+/// only watcher left stays windowed (and numbered) for the age bound, then is forgotten.
+#[test]
+fn resumes_are_answered_from_the_replay_windows_in_ring_order() {
+    let mut f = fixture(Format::Binary);
+    for seq in 101..=105 {
+        f.msg(&update("AAA-USD", seq));
+    }
+    f.drain();
+    // The client last applied seq 2 of AAA-USD's depth-1 stream (now at 5).
+    f.requests.send(resume_request(EPOCH, 0, Some(2))).unwrap();
+    f.replay.serve_requests();
+    f.msg(&update("AAA-USD", 106));
+    assert_eq!(
+        f.drain()[..2],
+        [
+            Out::Resumed(vec![(0, true, vec![3, 4, 5], vec![], None)]),
+            Out::Record {
+                sid: 0,
+                stream: WATCHED[0] as u8,
+                kind: 2,
+                flags: wire::FLAG_CHECKSUM,
+                seq: 6
+            },
+        ]
+    );
+    // Another epoch, or a position past the stream, is not recovered.
+    for (epoch, pos) in [(EPOCH ^ 1, 2), (EPOCH, 99)] {
+        f.requests
+            .send(resume_request(epoch, 0, Some(pos)))
+            .unwrap();
+        f.replay.serve_requests();
+        assert_eq!(
+            f.drain(),
+            [Out::Resumed(vec![(0, false, vec![], vec![], None)])]
+        );
+    }
+    // A gap: the stale symbol's resume replays up to its last record, then says it is stale;
+    // once the feed's snapshot lands, the replacing snapshot is replayed as part of the stream.
+    f.msg(&update("AAA-USD", 109));
+    f.drain();
+    f.requests.send(resume_request(EPOCH, 0, Some(5))).unwrap();
+    f.replay.serve_requests();
+    assert_eq!(
+        f.drain(),
+        [Out::Resumed(vec![(0, true, vec![6], vec![], Some(1))])]
+    );
+    f.msg(&snapshot("AAA-USD", 109));
+    f.drain();
+    f.requests.send(resume_request(EPOCH, 0, Some(6))).unwrap();
+    f.replay.serve_requests();
+    assert_eq!(
+        f.drain(),
+        [Out::Resumed(vec![(0, true, vec![7], vec![], None)])]
+    );
+    // The only watcher leaves: the stream stays windowed (exact deltas) for the age bound.
+    let topic = Topic::book(0, WATCHED[0], Format::Binary);
+    f.interest.remove(0, topic);
+    f.msg(&update("AAA-USD", 110));
+    assert!(
+        f.drain().iter().all(
+            |o| !matches!(o, Out::Record { stream, sid: 0, .. } if *stream == WATCHED[0] as u8)
+        )
+    );
+    f.requests.send(resume_request(EPOCH, 0, Some(7))).unwrap();
+    f.replay.serve_requests();
+    assert_eq!(
+        f.drain(),
+        [Out::Resumed(vec![(0, true, vec![8], vec![], None)])]
+    );
+    // Past the age bound, the window is forgotten: not recovered.
+    f.now = f
+        .now
+        .later(crate::replay::DEFAULT_AGE + Duration::from_secs(1));
+    f.msg(&update("AAA-USD", 111));
+    f.requests.send(resume_request(EPOCH, 0, Some(8))).unwrap();
+    f.replay.serve_requests();
+    assert_eq!(
+        f.drain().last(),
+        Some(&Out::Resumed(vec![(0, false, vec![], vec![], None)]))
+    );
+    f.replay.serve_requests();
+    let m = &f.replay.metrics().replay;
+    assert!(m.hits.load(Ordering::Relaxed) >= 4);
+    assert!(m.misses.load(Ordering::Relaxed) >= 3);
 }
 
 /// The decoder's scanner declines anything but the feed's exact templates; simd-json then

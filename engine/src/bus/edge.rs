@@ -1,0 +1,919 @@
+//! The edge node's subscriber (`--role edge`): takes the ingester's place, fed by NATS.
+//!
+//! One thread runs `async-nats` on its own tokio runtime and plays the ingester's part for the
+//! shards: it pushes records into their rings (to the shards with subscribers of the topic, as
+//! the ingester does), answers their snapshot requests on their rings in order with the
+//! records, and tells their subscribers when a symbol goes stale (status 1) and resumes
+//! (status 2). It never renumbers: every record is the ingest node's, seq and all.
+//!
+//! Per stream (topic), in [`Stream`]:
+//! - **Interest.** A topic's subject is subscribed while some shard has a subscriber of it (or
+//!   waits for its snapshot) and unsubscribed once none has (checked every [`TICK`]).
+//! - **Join.** Records that arrive before the stream is in line are buffered; a snapshot is
+//!   requested from the ingest node (seq `S`); what the snapshot holds (seq <= `S`) is dropped
+//!   and the rest is applied. A later subscriber of a stream already in line gets a snapshot
+//!   fetched the same way, handed to its shard when the forwarded stream reaches `S` (so the
+//!   next record it gets is `S + 1`).
+//! - **Gap.** A record past the next seq means the bus lost some: the stream is out of line
+//!   until a fresh snapshot arrives, which replaces the clients' books (a flagged snapshot whose
+//!   seq may jump forward, as after a shard's ring lag, docs/protocol.md §1.3).
+//! - **Outage.** NATS lost, or no heartbeat from the ingest node for [`HEARTBEAT_TIMEOUT`]:
+//!   every watched symbol goes stale (status 1); once back, every stream resyncs with a
+//!   snapshot, then status 2. A new epoch (the ingest node restarted) resyncs the same way.
+//! - **Trades** need no snapshot: they are forwarded from the first one seen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, Event};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::Interest as TokioInterest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ingest::{connect_options, server_list};
+use super::{
+    Subjects, encode_snapshot_request, parse_batch, parse_snapshot_reply, parse_status,
+    parse_symbols,
+};
+use crate::clock;
+use crate::fanout::interest::Interest;
+use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
+use crate::metrics::{Metrics, add};
+use crate::replay::epoch::{Epoch, EpochCell};
+use crate::ring::{
+    IngestRequest, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory, SymbolResumed,
+    SymbolTable,
+};
+use crate::wire::{self, RecordHeader, RecordKind, StatusCode};
+
+/// How often interest, timeouts and the heartbeat are checked.
+pub const TICK: Duration = Duration::from_millis(20);
+/// A snapshot request unanswered this long is sent again.
+pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(2);
+/// No symbol table from the ingest node for this long: its streams are stale.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most records buffered for a stream that waits for its snapshot; past it the buffer is
+/// dropped and the snapshot asked for again.
+const MAX_BUFFERED: usize = 200_000;
+
+/// What the subscriber thread needs.
+#[derive(Debug)]
+pub struct EdgeBus {
+    /// NATS server(s), comma-separated `nats://HOST:PORT`.
+    pub nats_url: String,
+    /// Subjects of the cluster.
+    pub subjects: Subjects,
+    /// One ring per shard.
+    pub rings: Vec<Arc<Ring>>,
+    /// Subscriber counts per shard.
+    pub interest: Arc<Interest>,
+    /// Where the symbol table is published for the shards.
+    pub symbols: Arc<SymbolDirectory>,
+    /// Requests from shards.
+    pub requests: crossbeam_channel::Receiver<IngestRequest>,
+    /// The poll the shards' waker (for requests) is registered with.
+    pub poll: mio::Poll,
+    /// Reconnect back-off, first delay and cap.
+    pub reconnect: (Duration, Duration),
+    /// The epoch the shards report: the ingest node's, once known.
+    pub epoch: Arc<EpochCell>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// What reaches the main loop.
+enum Ev {
+    Batch {
+        idx: usize,
+        sub_gen: u64,
+        payload: Bytes,
+    },
+    Reply {
+        idx: usize,
+        sub_gen: u64,
+        payload: Option<Bytes>,
+    },
+    Status(Bytes),
+    Symbols(Bytes),
+    Conn(Event),
+}
+
+/// One stream's state on this edge.
+#[derive(Debug)]
+struct Stream {
+    topic: Topic,
+    /// Subscription generation (messages of an older subscription are ignored).
+    sub_gen: u64,
+    task: tokio::task::AbortHandle,
+    /// Seq of the last record forwarded: the stream is in line. `None`: out of line.
+    last: Option<u64>,
+    /// Records received while out of line.
+    buffer: Vec<(u64, Bytes)>,
+    /// A snapshot request in flight: its number and when it was sent.
+    request: Option<(u64, Instant)>,
+    /// A snapshot for waiting subscribers, ahead of the forwarded stream.
+    held: Option<(u64, Bytes)>,
+    /// Shard subscriptions waiting for a snapshot: (shard, conn, req).
+    waiters: Vec<(usize, ConnId, u32)>,
+    /// Clients hold a book of this stream: the resync snapshot replaces it.
+    replace: bool,
+}
+
+struct Edge {
+    cfg: EdgeBus,
+    client: Client,
+    events: UnboundedSender<Ev>,
+    streams: HashMap<usize, Stream>,
+    next_gen: u64,
+    table: Arc<SymbolTable>,
+    epoch: Option<u32>,
+    connected: bool,
+    /// Streams are trustworthy: connected and the ingest node's heartbeat is fresh.
+    live: bool,
+    last_heartbeat: Instant,
+    /// Per sid: its subscribers were told it is stale (status 1) and not yet resumed.
+    stale: Vec<bool>,
+    touched: Vec<bool>,
+}
+
+impl EdgeBus {
+    /// Runs the subscriber on the current thread (its own tokio runtime) until shutdown.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built.
+    pub fn run(self) -> std::io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(main(self))
+    }
+}
+
+async fn main(cfg: EdgeBus) -> std::io::Result<()> {
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = connect_options("tickcast-edge", cfg.reconnect, conn_tx);
+    let client = opts
+        .connect(server_list(&cfg.nats_url))
+        .await
+        .map_err(std::io::Error::other)?;
+    // Connection events into the main channel.
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = conn_rx.recv().await {
+            if fwd.send(Ev::Conn(ev)).is_err() {
+                return;
+            }
+        }
+    });
+    // Statuses and the symbol table (heartbeat): always subscribed.
+    for (subject, is_status) in [
+        (cfg.subjects.status(), true),
+        (cfg.subjects.symbols(), false),
+    ] {
+        let mut sub = client
+            .subscribe(subject)
+            .await
+            .map_err(std::io::Error::other)?;
+        let fwd = tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let ev = if is_status {
+                    Ev::Status(m.payload)
+                } else {
+                    Ev::Symbols(m.payload)
+                };
+                if fwd.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut mio_events = mio::Events::with_capacity(8);
+    let shards = cfg.rings.len();
+    let mut edge = Edge {
+        cfg,
+        client,
+        events: tx,
+        streams: HashMap::new(),
+        next_gen: 0,
+        table: Arc::new(SymbolTable::default()),
+        epoch: None,
+        connected: false,
+        live: false,
+        last_heartbeat: clock::monotonic(),
+        stale: Vec::new(),
+        touched: vec![false; shards],
+    };
+    // The shards' waker for requests is a mio waker; its poll's epoll descriptor turns
+    // readable when woken, and tokio watches that descriptor. (`with_interest` is deprecated
+    // because nothing ties the descriptor's lifetime to it: here the poll, owned by `edge`,
+    // is declared first, so it outlives `req_fd`.)
+    #[allow(deprecated)]
+    let req_fd = AsyncFd::with_interest(
+        std::os::fd::AsRawFd::as_raw_fd(&edge.cfg.poll),
+        TokioInterest::READABLE,
+    )?;
+    edge.ask_symbols();
+    let mut tick = tokio::time::interval(TICK);
+    tracing::info!(nats = %edge.cfg.nats_url, "edge node subscribing to NATS");
+    loop {
+        if edge.cfg.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        tokio::select! {
+            Some(ev) = rx.recv() => {
+                edge.on(ev).await;
+                // Whatever else is queued, before waking the shards.
+                while let Ok(ev) = rx.try_recv() {
+                    edge.on(ev).await;
+                }
+            }
+            guard = req_fd.readable() => {
+                if let Ok(mut g) = guard {
+                    let _ = edge.cfg.poll.poll(&mut mio_events, Some(Duration::ZERO));
+                    g.clear_ready();
+                }
+                edge.serve_requests().await;
+            }
+            _ = tick.tick() => edge.tick().await,
+        }
+        edge.wake_shards();
+    }
+}
+
+impl Edge {
+    fn m(&self) -> &crate::metrics::BusMetrics {
+        &self.cfg.metrics.bus
+    }
+
+    async fn on(&mut self, ev: Ev) {
+        match ev {
+            Ev::Batch {
+                idx,
+                sub_gen,
+                payload,
+            } => self.on_batch(idx, sub_gen, &payload).await,
+            Ev::Reply {
+                idx,
+                sub_gen,
+                payload,
+            } => self.on_reply(idx, sub_gen, payload).await,
+            Ev::Status(p) => self.on_status(&p),
+            Ev::Symbols(p) => self.on_symbols(&p).await,
+            Ev::Conn(e) => self.on_conn(&e).await,
+        }
+    }
+
+    fn count_in(&self, bytes: usize) {
+        add(&self.m().messages_in, 1);
+        add(&self.m().bytes_in, bytes as u64);
+    }
+
+    // ---- the ingest node: heartbeat, epoch, symbols ----
+
+    fn ask_symbols(&self) {
+        let client = self.client.clone();
+        let subject = self.cfg.subjects.symbols_get();
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            if let Ok(m) = client.request(subject, Bytes::new()).await {
+                let _ = tx.send(Ev::Symbols(m.payload));
+            }
+        });
+    }
+
+    async fn on_symbols(&mut self, p: &Bytes) {
+        self.count_in(p.len());
+        let Some((epoch, table)) = parse_symbols(p) else {
+            tracing::warn!("malformed symbol table on the bus");
+            return;
+        };
+        self.last_heartbeat = clock::monotonic();
+        if table.symbols.len() > self.table.symbols.len() || self.epoch != Some(epoch) {
+            let n = table.symbols.len().min(self.cfg.interest.max_symbols());
+            let table = SymbolTable {
+                symbols: table.symbols.into_iter().take(n).collect(),
+            };
+            tracing::info!(symbols = n, "symbol table from the ingest node");
+            self.stale.resize(n, false);
+            self.table = Arc::new(table);
+            self.cfg.symbols.store(self.table.clone());
+        }
+        match self.epoch {
+            Some(e) if e == epoch => {}
+            Some(e) => {
+                tracing::warn!(
+                    old = %format!("{e:08x}"), new = %format!("{epoch:08x}"),
+                    "the ingest node has a new epoch (restarted): resyncing every stream"
+                );
+                self.set_epoch(epoch);
+                self.lost();
+                self.resync_all().await;
+            }
+            None => {
+                tracing::info!(epoch = %format!("{epoch:08x}"), "ingest node epoch");
+                self.set_epoch(epoch);
+            }
+        }
+        if self.connected && !self.live {
+            self.resync_all().await;
+        }
+        self.update_health();
+    }
+
+    fn set_epoch(&mut self, epoch: u32) {
+        self.epoch = Some(epoch);
+        self.cfg.epoch.set(Epoch::from_u32(epoch));
+        self.m().epoch.store(u64::from(epoch), Ordering::Relaxed);
+    }
+
+    /// Are the streams of epoch `e` ours? A new epoch seen first on a stream waits for the
+    /// heartbeat (which carries the symbol table) to switch.
+    fn epoch_ok(&self, e: u32) -> bool {
+        self.epoch == Some(e)
+    }
+
+    async fn on_conn(&mut self, e: &Event) {
+        match e {
+            Event::Connected => {
+                add(&self.m().connects, 1);
+                self.m().connected.store(1, Ordering::Relaxed);
+                tracing::info!("connected to NATS");
+                self.connected = true;
+                self.last_heartbeat = clock::monotonic();
+                self.ask_symbols();
+                self.resync_all().await;
+            }
+            Event::Disconnected => {
+                self.m().connected.store(0, Ordering::Relaxed);
+                tracing::warn!("disconnected from NATS: symbols stale until it is back");
+                self.connected = false;
+                self.lost();
+            }
+            // Reconnect attempts report each failure: the back-off is enough.
+            Event::ClientError(e) => tracing::debug!(error = %e, "NATS client error"),
+            other => tracing::warn!(event = %other, "NATS event"),
+        }
+        self.update_health();
+    }
+
+    /// The streams can no longer be trusted: watched symbols go stale, streams out of line.
+    fn lost(&mut self) {
+        self.live = false;
+        for s in self.streams.values_mut() {
+            if s.last.take().is_some() && s.topic.is_book() {
+                s.replace = true;
+            }
+            s.buffer.clear();
+            s.held = None;
+            s.request = None;
+        }
+        for sid in 0..self.table.symbols.len() as u32 {
+            self.set_stale(sid, true);
+        }
+    }
+
+    /// Connected and the heartbeat is fresh: ask every book stream for a snapshot.
+    async fn resync_all(&mut self) {
+        if !self.connected || self.epoch.is_none() {
+            return;
+        }
+        self.live = true;
+        let idxs: Vec<usize> = self.streams.keys().copied().collect();
+        for idx in idxs {
+            let Some(s) = self.streams.get(&idx) else {
+                continue;
+            };
+            if s.topic.is_book() && s.last.is_none() && s.request.is_none() {
+                self.request_snapshot(idx);
+            }
+        }
+        self.check_resumed();
+    }
+
+    fn update_health(&self) {
+        let ok = self.connected
+            && self.live
+            && !self.table.symbols.is_empty()
+            && !self.stale.iter().any(|&s| s);
+        self.cfg.metrics.health.set_feed_live(ok);
+    }
+
+    // ---- statuses ----
+
+    /// Tells the subscribers of `sid` (both formats) that it is stale or resumed, if that
+    /// changes what they were told.
+    fn set_stale(&mut self, sid: u32, stale: bool) {
+        let Some(flag) = self.stale.get_mut(sid as usize) else {
+            return;
+        };
+        if *flag == stale {
+            return;
+        }
+        *flag = stale;
+        let code = if stale {
+            StatusCode::FeedStale
+        } else {
+            StatusCode::FeedResumed
+        };
+        let now = clock::realtime_ns();
+        let Some(meta) = self.table.symbols.get(sid as usize).cloned() else {
+            return;
+        };
+        let hdr = RecordHeader {
+            kind: RecordKind::Status,
+            flags: 0,
+            sid,
+            seq: 0,
+            exch_ts: now,
+            recv_ts: now,
+        };
+        for format in [Format::Binary, Format::Json] {
+            let mut out = BytesMut::new();
+            match format {
+                Format::Binary => wire::encode_status(&mut out, &hdr, code),
+                Format::Json => {
+                    out.extend_from_slice(b",");
+                    wire::encode_status_json(&mut out, &meta, &hdr, code);
+                }
+            }
+            self.push_status(sid, format, &out.freeze());
+        }
+    }
+
+    fn push_status(&mut self, sid: u32, format: Format, bytes: &Bytes) {
+        for shard in 0..self.cfg.rings.len() {
+            let watches = (0..STREAMS_PER_SYMBOL as u8).any(|stream| {
+                self.cfg.interest.any(
+                    shard,
+                    Topic {
+                        sid,
+                        stream,
+                        format,
+                    },
+                )
+            });
+            if watches {
+                let _ = self.cfg.rings[shard].push(ShardMsg::Status {
+                    sid,
+                    format,
+                    bytes: bytes.clone(),
+                });
+                self.touched[shard] = true;
+            }
+        }
+    }
+
+    /// A status from the ingest node (its feed went stale or resumed for a symbol).
+    fn on_status(&mut self, p: &Bytes) {
+        self.count_in(p.len());
+        let Some((epoch, sid, format, bytes)) = parse_status(p) else {
+            return;
+        };
+        if !self.epoch_ok(epoch) || !self.live {
+            return;
+        }
+        let code = wire_status_code(format, &bytes);
+        let Some(flag) = self.stale.get_mut(sid as usize) else {
+            return;
+        };
+        match code {
+            Some(StatusCode::FeedStale) => *flag = true,
+            Some(StatusCode::FeedResumed) => *flag = false,
+            _ => {}
+        }
+        self.push_status(sid, format, &bytes);
+        self.update_health();
+    }
+
+    /// Symbols whose book streams are all in line again: status 2.
+    fn check_resumed(&mut self) {
+        if !self.live {
+            return;
+        }
+        let mut pending = vec![false; self.stale.len()];
+        for s in self.streams.values() {
+            if s.topic.is_book() && s.last.is_none() {
+                if let Some(p) = pending.get_mut(s.topic.sid as usize) {
+                    *p = true;
+                }
+            }
+        }
+        for (sid, pending) in pending.into_iter().enumerate() {
+            if self.stale[sid] && !pending {
+                self.set_stale(sid as u32, false);
+            }
+        }
+        self.update_health();
+    }
+
+    // ---- subscriptions ----
+
+    fn interested(&self, topic: Topic) -> bool {
+        (0..self.cfg.rings.len()).any(|s| self.cfg.interest.any(s, topic))
+    }
+
+    async fn subscribe(&mut self, topic: Topic) {
+        let idx = topic.index();
+        if self.streams.contains_key(&idx) {
+            return;
+        }
+        let sub = match self.client.subscribe(self.cfg.subjects.stream(topic)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "NATS subscribe failed");
+                return;
+            }
+        };
+        self.next_gen += 1;
+        let sub_gen = self.next_gen;
+        let tx = self.events.clone();
+        let task = tokio::spawn(async move {
+            let mut sub = sub;
+            while let Some(m) = sub.next().await {
+                if tx
+                    .send(Ev::Batch {
+                        idx,
+                        sub_gen,
+                        payload: m.payload,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .abort_handle();
+        self.streams.insert(
+            idx,
+            Stream {
+                topic,
+                sub_gen,
+                task,
+                last: None,
+                buffer: Vec::new(),
+                request: None,
+                held: None,
+                waiters: Vec::new(),
+                replace: false,
+            },
+        );
+        self.m()
+            .subscriptions
+            .store(self.streams.len() as u64, Ordering::Relaxed);
+        if topic.is_book() {
+            self.request_snapshot(idx);
+        }
+    }
+
+    fn unsubscribe(&mut self, idx: usize) {
+        if let Some(s) = self.streams.remove(&idx) {
+            // Dropping the subscriber (its task) unsubscribes.
+            s.task.abort();
+        }
+        self.m()
+            .subscriptions
+            .store(self.streams.len() as u64, Ordering::Relaxed);
+    }
+
+    fn request_snapshot(&mut self, idx: usize) {
+        if !self.connected || self.epoch.is_none() {
+            return;
+        }
+        self.next_gen += 1;
+        let sub_gen = self.next_gen;
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        s.request = Some((sub_gen, clock::monotonic()));
+        add(&self.cfg.metrics.bus.snapshot_requests, 1);
+        let client = self.client.clone();
+        let subject = self.cfg.subjects.snapshot();
+        let payload = encode_snapshot_request(s.topic);
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let payload = client
+                .request(subject, payload)
+                .await
+                .ok()
+                .map(|m| m.payload);
+            let _ = tx.send(Ev::Reply {
+                idx,
+                sub_gen,
+                payload,
+            });
+        });
+    }
+
+    /// Shard snapshot requests: join the stream (or add a waiter to it).
+    async fn serve_requests(&mut self) {
+        while let Ok(req) = self.cfg.requests.try_recv() {
+            let (shard, conn, req, topic) = match req {
+                IngestRequest::Snapshot {
+                    shard,
+                    conn,
+                    req,
+                    topic,
+                } => (shard, conn, req, topic),
+                IngestRequest::Resume(r) => {
+                    self.serve_resume(&r);
+                    continue;
+                }
+            };
+            if !topic.is_book() {
+                continue;
+            }
+            let idx = topic.index();
+            if !self.streams.contains_key(&idx) {
+                self.subscribe(topic).await;
+            }
+            let Some(s) = self.streams.get_mut(&idx) else {
+                continue;
+            };
+            s.waiters.push((shard, conn, req));
+            if s.last.is_some() && s.request.is_none() && s.held.is_none() {
+                self.request_snapshot(idx);
+            }
+        }
+    }
+
+    /// A subscribe with `resume`: this edge keeps no replay windows yet, so every symbol is
+    /// `recovered: false` and starts afresh (the shard asks for its books' snapshots), under the
+    /// ingest node's epoch.
+    fn serve_resume(&mut self, r: &ResumeRequest) {
+        let symbols = r
+            .symbols
+            .iter()
+            .map(|&(sid, ..)| SymbolResumed {
+                sid,
+                recovered: false,
+                book: Vec::new(),
+                trades: Vec::new(),
+                status: None,
+            })
+            .collect();
+        if let Some(ring) = self.cfg.rings.get(r.shard) {
+            let _ = ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
+                conn: r.conn,
+                req: r.req,
+                epoch: self.cfg.epoch.get(),
+                symbols,
+            })));
+            self.touched[r.shard] = true;
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = clock::monotonic();
+        // Interest: subscribe to what shards watch, drop what none watches.
+        for sid in 0..self.table.symbols.len() as u32 {
+            for stream in 0..STREAMS_PER_SYMBOL as u8 {
+                for format in [Format::Binary, Format::Json] {
+                    let topic = Topic {
+                        sid,
+                        stream,
+                        format,
+                    };
+                    let want = self.interested(topic);
+                    let idx = topic.index();
+                    match self.streams.get(&idx) {
+                        None if want => self.subscribe(topic).await,
+                        Some(s) if !want && s.waiters.is_empty() => self.unsubscribe(idx),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Heartbeat.
+        if self.live && now.saturating_duration_since(self.last_heartbeat) > HEARTBEAT_TIMEOUT {
+            tracing::warn!("no heartbeat from the ingest node: symbols stale until it is back");
+            self.lost();
+        }
+        if self.table.symbols.is_empty() || (!self.live && self.connected) {
+            // Asked at most every few ticks.
+            if now.saturating_duration_since(self.last_heartbeat) > Duration::from_secs(1) {
+                self.ask_symbols();
+                self.last_heartbeat = now
+                    .checked_sub(HEARTBEAT_TIMEOUT / 2)
+                    .unwrap_or(self.last_heartbeat);
+            }
+        }
+        // Snapshot requests that got no answer.
+        let late: Vec<usize> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                s.request
+                    .is_some_and(|(_, at)| now.saturating_duration_since(at) > SNAPSHOT_RETRY)
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        for idx in late {
+            self.request_snapshot(idx);
+        }
+        self.update_health();
+    }
+
+    // ---- records ----
+
+    async fn on_batch(&mut self, idx: usize, sub_gen: u64, payload: &Bytes) {
+        self.count_in(payload.len());
+        let Some((epoch, records)) = parse_batch(payload) else {
+            tracing::warn!("malformed batch on the bus");
+            return;
+        };
+        add(&self.m().records, records.len() as u64);
+        if !self.epoch_ok(epoch) || !self.live {
+            // Another numbering (the heartbeat switches epochs) or an outage: ignore.
+            return;
+        }
+        for (seq, bytes) in records {
+            let Some(s) = self.streams.get_mut(&idx) else {
+                return;
+            };
+            if s.sub_gen != sub_gen {
+                return;
+            }
+            self.on_record(idx, seq, bytes);
+        }
+    }
+
+    fn on_record(&mut self, idx: usize, seq: u64, bytes: Bytes) {
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        let topic = s.topic;
+        match s.last {
+            None if !topic.is_book() => {
+                s.last = Some(seq);
+                self.forward(topic, bytes);
+            }
+            None => {
+                if s.buffer.len() >= MAX_BUFFERED {
+                    s.buffer.clear();
+                }
+                s.buffer.push((seq, bytes));
+            }
+            Some(l) if seq <= l => {}
+            Some(l) if seq == l + 1 || !topic.is_book() => {
+                if seq != l + 1 {
+                    add(&self.cfg.metrics.bus.gaps, 1);
+                }
+                s.last = Some(seq);
+                self.forward(topic, bytes);
+                self.release_held(idx);
+            }
+            Some(l) => {
+                tracing::debug!(topic = ?topic, expected = l + 1, got = seq, "gap on the bus");
+                add(&self.cfg.metrics.bus.gaps, 1);
+                s.last = None;
+                s.replace = true;
+                s.held = None;
+                s.buffer.clear();
+                s.buffer.push((seq, bytes));
+                self.request_snapshot(idx);
+            }
+        }
+    }
+
+    /// Pushes a record to every shard with subscribers of its topic.
+    fn forward(&mut self, topic: Topic, bytes: Bytes) {
+        for shard in 0..self.cfg.rings.len() {
+            if self.cfg.interest.any(shard, topic) {
+                let _ = self.cfg.rings[shard].push(ShardMsg::Record {
+                    topic,
+                    bytes: bytes.clone(),
+                });
+                self.touched[shard] = true;
+            }
+        }
+    }
+
+    /// The forwarded stream reached a held snapshot: hand it to the waiters.
+    fn release_held(&mut self, idx: usize) {
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        let (Some(last), Some((hs, _))) = (s.last, &s.held) else {
+            return;
+        };
+        if last < *hs {
+            return;
+        }
+        let Some((hs, bytes)) = s.held.take() else {
+            return;
+        };
+        if last == hs {
+            self.answer_waiters(idx, &bytes);
+        } else {
+            // Passed it without handing it over (cannot happen in order): ask again.
+            self.request_snapshot(idx);
+        }
+    }
+
+    fn answer_waiters(&mut self, idx: usize, bytes: &Bytes) {
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        let topic = s.topic;
+        for (shard, conn, req) in std::mem::take(&mut s.waiters) {
+            if let Some(ring) = self.cfg.rings.get(shard) {
+                let _ = ring.push(ShardMsg::Snapshot {
+                    conn,
+                    req,
+                    topic,
+                    bytes: bytes.clone(),
+                });
+                self.touched[shard] = true;
+            }
+        }
+    }
+
+    async fn on_reply(&mut self, idx: usize, sub_gen: u64, payload: Option<Bytes>) {
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        let Some((id, sent)) = s.request else {
+            return;
+        };
+        if id != sub_gen {
+            return;
+        }
+        let Some(payload) = payload else {
+            // Timed out, or no responder (the ingest node is down): the tick asks again
+            // [`SNAPSHOT_RETRY`] after this request was sent, not at once (no busy loop).
+            s.request = Some((0, sent));
+            return;
+        };
+        s.request = None;
+        self.count_in(payload.len());
+        let Some((epoch, seq, bytes)) = parse_snapshot_reply(&payload) else {
+            return;
+        };
+        if !self.epoch_ok(epoch) || !self.live {
+            return;
+        }
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        let topic = s.topic;
+        match s.last {
+            None => {
+                // Joining or healing: drop what the snapshot holds, apply the rest.
+                s.buffer.retain(|(q, _)| *q > seq);
+                if s.buffer.first().is_some_and(|(q, _)| *q != seq + 1) {
+                    // Records between the snapshot and the buffer are missing: try again.
+                    self.request_snapshot(idx);
+                    return;
+                }
+                s.last = Some(seq);
+                let rest = std::mem::take(&mut s.buffer);
+                if std::mem::take(&mut s.replace) {
+                    add(&self.cfg.metrics.bus.resyncs, 1);
+                    self.forward(topic, bytes.clone());
+                }
+                self.answer_waiters(idx, &bytes);
+                for (q, b) in rest {
+                    self.on_record(idx, q, b);
+                }
+                self.check_resumed();
+            }
+            Some(l) if seq == l => self.answer_waiters(idx, &bytes),
+            Some(l) if seq > l => s.held = Some((seq, bytes)),
+            Some(_) => self.request_snapshot(idx),
+        }
+    }
+
+    fn wake_shards(&mut self) {
+        for (shard, t) in self.touched.iter_mut().enumerate() {
+            if std::mem::take(t) {
+                if let Some(r) = self.cfg.rings.get(shard) {
+                    r.wake();
+                }
+            }
+        }
+    }
+}
+
+/// The status code of an encoded status record.
+fn wire_status_code(format: Format, bytes: &[u8]) -> Option<StatusCode> {
+    match format {
+        // The binary status body is the u16 code right after the 32-byte header.
+        Format::Binary => {
+            let b = bytes.get(wire::RECORD_HEADER_LEN..wire::RECORD_HEADER_LEN + 2)?;
+            StatusCode::from_u16(u16::from_le_bytes([b[0], b[1]]))
+        }
+        Format::Json => {
+            const KEY: &[u8] = b"\"code\":";
+            let at = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+            StatusCode::from_u16(u16::from(*bytes.get(at)?).checked_sub(u16::from(b'0'))?)
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The ingest node's publisher (`--role ingest`): one thread that talks to NATS.
+//!
+//! To the ingester it is one more shard: it owns a ring and counts as a subscriber of every
+//! topic (every stream of every symbol, both formats), so the ingester encodes each record once
+//! per format and pushes it here exactly as it pushes it to a shard. This thread drains the
+//! ring, groups the records per stream into batches (up to [`MAX_BATCH_BYTES`], flushed when the
+//! ring is empty) and publishes each batch to its stream's subject. Snapshot requests from the
+//! edges become the ingester's ordinary snapshot requests: the ingester answers them on this
+//! ring in order with the records, and this thread flushes every batch before it publishes the
+//! reply, so that a reply with seq `S` follows the records up to `S` on the wire.
+//!
+//! The symbol table is published on change and every second (the edges' heartbeat), with the
+//! epoch, and on request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::Interest as TokioInterest;
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    BatchWriter, MAX_BATCH_BYTES, Subjects, encode_snapshot_reply, encode_status, encode_symbols,
+    parse_snapshot_request, record_seq,
+};
+use crate::fanout::ConnId;
+use crate::metrics::{Metrics, add};
+use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
+
+/// Ring messages handled before batches are flushed and other events looked at.
+const DRAIN_MAX: usize = 16_384;
+
+/// What the publisher thread needs.
+#[derive(Debug)]
+pub struct IngestBus {
+    /// NATS server(s), comma-separated `nats://HOST:PORT`.
+    pub nats_url: String,
+    /// Subjects of the cluster.
+    pub subjects: Subjects,
+    /// The ring the ingester fills for the bus (its shard number is `shard`).
+    pub ring: Arc<Ring>,
+    /// The poll the ring's waker is registered with.
+    pub poll: mio::Poll,
+    /// The bus's shard number for the ingester.
+    pub shard: usize,
+    /// Requests to the ingester.
+    pub requests: crossbeam_channel::Sender<IngestRequest>,
+    /// Wakes the ingester after a request.
+    pub ingest_waker: Arc<mio::Waker>,
+    /// The symbol table, as the ingester publishes it.
+    pub symbols: Arc<SymbolDirectory>,
+    /// The epoch of this node's numbering (the ingester's, also in its clients' replies).
+    pub epoch: Arc<crate::replay::epoch::EpochCell>,
+    /// Reconnect back-off, first delay and cap.
+    pub reconnect: (Duration, Duration),
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// The reconnect delay before attempt `n` (1, 2, …): `min` doubling up to `max`.
+pub(crate) fn backoff(n: usize, min: Duration, max: Duration) -> Duration {
+    let shift = u32::try_from(n.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    min.saturating_mul(1 << shift).min(max)
+}
+
+/// Options shared by both roles: reconnect forever with back-off, report connection events.
+pub(crate) fn connect_options(
+    name: &str,
+    reconnect: (Duration, Duration),
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) -> ConnectOptions {
+    let (min, max) = reconnect;
+    ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .reconnect_delay_callback(move |n| backoff(n, min, max))
+        .event_callback(move |ev| {
+            let events = events.clone();
+            async move {
+                let _ = events.send(ev);
+            }
+        })
+}
+
+/// The NATS servers of a `nats-url` setting.
+pub(crate) fn server_list(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl IngestBus {
+    fn epoch(&self) -> u32 {
+        self.epoch.get().as_u32()
+    }
+
+    /// Runs the publisher on the current thread (its own tokio runtime) until shutdown.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built.
+    pub fn run(self) -> std::io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(self.main())
+    }
+
+    async fn main(mut self) -> std::io::Result<()> {
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let opts = connect_options("tickcast-ingest", self.reconnect, ev_tx);
+        let client = opts
+            .connect(server_list(&self.nats_url))
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut snap_sub = client
+            .subscribe(self.subjects.snapshot())
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut sym_sub = client
+            .subscribe(self.subjects.symbols_get())
+            .await
+            .map_err(std::io::Error::other)?;
+        // The ring's waker is a mio waker; its poll's epoll descriptor turns readable when
+        // woken, and tokio watches that descriptor. (`with_interest` is deprecated because
+        // nothing ties the descriptor's lifetime to it: here the poll is `self`'s, which
+        // outlives this local.)
+        #[allow(deprecated)]
+        let ring_fd = AsyncFd::with_interest(
+            std::os::fd::AsRawFd::as_raw_fd(&self.poll),
+            TokioInterest::READABLE,
+        )?;
+        let mut events = mio::Events::with_capacity(8);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut st = State {
+            batches: HashMap::new(),
+            replies: HashMap::new(),
+            pending: HashMap::new(),
+            next_req: 0,
+            table_len: 0,
+            ticks: 0,
+        };
+        tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch()), "ingest node publishing to NATS");
+        loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                // A flush waits for a connection: bounded, NATS may be gone too.
+                let _ = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
+                return Ok(());
+            }
+            self.drain(&client, &mut st).await;
+            if !self.ring.prepare_sleep() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                guard = ring_fd.readable() => {
+                    if let Ok(mut g) = guard {
+                        let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
+                        g.clear_ready();
+                    }
+                }
+                Some(msg) = snap_sub.next() => {
+                    add(&self.metrics.bus.messages_in, 1);
+                    add(&self.metrics.bus.bytes_in, msg.payload.len() as u64);
+                    if let (Some(reply), Some(topic)) = (msg.reply, parse_snapshot_request(&msg.payload)) {
+                        // One request per topic at a time in the ingester (which holds them
+                        // while the symbol is stale): later askers share its answer.
+                        let shared = st
+                            .pending
+                            .get(&topic.index())
+                            .and_then(|req| st.replies.get_mut(req));
+                        if let Some(waiting) = shared {
+                            waiting.push(reply);
+                        } else {
+                            st.next_req = st.next_req.wrapping_add(1);
+                            st.replies.insert(st.next_req, vec![reply]);
+                            st.pending.insert(topic.index(), st.next_req);
+                            let _ = self.requests.send(IngestRequest::Snapshot {
+                                shard: self.shard,
+                                conn: ConnId { index: 0, generation: 0 },
+                                req: st.next_req,
+                                topic,
+                            });
+                            let _ = self.ingest_waker.wake();
+                        }
+                    }
+                }
+                Some(msg) = sym_sub.next() => {
+                    add(&self.metrics.bus.messages_in, 1);
+                    if let Some(reply) = msg.reply {
+                        let table = self.symbols.load();
+                        self.publish(&client, reply, encode_symbols(self.epoch(), &table)).await;
+                    }
+                }
+                Some(ev) = ev_rx.recv() => self.on_event(&ev),
+                _ = tick.tick() => {
+                    st.ticks += 1;
+                    let table = self.symbols.load();
+                    if table.symbols.len() != st.table_len || st.ticks % 4 == 0 {
+                        st.table_len = table.symbols.len();
+                        let subject = Subject::from(self.subjects.symbols());
+                        self.publish(&client, subject, encode_symbols(self.epoch(), &table)).await;
+                    }
+                }
+            }
+            self.ring.awake();
+        }
+    }
+
+    fn on_event(&self, ev: &Event) {
+        let b = &self.metrics.bus;
+        match ev {
+            Event::Connected => {
+                add(&b.connects, 1);
+                b.connected.store(1, Ordering::Relaxed);
+                tracing::info!("connected to NATS");
+            }
+            Event::Disconnected => {
+                b.connected.store(0, Ordering::Relaxed);
+                tracing::warn!("disconnected from NATS; reconnecting");
+            }
+            // Reconnect attempts report each failure: the back-off is enough.
+            Event::ClientError(e) => tracing::debug!(error = %e, "NATS client error"),
+            other => tracing::warn!(event = %other, "NATS event"),
+        }
+    }
+
+    /// Publishes `payload` (skipped while NATS is unreachable: the edges resync when it is
+    /// back, and queueing would only replay stale records).
+    async fn publish(&self, client: &Client, subject: Subject, payload: Bytes) -> bool {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return false;
+        }
+        let n = payload.len() as u64;
+        match client.publish(subject, payload).await {
+            Ok(()) => {
+                add(&self.metrics.bus.messages_out, 1);
+                add(&self.metrics.bus.bytes_out, n);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "NATS publish failed");
+                false
+            }
+        }
+    }
+
+    /// Drains the ring into batches and publishes them (and statuses and snapshot replies in
+    /// ring order).
+    async fn drain(&mut self, client: &Client, st: &mut State) {
+        if self.ring.is_lagged() {
+            let n = self.ring.recover();
+            tracing::warn!(
+                discarded = n,
+                "the bus publisher fell behind its ring; edges heal the gaps with snapshots"
+            );
+        }
+        let mut n = 0;
+        while n < DRAIN_MAX {
+            let Some(msg) = self.ring.pop() else { break };
+            n += 1;
+            match msg {
+                ShardMsg::Record { topic, bytes } => {
+                    let Some(seq) = record_seq(topic.format, &bytes) else {
+                        continue;
+                    };
+                    let b = st
+                        .batches
+                        .entry(topic.index())
+                        .or_insert_with(|| (topic, BatchWriter::new(self.epoch())));
+                    b.1.push(seq, &bytes);
+                    if b.1.len() >= MAX_BATCH_BYTES {
+                        if let Some((topic, w)) = st.batches.remove(&topic.index()) {
+                            self.publish_batch(client, topic, w).await;
+                        }
+                    }
+                }
+                ShardMsg::Status { sid, format, bytes } => {
+                    self.flush(client, st).await;
+                    let subject = Subject::from(self.subjects.status());
+                    self.publish(
+                        client,
+                        subject,
+                        encode_status(self.epoch(), sid, format, &bytes),
+                    )
+                    .await;
+                }
+                // Never asked for: the bus sends no resume requests.
+                ShardMsg::Resumed(_) => {}
+                ShardMsg::Snapshot {
+                    req, topic, bytes, ..
+                } => {
+                    self.flush(client, st).await;
+                    let Some(replies) = st.replies.remove(&req) else {
+                        continue;
+                    };
+                    st.pending.remove(&topic.index());
+                    let Some(seq) = record_seq(topic.format, &bytes) else {
+                        continue;
+                    };
+                    let payload = encode_snapshot_reply(self.epoch(), seq, &bytes);
+                    for reply in replies {
+                        add(&self.metrics.bus.snapshot_requests, 1);
+                        self.publish(client, reply, payload.clone()).await;
+                    }
+                }
+            }
+        }
+        self.flush(client, st).await;
+    }
+
+    async fn flush(&self, client: &Client, st: &mut State) {
+        for (_, (topic, w)) in st.batches.drain() {
+            self.publish_batch(client, topic, w).await;
+        }
+    }
+
+    async fn publish_batch(&self, client: &Client, topic: crate::fanout::Topic, w: BatchWriter) {
+        let records = w.records() as u64;
+        let subject = Subject::from(self.subjects.stream(topic));
+        if self.publish(client, subject, w.finish()).await {
+            add(&self.metrics.bus.records, records);
+        } else {
+            add(&self.metrics.bus.unpublished, records);
+        }
+    }
+}
+
+struct State {
+    /// Per topic index: the batch being filled.
+    batches: HashMap<usize, (crate::fanout::Topic, BatchWriter)>,
+    /// Snapshot requests sent to the ingester, by request number: where to reply.
+    replies: HashMap<u32, Vec<Subject>>,
+    /// The request in the ingester per topic index.
+    pending: HashMap<usize, u32>,
+    next_req: u32,
+    table_len: usize,
+    ticks: u64,
+}

