@@ -64,6 +64,13 @@ pub enum Request {
         /// Echoed in the reply.
         id: Value,
     },
+    /// Replace the connection's token (JWTs, protocol §3.5) before it expires.
+    Refresh {
+        /// Echoed in the reply.
+        id: Value,
+        /// The new token.
+        token: String,
+    },
 }
 
 /// Stable error codes of `{"op":"error"}` replies.
@@ -92,6 +99,10 @@ pub enum ErrorCode {
     BadResume,
     /// `max_hz` is not an integer in 1..=1000 (protocol 1.1 §3.3).
     InvalidMaxHz,
+    /// The connection's token does not entitle it to a symbol the request names (§3.5).
+    NotEntitled,
+    /// A `refresh` token that does not verify, has expired, or is not wanted here (§3.5).
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -109,6 +120,8 @@ impl ErrorCode {
             Self::NotReady => "not_ready",
             Self::BadResume => "bad_resume",
             Self::InvalidMaxHz => "invalid_max_hz",
+            Self::NotEntitled => "not_entitled",
+            Self::InvalidToken => "invalid_token",
         }
     }
 }
@@ -151,6 +164,7 @@ struct Raw {
     depth: Option<Value>,
     resume: Option<Value>,
     max_hz: Option<Value>,
+    token: Option<Value>,
 }
 
 /// Largest `max_hz` a subscribe may ask for.
@@ -362,6 +376,14 @@ fn parse_raw(raw: Raw) -> Result<Request, RequestError> {
         }
         "symbols" => Ok(Request::Symbols { id }),
         "ping" => Ok(Request::Ping { id }),
+        "refresh" => match raw.token {
+            Some(Value::String(token)) if !token.is_empty() => Ok(Request::Refresh { id, token }),
+            _ => Err(RequestError::new(
+                id,
+                ErrorCode::BadRequest,
+                "refresh needs a token (a non-empty string)",
+            )),
+        },
         other => Err(RequestError::new(
             id,
             ErrorCode::UnknownOp,
@@ -528,6 +550,16 @@ pub fn symbols_reply(id: &Value, symbols: &[SymbolMeta]) -> Vec<u8> {
 /// `{"op":"pong","id":..}`.
 pub fn pong_reply(id: &Value) -> Vec<u8> {
     to_vec(&json!({"op": "pong", "id": id}))
+}
+
+/// `{"op":"refreshed","id":..,"exp":..}`, with `"dropped"` naming the subscriptions the new
+/// token no longer covers (when there are any).
+pub fn refreshed_reply(id: &Value, exp: u64, dropped: &[String]) -> Vec<u8> {
+    if dropped.is_empty() {
+        to_vec(&json!({"op": "refreshed", "id": id, "exp": exp}))
+    } else {
+        to_vec(&json!({"op": "refreshed", "id": id, "exp": exp, "dropped": dropped}))
+    }
 }
 
 /// `{"op":"error","id":..,"code":..,"message":..}`.

@@ -23,4 +23,5 @@ pub mod replay;
 pub mod ring;
 pub mod server;
 pub mod shard;
+pub mod tls;
 pub mod wire;

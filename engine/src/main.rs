@@ -100,6 +100,13 @@ fn main() -> ExitCode {
     };
     init_logs(config.log_format);
     if check_only {
+        // The certificate and key are read at start: check them too.
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            if let Err(e) = tickcast::tls::CertStore::load(cert, key) {
+                eprintln!("tickcast: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
@@ -120,8 +127,15 @@ fn main() -> ExitCode {
             if let Err(e) = engine.stop_on_signals() {
                 tracing::warn!("cannot install signal handlers ({e}): SIGTERM stops at once");
             }
+            if let Err(e) = engine.reload_on_sighup() {
+                tracing::warn!("cannot install the SIGHUP handler ({e}): no certificate reload");
+            }
             // One machine-readable line on stdout so that scripts and tests can find the port.
-            println!("tickcast listening on ws://{}/ws", engine.local_addr());
+            let scheme = if engine.tls() { "wss" } else { "ws" };
+            println!(
+                "tickcast listening on {scheme}://{}/ws",
+                engine.local_addr()
+            );
             engine.wait();
             ExitCode::SUCCESS
         }

@@ -140,12 +140,13 @@ pub const HANDSHAKE_FAILURES: [&str; 7] = [
 ];
 
 /// Reasons a connection is refused before the upgrade; the label of `tickcast_refusals_total`.
-pub const REFUSAL_REASONS: [&str; 5] = [
+pub const REFUSAL_REASONS: [&str; 6] = [
     "max_conns",
     "max_conns_per_ip",
     "origin",
     "missing_token",
     "bad_token",
+    "expired_token",
 ];
 
 impl ShardMetrics {

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::replay::epoch::{Epoch, EpochCell};
 use crate::ring::{Ring, SymbolDirectory};
 use crate::shard::{self, ShardContext};
+use crate::tls::{self, CertStore, TlsError};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum StartError {
     /// The embedded simulated exchange could not start.
     #[error("cannot start the embedded feed simulator: {0}")]
     Simulator(#[source] feed_sim::SimError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// Creating an epoll instance, a waker or a thread failed.
     #[error("cannot start engine threads: {0}")]
     Threads(#[from] io::Error),
@@ -48,6 +52,8 @@ pub struct Engine {
     ingest_waker: Arc<mio::Waker>,
     rings: Vec<Arc<Ring>>,
     simulator: Option<feed_sim::Simulator>,
+    /// The served certificate (with `--tls-cert`), reloaded on SIGHUP.
+    certs: Option<Arc<CertStore>>,
 }
 
 impl Engine {
@@ -59,6 +65,17 @@ impl Engine {
     pub fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
+        let (certs, tls_config) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let store = Arc::new(CertStore::load(cert, key)?);
+                let cfg = tls::server_config(store.clone()).map_err(|e| TlsError {
+                    path: cert.clone(),
+                    reason: e.to_string(),
+                })?;
+                (Some(store), Some(cfg))
+            }
+            _ => (None, None),
+        };
         let (feed, simulator) = match &config.feed {
             // An edge reads no feed: its streams come over NATS.
             _ if config.role == Role::Edge => (
@@ -144,6 +161,7 @@ impl Engine {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 conns: conns.clone(),
+                tls: tls_config.clone(),
                 epoch: epoch.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -195,7 +213,8 @@ impl Engine {
                     }
                 })?;
             threads.push(t);
-            tracing::info!(listen = %addr, shards = config.shards, "tickcast edge serving ws://{addr}/ws");
+            let scheme = if certs.is_some() { "wss" } else { "ws" };
+            tracing::info!(listen = %addr, shards = config.shards, "tickcast edge serving {scheme}://{addr}/ws");
             return Ok(Self {
                 local_addr: addr,
                 feed_url: String::new(),
@@ -205,6 +224,7 @@ impl Engine {
                 ingest_waker,
                 rings,
                 simulator,
+                certs,
             });
         }
 
@@ -269,7 +289,8 @@ impl Engine {
                 }
             })?;
         threads.push(t);
-        tracing::info!(listen = %addr, shards = config.shards, feed = %feed.url, "tickcast serving ws://{addr}/ws");
+        let scheme = if certs.is_some() { "wss" } else { "ws" };
+        tracing::info!(listen = %addr, shards = config.shards, feed = %feed.url, "tickcast serving {scheme}://{addr}/ws");
         Ok(Self {
             local_addr: addr,
             feed_url: feed.url,
@@ -279,7 +300,40 @@ impl Engine {
             ingest_waker,
             rings,
             simulator,
+            certs,
         })
+    }
+
+    /// Whether the client port speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.certs.is_some()
+    }
+
+    /// Makes SIGHUP reload the TLS certificate and key from their files (new connections get
+    /// the new certificate; open ones keep theirs). A reload that fails is logged and the
+    /// current certificate stays. Without TLS, SIGHUP is logged and ignored.
+    ///
+    /// # Errors
+    /// When the handler cannot be installed.
+    pub fn reload_on_sighup(&self) -> io::Result<()> {
+        let certs = self.certs.clone();
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        std::thread::Builder::new()
+            .name("sighup".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    match &certs {
+                        None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+                        Some(store) => match store.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "SIGHUP: TLS reload failed; the current certificate stays");
+                            }
+                        },
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// The address clients connect to.

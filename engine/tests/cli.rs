@@ -383,3 +383,25 @@ fn every_setting_of_the_table_is_a_flag_with_its_default_in_help() {
     // Each flag overrides its key: the two spellings of deflate are refused together.
     assert_refused(&["--deflate=true", "--no-deflate"], "--no-deflate");
 }
+
+#[test]
+fn check_config_reads_the_tls_files_and_the_jwt_key() {
+    let cert = temp_file("bad-cert.pem", "not a certificate\n");
+    let key = temp_file("bad-key.pem", "not a key\n");
+    let exit = run(&[
+        "--tls-cert",
+        path_str(&cert),
+        "--tls-key",
+        path_str(&key),
+        "--check-config",
+    ]);
+    assert_eq!(exit.code, Some(2), "{}", exit.stderr);
+    assert!(exit.stderr.contains("TLS"), "{}", exit.stderr);
+    let exit = run(&["--tls-cert", path_str(&cert), "--check-config"]);
+    assert_eq!(exit.code, Some(2));
+    assert!(exit.stderr.contains("tls-key"), "{}", exit.stderr);
+    let secret = temp_file("jwt.secret", "short\n");
+    let exit = run(&["--jwt-secret-file", path_str(&secret), "--check-config"]);
+    assert_eq!(exit.code, Some(2));
+    assert!(exit.stderr.contains("jwt-secret-file"), "{}", exit.stderr);
+}

@@ -2,6 +2,7 @@
 //! and reconnects.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -37,12 +38,14 @@ pub enum Format {
 #[non_exhaustive]
 pub enum BuildError {
     /// No endpoint was given.
-    #[error("no endpoint: give at least one ws:// URL")]
+    #[error("no endpoint: give at least one ws:// or wss:// URL")]
     NoEndpoint,
-    /// An endpoint is not a `ws://` URL (`wss://` needs TLS, which this build of the client
-    /// does not include).
-    #[error("endpoint {0:?} is not a ws:// URL")]
+    /// An endpoint is not a `ws://` or `wss://` URL.
+    #[error("endpoint {0:?} is not a ws:// or wss:// URL")]
     BadEndpoint(String),
+    /// A CA given to [`ClientBuilder::tls_ca_pem`] is not a PEM certificate.
+    #[error("TLS CA: {0}")]
+    BadCa(String),
     /// The depth is not one the server offers.
     #[error("depth {0} is not 0, 1, 10, 25 or 100")]
     BadDepth(u16),
@@ -73,6 +76,10 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     event_capacity: usize,
     format: Format,
+    /// Extra trust anchors for `wss://` (PEM), next to the Mozilla roots.
+    tls_ca_pem: Vec<Vec<u8>>,
+    /// A complete rustls configuration for `wss://` (overrides the roots and CAs).
+    tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientBuilder {
@@ -92,7 +99,62 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             event_capacity: 1024,
             format: Format::Binary,
+            tls_ca_pem: Vec::new(),
+            tls_config: None,
         }
+    }
+
+    /// Trusts the certificates in `pem` (a CA, e.g. a test's or a private PKI's) for `wss://`
+    /// endpoints, next to the Mozilla roots (`webpki-roots`). May be called more than once.
+    #[must_use]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem.push(pem.into());
+        self
+    }
+
+    /// The rustls configuration of `wss://` connections (client certificates, pinned roots,
+    /// protocol versions…); replaces the default (Mozilla roots plus [`Self::tls_ca_pem`]).
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls_config = Some(config);
+        self
+    }
+
+    /// The rustls configuration for `wss://` endpoints, if any endpoint is one.
+    fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, BuildError> {
+        if !self.endpoints.iter().any(|e| e.starts_with("wss://")) {
+            return Ok(None);
+        }
+        if let Some(cfg) = &self.tls_config {
+            return Ok(Some(cfg.clone()));
+        }
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for pem in &self.tls_ca_pem {
+            let mut any = false;
+            for der in CertificateDer::pem_slice_iter(pem) {
+                let der = der.map_err(|e| BuildError::BadCa(e.to_string()))?;
+                roots
+                    .add(der)
+                    .map_err(|e| BuildError::BadCa(e.to_string()))?;
+                any = true;
+            }
+            if !any {
+                return Err(BuildError::BadCa("no certificate in the PEM".into()));
+            }
+        }
+        // ring, explicitly: no process-wide provider needs installing.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| BuildError::BadCa(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(cfg)))
     }
 
     /// The encoding of data messages (default: binary).
@@ -196,9 +258,14 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(BuildError::NoEndpoint);
         }
-        if let Some(bad) = self.endpoints.iter().find(|e| !e.starts_with("ws://")) {
+        if let Some(bad) = self
+            .endpoints
+            .iter()
+            .find(|e| !e.starts_with("ws://") && !e.starts_with("wss://"))
+        {
             return Err(BuildError::BadEndpoint(bad.clone()));
         }
+        let tls = self.tls()?;
         if ![0, 1, 10, 25, 100].contains(&self.config.depth) {
             return Err(BuildError::BadDepth(self.config.depth));
         }
@@ -229,6 +296,7 @@ impl ClientBuilder {
             dead_after: self.dead_after,
             connect_timeout: self.connect_timeout,
             format: self.format,
+            tls,
             cmds: cmd_rx,
             cmds_open: true,
             events: ev_tx,
@@ -349,6 +417,8 @@ impl fmt::Debug for End {
 
 struct Driver {
     endpoints: Vec<String>,
+    /// The rustls configuration of `wss://` endpoints.
+    tls: Option<Arc<rustls::ClientConfig>>,
     session: Session,
     backoff: Backoff,
     ping_interval: Duration,
@@ -470,7 +540,12 @@ impl Driver {
         }
         match timeout(
             self.connect_timeout,
-            tokio_tungstenite::connect_async(url.as_str()),
+            tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                None,
+                true,
+                self.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+            ),
         )
         .await
         {

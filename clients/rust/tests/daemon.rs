@@ -365,3 +365,60 @@ async fn book_example_prints_the_truth() {
     }
     let _ = seq;
 }
+
+/// wss:// with a CA made by the test and a JWT: the client's books equal the truth, and
+/// `refresh` hands the server a new token (answered `refreshed` with its exp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn wss_with_a_custom_ca_and_a_refreshed_jwt_books_equal_truth() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let secret = "client-test-secret-of-32-bytes!!";
+    let dir = std::env::temp_dir().join(format!("tickcast-client-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ca, chain, key) = common::test_pki();
+    let (cert_p, key_p, secret_p) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("jwt"));
+    std::fs::write(&cert_p, chain).expect("cert");
+    std::fs::write(&key_p, key).expect("key");
+    std::fs::write(&secret_p, secret).expect("secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mint = |exp: u64| {
+        encode(
+            &Header::default(),
+            &serde_json::json!({"exp": exp, "symbols": SYMBOLS}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    };
+    let sim = simulator(3, 1500.0, 3000, 21);
+    let d = common::Daemon::start_tls(
+        &sim.feed_url(),
+        &[
+            "--tls-cert",
+            cert_p.to_str().expect("path"),
+            "--tls-key",
+            key_p.to_str().expect("path"),
+            "--jwt-secret-file",
+            secret_p.to_str().expect("path"),
+        ],
+        common::trusting(&ca),
+    );
+    let (client, events) = Client::builder([d.wss_url()])
+        .tls_ca_pem(ca.as_bytes().to_vec())
+        .token(mint(now + 300))
+        .depth(10)
+        .symbols(SYMBOLS)
+        .build()
+        .expect("build");
+    let log = record(events);
+    converge(&sim, &log, &SYMBOLS, 10).await;
+    client.refresh(mint(now + 600)).expect("refresh");
+    wait_for(&log, "refreshed", |l| {
+        l.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Refreshed { exp } if *exp == Some(now + 600)))
+    })
+    .await;
+    client.close();
+}

@@ -315,6 +315,17 @@ pub struct Config {
     /// [`tokens_file`](Self::tokens_file); [`validate`](Self::validate) refuses a
     /// `tokens_file` whose tokens were not loaded.
     pub tokens: Option<Tokens>,
+    /// PEM certificate chain: with [`tls_key`](Self::tls_key), the client port speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`tls_cert`](Self::tls_cert).
+    pub tls_key: Option<PathBuf>,
+    /// HS256 secret file: tokens are JWTs.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// RS256/ES256 public key file: tokens are JWTs.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The JWT verification key: `Some` when tokens are JWTs. [`Config::load`] reads it from
+    /// [`jwt_secret_file`](Self::jwt_secret_file) or [`jwt_public_key`](Self::jwt_public_key).
+    pub jwt: Option<JwtKey>,
     /// Most client connections in total (all shards).
     pub max_conns: usize,
     /// Most client connections from one IP address.
@@ -370,6 +381,11 @@ impl Config {
         let mut config = Self::from_overrides(&layers)?;
         if let Some(path) = &config.tokens_file {
             config.tokens = Some(Tokens::load(path)?);
+        }
+        if let Some(path) = &config.jwt_secret_file {
+            config.jwt = Some(JwtKey::load_secret(path)?);
+        } else if let Some(path) = &config.jwt_public_key {
+            config.jwt = Some(JwtKey::load_public(path)?);
         }
         config.validate()?;
         Ok(config)
@@ -429,6 +445,11 @@ impl Config {
             allowed_origins,
             tokens_file: o.tokens_file,
             tokens: None,
+            tls_cert: o.tls_cert,
+            tls_key: o.tls_key,
+            jwt_secret_file: o.jwt_secret_file,
+            jwt_public_key: o.jwt_public_key,
+            jwt: None,
             max_conns: need(o.max_conns, "max-conns")?,
             max_conns_per_ip: need(o.max_conns_per_ip, "max-conns-per-ip")?,
             ping_interval: secs(o.ping_interval, "ping-interval")?,
@@ -489,6 +510,10 @@ impl Config {
             max_conns_per_ip: Some(self.max_conns_per_ip),
             allowed_origins: Some(self.allowed_origins.clone()),
             tokens_file: self.tokens_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            jwt_secret_file: self.jwt_secret_file.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
             echo: Some(self.echo),
             max_outbuf_bytes: Some(self.max_outbuf_bytes),
             send_buffer_bytes: Some(self.send_buffer_bytes),
@@ -629,6 +654,33 @@ impl Config {
                 }
                 Err(reason) => return Err(ConfigError::new("allowed-origins", reason)),
             }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(ConfigError::new("tls-key", "tls-cert needs tls-key")),
+            (None, Some(_)) => return Err(ConfigError::new("tls-cert", "tls-key needs tls-cert")),
+            _ => {}
+        }
+        let jwt_file = self
+            .jwt_secret_file
+            .as_ref()
+            .or(self.jwt_public_key.as_ref());
+        if self.jwt_secret_file.is_some() && self.jwt_public_key.is_some() {
+            return Err(ConfigError::new(
+                "jwt-public-key",
+                "give jwt-secret-file or jwt-public-key, not both",
+            ));
+        }
+        if self.tokens_file.is_some() && jwt_file.is_some() {
+            return Err(ConfigError::new(
+                "tokens-file",
+                "tokens are either a tokens file or JWTs (jwt-secret-file, jwt-public-key), not both",
+            ));
+        }
+        if let (Some(path), None) = (jwt_file, &self.jwt) {
+            return Err(ConfigError::new(
+                "jwt-secret-file",
+                format!("{}: the key was not loaded", path.display()),
+            ));
         }
         match (&self.tokens_file, &self.tokens) {
             (Some(path), None) => Err(ConfigError::new(
@@ -791,6 +843,93 @@ impl<'de> Deserialize<'de> for Seconds {
             }
         }
         d.deserialize_any(Visitor)
+    }
+}
+
+/// The key that verifies JWTs (protocol §3.5): an HS256 secret, or an RS256 or ES256 public
+/// key. `Debug` shows the algorithm only.
+#[derive(Clone)]
+pub struct JwtKey {
+    alg: jsonwebtoken::Algorithm,
+    key: jsonwebtoken::DecodingKey,
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JwtKey({:?})", self.alg)
+    }
+}
+
+impl JwtKey {
+    /// An HS256 key from its secret.
+    #[must_use]
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            alg: jsonwebtoken::Algorithm::HS256,
+            key: jsonwebtoken::DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// An RS256 (RSA) or ES256 (P-256) key from a PEM public key.
+    ///
+    /// # Errors
+    /// Why the PEM is not such a key.
+    pub fn from_public_pem(pem: &[u8]) -> Result<Self, String> {
+        if let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem) {
+            return Ok(Self {
+                alg: jsonwebtoken::Algorithm::RS256,
+                key,
+            });
+        }
+        jsonwebtoken::DecodingKey::from_ec_pem(pem)
+            .map(|key| Self {
+                alg: jsonwebtoken::Algorithm::ES256,
+                key,
+            })
+            .map_err(|e| format!("not an RSA or EC public key in PEM: {e}"))
+    }
+
+    /// Reads an HS256 secret file (its bytes, surrounding whitespace trimmed).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `jwt-secret-file` (never the secret).
+    pub fn load_secret(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display();
+        let bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::new("jwt-secret-file", format!("cannot read {shown}: {e}"))
+        })?;
+        let secret = bytes.trim_ascii();
+        if secret.len() < 16 {
+            return Err(ConfigError::new(
+                "jwt-secret-file",
+                format!("{shown}: the secret is shorter than 16 bytes"),
+            ));
+        }
+        Ok(Self::hs256(secret))
+    }
+
+    /// Reads a PEM public key file (RS256 or ES256).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `jwt-public-key`.
+    pub fn load_public(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display();
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError::new("jwt-public-key", format!("cannot read {shown}: {e}")))?;
+        Self::from_public_pem(&bytes)
+            .map_err(|e| ConfigError::new("jwt-public-key", format!("{shown}: {e}")))
+    }
+
+    /// The algorithm tokens must be signed with.
+    #[must_use]
+    pub fn algorithm(&self) -> jsonwebtoken::Algorithm {
+        self.alg
+    }
+
+    /// The verification key.
+    #[must_use]
+    pub fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
+        &self.key
     }
 }
 
@@ -1103,6 +1242,61 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_jwt_settings_go_together() {
+        let key_of = |c: Config| c.validate().unwrap_err().key;
+        let cert_only = Config {
+            tls_cert: Some("c.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(cert_only), "tls-key");
+        let key_only = Config {
+            tls_key: Some("k.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(key_only), "tls-cert");
+        let both_jwt = Config {
+            jwt_secret_file: Some("s".into()),
+            jwt_public_key: Some("p".into()),
+            jwt: Some(JwtKey::hs256(b"0123456789abcdef")),
+            ..Config::default()
+        };
+        assert_eq!(key_of(both_jwt), "jwt-public-key");
+        let jwt_and_tokens = Config {
+            jwt_secret_file: Some("s".into()),
+            jwt: Some(JwtKey::hs256(b"0123456789abcdef")),
+            tokens_file: Some("t".into()),
+            tokens: Some(Tokens::from_iter(["a"])),
+            ..Config::default()
+        };
+        assert_eq!(key_of(jwt_and_tokens), "tokens-file");
+        let not_loaded = Config {
+            jwt_secret_file: Some("s".into()),
+            ..Config::default()
+        };
+        assert_eq!(key_of(not_loaded), "jwt-secret-file");
+        // The secret file: trimmed, at least 16 bytes.
+        let dir = std::env::temp_dir().join(format!("tickcast-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "  tooshort \n").unwrap();
+        assert_eq!(
+            JwtKey::load_secret(&short).unwrap_err().key,
+            "jwt-secret-file"
+        );
+        let good = dir.join("good");
+        std::fs::write(&good, "  0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            JwtKey::load_secret(&good).unwrap().algorithm(),
+            jsonwebtoken::Algorithm::HS256
+        );
+        assert_eq!(
+            JwtKey::load_public(&good).unwrap_err().key,
+            "jwt-public-key"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_keys_are_kebab_case_and_durations_are_seconds() {
         let o = parse(
             r#"
@@ -1388,6 +1582,8 @@ mod tests {
             c.tokens_file.take(),
             Some(PathBuf::from("/etc/tickcast/tokens"))
         );
+        assert!(c.tls_cert.take().is_some() && c.tls_key.take().is_some());
+        assert!(c.jwt_secret_file.take().is_some() && c.jwt_public_key.take().is_some());
         assert_eq!(c.nats_url.take().as_deref(), Some("nats://127.0.0.1:4222"));
         c.shards = Config::default().shards;
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));

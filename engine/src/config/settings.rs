@@ -356,6 +356,18 @@ settings! {
     ["Admission and security"] "tokens-file" tokens_file: PathBuf = None,
         shown "none", value "FILE", rule Rule::Any,
         help "File of access tokens, one a line; upgrades then need a valid token (the token query parameter or a token.TOKEN subprotocol).";
+    ["Admission and security"] "tls-cert" tls_cert: PathBuf = None,
+        shown "none (plain ws://)", value "FILE", rule Rule::Any,
+        help "PEM certificate chain (leaf first): the client port then speaks TLS 1.2/1.3 only (wss://, https://); reloaded on SIGHUP. Needs tls-key.";
+    ["Admission and security"] "tls-key" tls_key: PathBuf = None,
+        shown "none", value "FILE", rule Rule::Any,
+        help "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls-cert; reloaded with it on SIGHUP.";
+    ["Admission and security"] "jwt-secret-file" jwt_secret_file: PathBuf = None,
+        shown "none", value "FILE", rule Rule::Any,
+        help "HS256 secret (the file's bytes, surrounding whitespace trimmed): tokens are then JWTs with exp and an optional symbols claim.";
+    ["Admission and security"] "jwt-public-key" jwt_public_key: PathBuf = None,
+        shown "none", value "FILE", rule Rule::Any,
+        help "PEM public key (RSA for RS256, P-256 for ES256): tokens are then JWTs signed with its private key.";
     ["Admission and security"] "echo" echo: bool = Some(false),
         shown "false", value "BOOL", rule Rule::Any,
         help "Serve /echo, a WebSocket echo endpoint for conformance testing.",

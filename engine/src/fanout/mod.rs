@@ -18,6 +18,7 @@ pub mod admission;
 pub mod arena;
 pub mod batch;
 pub mod deflate;
+pub mod entitle;
 pub mod interest;
 pub mod keepalive;
 pub mod limit;

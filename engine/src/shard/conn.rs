@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::fanout::batch::text_message;
+use crate::fanout::entitle::Grant;
 use crate::fanout::keepalive::{Action, KeepAlive};
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
@@ -216,6 +217,8 @@ pub(crate) struct Conn {
     keepalive: KeepAlive,
     /// The slow-consumer ladder and snapshot pacing.
     ladder: Ladder,
+    /// What the client's JWT grants (only with JWTs configured; boxed: most setups have none).
+    grant: Option<Box<Grant>>,
     /// `/sse` only: the positions its event ids carry (see `streams.rs`).
     sse: Option<Box<super::streams::SsePositions>>,
 }
@@ -242,8 +245,19 @@ impl Conn {
             status_stamp: 0,
             keepalive: KeepAlive::new(now),
             ladder: Ladder::default(),
+            grant: None,
             sse: None,
         }
+    }
+
+    /// What the client's token grants (`None`: no JWTs, every symbol).
+    pub(crate) fn grant(&self) -> Option<&Grant> {
+        self.grant.as_deref()
+    }
+
+    /// Replaces the token's grant (at the upgrade, and on `refresh`).
+    pub(crate) fn set_grant(&mut self, grant: Option<Grant>) {
+        self.grant = grant.map(Box::new);
     }
 
     // ---- what it is ----

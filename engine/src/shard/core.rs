@@ -27,14 +27,17 @@
 //! state and phases.
 
 use ::core::net::SocketAddr;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::fanout::arena::{DrainArena, Owed};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
+use crate::fanout::entitle::Grant;
 use crate::fanout::interest::Interest;
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
@@ -99,6 +102,13 @@ pub(crate) trait Transport {
     /// Connection `idx` is gone: drop its socket, shutting its write half first when
     /// `graceful` (everything was written).
     fn close(&mut self, idx: u32, graceful: bool);
+
+    /// Whether everything written to connection `idx` has left the transport's own buffers
+    /// (TLS keeps encrypted records until the socket takes them). A connection is finished
+    /// only once its out-buffer is empty *and* this holds.
+    fn flushed(&self, _idx: u32) -> bool {
+        true
+    }
 }
 
 /// Why a connection is accepted or not.
@@ -186,6 +196,11 @@ pub(crate) struct ShardCore {
     pub(super) timers: TimerTable,
     /// The time of the current turn, for the places deep in the flush pass that need it.
     pub(super) now: Instant,
+    /// The turn's realtime reading, nanoseconds since the Unix epoch (token expiry).
+    pub(super) real_ns: u64,
+    /// Token expiries (JWT `exp`): (when, slot, generation, exp). An entry whose connection is
+    /// gone or has refreshed its token since is skipped when it comes up.
+    pub(super) expiries: BinaryHeap<Reverse<(Instant, u32, u32, u64)>>,
     /// Accepts are wanted again (the pause ended).
     accept_resumed: bool,
 }
@@ -227,6 +242,8 @@ impl ShardCore {
             skipped: Vec::new(),
             timers,
             now,
+            real_ns: 0,
+            expiries: BinaryHeap::new(),
             accept_resumed: false,
         }
     }
@@ -256,6 +273,92 @@ impl ShardCore {
     /// Starts a turn at `now`; every later call of the turn uses it.
     pub(crate) fn set_now(&mut self, now: Instant) {
         self.now = now;
+    }
+
+    /// The turn's realtime reading (nanoseconds since the Unix epoch), for token expiry.
+    pub(crate) fn set_wall_clock(&mut self, real_ns: u64) {
+        self.real_ns = real_ns;
+    }
+
+    /// Gives connection `idx` what its token grants (from `admission::check`) and arms its
+    /// expiry: every transport that admits a client with a JWT (`/ws` here; `/stream`, `/sse`)
+    /// calls this, so that `entitled_symbols` sees the grant and the connection is closed when
+    /// the token expires.
+    pub(crate) fn grant(&mut self, idx: u32, grant: Option<Grant>) {
+        let Some(c) = conn_mut(&mut self.slots, idx) else {
+            return;
+        };
+        let exp = grant.as_ref().map(|g| g.exp);
+        c.set_grant(grant);
+        if let Some(exp) = exp {
+            self.schedule_expiry(idx, exp);
+        }
+    }
+
+    /// Arms the expiry of slot `idx`'s token at `exp` (seconds since the epoch): the
+    /// connection is closed with 1008 `token expired` then, unless it refreshed its token.
+    pub(crate) fn schedule_expiry(&mut self, idx: u32, exp: u64) {
+        let Some(slot) = self.slots.get(idx as usize) else {
+            return;
+        };
+        let left_ns = (u128::from(exp) * 1_000_000_000).saturating_sub(u128::from(self.real_ns));
+        // At most a century ahead (an `Instant` cannot be pushed arbitrarily far).
+        let left = Duration::from_nanos(u64::try_from(left_ns).unwrap_or(u64::MAX))
+            .min(Duration::from_secs(100 * 365 * 86_400));
+        let at = self.now + left;
+        self.expiries.push(Reverse((at, idx, slot.generation, exp)));
+        if self.expiries.len() > 64 && self.expiries.len() > 2 * self.slots.len() {
+            // Refreshes leave their old entries behind: drop the stale ones (amortized, so
+            // that a client refreshing in a loop cannot grow the heap).
+            let slots = &self.slots;
+            self.expiries.retain(|Reverse((_, i, g, e))| {
+                slots.get(*i as usize).is_some_and(|s| {
+                    s.generation == *g
+                        && s.conn
+                            .as_ref()
+                            .and_then(Conn::grant)
+                            .is_some_and(|gr| gr.exp == *e)
+                })
+            });
+        }
+        self.arm_expiry_timer();
+    }
+
+    fn arm_expiry_timer(&mut self) {
+        match self.expiries.peek() {
+            Some(Reverse((at, ..))) => self.timers.set(Timer::TokenExpiry, *at),
+            None => self.timers.stop(Timer::TokenExpiry),
+        }
+    }
+
+    /// Closes the connections whose token expired by now (1008 `token expired`).
+    fn expire_tokens(&mut self) {
+        while let Some(Reverse((at, idx, generation, exp))) = self.expiries.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.expiries.pop();
+            let Some(slot) = self.slots.get_mut(idx as usize) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            if c.grant().is_some_and(|g| g.exp == exp) && c.is_open() {
+                add(&self.t.metrics().closed_policy, 1);
+                tracing::debug!(peer = %c.peer(), "token expired");
+                self.close_conn(
+                    idx,
+                    crate::proto::close_code::POLICY,
+                    "token expired",
+                    false,
+                );
+            }
+        }
+        self.arm_expiry_timer();
     }
 
     /// A connection from `peer` was accepted: admit it (connection limits) or refuse it.
@@ -381,6 +484,7 @@ impl ShardCore {
             limits: &self.t.hs_limits,
             metrics: &self.t.ctx.metrics,
             shard: &self.t.ctx.metrics.shards[self.t.ctx.id],
+            now_s: self.real_ns / 1_000_000_000,
         };
         let Some((route, head_len)) = router.route_head(c.input()) else {
             return;
@@ -413,7 +517,9 @@ impl ShardCore {
                         1,
                     );
                 }
-                if c.buffered_input() > 0 {
+                let more = c.buffered_input() > 0;
+                self.grant(idx, u.grant);
+                if more {
                     self.handle_frames(idx);
                 }
             }
@@ -453,7 +559,7 @@ impl ShardCore {
             return;
         };
         add(&self.t.metrics().bytes_out, written);
-        if c.nothing_to_send() {
+        if c.nothing_to_send() && io.flushed(idx) {
             c.release_small_storage();
             c.settle_after_write(self.now, self.t.ctx.config.close_timeout);
             if c.is_finished() {
@@ -484,6 +590,7 @@ impl ShardCore {
                     self.timers.set(Timer::Sweep, now + SWEEP);
                 }
                 Timer::AcceptPause => self.accept_resumed = true,
+                Timer::TokenExpiry => self.expire_tokens(),
                 // `shutdown_done` reports it.
                 Timer::Shutdown => self.timers.set(Timer::Shutdown, now),
             }

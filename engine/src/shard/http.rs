@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::fanout::Format;
 use crate::fanout::admission::{self, Refusal};
+use crate::fanout::entitle::Grant;
 use crate::metrics::{Metrics, ShardMetrics, add};
 use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{
@@ -46,6 +47,8 @@ pub(crate) struct Upgrade {
     pub(crate) format: Format,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<DeflateParams>,
+    /// What the client's JWT grants (with JWTs configured).
+    pub(crate) grant: Option<Grant>,
 }
 
 /// What routing reads: the configuration and the metrics it reports (and serves).
@@ -55,6 +58,8 @@ pub(crate) struct Router<'a> {
     pub(crate) limits: &'a HandshakeLimits,
     pub(crate) metrics: &'a Metrics,
     pub(crate) shard: &'a ShardMetrics,
+    /// Seconds since the Unix epoch (the turn's clock reading), for token expiry.
+    pub(crate) now_s: u64,
 }
 
 impl Router<'_> {
@@ -91,7 +96,7 @@ impl Router<'_> {
                 "/sse" => return self.route_stream(h, Endpoint::Sse),
                 _ => {}
             }
-            if let Some(r) = web::serve(self.config, h) {
+            if let Some(r) = web::serve(self.config, h, self.now_s) {
                 return r;
             }
         }
@@ -128,16 +133,20 @@ impl Router<'_> {
                 return Route::Respond(streams::error_response(400, &e, &[]));
             }
         };
-        if let Err(refusal) = admission::check(
+        let grant = match admission::check(
             self.config,
             h.origin.as_deref(),
             query_param(&h.query, "token"),
             &[],
+            self.now_s,
         ) {
-            self.shard.refuse(refusal.label());
-            tracing::debug!(%refusal, path = %h.path, "stream refused");
-            return refuse(refusal);
-        }
+            Ok(a) => a.grant,
+            Err(refusal) => {
+                self.shard.refuse(refusal.label());
+                tracing::debug!(%refusal, path = %h.path, "stream refused");
+                return refuse(refusal);
+            }
+        };
         if h.method == "HEAD" {
             return Route::Respond(streams::response_head_only(endpoint));
         }
@@ -146,6 +155,7 @@ impl Router<'_> {
             query,
             last_event_id: h.last_event_id.clone(),
             cors_origin: h.origin.clone(),
+            grant,
         })
     }
 
@@ -174,13 +184,14 @@ impl Router<'_> {
             }
         };
         // Origin allowlist and access token, before anything is upgraded.
-        let protocol = match admission::check(
+        let admitted = match admission::check(
             self.config,
             u.origin.as_deref(),
             query_param(&u.query, "token"),
             &u.protocols,
+            self.now_s,
         ) {
-            Ok(p) => p,
+            Ok(a) => a,
             Err(refusal) => {
                 self.shard.refuse(refusal.label());
                 tracing::debug!(%refusal, "upgrade refused");
@@ -206,7 +217,7 @@ impl Router<'_> {
         let mut response = Vec::with_capacity(256);
         write_accept_response_ext(
             u,
-            protocol.as_deref(),
+            admitted.protocol.as_deref(),
             accepted.as_ref().map(|a| a.response.as_str()),
             &mut response,
         );
@@ -216,6 +227,7 @@ impl Router<'_> {
             endpoint,
             format,
             deflate: accepted.map(|a| a.params),
+            grant: admitted.grant,
         })
     }
 }

@@ -172,6 +172,24 @@ impl ShardCore {
             Request::Unsubscribe { id: rid, symbols } => {
                 self.t.unsubscribe(c, idx, rid, &symbols).map(Some)
             }
+            Request::Refresh { id: rid, token } => {
+                match refresh(&self.t, c.grant().is_some(), &token, self.real_ns) {
+                    Ok(grant) => {
+                        let exp = grant.exp;
+                        c.set_grant(Some(grant));
+                        let dropped = self.t.drop_unentitled(c, idx);
+                        tracing::debug!(peer = %c.peer(), exp, dropped = dropped.len(), "token refreshed");
+                        c.queue_reply(&control::refreshed_reply(&rid, exp, &dropped));
+                        self.schedule_expiry(idx, exp);
+                        return;
+                    }
+                    Err(message) => Err(control::RequestError::new(
+                        rid,
+                        ErrorCode::InvalidToken,
+                        message,
+                    )),
+                }
+            }
         };
         match answer {
             Ok(Some(bytes)) => c.queue_reply(&bytes),
@@ -183,4 +201,18 @@ impl ShardCore {
             }
         }
     }
+}
+
+/// Verifies a `refresh` token for a connection (`has_grant`: it was admitted with a JWT) at
+/// `real_ns`; the old grant stays when it fails.
+fn refresh(
+    t: &super::core::Tables,
+    has_grant: bool,
+    token: &str,
+    real_ns: u64,
+) -> Result<crate::fanout::entitle::Grant, String> {
+    let Some(key) = t.ctx.config.jwt.as_ref().filter(|_| has_grant) else {
+        return Err("this server does not use expiring tokens: nothing to refresh".to_owned());
+    };
+    crate::fanout::entitle::verify(key, token, real_ns / 1_000_000_000).map_err(|e| e.to_string())
 }

@@ -27,6 +27,14 @@
 //! telling the ring it may sleep) until an event or the next timer; hand the events to the core
 //! (accepts, bytes read, writable sockets, end of file); write what the events queued; wake the
 //! ingester if snapshot requests were sent. Everything in a turn uses the turn's clock reading.
+//!
+//! TLS (`--tls-cert`): a connection's socket then carries a `rustls::ServerConnection`, which
+//! is sans-IO too. What is read from the socket is fed to it and the plaintext it gives back
+//! goes to the core exactly as a plain socket's bytes would; what the core queued is written
+//! into it (encrypted into its own bounded buffer, 64 KiB) and its records are written to the
+//! socket. Records are still encoded and batched once; only encryption is per connection.
+//! A plain connection goes the way it always did (one `read` into the shared buffer, one
+//! `writev` of the out-buffer), past one branch.
 
 mod conn;
 mod core;
@@ -63,6 +71,8 @@ use crate::ring::{IngestRequest, Ring, SymbolDirectory};
 
 use self::core::{Accept, Broken, CoreContext, Now, READ_BUDGET, ShardCore, Transport};
 
+use rustls::ServerConnection;
+
 /// Token of the listener.
 const LISTENER: Token = Token(0);
 /// Token of the ring's waker.
@@ -97,6 +107,8 @@ pub struct ShardContext {
     pub shutdown: Arc<AtomicBool>,
     /// Connection counts across shards (total and per client IP).
     pub conns: Arc<limits::ConnCounter>,
+    /// With `--tls-cert`: every connection speaks TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The epoch of the stream numbering (sent in every `subscribed` reply).
     pub epoch: Arc<crate::replay::epoch::EpochCell>,
 }
@@ -136,6 +148,7 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         metrics,
         shutdown,
         conns,
+        tls,
         epoch,
     } = ctx;
     let mut core = ShardCore::new(
@@ -166,6 +179,12 @@ pub fn run(ctx: ShardContext, poll: Poll, mut listener: TcpListener) -> io::Resu
         shutdown,
         reread: Vec::new(),
         scratch: vec![0; SCRATCH_BYTES],
+        plain: if tls.is_some() {
+            vec![0; SCRATCH_BYTES]
+        } else {
+            Vec::new()
+        },
+        tls,
     };
     driver.run()
 }
@@ -182,8 +201,10 @@ fn read_clock() -> Now {
 #[derive(Debug)]
 struct Socket {
     stream: TcpStream,
-    /// WRITABLE interest is registered (only while the out-buffer is not empty).
+    /// WRITABLE interest is registered (only while the out-buffer, or TLS's, is not empty).
     writable: bool,
+    /// The TLS session, on a TLS port.
+    tls: Option<Box<ServerConnection>>,
 }
 
 /// The sockets of the connections, indexed like the core's slots.
@@ -198,7 +219,7 @@ impl Sockets {
         self.streams.get_mut(idx as usize).and_then(Option::as_mut)
     }
 
-    fn insert(&mut self, idx: u32, stream: TcpStream) {
+    fn insert(&mut self, idx: u32, stream: TcpStream, tls: Option<Box<ServerConnection>>) {
         let i = idx as usize;
         if self.streams.len() <= i {
             self.streams.resize_with(i + 1, || None);
@@ -206,6 +227,7 @@ impl Sockets {
         self.streams[i] = Some(Socket {
             stream,
             writable: false,
+            tls,
         });
     }
 }
@@ -217,6 +239,10 @@ impl Transport for Sockets {
         };
         if only_if_ready && s.writable {
             return Ok(0);
+        }
+        if let Some(tls) = s.tls.as_deref_mut() {
+            let (written, want_write) = write_tls(&mut s.stream, tls, out)?;
+            return self.want_write(idx, want_write).map(|()| written);
         }
         let mut written = 0u64;
         while !out.is_empty() {
@@ -234,6 +260,45 @@ impl Transport for Sockets {
             }
         }
         let want_write = !out.is_empty();
+        self.want_write(idx, want_write)?;
+        Ok(written)
+    }
+
+    fn close(&mut self, idx: u32, graceful: bool) {
+        let Some(mut s) = self.streams.get_mut(idx as usize).and_then(Option::take) else {
+            return;
+        };
+        if graceful {
+            if let Some(tls) = s.tls.as_deref_mut() {
+                // Best effort: the close_notify (and anything TLS still holds) if the socket
+                // takes it now.
+                tls.send_close_notify();
+                while tls.wants_write() {
+                    if !matches!(tls.write_tls(&mut s.stream), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
+            let _ = s.stream.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = self.registry.deregister(&mut s.stream);
+    }
+
+    fn flushed(&self, idx: u32) -> bool {
+        self.streams
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.tls.as_deref())
+            .is_none_or(|tls| !tls.wants_write())
+    }
+}
+
+impl Sockets {
+    /// Registers WRITABLE interest for connection `idx` while it has something to write.
+    fn want_write(&mut self, idx: u32, want_write: bool) -> Result<(), Broken> {
+        let Some(s) = self.streams.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Err(Broken);
+        };
         if want_write != s.writable {
             let interest = if want_write {
                 Io::READABLE | Io::WRITABLE
@@ -246,18 +311,77 @@ impl Transport for Sockets {
                 .map_err(|_| Broken)?;
             s.writable = want_write;
         }
-        Ok(written)
+        Ok(())
     }
+}
 
-    fn close(&mut self, idx: u32, graceful: bool) {
-        let Some(mut s) = self.streams.get_mut(idx as usize).and_then(Option::take) else {
-            return;
-        };
-        if graceful {
-            let _ = s.stream.shutdown(std::net::Shutdown::Write);
+/// Writes `out` through a TLS session: the records TLS holds go to the socket first, then the
+/// out-buffer is encrypted into TLS's bounded buffer (64 KiB), and so on until the socket is
+/// full or everything is written. Returns the plaintext bytes taken from `out` and whether
+/// something is left to write.
+fn write_tls(
+    stream: &mut TcpStream,
+    tls: &mut ServerConnection,
+    out: &mut OutBuf,
+) -> Result<(u64, bool), Broken> {
+    let mut written = 0u64;
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(Broken),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((written, true));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Broken),
+            }
         }
-        let _ = self.registry.deregister(&mut s.stream);
+        if out.is_empty() {
+            return Ok((written, false));
+        }
+        let mut iov = [IoSlice::new(&[]); IOV];
+        let n = out.io_slices(&mut iov);
+        let took = tls.writer().write_vectored(&iov[..n]).map_err(|_| Broken)?;
+        if took == 0 {
+            // The handshake is not done and its plaintext buffer is full: wait for it.
+            return Ok((written, true));
+        }
+        out.advance(took);
+        written += took as u64;
     }
+}
+
+/// Feeds ciphertext read from a TLS connection to its session and the plaintext that comes
+/// out to the core. `Err` when the peer sent something that is not TLS (plain HTTP, garbage)
+/// or broke the session; `Ok(true)` when it sent close_notify.
+fn tls_input(
+    tls: &mut ServerConnection,
+    mut data: &[u8],
+    plain: &mut [u8],
+    core: &mut ShardCore,
+    idx: u32,
+) -> Result<bool, rustls::Error> {
+    let mut closed = false;
+    while !data.is_empty() {
+        tls.read_tls(&mut data)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let state = tls.process_new_packets()?;
+        let mut left = state.plaintext_bytes_to_read();
+        closed |= state.peer_has_closed();
+        while left > 0 {
+            let want = left.min(plain.len());
+            match tls.reader().read(&mut plain[..want]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    core.buffer_input(idx, &plain[..k]);
+                    left -= k;
+                }
+                Err(e) => return Err(rustls::Error::General(e.to_string())),
+            }
+        }
+    }
+    Ok(closed)
 }
 
 struct Driver {
@@ -274,6 +398,10 @@ struct Driver {
     /// unprocessed, so that an idle subscriber's control messages never make it hold (or the
     /// allocator keep) a read-sized buffer.
     scratch: Vec<u8>,
+    /// TLS: the plaintext of what was read into `scratch` (empty without TLS).
+    plain: Vec<u8>,
+    /// With `--tls-cert`: the shared TLS configuration of new connections.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Driver {
@@ -291,6 +419,7 @@ impl Driver {
             self.wake_ingester();
             let now = read_clock();
             self.core.set_now(now.mono);
+            self.core.set_wall_clock(now.real_ns);
             self.core.record_latency(now.real_ns);
             if self.core.poll_timeout().is_some_and(|t| t <= now.mono) {
                 self.core.handle_timeout(&mut self.sockets);
@@ -368,10 +497,26 @@ impl Driver {
     fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         match self.core.handle_accept(peer) {
             Accept::Refused(response) => {
-                // A fresh socket's send buffer is empty, so this write does not block.
-                let _ = stream.write(&response);
+                // A fresh socket's send buffer is empty, so this write does not block. (A TLS
+                // client could not read a plain response: it is just closed.)
+                if self.tls.is_none() {
+                    let _ = stream.write(&response);
+                }
             }
             Accept::Conn(idx) => {
+                let tls = match self
+                    .tls
+                    .as_ref()
+                    .map(|cfg| ServerConnection::new(cfg.clone()))
+                {
+                    None => None,
+                    Some(Ok(conn)) => Some(Box::new(conn)),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot start a TLS session");
+                        self.core.abort_accepted(idx);
+                        return;
+                    }
+                };
                 tune_socket(&stream, self.core.config());
                 let token = Token(idx as usize + FIRST_CONN);
                 if let Err(e) = self
@@ -383,7 +528,7 @@ impl Driver {
                     self.core.abort_accepted(idx);
                     return;
                 }
-                self.sockets.insert(idx, stream);
+                self.sockets.insert(idx, stream, tls);
             }
         }
     }
@@ -412,8 +557,32 @@ impl Driver {
                     break;
                 }
                 Ok(n) => {
-                    self.core.buffer_input(idx, &self.scratch[..n]);
                     budget = budget.saturating_sub(n);
+                    let Some(tls) = s.tls.as_deref_mut() else {
+                        self.core.buffer_input(idx, &self.scratch[..n]);
+                        continue;
+                    };
+                    match tls_input(
+                        tls,
+                        &self.scratch[..n],
+                        &mut self.plain,
+                        &mut self.core,
+                        idx,
+                    ) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            eof = true;
+                            break;
+                        }
+                        Err(e) => {
+                            // Not TLS (plain HTTP, garbage) or a broken session: send the
+                            // alert if the socket takes it, and close this connection.
+                            tracing::debug!(error = %e, "TLS session failed");
+                            let _ = tls.write_tls(&mut s.stream);
+                            eof = true;
+                            break;
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

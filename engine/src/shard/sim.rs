@@ -166,6 +166,9 @@ const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
+/// The simulated wall clock at the start, seconds since the epoch.
+const WALL0_S: u64 = 1_800_000_000;
+
 /// The simulated shard, its clients and its ingester.
 struct Sim {
     core: ShardCore,
@@ -185,6 +188,8 @@ struct Sim {
     resume_requests: usize,
     /// Frames the client of each slot has read and not yet looked at.
     frames: Vec<Vec<Frame>>,
+    /// Virtual time at the start (the wall clock is `WALL0_S` then).
+    start: Instant,
     _poll: mio::Poll,
 }
 
@@ -242,6 +247,7 @@ impl Sim {
             history_json: vec![Vec::new(); symbols],
             resume_requests: 0,
             frames: Vec::new(),
+            start: now,
             _poll: poll,
         }
     }
@@ -353,6 +359,8 @@ impl Sim {
         self.core.drain_ring();
         self.core.flush(&mut self.net);
         self.core.set_now(self.now);
+        let since = self.now.duration_since(self.start).as_nanos() as u64;
+        self.core.set_wall_clock(WALL0_S * 1_000_000_000 + since);
         self.core.record_latency(0);
         if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
             self.core.handle_timeout(&mut self.net);
@@ -1462,6 +1470,75 @@ fn shutdown_closes_open_clients_with_1001_and_ends_when_all_is_written() {
     assert!(sim.core.shutdown_done());
 }
 
+/// A JWT for the simulated server (HS256 with `SIM_SECRET`).
+fn sim_jwt(exp: u64, symbols: &[&str]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"exp": exp, "symbols": symbols}),
+        &jsonwebtoken::EncodingKey::from_secret(SIM_SECRET),
+    )
+    .unwrap()
+}
+
+const SIM_SECRET: &[u8] = b"sim-secret-0123456789";
+
+#[test]
+fn token_expiry_closes_at_exp_and_refreshes_move_it_without_growing_the_timer_heap() {
+    let mut sim = Sim::new(3, 1024, |c| {
+        c.jwt = Some(crate::config::JwtKey::hs256(SIM_SECRET));
+        c.control_rate = 1_000_000;
+        c.control_burst = 1_000_000;
+        c.ping_interval = Duration::from_secs(3600);
+    });
+    sim.turn();
+    let upgrade = |token: &str| UPGRADE.replace("GET /ws ", &format!("GET /ws?token={token} "));
+    // Expires 10 s from now; another connection refreshes many times.
+    let a = sim.connect();
+    sim.send(a, upgrade(&sim_jwt(WALL0_S + 10, &["S0"])).as_bytes());
+    assert!(sim.read_text(a).starts_with("HTTP/1.1 101"));
+    let b = sim.connect();
+    sim.send(b, upgrade(&sim_jwt(WALL0_S + 10, &["S*"])).as_bytes());
+    assert!(sim.read_text(b).starts_with("HTTP/1.1 101"));
+    for i in 0..500u64 {
+        let t = sim_jwt(WALL0_S + 20 + i, &["S1"]);
+        let req = format!(r#"{{"op":"refresh","id":{i},"token":"{t}"}}"#);
+        sim.send(b, &client_frame(0x1, req.as_bytes()));
+    }
+    let replies = sim.read(b);
+    assert!(
+        String::from_utf8_lossy(&replies.last().unwrap().payload)
+            .contains(&format!(r#""exp":{}"#, WALL0_S + 519)),
+        "{:?}",
+        replies.last()
+    );
+    assert!(
+        sim.core.expiries.len() <= 64,
+        "stale expiries kept: {}",
+        sim.core.expiries.len()
+    );
+    // Entitlements follow the token: S0 is refused to b now, S1 is fine.
+    sim.send(
+        b,
+        &client_frame(
+            0x1,
+            br#"{"op":"subscribe","id":9,"symbols":["S0"],"channels":["book"]}"#,
+        ),
+    );
+    let r = sim.read(b);
+    assert!(String::from_utf8_lossy(&r[0].payload).contains("not_entitled"));
+    // a is closed with 1008 "token expired" at its exp (within the second), b is not.
+    sim.advance(Duration::from_millis(9_000));
+    assert!(sim.read(a).is_empty(), "closed early");
+    sim.advance(Duration::from_millis(1_000));
+    let frames = sim.read(a);
+    let close = frames.last().expect("a close frame");
+    assert_eq!(close.close_code(), Some(close_code::POLICY));
+    assert!(String::from_utf8_lossy(&close.payload).contains("token expired"));
+    sim.advance(Duration::from_secs(5));
+    assert!(!sim.is_gone(b), "the refreshed connection was closed");
+    assert!(sim.read(b).iter().all(|f| f.close_code().is_none()));
+}
+
 // ---- resume (protocol 1.1) ----
 
 impl Sim {
@@ -1632,4 +1709,32 @@ fn lag_resync_abandons_a_resume_in_flight() {
     let records: Vec<_> = frames.iter().flat_map(Frame::records).collect();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].0, RecordKind::Snapshot as u8);
+}
+
+/// `/stream` and `/sse` admit a client by its JWT as `/ws` does: the subscription is checked
+/// against the token's grant, and the stream ends when the token expires.
+#[test]
+fn http_streams_take_jwts_check_entitlements_and_end_at_expiry() {
+    let mut sim = Sim::new(2, 1024, |c| {
+        c.jwt = Some(crate::config::JwtKey::hs256(SIM_SECRET));
+        c.ping_interval = Duration::from_secs(3600);
+    });
+    sim.turn();
+    let token = sim_jwt(WALL0_S + 10, &["S1"]);
+    let refused = sim.connect();
+    sim.send(refused, &get("/stream?symbols=S1", ""));
+    assert!(sim.read_text(refused).starts_with("HTTP/1.1 401"));
+    let other = sim.connect();
+    sim.send(other, &get(&format!("/sse?symbols=S0&token={token}"), ""));
+    let text = sim.read_text(other);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("not_entitled"), "{text}");
+    let idx = sim.connect();
+    sim.send(idx, &get(&format!("/sse?symbols=S1&token={token}"), ""));
+    assert!(sim.read_text(idx).starts_with("HTTP/1.1 200"));
+    sim.advance(Duration::from_millis(9_000));
+    assert!(!sim.is_gone(idx), "ended early");
+    sim.advance(Duration::from_millis(1_000));
+    sim.read_raw(idx);
+    assert!(sim.is_gone(idx), "the stream outlived its token");
 }

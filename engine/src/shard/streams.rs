@@ -79,6 +79,9 @@ pub(crate) struct StreamOpen {
     pub(crate) last_event_id: Option<String>,
     /// The allowed `Origin` to echo in `Access-Control-Allow-Origin` (cross-origin pages).
     pub(crate) cors_origin: Option<String>,
+    /// What the client's JWT grants (with JWTs configured): the subscription is checked
+    /// against it, and the stream ends at its expiry, as on `/ws`.
+    pub(crate) grant: Option<crate::fanout::entitle::Grant>,
 }
 
 /// Parses the subscription of a `/stream` or `/sse` query string.
@@ -585,7 +588,10 @@ impl ShardCore {
     /// A routed `/stream` or `/sse` request: subscribe as the query says and start the
     /// response (the subscribe reply first), or answer the error (400, 503 before the feed
     /// announced its symbols) and close.
-    pub(crate) fn open_stream(&mut self, idx: u32, open: StreamOpen) {
+    pub(crate) fn open_stream(&mut self, idx: u32, mut open: StreamOpen) {
+        // The token's grant first: the subscribe below is checked against it, and the stream
+        // ends at its expiry, as on `/ws`.
+        self.grant(idx, open.grant.take());
         let Some(slot) = self.slots.get_mut(idx as usize) else {
             return;
         };
@@ -625,10 +631,11 @@ impl ShardCore {
             Ok(r) => r,
             Err(e) => {
                 add(&shard.request_errors, 1);
-                let (status, extra): (u16, &[(&str, &str)]) = if e.code == ErrorCode::NotReady {
-                    (503, &[("Retry-After", "1")])
-                } else {
-                    (400, &[])
+                let (status, extra): (u16, &[(&str, &str)]) = match e.code {
+                    ErrorCode::NotReady => (503, &[("Retry-After", "1")]),
+                    // The token is valid but does not cover a symbol asked for (§3.5).
+                    ErrorCode::NotEntitled => (403, &[]),
+                    _ => (400, &[]),
                 };
                 tracing::debug!(peer = %c.peer(), error = %e, "stream subscription refused");
                 c.respond(error_response(status, &e, extra));

@@ -7,6 +7,11 @@
 //! Trades need no snapshot and start at once. Conflation hooks in here, at
 //! [`Tables::subscribe`].
 //!
+//! Entitlements (JWT `symbols`, protocol §3.5): every way a client can ask for data (`/ws`
+//! subscribe, and the other transports and resume once they subscribe) resolves its symbols
+//! through [`entitled_symbols`], which refuses a list naming a symbol the connection's grant
+//! does not cover (`not_entitled`) and expands `*` to the entitled symbols only.
+//!
 //! A subscribe with `resume` (protocol 1.1, docs/protocol.md §4.4) counts the interest of all
 //! its streams, then sends the ingester one [`ResumeRequest`] for the whole subscribe and holds
 //! its `subscribed` reply. The answer comes out of the ring as one message (`dispatch.rs`,
@@ -19,9 +24,77 @@ use serde_json::Value;
 
 use crate::book::DEPTHS;
 use crate::control::{self, ErrorCode, RequestError, SymbolSel};
+use crate::fanout::entitle::{Grant, entitled};
 use crate::fanout::{ConnId, Format, TIERS_HZ, Topic, grant_tier};
+use crate::wire::SymbolMeta;
+
+/// The symbols a subscription request may get: the one check every subscribing path goes
+/// through (`/ws` subscribe, `/stream` and `/sse` through it, resume too). `*` is the
+/// entitled symbols of `table` (refused with `not_entitled` when there are none); a list is
+/// refused whole with `unknown_symbol` if it names a symbol the feed does not list, else with
+/// `not_entitled` if it names one `grant` does not cover. `grant` is the connection's
+/// ([`Conn::grant`]); `None` (no JWTs configured) allows every symbol.
+///
+/// # Errors
+/// The [`RequestError`] to answer with, carrying `rid`.
+pub(crate) fn entitled_symbols<'t>(
+    table: &'t SymbolTable,
+    grant: Option<&Grant>,
+    symbols: &SymbolSel,
+    rid: &Value,
+) -> Result<Vec<&'t SymbolMeta>, RequestError> {
+    match symbols {
+        SymbolSel::All => {
+            let metas: Vec<&SymbolMeta> = table
+                .symbols
+                .iter()
+                .filter(|m| entitled(grant, &m.symbol))
+                .collect();
+            if metas.is_empty() && !table.symbols.is_empty() {
+                return Err(RequestError::new(
+                    rid.clone(),
+                    ErrorCode::NotEntitled,
+                    "your token entitles you to none of the feed's symbols",
+                ));
+            }
+            Ok(metas)
+        }
+        SymbolSel::List(names) => {
+            let mut found = Vec::with_capacity(names.len());
+            let mut unknown = Vec::new();
+            for n in names {
+                match table.find(n) {
+                    Some(m) => found.push(m),
+                    None => unknown.push(n.as_str()),
+                }
+            }
+            if !unknown.is_empty() {
+                let shown: Vec<&str> = unknown.iter().take(10).copied().collect();
+                return Err(RequestError::new(
+                    rid.clone(),
+                    ErrorCode::UnknownSymbol,
+                    format!("unknown symbol(s): {}", shown.join(", ")),
+                ));
+            }
+            let refused: Vec<&str> = found
+                .iter()
+                .filter(|m| !entitled(grant, &m.symbol))
+                .take(10)
+                .map(|m| m.symbol.as_str())
+                .collect();
+            if !refused.is_empty() {
+                return Err(RequestError::new(
+                    rid.clone(),
+                    ErrorCode::NotEntitled,
+                    format!("not entitled to: {}", refused.join(", ")),
+                ));
+            }
+            Ok(found)
+        }
+    }
+}
 use crate::replay::epoch::Epoch;
-use crate::ring::{IngestRequest, ResumeRequest, SymbolResumed};
+use crate::ring::{IngestRequest, ResumeRequest, SymbolResumed, SymbolTable};
 
 use super::conn::{Conn, HeldReply, NO_TIER, Sub};
 use super::core::Tables;
@@ -75,28 +148,7 @@ impl Tables {
                 "the feed has not announced its symbols yet; retry shortly",
             ));
         }
-        let metas: Vec<&crate::wire::SymbolMeta> = match symbols {
-            SymbolSel::All => table.symbols.iter().collect(),
-            SymbolSel::List(names) => {
-                let mut found = Vec::with_capacity(names.len());
-                let mut unknown = Vec::new();
-                for n in names {
-                    match table.find(n) {
-                        Some(m) => found.push(m),
-                        None => unknown.push(n.as_str()),
-                    }
-                }
-                if !unknown.is_empty() {
-                    let shown: Vec<&str> = unknown.iter().take(10).copied().collect();
-                    return Err(RequestError::new(
-                        rid,
-                        ErrorCode::UnknownSymbol,
-                        format!("unknown symbol(s): {}", shown.join(", ")),
-                    ));
-                }
-                found
-            }
-        };
+        let metas = entitled_symbols(&table, c.grant(), symbols, &rid)?;
         // The symbols `resume` names, by sid, with the client's positions.
         let mut named = Vec::new();
         if let Some(r) = &resume {
@@ -111,6 +163,14 @@ impl Tables {
                         format!("unknown symbol in resume: {}", st.symbol),
                     ));
                 };
+                // Nor may a resume replay a stream the token does not cover (§3.5).
+                if !entitled(c.grant(), &m.symbol) {
+                    return Err(RequestError::new(
+                        rid,
+                        ErrorCode::NotEntitled,
+                        format!("not entitled to: {}", m.symbol),
+                    ));
+                }
                 named.push((m.sid, st.book, st.trades));
             }
         }
@@ -493,6 +553,34 @@ impl Tables {
         if ready {
             self.subs.remove(t, idx);
         }
+    }
+
+    /// After a token refresh: drops `c`'s subscriptions to symbols its new grant does not
+    /// cover, and returns their names.
+    pub(crate) fn drop_unentitled(&mut self, c: &mut Conn, idx: u32) -> Vec<String> {
+        let table = self.ctx.symbols.load();
+        let revoked: Vec<u32> = c
+            .subscriptions()
+            .iter()
+            .filter(|s| {
+                table
+                    .symbols
+                    .get(s.sid as usize)
+                    .is_some_and(|m| !entitled(c.grant(), &m.symbol))
+            })
+            .map(|s| s.sid)
+            .collect();
+        let mut names = Vec::with_capacity(revoked.len());
+        for sid in revoked {
+            if let Some(s) = c.remove_subscription(sid) {
+                let bt = c.book_topic(&s);
+                self.drop_sub(s, bt, c.format(), idx);
+                if let Some(m) = table.symbols.get(sid as usize) {
+                    names.push(m.symbol.clone());
+                }
+            }
+        }
+        names
     }
 
     pub(crate) fn unsubscribe_all(&mut self, c: &mut Conn, idx: u32) {

@@ -23,10 +23,18 @@ pub(crate) enum Timer {
     AcceptPause = 1,
     /// A graceful shutdown gives up on clients that have not taken their close by then.
     Shutdown = 2,
+    /// The earliest token expiry (JWT `exp`) of the shard's connections: those whose token
+    /// expired are closed with 1008 `token expired` (the core keeps the expiries in a heap).
+    TokenExpiry = 3,
 }
 
 impl Timer {
-    const ALL: [Self; 3] = [Self::Sweep, Self::AcceptPause, Self::Shutdown];
+    const ALL: [Self; 4] = [
+        Self::Sweep,
+        Self::AcceptPause,
+        Self::Shutdown,
+        Self::TokenExpiry,
+    ];
 }
 
 /// When each [`Timer`] fires, if it is set.

@@ -46,7 +46,7 @@ pub(crate) fn file(path: &str) -> Option<&'static WebFile> {
 }
 
 /// Answers a `GET` or `HEAD` of a built-in file; `None` when `h.path` is not one.
-pub(crate) fn serve(config: &Config, h: &HttpRequest) -> Option<Route> {
+pub(crate) fn serve(config: &Config, h: &HttpRequest, now_s: u64) -> Option<Route> {
     let Some(f) = file(&h.path) else {
         if h.path == "/" {
             return Some(super::http::respond(
@@ -61,7 +61,7 @@ pub(crate) fn serve(config: &Config, h: &HttpRequest) -> Option<Route> {
     let html = f.content_type.starts_with("text/html");
     let access = admission::check_origin_if_sent(config, h.origin.as_deref()).and_then(|()| {
         if html {
-            admission::check_token(config, query_param(&h.query, "token"))
+            admission::check_token(config, query_param(&h.query, "token"), now_s).map(|_| ())
         } else {
             Ok(())
         }

@@ -6,6 +6,8 @@
 // Tests wait on real time; the sans-IO clock rule is for the engine library.
 #![allow(clippy::disallowed_methods)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,12 +47,27 @@ pub fn simulator(symbols: usize, rate: f64, updates: Option<u64>, seed: u64) -> 
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    /// With TLS (`start_tls`): how clients trust it.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Daemon {
     /// Starts `tickcast --listen 127.0.0.1:0 ARGS..` and waits until `/healthz` says the feed is live.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        Self::start_inner(args, None)
+    }
+
+    /// As [`Daemon::start`] for a daemon serving TLS (`args` name the certificate), checked
+    /// with `client` (which trusts its CA).
+    pub fn start_tls(args: &[&str], client: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        Self::start_inner(args, Some(client))
+    }
+
+    fn start_inner(args: &[&str], tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        // TICKCAST_BIN runs another build (a release binary, for the measurements).
+        let bin = std::env::var("TICKCAST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tickcast").to_owned());
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
@@ -63,7 +80,10 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("tickcast listening on ws://") {
+                if let Some(rest) = line
+                    .strip_prefix("tickcast listening on ws://")
+                    .or_else(|| line.strip_prefix("tickcast listening on wss://"))
+                {
                     let addr = rest.trim_end_matches("/ws").to_owned();
                     let _ = tx.send(addr);
                 }
@@ -74,11 +94,11 @@ impl Daemon {
             .expect("tickcast did not print its address")
             .parse()
             .expect("address");
-        let d = Self { child, addr };
+        let d = Self { child, addr, tls };
         // A large feed (4,000 symbols) on a loaded machine takes a while to sync.
         let deadline = Instant::now() + 2 * PATIENCE;
         loop {
-            if let Ok((200, _)) = http_get(d.addr, "/healthz") {
+            if let Ok((200, _)) = d.get("/healthz") {
                 break;
             }
             assert!(Instant::now() < deadline, "tickcast never became healthy");
@@ -88,10 +108,33 @@ impl Daemon {
     }
 
     pub fn url(&self, query: &str) -> String {
-        if query.is_empty() {
-            format!("ws://{}/ws", self.addr)
+        let (scheme, host) = if self.tls.is_some() {
+            ("wss", format!("localhost:{}", self.addr.port()))
         } else {
-            format!("ws://{}/ws?{query}", self.addr)
+            ("ws", self.addr.to_string())
+        };
+        if query.is_empty() {
+            format!("{scheme}://{host}/ws")
+        } else {
+            format!("{scheme}://{host}/ws?{query}")
+        }
+    }
+
+    /// GET `path` over plain HTTP, or HTTPS for a TLS daemon.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        match &self.tls {
+            None => http_get(self.addr, path),
+            Some(cfg) => https_get(self.addr, cfg.clone(), path),
+        }
+    }
+
+    /// A subscriber connected to `/ws?query` (over TLS for a TLS daemon).
+    pub fn client(&self, query: &str) -> Client {
+        match &self.tls {
+            None => Client::connect(&self.url(query)),
+            Some(cfg) => {
+                Client::connect_tls(&self.url(query), self.addr, cfg.clone()).expect("TLS connect")
+            }
         }
     }
 
@@ -129,7 +172,7 @@ impl Daemon {
 
     /// A counter or gauge from `/metrics`, summed over its label sets.
     pub fn metric(&self, name: &str) -> u64 {
-        let (status, body) = http_get(self.addr, "/metrics").expect("metrics");
+        let (status, body) = self.get("/metrics").expect("metrics");
         assert_eq!(status, 200);
         body.lines()
             .filter(|l| !l.starts_with('#'))
@@ -140,7 +183,7 @@ impl Daemon {
 
     /// One labelled sample from `/metrics`.
     pub fn metric_labelled(&self, name: &str, labels: &str) -> u64 {
-        let (_, body) = http_get(self.addr, "/metrics").expect("metrics");
+        let (_, body) = self.get("/metrics").expect("metrics");
         let prefix = format!("{name}{{{labels}}} ");
         body.lines()
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
@@ -170,6 +213,43 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String
     s.write_all(request.as_bytes())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A TLS client stream to `addr`, for the server name `localhost`.
+pub fn tls_stream(
+    addr: SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, s))
+}
+
+/// An HTTPS GET; returns the status and the body.
+pub fn https_get(
+    addr: SocketAddr,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = tls_stream(addr, cfg)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    // The server closes after the response (a missing close_notify is not an error here).
+    let _ = s.read_to_end(&mut raw);
+    let resp = String::from_utf8_lossy(&raw).into_owned();
     let status = resp
         .split(' ')
         .nth(1)
@@ -268,10 +348,34 @@ impl Client {
         Self::from_ws(ws, url.contains("format=json"))
     }
 
+    /// Connects over TLS (`url` is `wss://localhost:PORT/...`, the socket goes to `addr`).
+    pub fn connect_tls(
+        url: &str,
+        addr: SocketAddr,
+        cfg: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, tungstenite::Error> {
+        let s = tls_stream(addr, cfg)?;
+        let (ws, resp) =
+            tungstenite::client(url, MaybeTlsStream::Rustls(s)).map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(e) => e,
+                tungstenite::HandshakeError::Interrupted(_) => {
+                    tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into())
+                }
+            })?;
+        assert_eq!(resp.status(), 101);
+        Ok(Self::from_ws(ws, url.contains("format=json")))
+    }
+
     fn from_ws(ws: WebSocket<MaybeTlsStream<TcpStream>>, json: bool) -> Self {
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("timeout");
+        match ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout"),
+            MaybeTlsStream::Rustls(s) => s
+                .sock
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout"),
+            _ => {}
         }
         Self {
             ws,

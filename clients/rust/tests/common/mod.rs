@@ -94,6 +94,21 @@ impl Daemon {
     /// Starts `tickcast --listen LISTEN --feed FEED --shards 1 ARGS..` and waits until
     /// `/healthz` says the feed is live.
     pub fn start(listen: &str, feed: &str, args: &[&str]) -> Self {
+        Self::start_inner(listen, feed, args, None)
+    }
+
+    /// As [`Daemon::start`] with TLS (`args` name the certificate); `/healthz` is checked over
+    /// HTTPS with `client`.
+    pub fn start_tls(feed: &str, args: &[&str], client: Arc<rustls::ClientConfig>) -> Self {
+        Self::start_inner("127.0.0.1:0", feed, args, Some(client))
+    }
+
+    fn start_inner(
+        listen: &str,
+        feed: &str,
+        args: &[&str],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let bin = built().join("tickcast");
         let mut child = Command::new(bin)
             .args(["--listen", listen, "--feed", feed, "--shards", "1"])
@@ -108,7 +123,10 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("tickcast listening on ws://") {
+                if let Some(rest) = line
+                    .strip_prefix("tickcast listening on ws://")
+                    .or_else(|| line.strip_prefix("tickcast listening on wss://"))
+                {
                     let _ = tx.send(rest.trim_end_matches("/ws").to_owned());
                 }
             }
@@ -120,7 +138,11 @@ impl Daemon {
             .expect("address");
         let mut d = Self { child, addr };
         let deadline = Instant::now() + PATIENCE;
-        while !matches!(http_get(d.addr, "/healthz"), Ok((200, _))) {
+        let healthy = |addr| match &tls {
+            None => matches!(http_get(addr, "/healthz"), Ok((200, _))),
+            Some(cfg) => https_healthy(addr, cfg.clone()),
+        };
+        while !healthy(d.addr) {
             assert!(Instant::now() < deadline, "tickcast never became healthy");
             assert!(
                 d.child.try_wait().ok().flatten().is_none(),
@@ -133,6 +155,11 @@ impl Daemon {
 
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The `wss://` URL of a TLS daemon (its certificate names `localhost`).
+    pub fn wss_url(&self) -> String {
+        format!("wss://localhost:{}/ws", self.addr.port())
     }
 
     /// SIGKILL, as a crash would.
@@ -193,6 +220,65 @@ pub fn truth(sim: &Simulator, symbol: &str, depth: usize) -> (u64, Strings) {
             .collect()
     };
     (v["seq"].as_u64().unwrap_or(0), (side("bids"), side("asks")))
+}
+
+/// Whether `GET /healthz` over HTTPS answers 200.
+fn https_healthy(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> bool {
+    let Ok(sock) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let Ok(conn) = rustls::ClientConnection::new(cfg, name) else {
+        return false;
+    };
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw.starts_with(b"HTTP/1.1 200")
+}
+
+/// A CA and a `localhost` leaf signed by it (rcgen), as PEM: (CA, leaf chain, leaf key).
+pub fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("leaf params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("leaf");
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
+/// A rustls client configuration trusting only the CA in `ca_pem`.
+pub fn trusting(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(der.expect("pem")).expect("add CA");
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Everything the client reported, for the test to inspect while it runs.
