@@ -45,6 +45,10 @@ fuzz_target!(|data: &[u8]| {
                     check_symbols(symbols);
                     assert!(resume.is_none(), "resume on an unsubscribe");
                 }
+                Request::Refresh { token, .. } => {
+                    assert!(!token.is_empty(), "an empty refresh token was accepted");
+                    assert!(resume.is_none(), "resume on a refresh");
+                }
                 Request::Symbols { .. } | Request::Ping { .. } => {
                     assert!(resume.is_none(), "resume on {request:?}");
                 }
