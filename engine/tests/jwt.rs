@@ -204,13 +204,12 @@ fn refresh_extends_and_expiry_closes_with_1008() {
         "not_entitled"
     );
 
-    // The other one is closed with 1008 "token expired" within the expiry (+ a second).
-    let started = Instant::now();
+    // The other one is closed with 1008 "token expired" by the expiry timer (the wait is only a
+    // bound; the close code and reason say who closed it).
     let code = expiring.until_closed(Duration::from_secs(6));
     assert_eq!(code, Some(1008), "not closed at expiry");
     let reason = expiring.close.as_ref().map(|f| f.reason.to_string());
     assert_eq!(reason.as_deref(), Some("token expired"));
-    assert!(started.elapsed() < Duration::from_secs(5));
     // The refreshed one lives on past the old exp and still streams.
     let before = refreshed.records;
     assert!(refreshed.pump(Duration::from_millis(800)));

@@ -125,15 +125,18 @@ fn tls_1_1_is_refused_and_a_stalled_handshake_times_out() {
     let mut idle = TcpStream::connect(d.addr).expect("connect");
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let t0 = Instant::now();
     let mut got = Vec::new();
-    let _ = idle.read_to_end(&mut got);
+    // The server closes it (end of stream or reset), not our read timeout.
+    let read = idle.read_to_end(&mut got);
+    assert!(
+        !matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the stalled handshake was never closed: {read:?}"
+    );
     // Closed, with at most an alert (close_notify): no plaintext 408 on a TLS port.
     assert!(
         got.is_empty() || got[0] == 0x15,
         "a stalled TLS handshake got {got:?}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(8));
     let before = c.records;
     assert!(c.pump(Duration::from_millis(500)));
     c.send(serde_json::json!({"op":"ping","id":9}));
