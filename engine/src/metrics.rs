@@ -270,6 +270,12 @@ pub struct BusMetrics {
     pub subscriptions: AtomicU64,
     /// The ingest node's epoch, as a number (gauge; 0 before it is known).
     pub epoch: AtomicU64,
+    /// Replay requests sent (edge) or answered (ingest) on `<p>.replay`.
+    pub replay_requests: AtomicU64,
+    /// Symbols of `resume`s answered `recovered: true` (edge).
+    pub resumes_recovered: AtomicU64,
+    /// Symbols of `resume`s answered `recovered: false` (edge).
+    pub resumes_not_recovered: AtomicU64,
 }
 
 /// Whether the engine can serve: the feed is connected and every book is in sync.
@@ -627,7 +633,7 @@ impl Metrics {
             );
         }
         let b = &self.bus;
-        let bus: [(&str, &str, &str, &AtomicU64); 13] = [
+        let bus: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "tickcast_bus_messages_in_total",
                 "counter",
@@ -705,6 +711,24 @@ impl Metrics {
                 "gauge",
                 "The ingest node's epoch as a number (0: not known yet).",
                 &b.epoch,
+            ),
+            (
+                "tickcast_bus_replay_requests_total",
+                "counter",
+                "Replay requests sent (edge) or answered (ingest).",
+                &b.replay_requests,
+            ),
+            (
+                "tickcast_bus_resumes_recovered_total",
+                "counter",
+                "Symbols of resumes answered recovered: true (edge).",
+                &b.resumes_recovered,
+            ),
+            (
+                "tickcast_bus_resumes_not_recovered_total",
+                "counter",
+                "Symbols of resumes answered recovered: false (edge).",
+                &b.resumes_not_recovered,
             ),
         ];
         for (name, kind, help, v) in bus {

@@ -202,6 +202,7 @@ impl Engine {
                 poll: ingest_poll,
                 reconnect: (config.reconnect_min, config.reconnect_max),
                 epoch: epoch.clone(),
+                replay: config.replay,
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             };

@@ -125,18 +125,25 @@ fn ingest(nats: &Nats, feed: &str) -> Daemon {
 }
 
 fn edge(nats: &Nats) -> Daemon {
-    Daemon::start(&[
+    edge_with(nats, &[])
+}
+
+fn edge_with(nats: &Nats, more: &[&str]) -> Daemon {
+    let url = nats.url();
+    let mut args = vec![
         "--role",
         "edge",
         "--nats-url",
-        &nats.url(),
+        &url,
         "--shards",
         "2",
         "--reconnect-min",
         "0.05",
         "--reconnect-max",
         "0.5",
-    ])
+    ];
+    args.extend_from_slice(more);
+    Daemon::start(&args)
 }
 
 fn symbol_names(d: &Daemon) -> Vec<String> {
@@ -178,7 +185,8 @@ fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
     let nats = Nats::start(bin);
     let sim = simulator(8, 3_000.0, Some(9_000), 21);
     let ing = ingest(&nats, &sim.feed_url());
-    let a = edge(&nats);
+    // Edge A keeps a stream (and its replay window) 1 s after its last client left.
+    let a = edge_with(&nats, &["--replay-age", "1"]);
     let b = edge(&nats);
     let all = symbol_names(&a);
     assert_eq!(all.len(), 8);
@@ -223,7 +231,7 @@ fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
     assert!(ing.metric("tickcast_bus_messages_out_total") > 0);
     assert_eq!(a.metric("tickcast_bus_gaps_total"), 0);
 
-    // The last client of edge A leaves: its subscriptions go.
+    // The last client of edge A leaves: its subscriptions stay for the replay age, then go.
     drop(a0);
     drop(a10);
     wait_for("edge A to drop its subscriptions", || {
@@ -305,7 +313,7 @@ fn ingest_restarted_new_epoch_edges_resync_to_truth() {
 }
 
 #[test]
-fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
+fn edge_killed_its_clients_resume_on_the_other_edge_recovered_and_hold_truth() {
     let Some(bin) = nats_server_bin() else { return };
     let nats = Nats::start(bin);
     let sim = simulator(4, 1_000.0, Some(8_000), 13);
@@ -325,8 +333,16 @@ fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
         u64::from_str_radix(&epoch, 16).expect("hex epoch"),
         ing.metric("tickcast_bus_epoch")
     );
-    pump_until(&mut [&mut c], "first records", |c| c.records > 50);
+    // Edge B already forwards two of the symbols' streams (its own windows answer those); the
+    // other two it must fetch from the ingest node's windows.
+    let mut other = Client::connect(&b.url(""));
+    subscribed(&mut other, &s[..2], 10);
+    pump_until(&mut [&mut c, &mut other], "first records", |c| {
+        c.records > 50 && c.symbols.iter().all(|i| c.top(i.sid, 1).is_some())
+    });
     let resume = c.resume_positions(&epoch, true);
+    let named = resume["streams"].as_object().expect("streams").len();
+    assert_eq!(named, 4, "a position for every symbol: {resume}");
     drop(a);
     // The client moves to the other edge with its positions.
     let mut c = c.reset_and_reconnect(&b.url(""));
@@ -344,10 +360,18 @@ fn edge_killed_its_clients_reconnect_to_the_other_edge_and_hold_truth() {
         Some(epoch.as_str()),
         "same epoch on every edge"
     );
-    // An edge keeps no replay windows yet: every symbol starts afresh (see docs/protocol.md §8.4).
-    c.forget_unrecovered(&symbols);
-    converge(&sim, &mut [(&mut c, 10)]);
+    // Every symbol recovered: the records it missed, then the live stream, no snapshot.
+    for i in &symbols {
+        assert_eq!(i.recovered, Some(true), "{} not recovered", i.symbol);
+    }
+    assert_eq!(b.metric("tickcast_bus_resumes_recovered_total"), 4);
+    assert!(b.metric("tickcast_bus_replay_requests_total") >= 2);
+    assert!(ing.metric("tickcast_bus_replay_requests_total") >= 2);
+    converge(&sim, &mut [(&mut c, 10), (&mut other, 10)]);
+    // No gap, no duplicate (the client checks every seq and every book checksum).
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    assert!(c.replace_jumps.is_empty(), "{:?}", c.replace_jumps);
+    assert!(other.seq_errors.is_empty(), "{:?}", other.seq_errors);
 }
 
 /// The truth for `info` from a feed-sim at `feed` (`GET /book/SYMBOL`): its seq and levels.

@@ -21,6 +21,12 @@
 //!   every watched symbol goes stale (status 1); once back, every stream resyncs with a
 //!   snapshot, then status 2. A new epoch (the ingest node restarted) resyncs the same way.
 //! - **Trades** need no snapshot: they are forwarded from the first one seen.
+//! - **Replay.** Every record forwarded is also appended to the edge's replay window of its
+//!   stream (the same [`ReplayWindows`] a standalone ingester keeps), and a stream stays
+//!   subscribed, its window fed, for `replay-age` after its last client left. A subscribe with
+//!   `resume` is answered from these windows, or from the ingest node's over `<p>.replay`
+//!   joined to the forwarded stream ([`super::resume`]), so that a client of an edge that died
+//!   resumes here with `recovered: true` while the windows hold its position.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,19 +41,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ingest::{connect_options, server_list};
+use super::resume::{Resumes, StreamView};
 use super::{
-    Subjects, encode_snapshot_request, parse_batch, parse_snapshot_reply, parse_status,
-    parse_symbols,
+    ReplayRequest, Subjects, encode_replay_request, encode_snapshot_request, parse_batch,
+    parse_replay_reply, parse_snapshot_reply, parse_status, parse_symbols,
 };
 use crate::clock;
 use crate::fanout::interest::Interest;
 use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::metrics::{Metrics, add};
 use crate::replay::epoch::{Epoch, EpochCell};
-use crate::ring::{
-    IngestRequest, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory, SymbolResumed,
-    SymbolTable,
-};
+use crate::replay::{ReplayLimits, ReplayWindows};
+use crate::ring::{IngestRequest, ResumeRequest, Ring, ShardMsg, SymbolDirectory, SymbolTable};
 use crate::wire::{self, RecordHeader, RecordKind, StatusCode};
 
 /// How often interest, timeouts and the heartbeat are checked.
@@ -81,6 +86,8 @@ pub struct EdgeBus {
     pub reconnect: (Duration, Duration),
     /// The epoch the shards report: the ingest node's, once known.
     pub epoch: Arc<EpochCell>,
+    /// Bounds of the edge's replay windows (the same settings as a standalone daemon's).
+    pub replay: ReplayLimits,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// Set to stop.
@@ -97,6 +104,12 @@ enum Ev {
     Reply {
         idx: usize,
         sub_gen: u64,
+        payload: Option<Bytes>,
+    },
+    /// The ingest node's answer to a replay request (`None`: no answer).
+    Replayed {
+        topic: Topic,
+        after: u64,
         payload: Option<Bytes>,
     },
     Status(Bytes),
@@ -140,6 +153,33 @@ struct Edge {
     /// Per sid: its subscribers were told it is stale (status 1) and not yet resumed.
     stale: Vec<bool>,
     touched: Vec<bool>,
+    /// The records forwarded, per stream, for resumes.
+    windows: ReplayWindows,
+    /// Resumes not answered yet.
+    resumes: Resumes,
+    /// The time of the event being handled.
+    now: Instant,
+}
+
+/// The edge's streams as [`Resumes::poll`] sees them.
+struct View<'a> {
+    streams: &'a HashMap<usize, Stream>,
+    windows: &'a ReplayWindows,
+    now: Instant,
+}
+
+impl StreamView for View<'_> {
+    fn last(&self, topic: Topic) -> Option<u64> {
+        self.streams.get(&topic.index()).and_then(|s| s.last)
+    }
+
+    fn window(&mut self, topic: Topic, after: u64) -> Option<Vec<Bytes>> {
+        let last = self.last(topic)?;
+        // The window must end where the forwarded stream is.
+        (self.windows.last_seq(topic) == Some(last))
+            .then(|| self.windows.peek_from(topic, after, self.now))
+            .flatten()
+    }
 }
 
 impl EdgeBus {
@@ -197,6 +237,7 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
     }
     let mut mio_events = mio::Events::with_capacity(8);
     let shards = cfg.rings.len();
+    let cfg_replay = cfg.replay;
     let mut edge = Edge {
         cfg,
         client,
@@ -210,6 +251,9 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
         last_heartbeat: clock::monotonic(),
         stale: Vec::new(),
         touched: vec![false; shards],
+        windows: ReplayWindows::new(cfg_replay),
+        resumes: Resumes::default(),
+        now: clock::monotonic(),
     };
     // The shards' waker for requests is a mio waker; its poll's epoll descriptor turns
     // readable when woken, and tokio watches that descriptor. (`with_interest` is deprecated
@@ -244,6 +288,7 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
             }
             _ = tick.tick() => edge.tick().await,
         }
+        edge.poll_resumes();
         edge.wake_shards();
     }
 }
@@ -254,6 +299,7 @@ impl Edge {
     }
 
     async fn on(&mut self, ev: Ev) {
+        self.now = clock::monotonic();
         match ev {
             Ev::Batch {
                 idx,
@@ -265,6 +311,11 @@ impl Edge {
                 sub_gen,
                 payload,
             } => self.on_reply(idx, sub_gen, payload).await,
+            Ev::Replayed {
+                topic,
+                after,
+                payload,
+            } => self.on_replayed(topic, after, payload),
             Ev::Status(p) => self.on_status(&p),
             Ev::Symbols(p) => self.on_symbols(&p).await,
             Ev::Conn(e) => self.on_conn(&e).await,
@@ -315,6 +366,8 @@ impl Edge {
                 );
                 self.set_epoch(epoch);
                 self.lost();
+                // Another numbering: nothing held can be replayed.
+                self.windows = ReplayWindows::new(*self.windows.limits());
                 self.resync_all().await;
             }
             None => {
@@ -423,10 +476,17 @@ impl Edge {
         } else {
             StatusCode::FeedResumed
         };
+        for format in [Format::Binary, Format::Json] {
+            if let Some(rec) = self.status_record(sid, format, code) {
+                self.push_status(sid, format, &rec);
+            }
+        }
+    }
+
+    /// A status record of `sid` (`None`: not in the table).
+    fn status_record(&self, sid: u32, format: Format, code: StatusCode) -> Option<Bytes> {
+        let meta = self.table.symbols.get(sid as usize)?;
         let now = clock::realtime_ns();
-        let Some(meta) = self.table.symbols.get(sid as usize).cloned() else {
-            return;
-        };
         let hdr = RecordHeader {
             kind: RecordKind::Status,
             flags: 0,
@@ -435,17 +495,15 @@ impl Edge {
             exch_ts: now,
             recv_ts: now,
         };
-        for format in [Format::Binary, Format::Json] {
-            let mut out = BytesMut::new();
-            match format {
-                Format::Binary => wire::encode_status(&mut out, &hdr, code),
-                Format::Json => {
-                    out.extend_from_slice(b",");
-                    wire::encode_status_json(&mut out, &meta, &hdr, code);
-                }
+        let mut out = BytesMut::new();
+        match format {
+            Format::Binary => wire::encode_status(&mut out, &hdr, code),
+            Format::Json => {
+                out.extend_from_slice(b",");
+                wire::encode_status_json(&mut out, meta, &hdr, code);
             }
-            self.push_status(sid, format, &out.freeze());
         }
+        Some(out.freeze())
     }
 
     fn push_status(&mut self, sid: u32, format: Format, bytes: &Bytes) {
@@ -568,6 +626,7 @@ impl Edge {
         self.m()
             .subscriptions
             .store(self.streams.len() as u64, Ordering::Relaxed);
+        self.windows.keep(topic, true, clock::monotonic());
         if topic.is_book() {
             self.request_snapshot(idx);
         }
@@ -577,6 +636,7 @@ impl Edge {
         if let Some(s) = self.streams.remove(&idx) {
             // Dropping the subscriber (its task) unsubscribes.
             s.task.abort();
+            self.windows.forget(s.topic);
         }
         self.m()
             .subscriptions
@@ -623,7 +683,7 @@ impl Edge {
                     topic,
                 } => (shard, conn, req, topic),
                 IngestRequest::Resume(r) => {
-                    self.serve_resume(&r);
+                    self.serve_resume(*r).await;
                     continue;
                 }
             };
@@ -644,30 +704,94 @@ impl Edge {
         }
     }
 
-    /// A subscribe with `resume`: this edge keeps no replay windows yet, so every symbol is
-    /// `recovered: false` and starts afresh (the shard asks for its books' snapshots), under the
-    /// ingest node's epoch.
-    fn serve_resume(&mut self, r: &ResumeRequest) {
-        let symbols = r
-            .symbols
-            .iter()
-            .map(|&(sid, ..)| SymbolResumed {
-                sid,
-                recovered: false,
-                book: Vec::new(),
-                trades: Vec::new(),
-                status: None,
-            })
-            .collect();
-        if let Some(ring) = self.cfg.rings.get(r.shard) {
-            let _ = ring.push(ShardMsg::Resumed(Box::new(ResumeAnswer {
-                conn: r.conn,
-                req: r.req,
-                epoch: self.cfg.epoch.get(),
-                symbols,
-            })));
-            self.touched[r.shard] = true;
+    /// A subscribe with `resume`: its streams are subscribed (if they were not), and it waits
+    /// in [`Resumes`] until each named stream is decided ([`Self::poll_resumes`]).
+    async fn serve_resume(&mut self, r: ResumeRequest) {
+        for &(sid, book, trades) in &r.symbols {
+            if book.is_some() && r.depth_idx < crate::book::DEPTHS.len() {
+                self.subscribe(Topic::book(sid, r.depth_idx, r.format))
+                    .await;
+            }
+            if trades.is_some() {
+                self.subscribe(Topic::trades(sid, r.format)).await;
+            }
         }
+        self.resumes.add(r, clock::monotonic());
+    }
+
+    /// Answers the resumes that can be, asks the ingest node for the replays they need.
+    fn poll_resumes(&mut self) {
+        if self.resumes.is_empty() {
+            return;
+        }
+        let now = clock::monotonic();
+        let mut view = View {
+            streams: &self.streams,
+            windows: &self.windows,
+            now,
+        };
+        let epoch = if self.live { self.epoch } else { None };
+        let polled = self.resumes.poll(epoch, now, &mut view);
+        for req in polled.fetches {
+            self.fetch_replay(req);
+        }
+        for (shard, format, mut answer) in polled.answers {
+            let mut recovered = 0;
+            for s in &mut answer.symbols {
+                if !s.recovered {
+                    continue;
+                }
+                recovered += 1;
+                // It missed the status 1 sent while it was away.
+                if self.stale.get(s.sid as usize).copied().unwrap_or(false) {
+                    s.status = self.status_record(s.sid, format, StatusCode::FeedStale);
+                }
+            }
+            add(&self.m().resumes_recovered, recovered);
+            add(
+                &self.m().resumes_not_recovered,
+                answer.symbols.len() as u64 - recovered,
+            );
+            if let Some(ring) = self.cfg.rings.get(shard) {
+                let _ = ring.push(ShardMsg::Resumed(Box::new(answer)));
+                self.touched[shard] = true;
+            }
+        }
+    }
+
+    fn fetch_replay(&mut self, req: ReplayRequest) {
+        add(&self.m().replay_requests, 1);
+        let client = self.client.clone();
+        let subject = self.cfg.subjects.replay();
+        let payload = encode_replay_request(&req);
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            let payload = client
+                .request(subject, payload)
+                .await
+                .ok()
+                .map(|m| m.payload);
+            let _ = tx.send(Ev::Replayed {
+                topic: req.topic,
+                after: req.after,
+                payload,
+            });
+        });
+    }
+
+    fn on_replayed(&mut self, topic: Topic, after: u64, payload: Option<Bytes>) {
+        let records = payload.and_then(|p| {
+            self.count_in(p.len());
+            match parse_replay_reply(&p, after) {
+                Ok((epoch, records)) if self.epoch == Some(epoch) => records,
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?topic, "malformed replay reply on the bus");
+                    None
+                }
+            }
+        });
+        self.resumes.on_fetch(topic, after, records);
     }
 
     async fn tick(&mut self) {
@@ -685,7 +809,10 @@ impl Edge {
                     let idx = topic.index();
                     match self.streams.get(&idx) {
                         None if want => self.subscribe(topic).await,
-                        Some(s) if !want && s.waiters.is_empty() => self.unsubscribe(idx),
+                        // Kept for the replay age after its last watcher left.
+                        Some(s) if s.waiters.is_empty() && !self.windows.keep(topic, want, now) => {
+                            self.unsubscribe(idx);
+                        }
                         _ => {}
                     }
                 }
@@ -718,6 +845,7 @@ impl Edge {
         for idx in late {
             self.request_snapshot(idx);
         }
+        self.cfg.metrics.replay.publish(&self.windows.stats());
         self.update_health();
     }
 
@@ -753,7 +881,7 @@ impl Edge {
         match s.last {
             None if !topic.is_book() => {
                 s.last = Some(seq);
-                self.forward(topic, bytes);
+                self.forward(topic, seq, bytes);
             }
             None => {
                 if s.buffer.len() >= MAX_BUFFERED {
@@ -767,7 +895,7 @@ impl Edge {
                     add(&self.cfg.metrics.bus.gaps, 1);
                 }
                 s.last = Some(seq);
-                self.forward(topic, bytes);
+                self.forward(topic, seq, bytes);
                 self.release_held(idx);
             }
             Some(l) => {
@@ -783,8 +911,14 @@ impl Edge {
         }
     }
 
-    /// Pushes a record to every shard with subscribers of its topic.
-    fn forward(&mut self, topic: Topic, bytes: Bytes) {
+    /// Pushes record `seq` to every shard with subscribers of its topic, and appends it to the
+    /// topic's replay window.
+    fn forward(&mut self, topic: Topic, seq: u64, bytes: Bytes) {
+        self.windows.append(topic, seq, bytes.clone(), self.now);
+        self.push_to_shards(topic, &bytes);
+    }
+
+    fn push_to_shards(&mut self, topic: Topic, bytes: &Bytes) {
         for shard in 0..self.cfg.rings.len() {
             if self.cfg.interest.any(shard, topic) {
                 let _ = self.cfg.rings[shard].push(ShardMsg::Record {
@@ -877,7 +1011,13 @@ impl Edge {
                 let rest = std::mem::take(&mut s.buffer);
                 if std::mem::take(&mut s.replace) {
                     add(&self.cfg.metrics.bus.resyncs, 1);
-                    self.forward(topic, bytes.clone());
+                    if self.windows.last_seq(topic).is_some_and(|l| l >= seq) {
+                        // Nothing was missed: the window goes on; the snapshot (which restates
+                        // the book at `seq`) is for the clients only.
+                        self.push_to_shards(topic, &bytes);
+                    } else {
+                        self.forward(topic, seq, bytes.clone());
+                    }
                 }
                 self.answer_waiters(idx, &bytes);
                 for (q, b) in rest {

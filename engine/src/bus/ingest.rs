@@ -11,6 +11,12 @@
 //!
 //! The symbol table is published on change and every second (the edges' heartbeat), with the
 //! epoch, and on request.
+//!
+//! Replay requests (`<p>.replay`: the records of one stream after a seq, for an edge whose
+//! client resumes there) become the ingester's ordinary resume requests for one stream: the
+//! ingester answers from its replay windows on this ring in order with the records (the bus
+//! counts as a watcher of every stream, so every stream has a window), and the reply holds the
+//! records up to the last one published before it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,12 +30,14 @@ use tokio::io::Interest as TokioInterest;
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    BatchWriter, MAX_BATCH_BYTES, Subjects, encode_snapshot_reply, encode_status, encode_symbols,
-    parse_snapshot_request, record_seq,
+    BatchWriter, MAX_BATCH_BYTES, MAX_REPLAY_REPLY_BYTES, ReplayRequest, Subjects,
+    encode_replay_reply, encode_snapshot_reply, encode_status, encode_symbols,
+    parse_replay_request, parse_snapshot_request, record_seq,
 };
 use crate::fanout::ConnId;
 use crate::metrics::{Metrics, add};
-use crate::ring::{IngestRequest, Ring, ShardMsg, SymbolDirectory};
+use crate::replay::epoch::Epoch;
+use crate::ring::{IngestRequest, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory};
 
 /// Ring messages handled before batches are flushed and other events looked at.
 const DRAIN_MAX: usize = 16_384;
@@ -134,6 +142,10 @@ impl IngestBus {
             .subscribe(self.subjects.symbols_get())
             .await
             .map_err(std::io::Error::other)?;
+        let mut replay_sub = client
+            .subscribe(self.subjects.replay())
+            .await
+            .map_err(std::io::Error::other)?;
         // The ring's waker is a mio waker; its poll's epoll descriptor turns readable when
         // woken, and tokio watches that descriptor. (`with_interest` is deprecated because
         // nothing ties the descriptor's lifetime to it: here the poll is `self`'s, which
@@ -148,6 +160,7 @@ impl IngestBus {
         let mut st = State {
             batches: HashMap::new(),
             replies: HashMap::new(),
+            replays: HashMap::new(),
             pending: HashMap::new(),
             next_req: 0,
             table_len: 0,
@@ -195,6 +208,28 @@ impl IngestBus {
                                 topic,
                             });
                             let _ = self.ingest_waker.wake();
+                        }
+                    }
+                }
+                Some(msg) = replay_sub.next() => {
+                    add(&self.metrics.bus.messages_in, 1);
+                    add(&self.metrics.bus.bytes_in, msg.payload.len() as u64);
+                    // (A request without a reply subject has nobody to answer.)
+                    if let Some(reply) = msg.reply {
+                        match parse_replay_request(&msg.payload) {
+                            Ok(r) => {
+                                st.next_req = st.next_req.wrapping_add(1);
+                                st.replays.insert(st.next_req, (reply, r));
+                                let _ = self
+                                    .requests
+                                    .send(replay_as_resume(self.shard, st.next_req, &r));
+                                let _ = self.ingest_waker.wake();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed replay request on the bus");
+                                let miss = encode_replay_reply(self.epoch(), None);
+                                self.publish(&client, reply, miss).await;
+                            }
                         }
                     }
                 }
@@ -298,8 +333,16 @@ impl IngestBus {
                     )
                     .await;
                 }
-                // Never asked for: the bus sends no resume requests.
-                ShardMsg::Resumed(_) => {}
+                ShardMsg::Resumed(answer) => {
+                    self.flush(client, st).await;
+                    let Some((reply, r)) = st.replays.remove(&answer.req) else {
+                        continue;
+                    };
+                    add(&self.metrics.bus.replay_requests, 1);
+                    let records = replayed(&r, &answer);
+                    let payload = encode_replay_reply(self.epoch(), records.as_deref());
+                    self.publish(client, reply, payload).await;
+                }
                 ShardMsg::Snapshot {
                     req, topic, bytes, ..
                 } => {
@@ -339,11 +382,60 @@ impl IngestBus {
     }
 }
 
+/// A replay request as the ingester's resume request for one stream (its answer comes on the
+/// bus's ring as [`ShardMsg::Resumed`] with request number `req`).
+fn replay_as_resume(shard: usize, req: u32, r: &ReplayRequest) -> IngestRequest {
+    let (book, trades) = if r.topic.is_book() {
+        (Some(r.after), None)
+    } else {
+        (None, Some(r.after))
+    };
+    IngestRequest::Resume(Box::new(ResumeRequest {
+        shard,
+        conn: ConnId {
+            index: 0,
+            generation: 0,
+        },
+        req,
+        epoch: Some(Epoch::from_u32(r.epoch)),
+        depth_idx: if r.topic.is_book() {
+            usize::from(r.topic.stream)
+        } else {
+            0
+        },
+        format: r.topic.format,
+        symbols: vec![(r.topic.sid, book, trades)],
+    }))
+}
+
+/// The records of the ingester's answer to replay `r`, with their seqs; `None` (a miss) when
+/// not recovered, or too big for one reply.
+fn replayed(r: &ReplayRequest, answer: &ResumeAnswer) -> Option<Vec<(u64, Bytes)>> {
+    let s = answer.symbols.first().filter(|s| s.recovered)?;
+    let records = if r.topic.is_book() {
+        &s.book
+    } else {
+        &s.trades
+    };
+    let mut size = 5;
+    let mut out = Vec::with_capacity(records.len());
+    for b in records {
+        size += 12 + b.len();
+        if size > MAX_REPLAY_REPLY_BYTES {
+            return None;
+        }
+        out.push((record_seq(r.topic.format, b)?, b.clone()));
+    }
+    Some(out)
+}
+
 struct State {
     /// Per topic index: the batch being filled.
     batches: HashMap<usize, (crate::fanout::Topic, BatchWriter)>,
     /// Snapshot requests sent to the ingester, by request number: where to reply.
     replies: HashMap<u32, Vec<Subject>>,
+    /// Replay requests sent to the ingester, by request number: where to reply, and what.
+    replays: HashMap<u32, (Subject, ReplayRequest)>,
     /// The request in the ingester per topic index.
     pending: HashMap<usize, u32>,
     next_req: u32,

@@ -16,6 +16,7 @@
 pub mod edge;
 #[cfg(not(loom))]
 pub mod ingest;
+pub mod resume;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -26,6 +27,30 @@ use crate::wire::SymbolMeta;
 
 /// Largest stream batch the ingest node publishes (NATS' default `max_payload` is 1 MiB).
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Largest replay reply the ingest node sends; a replay that would not fit is answered as a
+/// miss (NATS' default `max_payload` is 1 MiB).
+pub const MAX_REPLAY_REPLY_BYTES: usize = 768 * 1024;
+
+/// A bus message that does not parse: logged and dropped (never trusted, never a panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The message ends before a field or a record it announces.
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
+    /// A field holds a value the layout does not allow (a format, stream or reply kind).
+    #[error("bad {0}")]
+    BadField(&'static str),
+    /// A replay's records do not follow the asked position one by one.
+    #[error("replay record seq {got}, expected {expected}")]
+    OutOfOrder {
+        /// The seq the next record must have.
+        expected: u64,
+        /// The seq it has.
+        got: u64,
+    },
+}
 
 /// The subjects of one cluster (all under one prefix token).
 #[derive(Debug, Clone)]
@@ -75,6 +100,12 @@ impl Subjects {
     /// Request/reply: a snapshot of one book stream: `<p>.snapshot`.
     pub fn snapshot(&self) -> String {
         format!("{}.snapshot", self.prefix)
+    }
+
+    /// Request/reply: the records of one stream after a seq, from the ingest node's replay
+    /// windows: `<p>.replay`.
+    pub fn replay(&self) -> String {
+        format!("{}.replay", self.prefix)
     }
 }
 
@@ -262,6 +293,128 @@ pub fn parse_symbols(p: &[u8]) -> Option<(u32, SymbolTable)> {
     Some((epoch, SymbolTable { symbols }))
 }
 
+/// A replay request: the records of `topic` after `after` in numbering `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayRequest {
+    /// The numbering the position belongs to.
+    pub epoch: u32,
+    /// The stream (a book stream at one depth, or trades; one format).
+    pub topic: Topic,
+    /// The seq of the last record the asker holds.
+    pub after: u64,
+}
+
+/// A replay request: `u32 epoch`, `u32 sid`, `u8 stream` (a depth index, or the trades
+/// stream), `u8 format`, `u64 after`.
+pub fn encode_replay_request(r: &ReplayRequest) -> Bytes {
+    let mut b = BytesMut::with_capacity(18);
+    b.put_u32_le(r.epoch);
+    b.put_u32_le(r.topic.sid);
+    b.put_u8(r.topic.stream);
+    b.put_u8(r.topic.format as u8);
+    b.put_u64_le(r.after);
+    b.freeze()
+}
+
+/// A replay request parsed.
+///
+/// # Errors
+/// [`BusError`] when it is not 18 bytes, or names a format or a stream other than a book
+/// stream at one depth or trades.
+pub fn parse_replay_request(p: &[u8]) -> Result<ReplayRequest, BusError> {
+    if p.len() != 18 {
+        return Err(BusError::Truncated(p.len().min(18)));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+    let mut after = [0u8; 8];
+    after.copy_from_slice(&p[10..18]);
+    let stream = p[8];
+    let format = format_of(p[9]).ok_or(BusError::BadField("format"))?;
+    let topic = Topic {
+        sid: u32_at(4),
+        stream,
+        format,
+    };
+    if usize::from(stream) >= DEPTHS.len() && topic != Topic::trades(topic.sid, format) {
+        return Err(BusError::BadField("stream"));
+    }
+    Ok(ReplayRequest {
+        epoch: u32_at(0),
+        topic,
+        after: u64::from_le_bytes(after),
+    })
+}
+
+/// A replay reply: `u8 kind` then `u32 epoch` (the ingest node's); kind 0 (hit) is followed by
+/// the records after the asked position, each `u64 seq`, `u32 len`, the record, as in a stream
+/// batch (none when nothing followed it); kind 1 is a miss (another epoch, or the window no
+/// longer holds the records, or they would not fit in [`MAX_REPLAY_REPLY_BYTES`]).
+pub fn encode_replay_reply(epoch: u32, records: Option<&[(u64, Bytes)]>) -> Bytes {
+    let Some(records) = records else {
+        let mut b = BytesMut::with_capacity(5);
+        b.put_u8(1);
+        b.put_u32_le(epoch);
+        return b.freeze();
+    };
+    let len: usize = records.iter().map(|(_, r)| 12 + r.len()).sum();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(0);
+    b.put_u32_le(epoch);
+    for (seq, r) in records {
+        b.put_u64_le(*seq);
+        b.put_u32_le(r.len() as u32);
+        b.extend_from_slice(r);
+    }
+    b.freeze()
+}
+
+/// The records of a replay reply (`seq`, record), or `None` for a miss.
+pub type ReplayRecords = Option<Vec<(u64, Bytes)>>;
+
+/// A replay reply parsed, for a request of the records after `after`: the ingest node's
+/// epoch, and the records (`None`: a miss). The records must be `after + 1`, `after + 2`, …
+/// (checked here: a reply that does not continue the position cannot be replayed).
+///
+/// # Errors
+/// [`BusError`] when truncated, of an unknown kind, or out of order.
+pub fn parse_replay_reply(p: &Bytes, after: u64) -> Result<(u32, ReplayRecords), BusError> {
+    let kind = *p.first().ok_or(BusError::Truncated(0))?;
+    let epoch = u32::from_le_bytes(
+        p.get(1..5)
+            .ok_or(BusError::Truncated(p.len()))?
+            .try_into()
+            .map_err(|_| BusError::Truncated(p.len()))?,
+    );
+    match kind {
+        1 if p.len() == 5 => return Ok((epoch, None)),
+        1 => return Err(BusError::BadField("miss length")),
+        0 => {}
+        _ => return Err(BusError::BadField("reply kind")),
+    }
+    let mut at = 5;
+    let mut out = Vec::new();
+    let mut expected = after.wrapping_add(1);
+    while at < p.len() {
+        let head = p.get(at..at + 12).ok_or(BusError::Truncated(p.len()))?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&head[..8]);
+        let seq = u64::from_le_bytes(seq);
+        let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        let start = at + 12;
+        let end = start.checked_add(len).ok_or(BusError::Truncated(p.len()))?;
+        if end > p.len() {
+            return Err(BusError::Truncated(p.len()));
+        }
+        if seq != expected {
+            return Err(BusError::OutOfOrder { expected, got: seq });
+        }
+        out.push((seq, p.slice(start..end)));
+        expected = expected.wrapping_add(1);
+        at = end;
+    }
+    Ok((epoch, Some(out)))
+}
+
 /// The topic of dense index `idx` ([`Topic::index`]).
 pub fn topic_of_index(idx: usize) -> Topic {
     let format = if idx % 2 == 0 {
@@ -376,6 +529,100 @@ mod tests {
         let (e, back) = parse_symbols(&encode_symbols(0x0102_0304, &table)).unwrap();
         assert_eq!(e, 0x0102_0304);
         assert_eq!(back.symbols, table.symbols);
+    }
+
+    #[test]
+    fn replay_requests_and_replies_round_trip() {
+        let r = ReplayRequest {
+            epoch: 0xabcd_0001,
+            topic: Topic::book(5, 2, Format::Json),
+            after: 41,
+        };
+        assert_eq!(parse_replay_request(&encode_replay_request(&r)), Ok(r));
+        let t = ReplayRequest {
+            topic: Topic::trades(5, Format::Binary),
+            ..r
+        };
+        assert_eq!(parse_replay_request(&encode_replay_request(&t)), Ok(t));
+        let recs = vec![
+            (42, Bytes::from_static(b"a")),
+            (43, Bytes::from_static(b"bc")),
+        ];
+        let hit = encode_replay_reply(7, Some(&recs));
+        assert_eq!(parse_replay_reply(&hit, 41), Ok((7, Some(recs))));
+        let empty = encode_replay_reply(7, Some(&[]));
+        assert_eq!(parse_replay_reply(&empty, 41), Ok((7, Some(vec![]))));
+        let miss = encode_replay_reply(7, None);
+        assert_eq!(parse_replay_reply(&miss, 41), Ok((7, None)));
+    }
+
+    #[test]
+    fn malformed_replay_messages_are_errors() {
+        let r = encode_replay_request(&ReplayRequest {
+            epoch: 1,
+            topic: Topic::book(5, 1, Format::Binary),
+            after: 9,
+        });
+        assert_eq!(parse_replay_request(&r[..17]), Err(BusError::Truncated(17)));
+        let mut bad = r.to_vec();
+        bad[9] = 7;
+        assert_eq!(
+            parse_replay_request(&bad),
+            Err(BusError::BadField("format"))
+        );
+        let mut conflated = r.to_vec();
+        conflated[8] = 200;
+        assert_eq!(
+            parse_replay_request(&conflated),
+            Err(BusError::BadField("stream"))
+        );
+
+        let recs = vec![
+            (10, Bytes::from_static(b"abc")),
+            (11, Bytes::from_static(b"d")),
+        ];
+        let hit = encode_replay_reply(3, Some(&recs));
+        // Cut anywhere inside: an error, never a panic or a short replay.
+        for n in 0..hit.len() {
+            let cut = hit.slice(..n);
+            if n == 5 || n == 5 + 12 + 3 {
+                // Whole records: a valid (shorter) reply.
+                assert!(parse_replay_reply(&cut, 9).is_ok(), "{n}");
+            } else {
+                assert!(parse_replay_reply(&cut, 9).is_err(), "{n}");
+            }
+        }
+        // Records that do not continue the asked position.
+        assert_eq!(
+            parse_replay_reply(&hit, 8),
+            Err(BusError::OutOfOrder {
+                expected: 9,
+                got: 10
+            })
+        );
+        let gap = encode_replay_reply(3, Some(&[(10, Bytes::new()), (12, Bytes::new())]));
+        assert_eq!(
+            parse_replay_reply(&gap, 9),
+            Err(BusError::OutOfOrder {
+                expected: 11,
+                got: 12
+            })
+        );
+        // A record length past the end (u32::MAX).
+        let mut huge = hit.to_vec();
+        huge[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            parse_replay_reply(&Bytes::from(huge), 9),
+            Err(BusError::Truncated(hit.len()))
+        );
+        assert_eq!(
+            parse_replay_reply(&Bytes::from_static(&[2, 0, 0, 0, 0]), 9),
+            Err(BusError::BadField("reply kind"))
+        );
+        assert_eq!(
+            parse_replay_reply(&Bytes::from_static(&[1, 0, 0, 0, 0, 1]), 9),
+            Err(BusError::BadField("miss length"))
+        );
     }
 
     #[test]

@@ -410,6 +410,34 @@ impl ReplayWindows {
         Some(out)
     }
 
+    /// The records of `topic` after `after_seq` up to its last, when the window holds every one
+    /// of them within the age bound; `None` otherwise. Changes nothing and counts nothing: for
+    /// a decision taken again until it can be (an edge's resume, `bus::resume`).
+    #[must_use]
+    pub fn peek_from(&self, topic: Topic, after_seq: u64, now: Instant) -> Option<Vec<Bytes>> {
+        let Some(Some(w)) = self.windows.get(topic.index()) else {
+            return None;
+        };
+        if after_seq > w.last {
+            return None;
+        }
+        // The first record within the age bound (older ones are as good as evicted).
+        let young = w
+            .entries
+            .iter()
+            .position(|e| now.saturating_duration_since(e.at) <= self.limits.age)
+            .unwrap_or(w.entries.len());
+        let floor = w.entries.get(young).map_or(w.last, |e| e.seq - 1);
+        if after_seq < floor {
+            return None;
+        }
+        let skip = w
+            .entries
+            .front()
+            .map_or(0, |e| (after_seq + 1 - e.seq) as usize);
+        Some(w.entries.range(skip..).map(|e| e.bytes.clone()).collect())
+    }
+
     /// The last seq appended to `topic`, if it has a window that saw a record.
     #[must_use]
     pub fn last_seq(&self, topic: Topic) -> Option<u64> {

@@ -63,6 +63,42 @@ fn a_hit_is_exactly_what_follows_the_position() {
 }
 
 #[test]
+fn a_peek_is_a_replay_that_changes_and_counts_nothing() {
+    let now = t0();
+    let limits = ReplayLimits {
+        records: 4,
+        ..ReplayLimits::default()
+    };
+    let mut w = ReplayWindows::new(limits);
+    let t = topic(1);
+    assert_eq!(w.peek_from(t, 0, now), None);
+    w.keep(t, true, now);
+    for s in 20..=25 {
+        w.append(t, s, rec(s, 16), now);
+    }
+    let peeked = |w: &ReplayWindows, after: u64, at: Instant| {
+        w.peek_from(t, after, at).map(|v| {
+            v.iter()
+                .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
+                .collect::<Vec<_>>()
+        })
+    };
+    // Holds 22..=25 (four records).
+    assert_eq!(peeked(&w, 21, now), Some(vec![22, 23, 24, 25]));
+    assert_eq!(peeked(&w, 24, now), Some(vec![25]));
+    assert_eq!(peeked(&w, 25, now), Some(vec![]));
+    assert_eq!(peeked(&w, 20, now), None);
+    assert_eq!(peeked(&w, 26, now), None);
+    // Past the age bound nothing is replayable, as `replay_from` would say.
+    let later = now + limits.age + Duration::from_millis(1);
+    assert_eq!(peeked(&w, 21, later), None);
+    assert_eq!(peeked(&w, 25, later), Some(vec![]));
+    let st = w.stats();
+    assert_eq!((st.hits, st.misses, st.records), (0, 0, 4));
+    assert_eq!(seqs(&mut w, t, 21, now), Ok(vec![22, 23, 24, 25]));
+}
+
+#[test]
 fn the_same_bytes_are_held_not_copies() {
     let now = t0();
     let mut w = ReplayWindows::new(ReplayLimits::default());
