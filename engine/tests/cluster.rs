@@ -374,6 +374,126 @@ fn edge_killed_its_clients_resume_on_the_other_edge_recovered_and_hold_truth() {
     assert!(other.seq_errors.is_empty(), "{:?}", other.seq_errors);
 }
 
+/// A raw NATS connection (the text protocol over TCP): a peer that can send the ingest node
+/// anything.
+struct RawNats {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawNats {
+    fn connect(nats: &Nats) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", nats.port)).expect("connect to NATS");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut n = Self {
+            stream,
+            buf: Vec::new(),
+        };
+        n.send(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB _INBOX.hostile 1\r\n");
+        n
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write to NATS");
+    }
+
+    /// Publishes `payload` to `subject` with our inbox as the reply subject.
+    fn request(&mut self, subject: &str, payload: &[u8]) {
+        let mut m = format!("PUB {subject} _INBOX.hostile {}\r\n", payload.len()).into_bytes();
+        m.extend_from_slice(payload);
+        m.extend_from_slice(b"\r\n");
+        self.send(&m);
+    }
+
+    /// The payload of the next message to our inbox (answering the server's pings meanwhile).
+    fn reply(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+                if line.starts_with("MSG ") {
+                    let len: usize = line.rsplit(' ').next().unwrap().parse().expect("len");
+                    if self.buf.len() >= at + 2 + len + 2 {
+                        let payload = self.buf[at + 2..at + 2 + len].to_vec();
+                        self.buf.drain(..at + 2 + len + 2);
+                        return payload;
+                    }
+                } else {
+                    if line == "PING" {
+                        self.send(b"PONG\r\n");
+                    }
+                    self.buf.drain(..at + 2);
+                    continue;
+                }
+            }
+            assert!(Instant::now() < deadline, "no reply from the ingest node");
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("NATS closed the connection"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_replay_requests_are_answered_as_misses_and_break_nothing() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(2, 500.0, Some(3_000), 3);
+    let ing = ingest(&nats, &sim.feed_url());
+    let e = edge(&nats);
+    let epoch = u32::try_from(ing.metric("tickcast_bus_epoch")).expect("u32 epoch");
+    let mut raw = RawNats::connect(&nats);
+    let request = |epoch: u32, stream: u8, format: u8, after: u64| {
+        let mut r = epoch.to_le_bytes().to_vec();
+        r.extend_from_slice(&0u32.to_le_bytes());
+        r.extend_from_slice(&[stream, format]);
+        r.extend_from_slice(&after.to_le_bytes());
+        r
+    };
+    let miss = {
+        let mut m = vec![1u8];
+        m.extend_from_slice(&epoch.to_le_bytes());
+        m
+    };
+    // Garbage, a bad format, a conflated stream, a truncated request: each a miss, at once.
+    let mut truncated = request(epoch, 1, 0, 5);
+    truncated.pop();
+    for bad in [
+        b"garbage".to_vec(),
+        request(epoch, 1, 9, 5),
+        request(epoch, 200, 0, 5),
+        truncated,
+    ] {
+        raw.request("tickcast.replay", &bad);
+        assert_eq!(raw.reply(), miss, "for {bad:?}");
+    }
+    // Well formed, but another epoch, or a position past the stream's end: misses too.
+    raw.request("tickcast.replay", &request(epoch ^ 1, 1, 0, 5));
+    assert_eq!(raw.reply(), miss);
+    raw.request("tickcast.replay", &request(epoch, 1, 0, u64::MAX));
+    assert_eq!(raw.reply(), miss);
+    // Both nodes still serve, whatever else reaches them: a client of the edge ends equal to
+    // truth after garbage on every subject they read.
+    let all = symbol_names(&e);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&e.url(""));
+    subscribed(&mut c, &s, 10);
+    pump_until(&mut [&mut c], "first records", |c| c.records > 10);
+    raw.request("tickcast.snapshot", b"\xff");
+    raw.send(b"PUB tickcast.0.book.10.bin 3\r\nabc\r\nPUB tickcast.symbols 2\r\n{}\r\n");
+    raw.send(b"PUB tickcast.status 1\r\nx\r\nPUB tickcast.0.trades.bin 14\r\n\x01\0\0\0\x05\0\0\0\0\0\0\0\xff\xff\r\n");
+    converge(&sim, &mut [(&mut c, 10)]);
+    assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    assert!(ing.metric("tickcast_bus_replay_requests_total") >= 2);
+}
+
 /// The truth for `info` from a feed-sim at `feed` (`GET /book/SYMBOL`): its seq and levels.
 fn truth_at(feed: SocketAddr, info: &tickcast_bench::control::SymbolInfo) -> (u64, common::Levels) {
     let (status, body) = http_get(feed, &format!("/book/{}", info.symbol)).expect("GET /book");

@@ -4,7 +4,10 @@
 //! topic (every stream of every symbol, both formats), so the ingester encodes each record once
 //! per format and pushes it here exactly as it pushes it to a shard. This thread drains the
 //! ring, groups the records per stream into batches (up to [`MAX_BATCH_BYTES`], flushed when the
-//! ring is empty) and publishes each batch to its stream's subject. Snapshot requests from the
+//! ring is empty) and publishes each batch to its stream's subject. (A batch holds the records
+//! of one stream that arrived since the last drain: about one at tens of updates a second per
+//! symbol, more as the rate grows; docs/benchmarks.md "The bus" measures a linger and finds it
+//! not worth its latency.) Snapshot requests from the
 //! edges become the ingester's ordinary snapshot requests: the ingester answers them on this
 //! ring in order with the records, and this thread flushes every batch before it publishes the
 //! reply, so that a reply with seq `S` follows the records up to `S` on the wire.
@@ -165,6 +168,7 @@ impl IngestBus {
             next_req: 0,
             table_len: 0,
             ticks: 0,
+            subjects: Vec::new(),
         };
         tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch()), "ingest node publishing to NATS");
         loop {
@@ -319,7 +323,8 @@ impl IngestBus {
                     b.1.push(seq, &bytes);
                     if b.1.len() >= MAX_BATCH_BYTES {
                         if let Some((topic, w)) = st.batches.remove(&topic.index()) {
-                            self.publish_batch(client, topic, w).await;
+                            let subject = st.subject(&self.subjects, topic);
+                            self.publish_batch(client, subject, w).await;
                         }
                     }
                 }
@@ -366,14 +371,18 @@ impl IngestBus {
     }
 
     async fn flush(&self, client: &Client, st: &mut State) {
-        for (_, (topic, w)) in st.batches.drain() {
-            self.publish_batch(client, topic, w).await;
+        if st.batches.is_empty() {
+            return;
+        }
+        let batches: Vec<_> = st.batches.drain().map(|(_, b)| b).collect();
+        for (topic, w) in batches {
+            let subject = st.subject(&self.subjects, topic);
+            self.publish_batch(client, subject, w).await;
         }
     }
 
-    async fn publish_batch(&self, client: &Client, topic: crate::fanout::Topic, w: BatchWriter) {
+    async fn publish_batch(&self, client: &Client, subject: Subject, w: BatchWriter) {
         let records = w.records() as u64;
-        let subject = Subject::from(self.subjects.stream(topic));
         if self.publish(client, subject, w.finish()).await {
             add(&self.metrics.bus.records, records);
         } else {
@@ -441,4 +450,18 @@ struct State {
     next_req: u32,
     table_len: usize,
     ticks: u64,
+    /// Stream subjects by topic index, made once.
+    subjects: Vec<Option<Subject>>,
+}
+
+impl State {
+    fn subject(&mut self, subjects: &Subjects, topic: crate::fanout::Topic) -> Subject {
+        let i = topic.index();
+        if self.subjects.len() <= i {
+            self.subjects.resize(i + 1, None);
+        }
+        self.subjects[i]
+            .get_or_insert_with(|| Subject::from(subjects.stream(topic)))
+            .clone()
+    }
 }

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The bus benchmark of docs/benchmarks.md ("The bus"): on loopback, a nats-server (with its
+# monitoring port), an ingest node on the embedded simulator and one edge, 1,000 subscribers
+# of the edge (tickcast-bench), alternated with the same load on a standalone daemon, ROUNDS
+# times. Per run: delivered records/s,
+# recv_ts -> client and exch_ts -> client p50/p99, the daemon's (edge's) CPU, and during the
+# middle of the measured window NATS messages and bytes per second in and out (/varz), the
+# ingest node's records per published message, and nats-server's CPU.
+#
+#   scripts/bench-bus.sh                    # RATE=2000 SYMBOLS=50 CONNS=1000 DUR=10 ROUNDS=2
+#
+# Needs release builds (cargo build --release -p tickcast -p tickcast-bench) and nats-server
+# (NATS_SERVER_BIN or PATH; scripts/deps.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RATE="${RATE:-2000}" CONNS="${CONNS:-1000}" DUR="${DUR:-10}" ROUNDS="${ROUNDS:-2}"
+export SYMBOLS="${SYMBOLS:-50}"
+export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$(command -v nats-server || true)}"
+[ -x "$NATS_SERVER_BIN" ] || { echo "no nats-server (set NATS_SERVER_BIN)" >&2; exit 1; }
+for b in target/release/tickcast target/release/tickcast-bench; do
+  [ -x "$b" ] || { echo "missing $b: cargo build --release -p tickcast -p tickcast-bench" >&2; exit 1; }
+done
+exec python3 - <<'PY'
+import json, os, socket, subprocess, sys, tempfile, time, urllib.request
+
+RATE, CONNS, DUR, ROUNDS = os.environ["RATE"], int(os.environ["CONNS"]), int(os.environ["DUR"]), int(os.environ["ROUNDS"])
+SYMBOLS = os.environ["SYMBOLS"]
+TC, BENCH, NATS = "target/release/tickcast", "target/release/tickcast-bench", os.environ["NATS_SERVER_BIN"]
+HZ = os.sysconf("SC_CLK_TCK")
+out = tempfile.mkdtemp(prefix="bench-bus-")
+
+def port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.status, r.read().decode()
+
+def ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+def metric(addr, name):
+    for line in get(f"http://{addr}/metrics")[1].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+def wait_healthy(addr, what):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if get(f"http://{addr}/healthz")[0] == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{what} at {addr} never became healthy")
+
+def start(args, log):
+    return subprocess.Popen([TC] + args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+np, nm = port(), port()
+nats = subprocess.Popen([NATS, "-a", "127.0.0.1", "-p", str(np), "-m", str(nm)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+url = f"nats://127.0.0.1:{np}"
+sim = ["--sim-rate", RATE, "--sim-symbols", SYMBOLS, "--shards", "1"]
+
+def varz():
+    v = json.loads(get(f"http://127.0.0.1:{nm}/varz")[1])
+    return [v["in_msgs"], v["in_bytes"], v["out_msgs"], v["out_bytes"]]
+
+def run(label, target_addr, target_pid, ingest_addr):
+    js = f"{out}/{label}.json"
+    b = subprocess.Popen([BENCH, "--url", f"ws://{target_addr}/ws", "--conns", str(CONNS),
+                          "--symbols-per-conn", "5", "--depth", "10", "--duration", str(DUR),
+                          "--json", js], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The middle of the measured window (connecting 1,000 takes about a second).
+    time.sleep(1 + DUR / 4)
+    t0, v0, n0, c0 = time.time(), varz(), ticks(nats.pid), ticks(target_pid)
+    r0 = metric(ingest_addr, "tickcast_bus_records_total") if ingest_addr else 0
+    m0 = metric(ingest_addr, "tickcast_bus_messages_out_total") if ingest_addr else 0
+    time.sleep(DUR / 2)
+    t1, v1, n1, c1 = time.time(), varz(), ticks(nats.pid), ticks(target_pid)
+    r1 = metric(ingest_addr, "tickcast_bus_records_total") if ingest_addr else 0
+    m1 = metric(ingest_addr, "tickcast_bus_messages_out_total") if ingest_addr else 0
+    b.wait()
+    rep = json.load(open(js))
+    dt = t1 - t0
+    lat = rep["latency_us"]
+    row = {
+        "label": label,
+        "records_s": rep.get("records_per_sec") or rep.get("throughput", {}).get("records_per_sec"),
+        "recv_p50": lat["recv_to_client"]["p50"], "recv_p99": lat["recv_to_client"]["p99"],
+        "exch_p50": lat["exch_to_client"]["p50"], "exch_p99": lat["exch_to_client"]["p99"],
+        "cpu": 100 * (c1 - c0) / HZ / dt,
+        "nats_in_msgs_s": (v1[0] - v0[0]) / dt, "nats_in_bytes_s": (v1[1] - v0[1]) / dt,
+        "nats_out_msgs_s": (v1[2] - v0[2]) / dt, "nats_out_bytes_s": (v1[3] - v0[3]) / dt,
+        "nats_cpu": 100 * (n1 - n0) / HZ / dt,
+        "records_per_msg": (r1 - r0) / (m1 - m0) if m1 > m0 else 0,
+        "gaps": rep.get("gaps"), "decode_errors": rep.get("decode_errors"),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+rows = []
+for rnd in range(ROUNDS):
+    ia, ea = f"127.0.0.1:{port()}", f"127.0.0.1:{port()}"
+    ing = start(["--role", "ingest", "--nats-url", url, "--listen", ia] + sim, f"{out}/ingest.log")
+    edge = start(["--role", "edge", "--nats-url", url, "--listen", ea, "--shards", "1"], f"{out}/edge.log")
+    wait_healthy(ia, "ingest"); wait_healthy(ea, "edge")
+    time.sleep(1)
+    rows.append(run(f"edge-r{rnd}", ea, edge.pid, ia))
+    edge.kill(); ing.kill(); edge.wait(); ing.wait()
+    sa = f"127.0.0.1:{port()}"
+    st = start(["--listen", sa] + sim, f"{out}/standalone.log")
+    wait_healthy(sa, "standalone")
+    time.sleep(1)
+    rows.append(run(f"standalone-r{rnd}", sa, st.pid, None))
+    st.kill(); st.wait()
+nats.kill()
+print("results in", out, file=sys.stderr)
+PY
