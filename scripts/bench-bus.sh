@@ -8,6 +8,7 @@
 # ingest node's records per published message, and nats-server's CPU.
 #
 #   scripts/bench-bus.sh                    # RATE=2000 SYMBOLS=50 CONNS=1000 DUR=10 ROUNDS=2
+#   scripts/bench-bus.sh ramp               # RAMP=100:1.5:20000 WIN=6 ROUNDS=2: edge vs standalone
 #
 # Needs release builds (cargo build --release -p tickcast -p tickcast-bench) and nats-server
 # (NATS_SERVER_BIN or PATH; scripts/deps.sh installs it).
@@ -20,6 +21,35 @@ export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$(command -v nats-server || true)}"
 for b in target/release/tickcast target/release/tickcast-bench; do
   [ -x "$b" ] || { echo "missing $b: cargo build --release -p tickcast -p tickcast-bench" >&2; exit 1; }
 done
+if [ "${1:-}" = ramp ]; then
+    # An edge's highest delivered records/s against a standalone daemon's, alternated: the
+    # `fanout` ramp of scripts/bench.sh (1,000 subscribers of every symbol, until loss or p99 >
+    # 20 ms), the daemon (standalone, or the edge) on CPU 0, the load, nats-server and the
+    # ingest node on CPU 1. RAMP=START:FACTOR:MAX, WIN seconds per step.
+    RAMP="${RAMP:-100:1.5:20000}" WIN="${WIN:-6}"
+    OUT="${OUT:-$(mktemp -d /tmp/bench-bus-ramp-XXXX)}"
+    BIN=$PWD/target/release
+    NP=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+    taskset -c 1 "$NATS_SERVER_BIN" -a 127.0.0.1 -p "$NP" >/dev/null 2>&1 &
+    NPID=$!
+    trap 'kill $NPID 2>/dev/null || true; [ -s "$OUT/ingest.pid" ] && kill "$(cat "$OUT/ingest.pid")" 2>/dev/null || true' EXIT
+    sleep 0.5
+    STANDALONE="taskset -c 0 $BIN/tickcast --listen 127.0.0.1:{port} --feed {feed} --shards 1"
+    EDGE="sh -c 'taskset -c 1 $BIN/tickcast --role ingest --nats-url nats://127.0.0.1:$NP --feed {feed} --listen 127.0.0.1:0 --shards 1 & echo \$! > $OUT/ingest.pid; exec taskset -c 0 $BIN/tickcast --role edge --nats-url nats://127.0.0.1:$NP --listen 127.0.0.1:{port} --shards 1'"
+    for round in $(seq 1 "$ROUNDS"); do
+        for label in edge standalone; do
+            if [ "$label" = edge ]; then cmd=$EDGE; else cmd=$STANDALONE; fi
+            echo "== round $round: $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+            taskset -c 1 "$BIN/tickcast-bench" fanout --case ramp-1k --label "$label" \
+                --target tickcast --target-cmd "$cmd" --out "$OUT/round-$round" \
+                --conns 1000 --symbols-per-conn 0 --ramp "$RAMP" --window "$WIN" --settle 2 \
+                --p99-bound-ms 20 --quiet || echo "ramp against $label failed" >&2
+            if [ -s "$OUT/ingest.pid" ]; then kill "$(cat "$OUT/ingest.pid")" 2>/dev/null || true; : > "$OUT/ingest.pid"; fi
+        done
+    done
+    echo "results in $OUT"
+    exit 0
+fi
 exec python3 - <<'PY'
 import json, os, socket, subprocess, sys, tempfile, time, urllib.request
 

@@ -442,7 +442,7 @@ impl RawNats {
 }
 
 #[test]
-fn malformed_replay_requests_are_answered_as_misses_and_break_nothing() {
+fn malformed_bus_messages_break_nothing_and_conflated_clients_hold_truth() {
     let Some(bin) = nats_server_bin() else { return };
     let nats = Nats::start(bin);
     let sim = simulator(2, 500.0, Some(3_000), 3);
@@ -485,12 +485,17 @@ fn malformed_replay_requests_are_answered_as_misses_and_break_nothing() {
     let s: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut c = Client::connect(&e.url(""));
     subscribed(&mut c, &s, 10);
-    pump_until(&mut [&mut c], "first records", |c| c.records > 10);
+    // A conflated subscription (max_hz) on an edge: fed from the book stream, exact.
+    let mut hz = Client::connect(&e.url("format=json"));
+    hz.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10,"max_hz":5}));
+    assert!(matches!(hz.reply(1), Reply::Subscribed { .. }));
+    pump_until(&mut [&mut c, &mut hz], "first records", |c| c.records > 10);
     raw.request("tickcast.snapshot", b"\xff");
     raw.send(b"PUB tickcast.0.book.10.bin 3\r\nabc\r\nPUB tickcast.symbols 2\r\n{}\r\n");
     raw.send(b"PUB tickcast.status 1\r\nx\r\nPUB tickcast.0.trades.bin 14\r\n\x01\0\0\0\x05\0\0\0\0\0\0\0\xff\xff\r\n");
-    converge(&sim, &mut [(&mut c, 10)]);
+    converge(&sim, &mut [(&mut c, 10), (&mut hz, 10)]);
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    assert!(hz.seq_errors.is_empty(), "{:?}", hz.seq_errors);
     assert!(ing.metric("tickcast_bus_replay_requests_total") >= 2);
 }
 

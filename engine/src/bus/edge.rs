@@ -21,6 +21,10 @@
 //!   every watched symbol goes stale (status 1); once back, every stream resyncs with a
 //!   snapshot, then status 2. A new epoch (the ingest node restarted) resyncs the same way.
 //! - **Trades** need no snapshot: they are forwarded from the first one seen.
+//! - **Conflated streams** (`max_hz`, or a client under pressure) are not on the bus: their
+//!   subscribers are fed the book stream of the same depth and format (a snapshot, then every
+//!   delta), which keeps their books exact but does not hold them to the tier's rate (see
+//!   docs/protocol.md §8.4).
 //! - **Replay.** Every record forwarded is also appended to the edge's replay window of its
 //!   stream (the same [`ReplayWindows`] a standalone ingester keeps), and a stream stays
 //!   subscribed, its window fed, for `replay-age` after its last client left. A subscribe with
@@ -48,7 +52,7 @@ use super::{
 };
 use crate::clock;
 use crate::fanout::interest::Interest;
-use crate::fanout::{ConnId, Format, STREAMS_PER_SYMBOL, Topic};
+use crate::fanout::{CONFLATED_BASE, ConnId, Format, STREAMS_PER_SYMBOL, TIER_COUNT, Topic};
 use crate::metrics::{Metrics, add};
 use crate::replay::epoch::{Epoch, EpochCell};
 use crate::replay::{ReplayLimits, ReplayWindows};
@@ -132,8 +136,9 @@ struct Stream {
     request: Option<(u64, Instant)>,
     /// A snapshot for waiting subscribers, ahead of the forwarded stream.
     held: Option<(u64, Bytes)>,
-    /// Shard subscriptions waiting for a snapshot: (shard, conn, req).
-    waiters: Vec<(usize, ConnId, u32)>,
+    /// Shard subscriptions waiting for a snapshot: (shard, conn, req, the topic they asked
+    /// for: this stream, or one of its conflated tiers).
+    waiters: Vec<(usize, ConnId, u32, Topic)>,
     /// Clients hold a book of this stream: the resync snapshot replaces it.
     replace: bool,
 }
@@ -574,8 +579,19 @@ impl Edge {
 
     // ---- subscriptions ----
 
+    /// Some shard watches `topic`, or (a book stream) one of its conflated tiers.
     fn interested(&self, topic: Topic) -> bool {
-        (0..self.cfg.rings.len()).any(|s| self.cfg.interest.any(s, topic))
+        let depth = topic.depth_idx().filter(|_| topic.conflation().is_none());
+        (0..self.cfg.rings.len()).any(|s| {
+            self.cfg.interest.any(s, topic)
+                || depth.is_some_and(|d| {
+                    (0..TIER_COUNT).any(|t| {
+                        self.cfg
+                            .interest
+                            .any(s, Topic::conflated(topic.sid, d, t, topic.format))
+                    })
+                })
+        })
     }
 
     async fn subscribe(&mut self, topic: Topic) {
@@ -690,6 +706,8 @@ impl Edge {
             if !topic.is_book() {
                 continue;
             }
+            let asked = topic;
+            let topic = delta_topic(topic);
             let idx = topic.index();
             if !self.streams.contains_key(&idx) {
                 self.subscribe(topic).await;
@@ -697,7 +715,7 @@ impl Edge {
             let Some(s) = self.streams.get_mut(&idx) else {
                 continue;
             };
-            s.waiters.push((shard, conn, req));
+            s.waiters.push((shard, conn, req, asked));
             if s.last.is_some() && s.request.is_none() && s.held.is_none() {
                 self.request_snapshot(idx);
             }
@@ -797,8 +815,9 @@ impl Edge {
     async fn tick(&mut self) {
         let now = clock::monotonic();
         // Interest: subscribe to what shards watch, drop what none watches.
+        // (Conflated streams are served from their book stream: not scanned.)
         for sid in 0..self.table.symbols.len() as u32 {
-            for stream in 0..STREAMS_PER_SYMBOL as u8 {
+            for stream in 0..CONFLATED_BASE {
                 for format in [Format::Binary, Format::Json] {
                     let topic = Topic {
                         sid,
@@ -918,14 +937,22 @@ impl Edge {
         self.push_to_shards(topic, &bytes);
     }
 
+    /// Pushes a record of `topic` to every shard with subscribers of it, and a record of a book
+    /// stream also to every shard with subscribers of its conflated tiers.
     fn push_to_shards(&mut self, topic: Topic, bytes: &Bytes) {
+        let depth = topic.depth_idx().filter(|_| topic.conflation().is_none());
         for shard in 0..self.cfg.rings.len() {
-            if self.cfg.interest.any(shard, topic) {
-                let _ = self.cfg.rings[shard].push(ShardMsg::Record {
-                    topic,
-                    bytes: bytes.clone(),
-                });
-                self.touched[shard] = true;
+            let tiers = depth.into_iter().flat_map(|d| {
+                (0..TIER_COUNT).map(move |t| Topic::conflated(topic.sid, d, t, topic.format))
+            });
+            for t in std::iter::once(topic).chain(tiers) {
+                if self.cfg.interest.any(shard, t) {
+                    let _ = self.cfg.rings[shard].push(ShardMsg::Record {
+                        topic: t,
+                        bytes: bytes.clone(),
+                    });
+                    self.touched[shard] = true;
+                }
             }
         }
     }
@@ -956,8 +983,7 @@ impl Edge {
         let Some(s) = self.streams.get_mut(&idx) else {
             return;
         };
-        let topic = s.topic;
-        for (shard, conn, req) in std::mem::take(&mut s.waiters) {
+        for (shard, conn, req, topic) in std::mem::take(&mut s.waiters) {
             if let Some(ring) = self.cfg.rings.get(shard) {
                 let _ = ring.push(ShardMsg::Snapshot {
                     conn,
@@ -1039,6 +1065,14 @@ impl Edge {
                 }
             }
         }
+    }
+}
+
+/// The stream a subscriber of `topic` is fed from: a conflated tier's book stream, else itself.
+fn delta_topic(topic: Topic) -> Topic {
+    match topic.conflation() {
+        Some((d, _)) => Topic::book(topic.sid, d, topic.format),
+        None => topic,
     }
 }
 

@@ -67,17 +67,23 @@ impl Subjects {
     }
 
     /// One stream in one format: `<p>.<sid>.book.<depth>.<bin|json>` or
-    /// `<p>.<sid>.trades.<bin|json>`.
+    /// `<p>.<sid>.trades.<bin|json>` (a conflated tier, never published today:
+    /// `<p>.<sid>.book.<depth>.<hz>hz.<bin|json>`).
     pub fn stream(&self, topic: Topic) -> String {
         let fmt = match topic.format {
             Format::Binary => "bin",
             Format::Json => "json",
         };
-        if topic.is_book() {
-            let depth = DEPTHS[usize::from(topic.stream)];
-            format!("{}.{}.book.{depth}.{fmt}", self.prefix, topic.sid)
-        } else {
-            format!("{}.{}.trades.{fmt}", self.prefix, topic.sid)
+        match (topic.depth_idx(), topic.conflation()) {
+            (Some(d), None) => format!("{}.{}.book.{}.{fmt}", self.prefix, topic.sid, DEPTHS[d]),
+            (Some(d), Some((_, tier))) => format!(
+                "{}.{}.book.{}.{}hz.{fmt}",
+                self.prefix,
+                topic.sid,
+                DEPTHS[d],
+                crate::fanout::TIERS_HZ[tier]
+            ),
+            _ => format!("{}.{}.trades.{fmt}", self.prefix, topic.sid),
         }
     }
 
@@ -457,6 +463,19 @@ mod tests {
             "tc.3.book.0.json"
         );
         assert_eq!(s.stream(Topic::trades(7, Format::Json)), "tc.7.trades.json");
+        // Every topic has a subject (none panics), conflated tiers their own.
+        assert_eq!(
+            s.stream(Topic::conflated(3, 1, 2, Format::Binary)),
+            "tc.3.book.10.5hz.bin"
+        );
+        for stream in 0..STREAMS_PER_SYMBOL as u8 {
+            let t = Topic {
+                sid: 1,
+                stream,
+                format: Format::Json,
+            };
+            assert!(s.stream(t).starts_with("tc.1."));
+        }
         assert_eq!(s.snapshot(), "tc.snapshot");
     }
 
