@@ -24,7 +24,7 @@ done
 if [ "${1:-}" = ramp ]; then
     # An edge's highest delivered records/s against a standalone daemon's, alternated: the
     # `fanout` ramp of scripts/bench.sh (1,000 subscribers of every symbol, until loss or p99 >
-    # 20 ms), the daemon (standalone, or the edge) on CPU 0, the load, nats-server and the
+    # P99 ms, default 20), the daemon (standalone, or the edge) on CPU 0, the load, nats-server and the
     # ingest node on CPU 1. RAMP=START:FACTOR:MAX, WIN seconds per step.
     RAMP="${RAMP:-100:1.5:20000}" WIN="${WIN:-6}"
     OUT="${OUT:-$(mktemp -d /tmp/bench-bus-ramp-XXXX)}"
@@ -43,7 +43,7 @@ if [ "${1:-}" = ramp ]; then
             taskset -c 1 "$BIN/tickcast-bench" fanout --case ramp-1k --label "$label" \
                 --target tickcast --target-cmd "$cmd" --out "$OUT/round-$round" \
                 --conns 1000 --symbols-per-conn 0 --ramp "$RAMP" --window "$WIN" --settle 2 \
-                --p99-bound-ms 20 --quiet || echo "ramp against $label failed" >&2
+                --p99-bound-ms "${P99:-20}" --quiet || echo "ramp against $label failed" >&2
             if [ -s "$OUT/ingest.pid" ]; then kill "$(cat "$OUT/ingest.pid")" 2>/dev/null || true; : > "$OUT/ingest.pid"; fi
         done
     done
