@@ -300,3 +300,190 @@ fn tls_cost() {
         );
     }
 }
+
+/// The Python client (`engine/tests/py/wss_book.py`: `websockets` over Python's `ssl`, pinned
+/// to one TLS version), driven over its stdin/stdout.
+struct PyClient {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdin: std::process::ChildStdin,
+}
+
+impl PyClient {
+    /// Starts the client; fails loudly when python3 or its `websockets` package is missing
+    /// (scripts/deps.sh installs it).
+    fn spawn(url: &str, ca: &std::path::Path, version: &str, depth: usize) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let python = std::env::var("TICKCAST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let probe = Command::new(&python)
+            .args(["-c", "import websockets"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{python} is required for this test (scripts/deps.sh): {e}")
+            });
+        assert!(
+            probe.status.success(),
+            "Python's websockets package is missing (scripts/deps.sh installs it: pip install websockets): {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/wss_book.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg(url)
+            .arg(ca)
+            .arg(version)
+            .arg(depth.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the Python client");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take().expect("stdin");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            stdin,
+        }
+    }
+
+    /// The next line the client prints, as JSON; panics when it exits or says nothing in time.
+    fn next(&mut self) -> serde_json::Value {
+        match self.lines.recv_timeout(common::PATIENCE) {
+            Ok(line) => serde_json::from_str(&line).expect("a JSON line from the Python client"),
+            Err(e) => panic!(
+                "the Python client said nothing ({e}); exit status {:?}",
+                self.child.try_wait()
+            ),
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the Python client");
+        self.stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client's book of one symbol, scaled like the truth.
+fn py_levels(
+    book: &serde_json::Value,
+    info: &tickcast_bench::control::SymbolInfo,
+) -> common::Levels {
+    let side = |k: &str| -> Vec<(i64, i64)> {
+        book[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| {
+                        (
+                            common::scaled(l[0].as_str().expect("px"), info.px_decimals),
+                            common::scaled(l[1].as_str().expect("qty"), info.qty_decimals),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (side("bids"), side("asks"))
+}
+
+/// Python's `websockets` over Python's `ssl` (OpenSSL), pinned to TLS 1.3 and to TLS 1.2,
+/// trusting only the test's CA, subscribes to every symbol while the feed runs and, once the
+/// feed has stopped, holds books equal to the simulator's truth with no sequence gap; pinned
+/// to TLS 1.1 it gets no session at all (the server answers its hello with an alert).
+#[test]
+fn python_websockets_over_tls_1_3_and_1_2_gets_books_equal_to_truth_and_1_1_is_refused() {
+    use tickcast_bench::control::SymbolInfo;
+    let sim = simulator(5, 1_000.0, Some(4_000), 23);
+    let pki = Pki::new("py");
+    let dir = temp_dir("tls-py");
+    let (cert, key) = pki.write(&dir);
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca.pem");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let feed = sim.feed_url();
+    let d = Daemon::start_tls(&tls_args(&feed, cert, key), pki.client_any());
+    let depth = 10;
+    let mut clients: Vec<(&str, PyClient)> = ["1.3", "1.2"]
+        .into_iter()
+        .map(|v| (v, PyClient::spawn(&d.url(""), &ca, v, depth)))
+        .collect();
+    let mut infos: Vec<SymbolInfo> = Vec::new();
+    for (v, c) in &mut clients {
+        let hello = c.next();
+        assert_eq!(
+            hello["tls"],
+            if *v == "1.3" { "TLSv1.3" } else { "TLSv1.2" },
+            "negotiated version: {hello}"
+        );
+        let got: Vec<SymbolInfo> =
+            serde_json::from_value(hello["symbols"].clone()).expect("symbol infos");
+        assert_eq!(got.len(), 5, "{hello}");
+        infos = got;
+    }
+    let deadline = Instant::now() + common::PATIENCE;
+    while !sim.is_done() {
+        assert!(Instant::now() < deadline, "the simulator never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (v, c) in &mut clients {
+        loop {
+            c.say("dump");
+            let dump = c.next();
+            let errors = dump["seq_errors"].as_array().expect("seq_errors");
+            assert!(errors.is_empty(), "TLS {v}: sequence errors {errors:?}");
+            let diff = infos.iter().find_map(|info| {
+                let want = common::cut(&common::truth(&sim, info), depth);
+                let have = py_levels(&dump["books"][&info.symbol], info);
+                (have != want).then(|| format!("{}: client {have:?}\n truth {want:?}", info.symbol))
+            });
+            let Some(diff) = diff else {
+                assert!(dump["records"].as_u64().unwrap_or(0) > 5, "{dump}");
+                break;
+            };
+            assert!(
+                Instant::now() < deadline,
+                "TLS {v}: the Python client's books did not converge: {diff}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.say("quit");
+        let status = c.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "TLS {v}: the Python client exited {status}"
+        );
+    }
+
+    // TLS 1.1 (OpenSSL allowed to offer it): the handshake fails, the daemon serves on.
+    let mut old = PyClient::spawn(&d.url(""), &ca, "1.1", depth);
+    let refused = old.next();
+    let why = refused["refused"]
+        .as_str()
+        .unwrap_or_else(|| panic!("TLS 1.1 got a session: {refused}"));
+    // The refusal is the server's: an alert it sent (rustls answers a hello without TLS 1.2
+    // or 1.3 with handshake_failure or protocol_version), not OpenSSL declining locally.
+    assert!(
+        why.contains("ALERT_HANDSHAKE_FAILURE") || why.contains("ALERT_PROTOCOL_VERSION"),
+        "TLS 1.1 failed for another reason than the server's refusal: {why}"
+    );
+    assert_eq!(old.child.wait().expect("wait").code(), Some(3));
+    assert_eq!(d.get("/healthz").expect("https").0, 200);
+}
