@@ -202,25 +202,76 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     assert!(kept.seq_errors.is_empty(), "{:?}", kept.seq_errors);
 }
 
+/// The daemon's delivery-latency histogram (`tickcast_delivery_latency_seconds`, every shard
+/// summed) as (upper bound in seconds, cumulative count) per bucket.
+fn delivery_buckets(d: &Daemon) -> Vec<(f64, u64)> {
+    let (_, body) = d.get("/metrics").expect("metrics");
+    let mut by_le: Vec<(f64, u64)> = Vec::new();
+    for l in body
+        .lines()
+        .filter(|l| l.starts_with("tickcast_delivery_latency_seconds_bucket{"))
+    {
+        let Some(le) = l.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().expect("le")
+        };
+        let n: u64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match by_le.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += n,
+            None => by_le.push((le, n)),
+        }
+    }
+    by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_le
+}
+
+/// The bucket bound under which 99 % of the deliveries between two histogram samples fell.
+fn delivery_p99(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let b = before.iter().find(|(l, _)| *l == le).map_or(0, |x| x.1);
+            (le, n - b)
+        })
+        .collect();
+    let total = diff.last().map_or(0, |x| x.1);
+    diff.iter()
+        .find(|(_, c)| *c as f64 >= 0.99 * total as f64)
+        .map_or(f64::NAN, |x| x.0)
+}
+
 /// What TLS costs the engine (docs/benchmarks.md, "TLS"): the same feed, subscribers and
-/// duration against a plain and a TLS daemon, one after the other; engine CPU (user/system)
-/// per delivered record. Ignored: a measurement, run by hand, e.g.
-/// `TICKCAST_BIN=target/release/tickcast TLS_COST_CONNS=200 nice cargo test -p tickcast --test
-/// tls tls_cost -- --ignored --nocapture`.
+/// duration against a plain and a TLS daemon, alternated (`TLS_COST_ROUNDS` pairs, ws first);
+/// delivered records/s, the p99 of the time from tickcast reading an event off the feed to the
+/// subscriber decoding it (the client threads timestamp every record) and of the daemon's own
+/// delivery histogram, and engine CPU (user/system) per delivered record. Ignored: a
+/// measurement, run by hand, e.g. `TICKCAST_BIN=target/release/tickcast TLS_COST_CONNS=1000
+/// TLS_COST_RATE=500 TLS_COST_ROUNDS=3 nice cargo test --release -p tickcast --test tls
+/// tls_cost -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn tls_cost() {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
     let env = |k: &str, d: u64| {
         std::env::var(k)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
+    let _ = rlimit::increase_nofile_limit(8192);
     let conns = env("TLS_COST_CONNS", 100) as usize;
     let secs = env("TLS_COST_SECS", 10);
     let rate = env("TLS_COST_RATE", 5_000) as f64;
+    let rounds = env("TLS_COST_ROUNDS", 1);
     let sim = simulator(20, rate, None, 9);
     let pki = Pki::new("cost");
     let dir = temp_dir("tls-cost");
@@ -228,7 +279,13 @@ fn tls_cost() {
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let feed = sim.feed_url();
     let tick_ns = 1e9 / 100.0; // USER_HZ
-    for tls in [false, true] {
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let mut results: Vec<(bool, [f64; 6])> = Vec::new();
+    for tls in (0..rounds).flat_map(|_| [false, true]) {
         let d = if tls {
             Daemon::start_tls(&tls_args(&feed, cert, key), pki.client_any())
         } else {
@@ -236,6 +293,8 @@ fn tls_cost() {
         };
         let rss0 = d.rss_kib();
         let stop = Arc::new(AtomicBool::new(false));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let merged = Arc::new(Mutex::new(tickcast_bench::hist::new_us().expect("hist")));
         let mut threads = Vec::new();
         for _ in 0..conns {
             let mut c = d.client("");
@@ -243,10 +302,25 @@ fn tls_cost() {
                 c.subscribe(1, &["*"], 10),
                 Reply::Subscribed { .. }
             ));
-            let stop = stop.clone();
+            let (stop, measuring, merged) = (stop.clone(), measuring.clone(), merged.clone());
             threads.push(std::thread::spawn(move || {
+                let mut h = tickcast_bench::hist::new_us().expect("hist");
                 while !stop.load(Ordering::Relaxed) {
                     match c.ws.read() {
+                        Ok(tungstenite::Message::Binary(b)) => {
+                            if !measuring.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            let now = now_ns();
+                            if let Ok(recs) = tickcast_bench::wire::decode_batch(&b) {
+                                for r in recs {
+                                    let t = r.header.recv_ts;
+                                    if r.header.seq != 0 && t > 0 && now > t {
+                                        let _ = h.record((now - t) / 1_000);
+                                    }
+                                }
+                            }
+                        }
                         Ok(_) => {}
                         Err(tungstenite::Error::Io(e))
                             if matches!(
@@ -256,6 +330,7 @@ fn tls_cost() {
                         Err(_) => break,
                     }
                 }
+                tickcast_bench::hist::merge(&mut merged.lock().expect("lock"), &h);
             }));
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -269,26 +344,37 @@ fn tls_cost() {
                 p.stime,
             )
         };
+        let h0 = delivery_buckets(&d);
+        measuring.store(true, Ordering::Relaxed);
         let (r0, b0, m0, u0, s0) = sample();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs(secs));
         let (r1, b1, m1, u1, s1) = sample();
         let el = t0.elapsed().as_secs_f64();
+        measuring.store(false, Ordering::Relaxed);
+        let engine_p99 = delivery_p99(&h0, &delivery_buckets(&d));
         let rss_per_conn = (d.rss_kib().saturating_sub(rss0) * 1024) as f64 / conns as f64;
+        let evictions = d.metric("tickcast_evictions_total");
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             let _ = t.join();
         }
+        let h = merged.lock().expect("lock");
+        let client_p99_ms = h.value_at_quantile(0.99) as f64 / 1e3;
+        let client_p50_ms = h.value_at_quantile(0.50) as f64 / 1e3;
         let recs = (r1 - r0) as f64;
         let msgs = (m1 - m0) as f64;
         let user_ns = (u1 - u0) as f64 * tick_ns;
         let sys_ns = (s1 - s0) as f64 * tick_ns;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "{}: {conns} conns, {:.0} records/s in {:.0} messages/s, {:.1} MB/s, engine CPU {:.0}% user {:.0}% sys, per record {:.0} ns user + {:.0} ns sys, per message {:.2} us user + {:.2} us sys, RSS {:.0} bytes per connection, evictions {}",
+            "{}: {conns} conns, {:.0} records/s in {:.0} messages/s, {:.1} MB/s, client latency p50 {client_p50_ms:.2} ms p99 {client_p99_ms:.2} ms ({} samples), engine delivery p99 <= {:.1} ms, engine CPU {:.0}% user {:.0}% sys, per record {:.0} ns user + {:.0} ns sys, per message {:.2} us user + {:.2} us sys, RSS {:.0} bytes per connection, evictions {evictions}, loadavg {}",
             if tls { "wss" } else { "ws " },
             recs / el,
             msgs / el,
             (b1 - b0) as f64 / el / 1e6,
+            h.len(),
+            engine_p99 * 1e3,
             user_ns / el / 1e7,
             sys_ns / el / 1e7,
             user_ns / recs,
@@ -296,7 +382,42 @@ fn tls_cost() {
             user_ns / msgs / 1e3,
             sys_ns / msgs / 1e3,
             rss_per_conn,
-            d.metric("tickcast_evictions_total"),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        results.push((
+            tls,
+            [
+                recs / el,
+                client_p99_ms,
+                engine_p99 * 1e3,
+                user_ns / el / 1e7,
+                sys_ns / el / 1e7,
+                (user_ns + sys_ns) / recs,
+            ],
+        ));
+    }
+    let median = |tls: bool, i: usize| {
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == tls)
+            .map(|r| r.1[i])
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for tls in [false, true] {
+        println!(
+            "median {} ({rounds} runs): {:.0} records/s, client p99 {:.2} ms, engine delivery p99 <= {:.1} ms, engine CPU {:.0}% user {:.0}% sys, {:.0} ns CPU per record",
+            if tls { "wss" } else { "ws " },
+            median(tls, 0),
+            median(tls, 1),
+            median(tls, 2),
+            median(tls, 3),
+            median(tls, 4),
+            median(tls, 5),
         );
     }
 }
