@@ -1239,6 +1239,25 @@ impl Ingester {
         }
     }
 
+    /// The resume of conflated book stream `topic` from position `after`: `Some(None)` when
+    /// the stream has not moved since (nothing to send), `Some(Some(snapshot))` with the
+    /// current snapshot when it has, `None` when it cannot be resumed (the position is past
+    /// the stream's seq, or the symbol is out of sync: it starts afresh). The topic is watched
+    /// from now on, as a snapshot request would (its ticks follow).
+    fn resume_conflated(&mut self, topic: Topic, after: u64) -> Option<Option<Bytes>> {
+        let d = topic.depth_idx()?;
+        let st = self.syms.get(topic.sid as usize)?;
+        let seq = st.seqs[d];
+        if after > seq || (after < seq && !st.synced) {
+            return None;
+        }
+        self.conflation.watch(topic, self.now.mono);
+        if after == seq {
+            return Some(None);
+        }
+        self.snapshot_record(topic.sid, d, topic.format).map(Some)
+    }
+
     /// A subscribe with `resume`: per named symbol, the records after the client's positions
     /// from the replay windows (all streams of the symbol or none), pushed as one message on the
     /// asking shard's ring. Every record published after it goes to that ring too (the shard
@@ -1250,13 +1269,31 @@ impl Ingester {
         let mut symbols = Vec::with_capacity(r.symbols.len());
         for &(sid, book, trades) in &r.symbols {
             let known = (sid as usize) < self.syms.len();
-            let book = book.map(|p| (Topic::book(sid, r.depth_idx, r.format), p));
+            // A conflated (`max_hz`) book stream is made of replacing snapshots: what the
+            // client missed after its position is the current snapshot, or nothing when the
+            // stream has not moved since (docs/protocol.md §5.5).
+            let conflated = r
+                .tier
+                .map(|t| Topic::conflated(sid, r.depth_idx, usize::from(t), r.format));
+            let (book, book_conflated) = match conflated {
+                Some(topic) => (None, book.map(|p| (topic, p))),
+                None => (
+                    book.map(|p| (Topic::book(sid, r.depth_idx, r.format), p)),
+                    None,
+                ),
+            };
             let trades = trades.map(|p| (Topic::trades(sid, r.format), p));
-            let replay = if known {
+            let mut replay = if known {
                 self.replay.resume_symbol(matches, book, trades, now)
             } else {
                 None
             };
+            if let (Some(rep), Some((topic, after))) = (replay.as_mut(), book_conflated) {
+                match self.resume_conflated(topic, after) {
+                    Some(snapshot) => rep.book = Some(snapshot.into_iter().collect()),
+                    None => replay = None,
+                }
+            }
             let entry = match replay {
                 Some(rep) => {
                     let stale = self.syms[sid as usize].stale;

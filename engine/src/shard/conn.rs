@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use crate::fanout::batch::text_message;
 use crate::fanout::entitle::Grant;
 use crate::fanout::keepalive::{Action, KeepAlive};
+use crate::fanout::ladder::RateMeter;
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
@@ -111,6 +112,10 @@ pub(crate) struct Ladder {
     pub(crate) deferred: bool,
     /// The largest snapshot this connection got (bytes): how much room a request needs.
     pub(crate) snap_est: u32,
+    /// Its live and drain rates: whether a drained conflating connection may go live.
+    pub(crate) meter: RateMeter,
+    /// This stay on the conflating rung was counted in `ladder_held`.
+    pub(crate) held: bool,
 }
 
 /// A `subscribed` reply held until the ingester's answer to the subscribe's `resume` comes out

@@ -604,6 +604,7 @@ fn resume_request(epoch: u32, sid: u32, book: Option<u64>) -> IngestRequest {
         epoch: Some(Epoch::from_u32(epoch)),
         depth_idx: WATCHED[0],
         format: Format::Binary,
+        tier: None,
         symbols: vec![(sid, book, None)],
     }))
 }
