@@ -74,7 +74,7 @@ impl ShardCore {
         l.since = Some(now);
         l.over_since = None;
         l.held = false;
-        l.meter.climb(now, owed);
+        l.meter.get_or_insert_with(Box::default).climb(now, owed);
         let table = self.t.ctx.symbols.load();
         let names: Vec<&str> = moved
             .iter()
@@ -116,7 +116,9 @@ impl ShardCore {
                 let l = c.ladder_mut();
                 l.since = None;
                 l.over_since = None;
-                l.meter.go_live(now, owed);
+                if let Some(m) = l.meter.as_mut() {
+                    m.go_live(now, owed);
+                }
                 let table = self.t.ctx.symbols.load();
                 let names: Vec<&str> = moved
                     .iter()
@@ -145,7 +147,9 @@ impl ShardCore {
         let Some(c) = self.slots[idx as usize].conn.as_mut() else {
             return false;
         };
-        let meter = c.ladder().meter;
+        let Some(meter) = c.ladder().meter.as_deref().copied() else {
+            return true;
+        };
         match meter.may_go_live(held, dwell) {
             Verdict::Live => true,
             Verdict::Hold => {
