@@ -118,7 +118,7 @@ impl FeedConn {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = self.need.max(self.end) + READ_MIN;
+        let want = (self.start + self.need).max(self.end) + READ_MIN;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
