@@ -239,7 +239,7 @@ fn step(
 #[must_use]
 pub fn line(s: &IngestStep) -> String {
     format!(
-        "run {} {:>10} offered {:>9.0}/s sustained {:>9.0}/s ({:>5.1} %)  evictions {}  reconnects {}  gaps {}  engine CPU {:>5.1} % (user {:.1}, sys {:.1})  feed-sim CPU {:>5.1} %  load {:.2}",
+        "run {} {:>10} offered {:>9.0}/s sustained {:>9.0}/s ({:>5.1} %)  evictions {}  reconnects {}  gaps {}  engine CPU {:>5.1} % (user {:.1}, sys {:.1}, run-queue wait {:.1})  feed-sim CPU {:>5.1} %  load {:.2}",
         s.run,
         s.label,
         s.offered,
@@ -251,6 +251,7 @@ pub fn line(s: &IngestStep) -> String {
         s.engine_cpu.total_pct,
         s.engine_cpu.user_pct,
         s.engine_cpu.sys_pct,
+        s.engine_cpu.runq_wait_pct,
         s.feed_cpu_pct,
         s.loadavg,
     )
