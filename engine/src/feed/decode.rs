@@ -1307,6 +1307,28 @@ mod tests {
     }
 
     #[test]
+    fn decode_text_checks_utf8_only_off_the_scanner_path() {
+        let mut d = ready();
+        // The scanner's path: the feed's own form.
+        assert!(matches!(
+            d.decode_text(&mut UPDATE.as_bytes().to_vec()),
+            Ok(FeedEvent::Update { seq: 1001, .. })
+        ));
+        // simd-json's path (a space before a colon): decoded.
+        let odd = UPDATE.replace("\"seq\":", "\"seq\" :");
+        assert!(d.decode_text(&mut odd.into_bytes()).is_ok());
+        // Not UTF-8: refused as such (a protocol error), not counted as malformed JSON.
+        let mut bad = UPDATE.as_bytes().to_vec();
+        bad.extend_from_slice(b" \xff");
+        assert!(matches!(d.decode_text(&mut bad), Err(None)));
+        // Malformed but UTF-8: simd-json's error.
+        assert!(matches!(
+            d.decode_text(&mut b"{\"type\":".to_vec()),
+            Err(Some(_))
+        ));
+    }
+
+    #[test]
     fn scratch_is_reused_across_messages() {
         let mut d = ready();
         d.decode(&mut SNAPSHOT.as_bytes().to_vec()).unwrap();
