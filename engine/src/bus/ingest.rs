@@ -413,6 +413,8 @@ fn replay_as_resume(shard: usize, req: u32, r: &ReplayRequest) -> IngestRequest 
             0
         },
         format: r.topic.format,
+        // The bus carries the delta streams only.
+        tier: None,
         symbols: vec![(r.topic.sid, book, trades)],
     }))
 }

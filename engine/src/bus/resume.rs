@@ -12,6 +12,9 @@
 //!    when it is past `S`, the fetched records then the edge's window from `S`; when it is
 //!    behind `S`, the answer waits until the edge's stream reaches `S`.
 //!
+//! A conflated (`max_hz`) subscription on an edge is fed its book stream's deltas
+//! (`bus/edge.rs`), so it resumes from that stream's records too, whatever its tier.
+//!
 //! The answer to one subscribe is one message on the asking shard's ring (the shard starts
 //! every stream of the subscribe from it), pushed at a moment when every recovered stream's
 //! records end at the last record the edge forwarded, so that the live records that follow in
@@ -403,6 +406,7 @@ mod tests {
             epoch: Some(Epoch::from_u32(epoch)),
             depth_idx: 1,
             format: Format::Binary,
+            tier: None,
             symbols,
         }
     }
