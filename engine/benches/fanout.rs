@@ -1,0 +1,129 @@
+//! The fan-out write path on one core, in CPU: the sans-IO shard core (`shard::rig`) with 1,
+//! 100 or 1,000 subscribers, each pass one loop turn of the driver's write path — drain the
+//! ring (records copied once into the drain's arena, each subscriber's owed spans), then cut
+//! each subscriber's batch into its out-buffer and write it into a mock writer that takes
+//! everything, `writev`-shaped (at most 64 slices a call), counting the bytes (in the style of
+//! tungstenite's `benches/write.rs`). The kernel's side of a `writev` is not in it: this is the
+//! engine's own user-space cost.
+//!
+//! Cases: `all/N` — N subscribers of every symbol (`*`, 50 symbols), 100 records a pass, so each
+//! subscriber gets all 100; `five/N` — N subscribers of 5 of the 50 symbols, 100 records a pass,
+//! so each gets ~10. One criterion iteration is one pass; the throughput is in delivered records
+//! (record × subscriber). From the time per pass `t`: ns per record in = `t / 100`, ns per
+//! subscriber-pass = `t / N`.
+//!
+//! Run: `cargo bench -p tickcast --bench fanout`. For CPU time on a noisy machine (or under
+//! `valgrind --tool=callgrind`): `TICKCAST_FANOUT_PASSES=N cargo bench -p tickcast --bench
+//! fanout -- [CASE]` runs exactly `N` timed passes of each case (after as many untimed) and
+//! prints the thread's CPU time per pass, per record in, per subscriber-pass and per delivered
+//! record.
+
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use tickcast::shard::rig::{FanoutRig, Symbols};
+
+const SYMBOLS: usize = 50;
+const RECORDS_PER_PASS: usize = 100;
+
+/// The cases: (name, what each subscriber takes, records each subscriber gets a pass, subscribers).
+fn cases() -> Vec<(String, Symbols, usize, usize)> {
+    let mut v = Vec::new();
+    for (name, take, per_sub) in [
+        ("all", Symbols::All, RECORDS_PER_PASS),
+        ("five", Symbols::Each(5), RECORDS_PER_PASS / 10),
+    ] {
+        for subs in [1usize, 100, 1000] {
+            v.push((format!("{name}/{subs}"), take, per_sub, subs));
+        }
+    }
+    v
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_pass");
+    g.sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, take, per_sub, subs) in cases() {
+        {
+            let mut rig = FanoutRig::new(subs, SYMBOLS, take);
+            // Checks that the pass does what it is meant to before timing it.
+            rig.publish(RECORDS_PER_PASS);
+            assert!(rig.pass() > 0, "a pass wrote nothing");
+            g.throughput(Throughput::Elements((per_sub * subs) as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(&name), &subs, |b, _| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // The ingester's part (pushing into the ring) is not timed.
+                        rig.publish(RECORDS_PER_PASS);
+                        let t = Instant::now();
+                        std::hint::black_box(rig.pass());
+                        total += t.elapsed();
+                    }
+                    total
+                });
+            });
+            let (bytes, writes) = rig.written();
+            eprintln!("{name}/{subs}: {bytes} bytes in {writes} writes");
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+
+/// `TICKCAST_FANOUT_PASSES=N`: exactly `N` timed passes of each case matching the filter.
+fn fixed(passes: u64) {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    for (name, take, per_sub, subs) in cases() {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let mut rig = FanoutRig::new(subs, SYMBOLS, take);
+        for _ in 0..passes {
+            rig.publish(RECORDS_PER_PASS);
+            rig.pass();
+        }
+        let cpu0 = thread_cpu_ns();
+        let t0 = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..passes {
+            rig.publish(RECORDS_PER_PASS);
+            bytes += rig.pass();
+        }
+        let wall = t0.elapsed().as_nanos() as f64;
+        let cpu = thread_cpu_ns().zip(cpu0).map(|(b, a)| (b - a) as f64);
+        let ns = cpu.unwrap_or(wall) / passes as f64;
+        println!(
+            "{name}: {passes} passes, {} ({}) ns/pass, {:.1} ns/record in, {:.1} ns/subscriber-pass, {:.2} ns/delivered record, {} bytes/pass",
+            ns.round(),
+            if cpu.is_some() { "cpu" } else { "wall" },
+            ns / RECORDS_PER_PASS as f64,
+            ns / subs as f64,
+            ns / (per_sub * subs) as f64,
+            bytes / passes,
+        );
+    }
+}
+
+/// CPU time this thread has run, in ns (the first field of `/proc/thread-self/schedstat`), if
+/// the kernel provides it. The publishing into the ring is included (a small share: one push
+/// per record, against one pass over the subscribers).
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn main() {
+    match std::env::var("TICKCAST_FANOUT_PASSES").map(|v| v.parse::<u64>()) {
+        Ok(Ok(n)) => fixed(n),
+        _ => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
