@@ -362,6 +362,7 @@ impl ShardCore {
                 self.pending[pos] = p;
                 continue;
             }
+            p.owed.close();
             let format = c.format();
             let result = match (c.endpoint(), c.deflate()) {
                 // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
