@@ -24,6 +24,9 @@
 //! 4.6 µs + 0.3 ns a byte (the kernel's cost per write measured at 10,000 subscribers), for
 //! 4 virtual seconds; it prints the records' waits (p50, p99, max) and the time of one pass
 //! over the subscribers. Deterministic: it measures the flush order and pacing, not the machine.
+//!
+//! `TICKCAST_FANOUT_IDLE=N`: the shard core's resident memory per idle subscriber (N
+//! subscribers of one symbol each, no sockets).
 
 #![allow(missing_docs, clippy::disallowed_methods)]
 
@@ -154,7 +157,40 @@ fn model(subs: usize) {
     );
 }
 
+/// `TICKCAST_FANOUT_IDLE=N`: resident memory of the shard core per idle subscriber (one symbol
+/// each, every snapshot delivered, a few records through), without sockets: the core's share
+/// of the `connections` case's figure.
+fn idle(subs: usize) {
+    let before = rss_bytes();
+    let mut rig = FanoutRig::new(subs, SYMBOLS, Symbols::Each(1));
+    // A quiet feed, as in the `connections` case: one record a pass.
+    for _ in 0..(2 * SYMBOLS) {
+        rig.publish(1);
+        rig.pass();
+    }
+    let after = rss_bytes();
+    println!(
+        "idle: {subs} subscribers of 1 symbol: RSS {:.1} -> {:.1} MiB, {} bytes per subscriber",
+        before as f64 / (1 << 20) as f64,
+        after as f64 / (1 << 20) as f64,
+        (after.saturating_sub(before)) / subs as u64,
+    );
+    drop(rig);
+}
+
+/// Resident set size of this process (`/proc/self/statm`, pages of 4 KiB).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 fn main() {
+    if let Ok(Ok(n)) = std::env::var("TICKCAST_FANOUT_IDLE").map(|v| v.parse::<usize>()) {
+        idle(n);
+        return;
+    }
     if let Ok(Ok(n)) = std::env::var("TICKCAST_FANOUT_MODEL").map(|v| v.parse::<usize>()) {
         model(n);
         return;
