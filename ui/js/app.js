@@ -113,6 +113,7 @@ const feed = openFeed({
     else if (code === 2) state.stale.delete(symbol);
     markDirty('badge');
     markDirty('watch');
+    if (symbol === state.selected) markDirty('ladder');
   },
   onConflating(symbols, on) {
     for (const s of symbols) on ? state.conflating.add(s) : state.conflating.delete(s);
@@ -404,6 +405,9 @@ function drawLadder() {
   // (`valid`: the book holds a snapshot's content; BookView promises `synced` only.)
   const ok = b && m && (b.synced || b.valid === true) && b.depth === state.depth;
   if (!ok) {
+    ladderEl.classList.remove('stale');
+    ladderEl.dataset.stale = '';
+    $('depth').classList.remove('stale');
     renderLadder(ladderEl, ladderView, null, m, state.depth, s);
     ladderEl.dataset.seq = '';
     ladderEl.dataset.symbol = s || '';
@@ -416,6 +420,12 @@ function drawLadder() {
   renderLadder(ladderEl, ladderView, b, m, state.depth, s);
   ladderEl.dataset.seq = String(b.seq);
   ladderEl.classList.toggle('unsynced', !b.synced || state.conn.state !== 'open');
+  // The feed for this symbol is stale (status 1): the book is the last one the exchange sent,
+  // kept on screen but dimmed with the depth chart so nobody trades off it by mistake.
+  const stale = state.stale.has(s);
+  ladderEl.classList.toggle('stale', stale);
+  ladderEl.dataset.stale = stale ? '1' : '';
+  $('depth').classList.toggle('stale', stale);
   ladderEl.dataset.symbol = s;
   ladderEl.dataset.depth = String(state.depth);
   if (b.bidCount && b.askCount) {
@@ -458,6 +468,8 @@ function drawTape() {
     tapeSymbol = s;
     tapeTop = null;
     tapeEl.replaceChildren();
+    // Shown by CSS while the tape is empty: a quiet symbol is not a broken screen.
+    tapeEl.dataset.empty = s ? `No trades in ${s} since you opened it` : 'Pick a symbol';
   }
   let n = 0;
   while (n < state.trades.length && state.trades[n] !== tapeTop) n++;

@@ -4,8 +4,10 @@
 import { TickcastClient } from 'tickcast-client';
 
 /**
- * Lists the server's symbols with the `symbols` op. The library has no call for it yet, so this
- * opens a short-lived WebSocket of its own (format=json, same URL and token), asks, and closes.
+ * Lists the server's symbols with the `symbols` op before the screen's client connects (the
+ * library's `symbols()` needs its connection open, and the screen wants the list first, even
+ * when the feed connection is being retried): a short-lived WebSocket of its own (format=json,
+ * same URL and token) asks and closes.
  */
 function listSymbols(url, timeoutMs = 3000) {
   return new Promise((resolve, reject) => {

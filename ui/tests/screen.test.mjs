@@ -120,6 +120,8 @@ test('depth 100 and 10 from the depth buttons', { timeout: 60_000 }, async () =>
   await page.click('.depth-pick button[data-depth="10"]');
   await ladderEqualsTruth('BTC-USD', 10);
   assert.match(page.url(), /[?&]depth=10(&|$)/);
+  // An empty tape says so (CSS shows this text while the tape has no rows).
+  assert.equal(await page.$eval('#tape', (e) => e.dataset.empty), 'No trades in BTC-USD since you opened it');
 });
 
 test('the keyboard moves between watched symbols (URL and ladder follow)', { timeout: 60_000 }, async () => {
@@ -279,5 +281,11 @@ test('the feed lost: the badge says which symbols are stale', { timeout: 30_000 
   await kill(sim.child);
   await until('badge to say feed stale', async () => /feed stale/.test((await badge()).text), 20_000, 100);
   assert.equal((await badge()).state, 'stale');
+  // The selected symbol's ladder and depth chart are dimmed as stale, not only the badge.
+  const sel = await page.evaluate(() => window.__tickcast.state?.selected ?? document.getElementById('ladder').dataset.symbol);
+  await until(`ladder of ${sel} dimmed as stale`, async () => page.evaluate(() => ({
+    ladder: document.getElementById('ladder').dataset.stale === '1',
+    depth: document.getElementById('depth').classList.contains('stale'),
+  })).then((v) => v.ladder && v.depth), 5_000, 100);
   await shot('stale');
 });

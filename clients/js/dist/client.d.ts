@@ -122,6 +122,8 @@ export interface SymbolInfo {
     sid: number;
     pxDecimals: number;
     qtyDecimals: number;
+    /** The granted conflation rate of the symbol's book stream, when one was asked for (§5.1). */
+    maxHz?: number;
 }
 export interface ClientEvents {
     state: StateEvent;
@@ -188,6 +190,7 @@ export declare class TickcastClient {
     private timers;
     private reconnectTimer;
     private refreshWaiters;
+    private symbolsWaiters;
     readonly stats: ClientStats;
     constructor(options: ClientOptions);
     /** The connection state. */
@@ -224,10 +227,26 @@ export declare class TickcastClient {
      * drops first), resolves with `undefined`.
      */
     refresh(token: string): Promise<unknown>;
+    /**
+     * Lists the symbols the server offers (`{"op":"symbols"}`): with entitlements, only those the
+     * token grants. Needs an open `/ws` connection (the HTTP transports carry no requests): rejects
+     * with a {@link SubscribeError} (`not_connected`) without one, or (`closed`) if the connection
+     * drops before the reply.
+     */
+    symbols(): Promise<SymbolInfo[]>;
+    /**
+     * Changes the conflation rate of every book stream: `hz` (1–1000) asks for replacing snapshots
+     * at most that often (the server may grant less; see {@link SymbolInfo.maxHz}), `undefined`
+     * goes back to every delta. The whole subscription is sent again, so each book restarts from a
+     * fresh snapshot. Resolves with the symbols' info (the grants) once the server confirmed, or at
+     * once with `[]` when not connected (the rate then applies to the next connection).
+     */
+    setMaxHz(hz: number | undefined): Promise<SymbolInfo[]>;
     private emit;
     private log;
     private setState;
     private setClosed;
+    private rejectSymbolsWaiters;
     private waiting;
     private linkOpen;
     /** A 401/403 on the upgrade, while the fallbacks are tried. */

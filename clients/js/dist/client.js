@@ -55,6 +55,7 @@ export class TickcastClient {
     timers = [];
     reconnectTimer;
     refreshWaiters = new Map();
+    symbolsWaiters = new Map();
     stats = {
         reconnects: 0,
         resumed: 0,
@@ -195,6 +196,49 @@ export class TickcastClient {
         }
         return Promise.resolve(undefined);
     }
+    /**
+     * Lists the symbols the server offers (`{"op":"symbols"}`): with entitlements, only those the
+     * token grants. Needs an open `/ws` connection (the HTTP transports carry no requests): rejects
+     * with a {@link SubscribeError} (`not_connected`) without one, or (`closed`) if the connection
+     * drops before the reply.
+     */
+    symbols() {
+        if (!(this.link?.canSend && this.isLinkOpen())) {
+            return Promise.reject(new SubscribeError("symbols needs an open /ws connection", "not_connected"));
+        }
+        const id = this.nextId++;
+        return new Promise((resolve, reject) => {
+            this.symbolsWaiters.set(id, { resolve, reject });
+            this.link.send({ op: "symbols", id });
+        });
+    }
+    /**
+     * Changes the conflation rate of every book stream: `hz` (1–1000) asks for replacing snapshots
+     * at most that often (the server may grant less; see {@link SymbolInfo.maxHz}), `undefined`
+     * goes back to every delta. The whole subscription is sent again, so each book restarts from a
+     * fresh snapshot. Resolves with the symbols' info (the grants) once the server confirmed, or at
+     * once with `[]` when not connected (the rate then applies to the next connection).
+     */
+    setMaxHz(hz) {
+        if (hz !== undefined && !(Number.isInteger(hz) && hz >= 1 && hz <= 1000)) {
+            return Promise.reject(new RangeError(`maxHz must be an integer in 1..=1000, not ${hz}`));
+        }
+        this.o.maxHz = hz;
+        if (this.link instanceof HttpLink) {
+            // /stream and /sse carry the rate in the request: reopen the groups with the new one.
+            this.syncHttpGroups();
+            return Promise.resolve([]);
+        }
+        if (!(this.link?.canSend && this.isLinkOpen()))
+            return Promise.resolve([]);
+        const all = [];
+        for (const g of this.groups().values()) {
+            all.push(new Promise((resolve, reject) => {
+                this.sendSubscribe(g.symbols, g.depth, g.channels, false, { symbols: g.symbols, resolve, reject });
+            }));
+        }
+        return Promise.all(all).then((r) => r.flat());
+    }
     // ---- events ---------------------------------------------------------------------------------
     emit(event, ev) {
         const s = this.listeners.get(event);
@@ -230,6 +274,12 @@ export class TickcastClient {
         for (const w of this.refreshWaiters.values())
             w.resolve(undefined);
         this.refreshWaiters.clear();
+        this.rejectSymbolsWaiters(`connection closed: ${reason}`);
+    }
+    rejectSymbolsWaiters(why) {
+        for (const w of this.symbolsWaiters.values())
+            w.reject(new SubscribeError(why, "closed"));
+        this.symbolsWaiters.clear();
     }
     // ---- connecting ---------------------------------------------------------------------------
     waiting = [];
@@ -434,6 +484,7 @@ export class TickcastClient {
         for (const w of this.refreshWaiters.values())
             w.resolve(undefined);
         this.refreshWaiters.clear();
+        this.rejectSymbolsWaiters("connection lost before the symbols reply");
         this.onFailed(info, transport);
     }
     onFailed(info, transport) {
@@ -527,6 +578,12 @@ export class TickcastClient {
                 w?.resolve(m);
                 break;
             }
+            case "symbols": {
+                const w = this.symbolsWaiters.get(m.id);
+                this.symbolsWaiters.delete(m.id);
+                w?.resolve((m.symbols ?? []).map(symbolInfo));
+                break;
+            }
             default:
                 break;
         }
@@ -543,13 +600,8 @@ export class TickcastClient {
         }
         const infos = [];
         for (const e of m.symbols ?? []) {
-            const symbol = String(e.symbol);
-            const inf = {
-                symbol,
-                sid: Number(e.sid),
-                pxDecimals: Number(e.px_decimals ?? 0),
-                qtyDecimals: Number(e.qty_decimals ?? 0),
-            };
+            const inf = symbolInfo(e);
+            const symbol = inf.symbol;
             infos.push(inf);
             this.info.set(symbol, inf);
             this.bySid.set(inf.sid, symbol);
@@ -619,6 +671,11 @@ export class TickcastClient {
         const id = m.id;
         const code = String(m.code ?? "error");
         const message = String(m.message ?? "");
+        const sw = this.symbolsWaiters.get(id);
+        if (sw) {
+            this.symbolsWaiters.delete(id);
+            sw.reject(new SubscribeError(message, code));
+        }
         const w = this.refreshWaiters.get(id);
         if (w) {
             this.refreshWaiters.delete(id);
@@ -766,4 +823,16 @@ function describe(info, transport) {
     if (info.error && !info.local)
         parts.push(info.error);
     return parts.join(": ");
+}
+/** A symbol entry of a `subscribed` or `symbols` reply. */
+function symbolInfo(e) {
+    const inf = {
+        symbol: String(e.symbol),
+        sid: Number(e.sid),
+        pxDecimals: Number(e.px_decimals ?? 0),
+        qtyDecimals: Number(e.qty_decimals ?? 0),
+    };
+    if (typeof e.max_hz === "number")
+        inf.maxHz = e.max_hz;
+    return inf;
 }

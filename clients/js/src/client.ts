@@ -142,6 +142,8 @@ export interface SymbolInfo {
   sid: number;
   pxDecimals: number;
   qtyDecimals: number;
+  /** The granted conflation rate of the symbol's book stream, when one was asked for (§5.1). */
+  maxHz?: number;
 }
 
 export interface ClientEvents {
@@ -246,6 +248,7 @@ export class TickcastClient {
   private timers: ReturnType<typeof setTimeout>[] = [];
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshWaiters = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private symbolsWaiters = new Map<number, { resolve: (v: SymbolInfo[]) => void; reject: (e: Error) => void }>();
 
   readonly stats: ClientStats = {
     reconnects: 0,
@@ -392,6 +395,52 @@ export class TickcastClient {
     return Promise.resolve(undefined);
   }
 
+  /**
+   * Lists the symbols the server offers (`{"op":"symbols"}`): with entitlements, only those the
+   * token grants. Needs an open `/ws` connection (the HTTP transports carry no requests): rejects
+   * with a {@link SubscribeError} (`not_connected`) without one, or (`closed`) if the connection
+   * drops before the reply.
+   */
+  symbols(): Promise<SymbolInfo[]> {
+    if (!(this.link?.canSend && this.isLinkOpen())) {
+      return Promise.reject(new SubscribeError("symbols needs an open /ws connection", "not_connected"));
+    }
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.symbolsWaiters.set(id, { resolve, reject });
+      this.link!.send({ op: "symbols", id });
+    });
+  }
+
+  /**
+   * Changes the conflation rate of every book stream: `hz` (1–1000) asks for replacing snapshots
+   * at most that often (the server may grant less; see {@link SymbolInfo.maxHz}), `undefined`
+   * goes back to every delta. The whole subscription is sent again, so each book restarts from a
+   * fresh snapshot. Resolves with the symbols' info (the grants) once the server confirmed, or at
+   * once with `[]` when not connected (the rate then applies to the next connection).
+   */
+  setMaxHz(hz: number | undefined): Promise<SymbolInfo[]> {
+    if (hz !== undefined && !(Number.isInteger(hz) && hz >= 1 && hz <= 1000)) {
+      return Promise.reject(new RangeError(`maxHz must be an integer in 1..=1000, not ${hz}`));
+    }
+    this.o.maxHz = hz;
+    if (this.link instanceof HttpLink) {
+      // /stream and /sse carry the rate in the request: reopen the groups with the new one.
+      this.syncHttpGroups();
+      return Promise.resolve([]);
+    }
+    if (!(this.link?.canSend && this.isLinkOpen())) return Promise.resolve([]);
+    const all: Promise<SymbolInfo[]>[] = [];
+    for (const g of this.groups().values()) {
+      all.push(
+        new Promise<SymbolInfo[]>((resolve, reject) => {
+          this.sendSubscribe(g.symbols, g.depth, g.channels, false, { symbols: g.symbols, resolve, reject });
+        }),
+      );
+    }
+    return Promise.all(all).then((r) => r.flat());
+  }
+
   // ---- events ---------------------------------------------------------------------------------
 
   private emit<K extends keyof ClientEvents>(event: K, ev: ClientEvents[K]): void {
@@ -427,6 +476,12 @@ export class TickcastClient {
     this.waitingReplies = [];
     for (const w of this.refreshWaiters.values()) w.resolve(undefined);
     this.refreshWaiters.clear();
+    this.rejectSymbolsWaiters(`connection closed: ${reason}`);
+  }
+
+  private rejectSymbolsWaiters(why: string): void {
+    for (const w of this.symbolsWaiters.values()) w.reject(new SubscribeError(why, "closed"));
+    this.symbolsWaiters.clear();
   }
 
   // ---- connecting ---------------------------------------------------------------------------
@@ -620,6 +675,7 @@ export class TickcastClient {
     this.pending.clear();
     for (const w of this.refreshWaiters.values()) w.resolve(undefined);
     this.refreshWaiters.clear();
+    this.rejectSymbolsWaiters("connection lost before the symbols reply");
     this.onFailed(info, transport);
   }
 
@@ -711,6 +767,12 @@ export class TickcastClient {
         w?.resolve(m);
         break;
       }
+      case "symbols": {
+        const w = this.symbolsWaiters.get(m.id as number);
+        this.symbolsWaiters.delete(m.id as number);
+        w?.resolve(((m.symbols as Record<string, unknown>[]) ?? []).map(symbolInfo));
+        break;
+      }
       default:
         break;
     }
@@ -726,13 +788,8 @@ export class TickcastClient {
     }
     const infos: SymbolInfo[] = [];
     for (const e of (m.symbols as Record<string, unknown>[]) ?? []) {
-      const symbol = String(e.symbol);
-      const inf: SymbolInfo = {
-        symbol,
-        sid: Number(e.sid),
-        pxDecimals: Number(e.px_decimals ?? 0),
-        qtyDecimals: Number(e.qty_decimals ?? 0),
-      };
+      const inf = symbolInfo(e);
+      const symbol = inf.symbol;
       infos.push(inf);
       this.info.set(symbol, inf);
       this.bySid.set(inf.sid, symbol);
@@ -799,6 +856,11 @@ export class TickcastClient {
     const id = m.id as number;
     const code = String(m.code ?? "error");
     const message = String(m.message ?? "");
+    const sw = this.symbolsWaiters.get(id);
+    if (sw) {
+      this.symbolsWaiters.delete(id);
+      sw.reject(new SubscribeError(message, code));
+    }
     const w = this.refreshWaiters.get(id);
     if (w) {
       this.refreshWaiters.delete(id);
@@ -927,4 +989,16 @@ function describe(info: CloseInfo, transport: TransportName): string {
   if (info.code !== undefined) parts.push(`close ${info.code}${info.reason ? ` ${info.reason}` : ""}`);
   if (info.error && !info.local) parts.push(info.error);
   return parts.join(": ");
+}
+
+/** A symbol entry of a `subscribed` or `symbols` reply. */
+function symbolInfo(e: Record<string, unknown>): SymbolInfo {
+  const inf: SymbolInfo = {
+    symbol: String(e.symbol),
+    sid: Number(e.sid),
+    pxDecimals: Number(e.px_decimals ?? 0),
+    qtyDecimals: Number(e.qty_decimals ?? 0),
+  };
+  if (typeof e.max_hz === "number") inf.maxHz = e.max_hz;
+  return inf;
 }

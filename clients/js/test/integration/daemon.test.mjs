@@ -99,6 +99,54 @@ describe("against the real daemon", { skip, timeout: 120000 }, () => {
   });
 });
 
+describe("symbols() and setMaxHz() against the real daemon", { skip, timeout: 120000 }, () => {
+  let sim;
+  let daemon;
+  let client;
+  before(async () => {
+    sim = await startFeedSim({ symbols: 4, rate: 2000, updates: 6000 });
+    daemon = await startDaemon({ feedUrl: sim.feedUrl });
+  });
+  after(async () => {
+    client?.close();
+    await daemon?.kill();
+    await sim?.kill();
+  });
+
+  test("lists the symbols, conflates at the granted rate, then back to deltas equal to truth", { timeout: 60000 }, async () => {
+    client = new TickcastClient({ endpoints: daemon.url, WebSocket });
+    await assert.rejects(client.symbols(), (e) => e.code === "not_connected");
+    client.connect();
+    await waitFor("open", 10000, async () => client.state === "open" || client.state === "subscribed");
+    const list = await client.symbols();
+    assert.deepEqual(list.map((i) => i.symbol).sort(), ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"]);
+    for (const i of list) assert.ok(Number.isInteger(i.sid) && i.pxDecimals >= 0, JSON.stringify(i));
+
+    await client.subscribe(["BTC-USD", "ETH-USD"], { depth: 10 });
+    await assert.rejects(client.setMaxHz(0), RangeError);
+    await assert.rejects(client.setMaxHz(1001), RangeError);
+    const grants = await client.setMaxHz(5);
+    assert.deepEqual(grants.map((g) => [g.symbol, g.maxHz]).sort(), [["BTC-USD", 5], ["ETH-USD", 5]]);
+    // Conflated: replacing snapshots only, no deltas (docs/protocol.md §5.1).
+    const kinds = new Set();
+    const onBook = (ev) => kinds.add(ev.snapshot ? "snapshot" : "delta");
+    client.on("book", onBook);
+    await sleep(1500);
+    client.off("book", onBook);
+    assert.ok(kinds.size > 0, "book events arrive while conflated");
+    assert.ok(![...kinds].includes("delta"), `only snapshots while conflated, saw ${[...kinds]}`);
+
+    const back = await client.setMaxHz(undefined);
+    assert.ok(back.every((g) => g.maxHz === undefined), JSON.stringify(back));
+    await sim.done();
+    await converge(sim, [
+      [client, "BTC-USD", 10],
+      [client, "ETH-USD", 10],
+    ]);
+    assert.equal(client.stats.gaps, 0);
+  });
+});
+
 describe("the daemon killed and restarted mid-run", { skip, timeout: 120000 }, () => {
   test("reconnects with full-jitter backoff, resubscribes, ends equal to truth", { timeout: 90000 }, async (t) => {
     const sim = await startFeedSim({ symbols: 3, rate: 2000, updates: 16000, seed: 11 });
