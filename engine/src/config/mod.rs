@@ -848,26 +848,52 @@ impl<'de> Deserialize<'de> for Seconds {
 
 /// The key that verifies JWTs (protocol §3.5): an HS256 secret, or an RS256 or ES256 public
 /// key. `Debug` shows the algorithm only.
+///
+/// A key loaded from a file ([`JwtKey::load_secret`], [`JwtKey::load_public`]) can be read
+/// again with [`JwtKey::reload`] (SIGHUP): clones share the key, so every shard verifies new
+/// tokens with the new one at once; connections already admitted keep their grant.
 #[derive(Clone)]
 pub struct JwtKey {
+    current: std::sync::Arc<parking_lot::RwLock<std::sync::Arc<KeyMaterial>>>,
+    source: Option<KeySource>,
+}
+
+/// One algorithm and its verification key.
+struct KeyMaterial {
     alg: jsonwebtoken::Algorithm,
     key: jsonwebtoken::DecodingKey,
 }
 
+/// Where a key was read from.
+#[derive(Clone, Debug)]
+enum KeySource {
+    Secret(PathBuf),
+    Public(PathBuf),
+}
+
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JwtKey({:?})", self.alg)
+        write!(f, "JwtKey({:?})", self.algorithm())
     }
 }
 
 impl JwtKey {
+    fn new(alg: jsonwebtoken::Algorithm, key: jsonwebtoken::DecodingKey) -> Self {
+        Self {
+            current: std::sync::Arc::new(parking_lot::RwLock::new(std::sync::Arc::new(
+                KeyMaterial { alg, key },
+            ))),
+            source: None,
+        }
+    }
+
     /// An HS256 key from its secret.
     #[must_use]
     pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            alg: jsonwebtoken::Algorithm::HS256,
-            key: jsonwebtoken::DecodingKey::from_secret(secret),
-        }
+        Self::new(
+            jsonwebtoken::Algorithm::HS256,
+            jsonwebtoken::DecodingKey::from_secret(secret),
+        )
     }
 
     /// An RS256 (RSA) or ES256 (P-256) key from a PEM public key.
@@ -876,16 +902,10 @@ impl JwtKey {
     /// Why the PEM is not such a key.
     pub fn from_public_pem(pem: &[u8]) -> Result<Self, String> {
         if let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(pem) {
-            return Ok(Self {
-                alg: jsonwebtoken::Algorithm::RS256,
-                key,
-            });
+            return Ok(Self::new(jsonwebtoken::Algorithm::RS256, key));
         }
         jsonwebtoken::DecodingKey::from_ec_pem(pem)
-            .map(|key| Self {
-                alg: jsonwebtoken::Algorithm::ES256,
-                key,
-            })
+            .map(|key| Self::new(jsonwebtoken::Algorithm::ES256, key))
             .map_err(|e| format!("not an RSA or EC public key in PEM: {e}"))
     }
 
@@ -905,7 +925,9 @@ impl JwtKey {
                 format!("{shown}: the secret is shorter than 16 bytes"),
             ));
         }
-        Ok(Self::hs256(secret))
+        let mut key = Self::hs256(secret);
+        key.source = Some(KeySource::Secret(path.to_owned()));
+        Ok(key)
     }
 
     /// Reads a PEM public key file (RS256 or ES256).
@@ -916,20 +938,41 @@ impl JwtKey {
         let shown = path.display();
         let bytes = std::fs::read(path)
             .map_err(|e| ConfigError::new("jwt-public-key", format!("cannot read {shown}: {e}")))?;
-        Self::from_public_pem(&bytes)
-            .map_err(|e| ConfigError::new("jwt-public-key", format!("{shown}: {e}")))
+        let mut key = Self::from_public_pem(&bytes)
+            .map_err(|e| ConfigError::new("jwt-public-key", format!("{shown}: {e}")))?;
+        key.source = Some(KeySource::Public(path.to_owned()));
+        Ok(key)
+    }
+
+    /// Reads the key's file again and verifies new tokens with it (this key and its clones).
+    /// A key not read from a file is left as it is. On error the current key stays.
+    ///
+    /// # Errors
+    /// As [`JwtKey::load_secret`] / [`JwtKey::load_public`].
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let fresh = match &self.source {
+            None => return Ok(()),
+            Some(KeySource::Secret(p)) => Self::load_secret(p)?,
+            Some(KeySource::Public(p)) => Self::load_public(p)?,
+        };
+        let material = fresh.current.read().clone();
+        *self.current.write() = material;
+        Ok(())
     }
 
     /// The algorithm tokens must be signed with.
     #[must_use]
     pub fn algorithm(&self) -> jsonwebtoken::Algorithm {
-        self.alg
+        self.current.read().alg
     }
 
-    /// The verification key.
-    #[must_use]
-    pub fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
-        &self.key
+    /// Verifies with the current key: `f(algorithm, key)`.
+    pub fn with_key<R>(
+        &self,
+        f: impl FnOnce(jsonwebtoken::Algorithm, &jsonwebtoken::DecodingKey) -> R,
+    ) -> R {
+        let material = self.current.read().clone();
+        f(material.alg, &material.key)
     }
 }
 

@@ -78,14 +78,17 @@ struct Claims {
 /// [`TokenError::Invalid`] when the token does not verify, lacks a numeric `exp` or has a
 /// malformed `symbols` claim; [`TokenError::Expired`] when `exp <= now_s`.
 pub fn verify(key: &JwtKey, token: &str, now_s: u64) -> Result<Grant, TokenError> {
-    let mut v = jsonwebtoken::Validation::new(key.algorithm());
-    v.algorithms = vec![key.algorithm()];
-    // Time is ours (sans-IO): exp is checked below against the caller's clock.
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), &v)
+    let data = key
+        .with_key(|alg, decoding| {
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.algorithms = vec![alg];
+            // Time is ours (sans-IO): exp is checked below against the caller's clock.
+            v.validate_exp = false;
+            v.validate_nbf = false;
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<Claims>(token, decoding, &v)
+        })
         .map_err(|e| TokenError::Invalid(e.to_string()))?;
     let exp = match data.claims.exp {
         Some(serde_json::Value::Number(n)) => n

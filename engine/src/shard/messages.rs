@@ -158,7 +158,15 @@ impl ShardCore {
             Request::Ping { id } => Ok(Some(control::pong_reply(&id))),
             Request::Symbols { id } => {
                 let table = self.t.ctx.symbols.load();
-                Ok(Some(control::symbols_reply(&id, &table.symbols)))
+                // Only what the connection's token entitles it to (protocol §1.6).
+                let grant = c.grant();
+                Ok(Some(control::symbols_reply(
+                    &id,
+                    table
+                        .symbols
+                        .iter()
+                        .filter(|m| crate::fanout::entitle::entitled(grant, &m.symbol)),
+                )))
             }
             Request::Subscribe {
                 id: rid,

@@ -10,6 +10,8 @@ use rustls::pki_types::CertificateDer;
 /// A CA and a leaf for `localhost` and 127.0.0.1, signed by it.
 pub struct Pki {
     pub ca_der: CertificateDer<'static>,
+    /// The CA alone, PEM (for clients outside Rust).
+    pub ca_pem: String,
     /// The leaf then the CA (a chain).
     pub chain_pem: String,
     pub key_pem: String,
@@ -34,6 +36,7 @@ impl Pki {
         let leaf = params.signed_by(&key, &ca, &ca_key).expect("leaf cert");
         Self {
             ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
             chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
             key_pem: key.serialize_pem(),
         }
