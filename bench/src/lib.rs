@@ -12,7 +12,8 @@
 //!   [`source`] (the paced input: a feed for tickcast, a publisher for peers),
 //!   [`procstat`] (CPU and RSS from `/proc`, `/metrics`) and [`hist`]
 //!   (histograms, `.hgrm`, SVG plots); [`summary`] turns result files into the
-//!   tables of `docs/benchmarks.md`; [`reconnect`] is the resume-vs-snapshot storm.
+//!   tables of `docs/benchmarks.md`; [`reconnect`] is the resume-vs-snapshot storm;
+//!   [`ingest`] measures the feed path end to end (`feed-sim --pregen` to a daemon).
 //!
 //! The decoder is written from the protocol text, not from the engine's encoder,
 //! so that the engine's integration tests can use it as a second opinion.
@@ -21,6 +22,7 @@ pub mod book;
 pub mod client;
 pub mod control;
 pub mod hist;
+pub mod ingest;
 pub mod load;
 pub mod procstat;
 pub mod reconnect;

@@ -55,12 +55,54 @@ enum Cmd {
     /// Clients drop their connection and subscribe again, with `resume` or without
     /// (protocol 1.1): bytes, engine CPU, time until live again, p99 of the others.
     Reconnect(ReconnectArgs),
+    /// Ingest end to end: feed-sim --pregen on one CPU, each --target daemon on another,
+    /// no subscribers; sustained updates/s, feed evictions, daemon CPU per offered rate.
+    Ingest(IngestArgs),
     /// Medians of result files (DIR/round-*/CASE-LABEL.json) as markdown tables,
     /// written between the bench markers of a document, and latency plots.
     Summarize(SummarizeArgs),
     /// Internal: a load process driven by a scenario over stdin/stdout.
     #[command(hide = true)]
     Worker,
+}
+
+/// Flags of the `ingest` scenario.
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// A daemon build to measure, LABEL=PATH (repeat to compare builds in the same run).
+    #[arg(long = "target", value_name = "LABEL=PATH", required = true)]
+    targets: Vec<String>,
+    /// The feed-sim binary (needs --pregen).
+    #[arg(long, default_value = "target/release/feed-sim")]
+    feed_sim: String,
+    /// Offered rates, updates per second, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500000,1000000,1500000,2000000"
+    )]
+    rates: Vec<f64>,
+    /// Symbols of the feed.
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    /// Seconds of feed before the window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Measured window, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    window: f64,
+    /// CPU of the daemon.
+    #[arg(long, default_value_t = 0)]
+    engine_cpu: usize,
+    /// CPU of feed-sim.
+    #[arg(long, default_value_t = 1)]
+    feed_cpu: usize,
+    /// Repetitions of the ramp (the target order alternates).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Write every step as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Flags of the `reconnect` scenario.
@@ -442,9 +484,51 @@ fn main() -> ExitCode {
         Some(Cmd::Slow(a)) => run_scenario(Scenario::Slow, a),
         Some(Cmd::Burst(a)) => run_scenario(Scenario::Burst, a),
         Some(Cmd::Reconnect(a)) => run_reconnect(&a),
+        Some(Cmd::Ingest(a)) => run_ingest(&a),
         Some(Cmd::Summarize(a)) => run_summarize(a),
         Some(Cmd::Worker) => run_worker(),
         None => run_plain(cli.run),
+    }
+}
+
+fn run_ingest(a: &IngestArgs) -> ExitCode {
+    let mut targets = Vec::new();
+    for t in &a.targets {
+        let Some((label, path)) = t.split_once('=') else {
+            eprintln!("tickcast-bench: ingest: --target wants LABEL=PATH, got {t:?}");
+            return ExitCode::from(2);
+        };
+        targets.push((label.to_owned(), path.to_owned()));
+    }
+    let cfg = tickcast_bench::ingest::IngestConfig {
+        targets,
+        feed_sim: a.feed_sim.clone(),
+        rates: a.rates.clone(),
+        symbols: a.symbols,
+        warmup: a.warmup,
+        window: a.window,
+        engine_cpu: a.engine_cpu,
+        feed_cpu: a.feed_cpu,
+        runs: a.runs,
+    };
+    match tickcast_bench::ingest::run(&cfg) {
+        Ok(steps) => {
+            if let Some(path) = &a.out {
+                let json = serde_json::to_string_pretty(&steps).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!(
+                        "tickcast-bench: ingest: cannot write {}: {e}",
+                        path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickcast-bench: ingest: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

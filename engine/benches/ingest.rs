@@ -15,6 +15,16 @@
 //! - `parse_apply_only`: nobody subscribed: parse and apply, nothing encoded;
 //! - `decode_only`: the decoder alone, for the breakdown.
 //!
+//! Group `feed_ws`: the WebSocket read of the same flow (every message one server text frame,
+//! all of it in memory, no socket), message by message up to the decoded event, one element per
+//! step as above:
+//!
+//! - `tungstenite_decode_bytes`: the previous feed edge, tungstenite's client reading the
+//!   frames (it cuts and copies each payload) and the decoder on the payload
+//!   (`decode_bytes`: a second copy for whatever simd-json parses);
+//! - `own_codec_decode_in_place`: the engine's client codec (`feed::ws::ClientWs`) finding each
+//!   frame where it lies in the buffer and the decoder on it in place (`decode_text`).
+//!
 //! The ring is drained between chunks of 512 steps, outside the timed region (that is the
 //! shards' work). Run: `cargo bench -p tickcast --bench ingest`.
 
@@ -34,6 +44,7 @@ use tickcast::fanout::interest::Interest;
 use tickcast::fanout::{Format, Topic};
 use tickcast::feed::decode::FeedDecoder;
 use tickcast::feed::ingest::{DEFAULT_STALL_TIMEOUT, IngestContext, Replay};
+use tickcast::feed::ws::{ClientWs, Input, Next};
 use tickcast::metrics::Metrics;
 use tickcast::replay::ReplayLimits;
 use tickcast::replay::epoch::{Epoch, EpochCell};
@@ -307,7 +318,80 @@ fn report(name: &str, steps: u64, wall: Duration, cpu: Option<u64>) {
     }
 }
 
-criterion_group!(benches, ingest);
+/// The live flow as the feed sends it: one unmasked text frame per message.
+fn framed(feed: &Feed) -> Vec<u8> {
+    let mut out = Vec::with_capacity(feed.live.buf.len() + 4 * feed.live.ranges.len());
+    for i in 0..feed.live.ranges.len() {
+        let m = feed.live.get(i);
+        out.push(0x81);
+        if m.len() <= 125 {
+            out.push(m.len() as u8);
+        } else {
+            out.push(126);
+            out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+fn feed_ws(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+
+    let feed = feed();
+    let framed = framed(&feed);
+    let messages = feed.live.ranges.len();
+    let mut g = c.benchmark_group("feed_ws");
+    g.throughput(Throughput::Elements(STEPS as u64));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(6));
+    let mut dec = decoder(&feed);
+    g.bench_function("tungstenite_decode_bytes", |b| {
+        b.iter_batched(
+            || framed.clone(),
+            |bytes| {
+                let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+                let mut ws = WebSocket::from_raw_socket(
+                    std::io::Cursor::new(bytes),
+                    Role::Client,
+                    Some(config),
+                );
+                let mut n = 0;
+                while let Ok(tungstenite::Message::Text(t)) = ws.read() {
+                    black_box(dec.decode_bytes(t.as_bytes()).is_ok());
+                    n += 1;
+                }
+                assert_eq!(n, messages);
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    let mut dec = decoder(&feed);
+    g.bench_function("own_codec_decode_in_place", |b| {
+        b.iter_batched(
+            || framed.clone(),
+            |mut bytes| {
+                let mut ws = ClientWs::new(1);
+                let mut out = Vec::new();
+                let (mut at, mut n) = (0, 0);
+                while let Ok(Next::Frame(input, len)) = ws.next(&bytes[at..], &mut out) {
+                    if let Input::Text(r) = input {
+                        let msg = &mut bytes[at + r.start..at + r.end];
+                        black_box(dec.decode_text(msg).is_ok());
+                        n += 1;
+                    }
+                    at += len;
+                }
+                assert_eq!(n, messages);
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, feed_ws);
 
 fn main() {
     match std::env::var("TICKCAST_INGEST_STEPS").map(|v| v.parse::<u64>()) {

@@ -50,6 +50,9 @@ pub struct ShardMetrics {
     pub to_conflating: AtomicU64,
     /// Ladder moves from conflating back to live.
     pub to_live: AtomicU64,
+    /// Conflating connections kept conflated although drained, because they drained slower
+    /// than their streams' live rate (counted once per stay).
+    pub ladder_held: AtomicU64,
     /// Conflated snapshots not delivered to a connection whose out-buffer was past the pace
     /// mark (it gets a fresh snapshot when there is room).
     pub conflated_skips: AtomicU64,
@@ -328,7 +331,7 @@ impl Metrics {
             &'static str,
             fn(&ShardMetrics) -> &AtomicU64,
         );
-        let shard_metrics: [Family; 16] = [
+        let shard_metrics: [Family; 17] = [
             ("tickcast_connections", "gauge", "Open connections.", |m| {
                 &m.connections
             }),
@@ -415,6 +418,12 @@ impl Metrics {
                 "counter",
                 "Ladder moves from conflated snapshots back to live deltas.",
                 |m| &m.to_live,
+            ),
+            (
+                "tickcast_ladder_held_total",
+                "counter",
+                "Conflating connections kept conflated although drained: they read slower than their streams' live rate.",
+                |m| &m.ladder_held,
             ),
             (
                 "tickcast_conflated_skips_total",

@@ -14,7 +14,8 @@
 //!
 //! Sizes come from `TICKCAST_CB_SUBS` (default 100), `TICKCAST_CB_SECS` (default 10), the feed
 //! rate from `TICKCAST_CB_RATE` (l2updates/s over 50 symbols, default 2000) and the out-buffer
-//! bound from `TICKCAST_CB_OUTBUF` (default 4 MiB).
+//! bound from `TICKCAST_CB_OUTBUF` (default 4 MiB); `TICKCAST_CB_REPS` alternated pairs
+//! (default 1), `TICKCAST_CB_SLOW_BPS` the slow readers' byte rate (default 50,000).
 
 #![allow(clippy::disallowed_methods)]
 
@@ -192,6 +193,8 @@ struct Run {
     bytes_per_s: f64,
     evicted: u64,
     conflating_moves: u64,
+    live_moves: u64,
+    held: u64,
 }
 
 fn run(n: usize, slow: usize, slow_rate: f64, max_hz: Option<u32>, secs: u64) -> Run {
@@ -253,10 +256,12 @@ fn run(n: usize, slow: usize, slow_rate: f64, max_hz: Option<u32>, secs: u64) ->
         bytes_per_s: bytes as f64 / wall,
         evicted: d.metric("tickcast_evictions_total"),
         conflating_moves: d.metric("tickcast_ladder_to_conflating_total"),
+        live_moves: d.metric("tickcast_ladder_to_live_total"),
+        held: d.metric("tickcast_ladder_held_total"),
     };
     let closed = subs.iter().filter(|s| s.closed.is_some()).count();
     println!(
-        "n={n} slow={slow} slow_rate={slow_rate} max_hz={max_hz:?}: delivery p99 {:.1} ms, slow staleness p50 {:.0} ms p99 {:.0} ms, engine CPU {:.0} %, RSS {:.0} MiB, {:.2} MB/s out, evictions {}, to-conflating {}, clients closed {closed}",
+        "n={n} slow={slow} slow_rate={slow_rate} max_hz={max_hz:?}: delivery p99 {:.1} ms, slow staleness p50 {:.0} ms p99 {:.0} ms, engine CPU {:.0} %, RSS {:.0} MiB, {:.2} MB/s out, evictions {}, to-conflating {}, to-live {}, held {}, clients closed {closed}",
         r.p99_ms,
         r.stale_p50_ms,
         r.stale_p99_ms,
@@ -264,9 +269,24 @@ fn run(n: usize, slow: usize, slow_rate: f64, max_hz: Option<u32>, secs: u64) ->
         r.rss_mib,
         r.bytes_per_s / 1e6,
         r.evicted,
-        r.conflating_moves
+        r.conflating_moves,
+        r.live_moves,
+        r.held
     );
     r
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 #[test]
@@ -274,12 +294,18 @@ fn run(n: usize, slow: usize, slow_rate: f64, max_hz: Option<u32>, secs: u64) ->
 fn slow_readers() {
     let n = env("TICKCAST_CB_SUBS", 100) as usize;
     let secs = env("TICKCAST_CB_SECS", 10);
-    let base = run(n, 0, 0.0, None, secs);
-    let with = run(n, n / 10, 50_000.0, None, secs);
-    println!(
-        "others' p99 ratio (with slow readers / without): {:.2}",
-        with.p99_ms / base.p99_ms
-    );
+    let reps = env("TICKCAST_CB_REPS", 1);
+    let slow_bps = env("TICKCAST_CB_SLOW_BPS", 50_000) as f64;
+    let mut ratios = Vec::new();
+    // Alternated: without, with, without, with, ...
+    for rep in 0..reps {
+        let base = run(n, 0, 0.0, None, secs);
+        let with = run(n, n / 10, slow_bps, None, secs);
+        let ratio = with.p99_ms / base.p99_ms;
+        println!("rep {rep}: p99 ratio (with slow readers / without): {ratio:.2}");
+        ratios.push(ratio);
+    }
+    println!("median p99 ratio over {reps}: {:.2}", median(ratios));
 }
 
 #[test]
@@ -287,11 +313,19 @@ fn slow_readers() {
 fn ui_subscribers() {
     let n = env("TICKCAST_CB_SUBS", 100) as usize;
     let secs = env("TICKCAST_CB_SECS", 10);
-    let full = run(n, 0, 0.0, None, secs);
-    let ui = run(n, 0, 0.0, Some(10), secs);
+    let reps = env("TICKCAST_CB_REPS", 1);
+    let (mut bytes, mut cpu) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let full = run(n, 0, 0.0, None, secs);
+        let ui = run(n, 0, 0.0, Some(10), secs);
+        let (b, c) = (ui.bytes_per_s / full.bytes_per_s, ui.cpu_pct / full.cpu_pct);
+        println!("rep {rep}: max_hz 10 / full deltas: bytes {b:.2}x, CPU {c:.2}x");
+        bytes.push(b);
+        cpu.push(c);
+    }
     println!(
-        "max_hz 10 / full deltas: bytes {:.2}x, CPU {:.2}x",
-        ui.bytes_per_s / full.bytes_per_s,
-        ui.cpu_pct / full.cpu_pct
+        "median over {reps}: bytes {:.2}x, CPU {:.2}x",
+        median(bytes),
+        median(cpu)
     );
 }

@@ -18,6 +18,8 @@ pub const MAX_RATE: f64 = 100_000_000.0;
 pub const MAX_BURST_FACTOR: f64 = 1_000.0;
 /// Default interval of per-symbol heartbeats.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Most updates a pre-generated stream holds (about 150 bytes each in memory).
+pub const MAX_PREGEN_UPDATES: u64 = 100_000_000;
 
 /// Bursts of order flow: every `every`, the rate is `factor` times the base rate for `length`.
 ///
@@ -74,6 +76,13 @@ pub struct SimConfig {
     /// A `heartbeat` for each symbol that had no update for this long (`None`: never). Also
     /// sent while the books are frozen, so that a consumer can tell a quiet feed from a dead one.
     pub heartbeat: Option<Duration>,
+    /// Pre-generated stream mode (see `pregen.rs`): the `updates` l2updates (and their trades)
+    /// are generated and framed at start, then each feed connection is sent the initial
+    /// snapshots and the whole stream at `rate` with plain socket writes. `GET /book` is the
+    /// truth at the end of the stream. Needs `updates`; no faults, no bursts.
+    pub pregen: bool,
+    /// With `pregen`: send as fast as the socket takes (no schedule, hence no eviction).
+    pub unpaced: bool,
 }
 
 impl Default for SimConfig {
@@ -88,6 +97,8 @@ impl Default for SimConfig {
             faults: Faults::none(),
             burst: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
+            pregen: false,
+            unpaced: false,
         }
     }
 }
@@ -139,6 +150,25 @@ impl SimConfig {
                     self.rate * b.factor
                 )));
             }
+        }
+        if self.pregen {
+            match self.updates {
+                Some(n) if (1..=MAX_PREGEN_UPDATES).contains(&n) => {}
+                _ => {
+                    return Err(SimError::InvalidConfig(format!(
+                        "a pre-generated stream needs an update limit between 1 and {MAX_PREGEN_UPDATES}"
+                    )));
+                }
+            }
+            if !self.faults.is_none() || self.burst.is_some() {
+                return Err(SimError::InvalidConfig(
+                    "a pre-generated stream has no faults and no bursts".into(),
+                ));
+            }
+        } else if self.unpaced {
+            return Err(SimError::InvalidConfig(
+                "unpaced sending is a mode of the pre-generated stream".into(),
+            ));
         }
         if self.heartbeat.is_some_and(|h| h.is_zero()) {
             return Err(SimError::InvalidConfig(
@@ -232,6 +262,21 @@ mod tests {
             },
             SimConfig {
                 heartbeat: Some(Duration::ZERO),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                pregen: true,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                pregen: true,
+                updates: Some(10),
+                faults: Faults::none().with_drop(0.1),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                unpaced: true,
+                updates: Some(10),
                 ..SimConfig::default()
             },
         ];

@@ -35,13 +35,14 @@ mod config;
 mod exchange;
 mod faults;
 mod http;
+mod pregen;
 mod server;
 mod symbols;
 mod wire;
 
 pub use config::{
-    Burst, DEFAULT_HEARTBEAT, MAX_BURST_FACTOR, MAX_DEPTH, MAX_RATE, MAX_SYMBOLS, MAX_TOTAL_LEVELS,
-    SimConfig, SimError,
+    Burst, DEFAULT_HEARTBEAT, MAX_BURST_FACTOR, MAX_DEPTH, MAX_PREGEN_UPDATES, MAX_RATE,
+    MAX_SYMBOLS, MAX_TOTAL_LEVELS, SimConfig, SimError,
 };
 pub use exchange::{Exchange, MAX_CHANGES, Side, StepInfo};
 pub use faults::{FaultCounts, FaultSpecError, Faults, MAX_FAULT_PERIOD, MAX_HOLD, UNKNOWN_SYMBOL};

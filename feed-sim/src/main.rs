@@ -59,6 +59,14 @@ struct Cli {
     /// Heartbeat interval of quiet symbols in milliseconds (0: no heartbeats).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Generate the --updates stream at start and send it to each feed connection at --rate
+    /// with plain socket writes (cheap enough to measure a consumer at millions of updates/s).
+    /// GET /book is the truth at the end of the stream. No faults, no bursts.
+    #[arg(long, requires = "updates")]
+    pregen: bool,
+    /// With --pregen: send as fast as the socket takes (no schedule, no eviction).
+    #[arg(long, requires = "pregen")]
+    unpaced: bool,
 }
 
 impl Cli {
@@ -82,6 +90,8 @@ impl Cli {
             faults: self.faults.clone(),
             burst,
             heartbeat: (self.heartbeat_ms > 0).then(|| Duration::from_millis(self.heartbeat_ms)),
+            pregen: self.pregen,
+            unpaced: self.unpaced,
         })
     }
 }

@@ -31,6 +31,7 @@ use crate::config::{Burst, SimConfig, SimError};
 use crate::exchange::Exchange;
 use crate::faults::{FaultCounts, Injector};
 use crate::http::{self, HeadError, Request};
+use crate::pregen::Pregen;
 
 /// Batches a feed client may have queued before it is disconnected.
 const CLIENT_QUEUE_BATCHES: usize = 16_384;
@@ -112,12 +113,21 @@ struct Core {
 }
 
 impl Core {
-    /// Hands a live batch (already faulted) to every client, dropping those that overflow.
-    fn broadcast(&mut self, batch: Bytes) {
+    /// Hands a live batch (already faulted) to every client, dropping those that overflow;
+    /// returns how many were evicted for overflowing.
+    fn broadcast(&mut self, batch: Bytes) -> u64 {
         if batch.is_empty() {
-            return;
+            return 0;
         }
-        self.clients.retain(|c| c.offer(batch.clone()));
+        let mut evicted = 0;
+        self.clients.retain(|c| {
+            let kept = c.offer(batch.clone());
+            if !kept && c.queue.evicted.load(Ordering::Acquire) {
+                evicted += 1;
+            }
+            kept
+        });
+        evicted
     }
 }
 
@@ -137,6 +147,28 @@ struct Shared {
     disconnect_epoch: AtomicU64,
     /// End of the current stall, in ms since `started` (0: no stall yet).
     stall_until_ms: AtomicU64,
+    /// Feed clients disconnected as slow consumers (queue or schedule backlog over the bound).
+    evictions: AtomicU64,
+    /// The pre-generated stream and how to send it (`SimConfig::pregen`).
+    pregen: Option<PregenPlan>,
+}
+
+/// A pre-generated stream and its pace.
+#[derive(Debug)]
+struct PregenPlan {
+    stream: Pregen,
+    rate: f64,
+    unpaced: bool,
+    heartbeat: Option<Duration>,
+}
+
+impl Shared {
+    /// Counts `n` slow-consumer evictions.
+    fn evicted(&self, n: u64) {
+        if n > 0 {
+            self.evictions.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Shared {
@@ -204,7 +236,26 @@ impl Simulator {
         })?;
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let exchange = Exchange::new(cfg.symbols, cfg.depth, cfg.seed);
+        let mut exchange = Exchange::new(cfg.symbols, cfg.depth, cfg.seed);
+        let pregen = match (cfg.pregen, cfg.updates) {
+            (true, Some(n)) => {
+                let began = Instant::now();
+                let stream = Pregen::build(&mut exchange, n, cfg.rate, now_ns());
+                info!(
+                    updates = n,
+                    mib = stream.bytes.len() >> 20,
+                    secs = began.elapsed().as_secs_f64(),
+                    "stream pre-generated"
+                );
+                Some(PregenPlan {
+                    stream,
+                    rate: cfg.rate,
+                    unpaced: cfg.unpaced,
+                    heartbeat: cfg.heartbeat,
+                })
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 exchange,
@@ -220,6 +271,8 @@ impl Simulator {
             started: Instant::now(),
             disconnect_epoch: AtomicU64::new(0),
             stall_until_ms: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            pregen,
         });
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut sim = Self {
@@ -239,11 +292,14 @@ impl Simulator {
             stall: cfg.faults.stall_every().zip(cfg.faults.stall_length()),
         };
         // On error `sim` is dropped, which stops and joins whatever was already spawned.
-        sim.threads.push(
-            thread::Builder::new()
-                .name("feed-sim-gen".into())
-                .spawn(move || generate(&gen_shared, &plan, &gen_stop))?,
-        );
+        // A pre-generated stream has no generator: each connection sends it.
+        if !cfg.pregen {
+            sim.threads.push(
+                thread::Builder::new()
+                    .name("feed-sim-gen".into())
+                    .spawn(move || generate(&gen_shared, &plan, &gen_stop))?,
+            );
+        }
         sim.threads.push(
             thread::Builder::new()
                 .name("feed-sim-accept".into())
@@ -273,14 +329,23 @@ impl Simulator {
         format!("ws://{}/feed", connectable(self.local_addr))
     }
 
-    /// l2updates generated so far.
+    /// l2updates generated so far (with a pre-generated stream: the most any connection was
+    /// sent).
     pub fn updates_sent(&self) -> u64 {
         self.shared.updates_sent.load(Ordering::Acquire)
     }
 
-    /// True once the `updates` limit was reached: books are frozen, serving goes on.
+    /// True once the `updates` limit was reached: books are frozen, serving goes on. With a
+    /// pre-generated stream: once a connection was sent all of it.
     pub fn is_done(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
+    }
+
+    /// Feed clients disconnected as slow consumers so far (close code 1013): their queue
+    /// passed its bound, or, with a pre-generated stream, they fell that far behind its
+    /// schedule. Also served as `evictions` by `GET /stats`.
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::Relaxed)
     }
 
     /// How many faults were injected so far.
@@ -386,8 +451,9 @@ fn generate(shared: &Shared, plan: &Plan, stop_rx: &Receiver<()>) {
             done = true;
             let mut core = shared.core.lock();
             core.injector.flush(&mut buf);
-            core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+            let evicted = core.broadcast(Bytes::from(std::mem::take(&mut buf)));
             drop(core);
+            shared.evicted(evicted);
             shared.done.store(true, Ordering::Release);
             info!(
                 updates = produced,
@@ -447,8 +513,9 @@ fn generate(shared: &Shared, plan: &Plan, stop_rx: &Receiver<()>) {
                         *r = round;
                     }
                 }
-                core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+                let evicted = core.broadcast(Bytes::from(std::mem::take(&mut buf)));
                 drop(core);
+                shared.evicted(evicted);
                 produced += n;
                 shared.updates_sent.store(produced, Ordering::Release);
             }
@@ -469,8 +536,9 @@ fn generate(shared: &Shared, plan: &Plan, stop_rx: &Receiver<()>) {
                         exchange.heartbeat_json(i, ts, &mut buf);
                     }
                 }
-                core.broadcast(Bytes::from(std::mem::take(&mut buf)));
+                let evicted = core.broadcast(Bytes::from(std::mem::take(&mut buf)));
                 drop(core);
+                shared.evicted(evicted);
                 round += 1;
                 next_heartbeat = Some(next_period(at, interval, now));
             }
@@ -589,6 +657,23 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let path = req.path.as_str();
     if path == "/feed" {
         serve_feed(shared, stream, peer, req);
+    } else if path == "/stats" {
+        let body = format!(
+            "{{\"updates_sent\":{},\"evictions\":{},\"done\":{},\"connections\":{}}}",
+            shared.updates_sent.load(Ordering::Acquire),
+            shared.evictions.load(Ordering::Relaxed),
+            shared.done.load(Ordering::Acquire),
+            shared.open_connections.load(Ordering::Acquire),
+        );
+        let r = http::respond(
+            &mut stream,
+            200,
+            "OK",
+            "application/json",
+            &[],
+            body.as_bytes(),
+        );
+        finish(&mut stream, r);
     } else if path == "/healthz" {
         let r = http::respond_text(&mut stream, 200, "OK", &[], "ok\n");
         finish(&mut stream, r);
@@ -619,6 +704,172 @@ fn finish(stream: &mut TcpStream, written: io::Result<()>) {
             let _ = stream.shutdown(std::net::Shutdown::Write);
         }
         Err(e) => debug!(error = %e, "writing the response failed"),
+    }
+}
+
+/// Largest single write of the pre-generated stream.
+const PREGEN_WRITE: usize = 1 << 20;
+
+/// Serves the pre-generated stream to one feed connection: the initial snapshots and the whole
+/// stream at the planned rate (or as fast as the socket takes), with plain socket writes of
+/// whole frames; then a heartbeat of every symbol each interval.
+///
+/// Client frames are read (and pongs or the close reply written) by tungstenite, but only
+/// while the stream's writes stand at a frame boundary, so that its frames never land inside
+/// one of ours. A client that falls more than `CLIENT_QUEUE_BYTES` behind the schedule is a
+/// slow consumer: closed with 1013 and counted, as the live generator's queue bound does.
+fn serve_pregen(
+    shared: &Shared,
+    plan: &PregenPlan,
+    stream: TcpStream,
+    peer: SocketAddr,
+    req: Request,
+    id: u64,
+) -> SessionEnd {
+    let p = &plan.stream;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let mut ws = WebSocket::from_partially_read(stream, req.rest, Role::Server, Some(config));
+    let started = Instant::now();
+    let total = p.bytes.len();
+    // Bytes of `p.bytes` written, and the frame boundary the current write aims at.
+    let (mut at, mut target) = (0usize, 0usize);
+    let mut next_heartbeat: Option<Instant> = None;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            if at == target {
+                close_ws(&mut ws, CloseCode::Away, "server shutting down", peer);
+            }
+            return SessionEnd::Shutdown;
+        }
+        if at == target {
+            // At a frame boundary: tungstenite may read and write.
+            if !read_pregen_client(&mut ws, id, peer) {
+                return SessionEnd::Peer;
+            }
+            match classify(ws.flush(), peer) {
+                Io::Done => {}
+                Io::Blocked => {
+                    thread::sleep(TICK);
+                    continue;
+                }
+                Io::Closed => return SessionEnd::Peer,
+            }
+            if at == total {
+                if !shared.done.swap(true, Ordering::AcqRel) {
+                    info!(
+                        client = id,
+                        updates = p.updates(),
+                        "pre-generated stream sent"
+                    );
+                }
+                shared.updates_sent.fetch_max(p.updates(), Ordering::AcqRel);
+                let now = Instant::now();
+                if let Some(every) = plan.heartbeat {
+                    let due = *next_heartbeat.get_or_insert(now + every);
+                    if now >= due {
+                        for hb in &p.final_heartbeats {
+                            let text = Utf8Bytes::from(hb.as_str());
+                            if let Io::Closed = classify(ws.write(Message::Text(text)), peer) {
+                                return SessionEnd::Peer;
+                            }
+                        }
+                        next_heartbeat = Some(next_period(due, every, now));
+                    }
+                }
+                thread::sleep(IDLE_POLL);
+                continue;
+            }
+            let due = if plan.unpaced {
+                total
+            } else {
+                let k = (started.elapsed().as_secs_f64() * plan.rate) as u64;
+                p.offset(k.min(p.updates()))
+            };
+            if !plan.unpaced && due.saturating_sub(at) > CLIENT_QUEUE_BYTES {
+                warn!(client = id, %peer, "feed client over {CLIENT_QUEUE_BYTES} bytes behind the stream; disconnecting");
+                shared.evicted(1);
+                close_ws(&mut ws, CloseCode::Again, "slow consumer", peer);
+                return SessionEnd::Evicted;
+            }
+            if due <= at {
+                thread::sleep(TICK);
+                continue;
+            }
+            target = p.boundary(at, due.min(at + PREGEN_WRITE));
+        }
+        match io::Write::write(ws.get_mut(), &p.bytes[at..target]) {
+            Ok(0) => return SessionEnd::Peer,
+            Ok(n) => {
+                at += n;
+                if at == target {
+                    shared
+                        .updates_sent
+                        .fetch_max(p.updates_within(at), Ordering::AcqRel);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(TICK),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!(%peer, error = %e, "feed connection error");
+                return SessionEnd::Peer;
+            }
+        }
+    }
+}
+
+/// Reads every available message of a pre-generated stream's client; `false` when the
+/// connection is over. Snapshot requests cannot be answered (there is no book at a point of
+/// the stream but its end): they are logged and ignored.
+fn read_pregen_client(ws: &mut WebSocket<TcpStream>, id: u64, peer: SocketAddr) -> bool {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                warn!(client = id, message = %t.as_str(), "requests are not served with a pre-generated stream; ignored");
+            }
+            Ok(Message::Close(frame)) => {
+                debug!(client = id, ?frame, "feed client sent close");
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return true;
+            }
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return false;
+            }
+            Err(e) => {
+                warn!(client = id, %peer, error = %e, "feed client protocol error");
+                return false;
+            }
+        }
+    }
+}
+
+/// Sends a close frame and drives the handshake for a short grace period.
+fn close_ws(
+    ws: &mut WebSocket<TcpStream>,
+    code: CloseCode,
+    reason: &'static str,
+    peer: SocketAddr,
+) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if let Io::Closed = classify(ws.close(Some(frame)), peer) {
+        return;
+    }
+    let deadline = Instant::now() + CLOSE_GRACE;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                let _ = ws.flush();
+                thread::sleep(TICK);
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -672,6 +923,12 @@ fn serve_feed(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, req: Req
         return;
     }
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    if let Some(plan) = &shared.pregen {
+        info!(client = id, %peer, "feed client connected (pre-generated stream)");
+        let end = serve_pregen(shared, plan, stream, peer, req, id);
+        info!(client = id, %peer, reason = ?end, "feed client disconnected");
+        return;
+    }
     let epoch = shared.disconnect_epoch.load(Ordering::Acquire);
     let (tx, rx) = crossbeam_channel::bounded(CLIENT_QUEUE_BATCHES);
     let queue = Arc::new(QueueState::default());
@@ -755,6 +1012,7 @@ impl FeedSession<'_> {
             }
             if self.queue.evicted.load(Ordering::Acquire) {
                 // Whatever is still queued would only delay the disconnect of a slow reader.
+                // (Counted by whoever offered the batch that overflowed.)
                 self.close(CloseCode::Again, "slow consumer");
                 return SessionEnd::Evicted;
             }
@@ -914,6 +1172,9 @@ impl FeedSession<'_> {
                 if let Some(pos) = core.clients.iter().position(|c| c.id == self.id) {
                     if !core.clients[pos].offer(batch) {
                         core.clients.swap_remove(pos);
+                        if self.queue.evicted.load(Ordering::Acquire) {
+                            self.shared.evicted(1);
+                        }
                     }
                 }
                 debug!(client = self.id, %symbol, "snapshot requested");
@@ -928,24 +1189,7 @@ impl FeedSession<'_> {
 
     /// Sends a close frame and drives the handshake for a short grace period.
     fn close(&mut self, code: CloseCode, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        if let Io::Closed = classify(self.ws.close(Some(frame)), self.peer) {
-            return;
-        }
-        let deadline = Instant::now() + CLOSE_GRACE;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = self.ws.flush();
-                    thread::sleep(TICK);
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
+        close_ws(&mut self.ws, code, reason, self.peer);
     }
 }
 

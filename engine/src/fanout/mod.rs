@@ -13,6 +13,7 @@
 //! - [`limit`]: a token bucket for control messages.
 //! - [`admission`]: origin allowlist and access tokens, decided before the upgrade.
 //! - [`keepalive`]: when to ping a client and when to give up on it.
+//! - [`ladder`]: when a conflating connection may go live again (its drain and live rates).
 
 pub mod admission;
 pub mod arena;
@@ -21,6 +22,7 @@ pub mod deflate;
 pub mod entitle;
 pub mod interest;
 pub mod keepalive;
+pub mod ladder;
 pub mod limit;
 pub mod outbuf;
 pub mod subs;

@@ -298,6 +298,30 @@ impl FeedDecoder {
         Ok(self.event(parsed))
     }
 
+    /// Decodes one WebSocket text payload in place, as [`decode`](Self::decode) does, and
+    /// checks that it is UTF-8 (RFC 6455 §8.1) where that is not already certain: a message
+    /// the scanner decodes is ASCII by its templates; any other is checked before simd-json
+    /// parses it.
+    ///
+    /// # Errors
+    ///
+    /// `Err(None)`: the payload is not UTF-8 (a protocol error of the feed, not a malformed
+    /// message). `Err(Some(e))`: any [`DecodeError`]. The decoder stays usable either way.
+    pub fn decode_text<'a>(
+        &'a mut self,
+        msg: &mut [u8],
+    ) -> Result<FeedEvent<'a>, Option<DecodeError>> {
+        if let Some(parsed) = self.scan(msg) {
+            debug_assert!(msg.is_ascii(), "the scanner's templates are ASCII");
+            return Ok(self.event(parsed));
+        }
+        if std::str::from_utf8(msg).is_err() {
+            return Err(None);
+        }
+        let parsed = self.parse(msg)?;
+        Ok(self.event(parsed))
+    }
+
     /// Decodes one message without modifying it, as [`decode`](Self::decode) does, on a copy
     /// in the decoder's scratch buffer (simd-json parses in place). Prefer [`decode`]
     /// (Self::decode) when the caller owns the message.
@@ -1280,6 +1304,28 @@ mod tests {
         assert_eq!(d.symbol_index("A"), None);
         d.decode(&mut SYMBOLS.as_bytes().to_vec()).unwrap();
         assert_eq!(d.symbols().len(), 2);
+    }
+
+    #[test]
+    fn decode_text_checks_utf8_only_off_the_scanner_path() {
+        let mut d = ready();
+        // The scanner's path: the feed's own form.
+        assert!(matches!(
+            d.decode_text(&mut UPDATE.as_bytes().to_vec()),
+            Ok(FeedEvent::Update { seq: 1001, .. })
+        ));
+        // simd-json's path (a space before a colon): decoded.
+        let odd = UPDATE.replace("\"seq\":", "\"seq\" :");
+        assert!(d.decode_text(&mut odd.into_bytes()).is_ok());
+        // Not UTF-8: refused as such (a protocol error), not counted as malformed JSON.
+        let mut bad = UPDATE.as_bytes().to_vec();
+        bad.extend_from_slice(b" \xff");
+        assert!(matches!(d.decode_text(&mut bad), Err(None)));
+        // Malformed but UTF-8: simd-json's error.
+        assert!(matches!(
+            d.decode_text(&mut b"{\"type\":".to_vec()),
+            Err(Some(_))
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::book::BookError;
 use crate::feed::decode::DecodeError;
+use crate::feed::ws::{FeedProtocolError, HandshakeFailure};
 
 /// A feed message the ingester could not use. None of them ends the session: the message is
 /// dropped and counted, and a symbol whose book may have missed data is resynced from a fresh
@@ -140,28 +141,26 @@ pub enum FeedError {
     },
     /// The WebSocket handshake with the feed failed (wrong path, not a WebSocket server).
     #[error("feed WebSocket handshake failed: {0}")]
-    Handshake(#[source] Box<tungstenite::Error>),
+    Handshake(#[source] HandshakeFailure),
     /// The socket failed.
     #[error("feed socket error: {0}")]
     Io(#[from] io::Error),
-    /// The feed closed the connection with a close frame (if it sent one).
-    #[error("the feed closed the connection{}", .0.as_ref().map(|f| format!(" ({} {})", f.code, f.reason)).unwrap_or_default())]
-    Closed(Option<tungstenite::protocol::CloseFrame>),
-    /// The WebSocket layer failed (protocol error, reset connection).
+    /// The feed closed the connection with a close frame (its code and reason, if it had a
+    /// code).
+    #[error("the feed closed the connection{}", .0.as_ref().map(|(code, reason)| format!(" ({code} {reason})")).unwrap_or_default())]
+    Closed(Option<(u16, String)>),
+    /// The feed closed the TCP connection without a close frame.
+    #[error("feed connection lost: the feed closed the TCP connection")]
+    Eof,
+    /// The feed broke the WebSocket protocol (we sent a close frame with the code).
     #[error("feed connection lost: {0}")]
-    WebSocket(#[source] Box<tungstenite::Error>),
+    Protocol(#[from] FeedProtocolError),
     /// The feed sent nothing for longer than the stall timeout.
     #[error("feed stalled: nothing received for {0:?}")]
     Stalled(Duration),
     /// Shutdown was requested.
     #[error("shutting down")]
     Shutdown,
-}
-
-impl From<tungstenite::Error> for FeedError {
-    fn from(e: tungstenite::Error) -> Self {
-        Self::WebSocket(Box::new(e))
-    }
 }
 
 #[cfg(test)]
@@ -217,10 +216,7 @@ mod tests {
 
     #[test]
     fn close_frames_are_shown() {
-        let e = FeedError::Closed(Some(tungstenite::protocol::CloseFrame {
-            code: tungstenite::protocol::frame::coding::CloseCode::Away,
-            reason: "bye".into(),
-        }));
+        let e = FeedError::Closed(Some((1001, "bye".into())));
         assert_eq!(e.to_string(), "the feed closed the connection (1001 bye)");
         assert_eq!(
             FeedError::Closed(None).to_string(),

@@ -1,9 +1,9 @@
 //! The ingester thread: the feed edge.
 //!
-//! It reads the exchange feed (JSON over WebSocket, through tungstenite on a non-blocking socket
-//! watched by its own mio `Poll`), decodes each message (the hot ones in the feed's own form by
-//! the decoder's scanner, everything else with simd-json on a copy in the decoder's buffer:
-//! simd-json parses in place and tungstenite's payloads share its read buffer), applies it to
+//! It reads the exchange feed (JSON over WebSocket on a non-blocking socket watched by its own
+//! mio `Poll`) into one read buffer, where the engine's sans-IO client codec (`feed/ws.rs`)
+//! finds each message, and decodes each message where it lies (the hot ones in the feed's own
+//! form by the decoder's scanner, everything else by simd-json, in place), applies it to
 //! the symbol's book, encodes each resulting record once per format that some shard listens to,
 //! and pushes it into the rings of those shards. Between feed reads it answers the shards'
 //! snapshot requests, in order with the records, which is what lines a subscriber's snapshot up
@@ -31,7 +31,7 @@
 //!
 //! [`Replay`] drives the same message path without a socket, for benchmarks and tests.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use mio::unix::SourceFd;
 use mio::{Events, Interest as Io, Poll, Token};
-use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::book::{Book, DEPTHS, DepthMask, Side, WindowDeltas};
 use crate::clock::{self, Stamp};
@@ -51,8 +50,9 @@ use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
 use crate::feed::conflate::Conflation;
 use crate::feed::decode::{Change, FeedDecoder, FeedEvent, SymbolSpec};
 pub use crate::feed::error::{FeedError, FeedMisbehaved};
-use crate::feed::stamped::Stamped;
+use crate::feed::ws::{self, ClientWs, FeedProtocolError, Input, Next};
 use crate::metrics::{IngestMetrics, Metrics, add};
+use crate::proto::close_code;
 use crate::replay::epoch::EpochCell;
 use crate::replay::{ReplayLimits, ReplayWindows};
 use crate::ring::{
@@ -77,6 +77,93 @@ pub const REORDER_WINDOW: Duration = Duration::from_millis(50);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// A feed session that ran this long resets the reconnect back-off even if it never synced.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// Size of the feed's read buffer (it grows for a message larger than this, up to
+/// [`ws::MAX_MESSAGE`], and shrinks back when empty).
+const READ_BUF: usize = 1 << 20;
+/// Room a read is given at least.
+const READ_MIN: usize = 64 << 10;
+
+/// The feed connection: the socket, one read buffer in which messages are decoded where they
+/// lie, the client codec, and the frames waiting to be written.
+#[derive(Debug)]
+struct FeedConn {
+    sock: TcpStream,
+    ws: ClientWs,
+    /// `buf[start..end]`: bytes read and not consumed yet.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes the frame at `start` needs (from `start`) before it can be parsed.
+    need: usize,
+    /// Wall clock (ns since the Unix epoch) of the last read that returned bytes: the receive
+    /// timestamp of every message that read completed (one clock read per socket read).
+    read_ns: u64,
+    /// Frames to send (masked by the codec), written as the socket takes them.
+    out: Vec<u8>,
+}
+
+impl FeedConn {
+    /// Makes room for a read: drops what was consumed, moves a partial frame to the front when
+    /// room runs short, grows the buffer for a frame larger than it.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUF {
+                self.buf.truncate(READ_BUF);
+                self.buf.shrink_to_fit();
+            }
+        } else if self.buf.len() - self.end < READ_MIN || self.buf.len() - self.start < self.need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = (self.start + self.need).max(self.end) + READ_MIN;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+    }
+
+    /// Reads once into the buffer: `Ok(false)` when the socket has nothing now.
+    fn read(&mut self) -> Result<bool, FeedError> {
+        self.make_room();
+        loop {
+            match self.sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(FeedError::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    self.read_ns = clock::realtime_ns();
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Writes what the socket takes of the queued frames.
+    fn flush(&mut self) -> Result<(), FeedError> {
+        while !self.out.is_empty() {
+            match self.sock.write(&self.out) {
+                Ok(0) => return Err(FeedError::Eof),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The feed broke the protocol: the codec queued a close frame; send what can be sent.
+    fn fail(&mut self, e: FeedProtocolError) -> FeedError {
+        let _ = self.flush();
+        FeedError::Protocol(e)
+    }
+}
 
 /// What the ingester thread needs.
 #[derive(Debug)]
@@ -296,74 +383,114 @@ impl Ingester {
         }
     }
 
-    fn connect(&self) -> Result<WebSocket<Stamped<TcpStream>>, FeedError> {
-        let addrs = self
-            .ctx
-            .feed
+    fn connect(&self) -> Result<FeedConn, FeedError> {
+        let feed = &self.ctx.feed;
+        let addrs = feed
             .authority
             .to_socket_addrs()
             .map_err(|source| FeedError::Resolve {
-                authority: self.ctx.feed.authority.clone(),
+                authority: feed.authority.clone(),
                 source,
             })?;
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-                    let (ws, _) = tungstenite::client(self.ctx.feed.url.as_str(), Stamped::new(s))
-                        .map_err(|e| match e {
-                            tungstenite::HandshakeError::Failure(e) => {
-                                FeedError::Handshake(Box::new(e))
-                            }
-                            // The socket blocks (with a timeout): the feed did not answer.
-                            tungstenite::HandshakeError::Interrupted(_) => FeedError::Handshake(
-                                Box::new(tungstenite::Error::Io(io::ErrorKind::TimedOut.into())),
-                            ),
-                        })?;
-                    ws.get_ref().set_nonblocking(true)?;
-                    return Ok(ws);
-                }
+                Ok(s) => return self.handshake(s),
                 Err(e) => last = Some(e),
             }
         }
         Err(FeedError::Connect {
-            authority: self.ctx.feed.authority.clone(),
+            authority: feed.authority.clone(),
             source: last.unwrap_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
             }),
         })
     }
 
+    /// The upgrade on a connected socket (blocking, with timeouts), then the socket goes
+    /// non-blocking; bytes after the `101` stay in the read buffer.
+    fn handshake(&self, mut sock: TcpStream) -> Result<FeedConn, FeedError> {
+        let feed = &self.ctx.feed;
+        let _ = sock.set_nodelay(true);
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(10)))?;
+        // Key and masking keys need not be secret (RFC 6455 §10.3 guards proxies against
+        // chosen bytes; the feed is a server we chose): the clock and the port vary them.
+        let seed = splitmix(clock::realtime_ns() ^ u64::from(sock.local_addr()?.port()) << 48);
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&seed.to_le_bytes());
+        nonce[8..].copy_from_slice(&splitmix(seed).to_le_bytes());
+        let key = ws::client_key(nonce);
+        let path = feed
+            .url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.strip_prefix(feed.authority.as_str()))
+            .unwrap_or("/");
+        let mut req = Vec::new();
+        ws::write_request(&feed.authority, path, &key, &mut req);
+        sock.write_all(&req)?;
+        let mut conn = FeedConn {
+            sock,
+            ws: ClientWs::new(splitmix(seed ^ 1)),
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            need: 0,
+            read_ns: 0,
+            out: Vec::new(),
+        };
+        loop {
+            let n = match conn.sock.read(&mut conn.buf[conn.end..]) {
+                Ok(0) => {
+                    return Err(FeedError::Handshake(ws::HandshakeFailure::Malformed(
+                        "the feed closed the connection before answering".into(),
+                    )));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            conn.end += n;
+            conn.read_ns = clock::realtime_ns();
+            if let Some(head) =
+                ws::parse_response(&conn.buf[..conn.end], &key).map_err(FeedError::Handshake)?
+            {
+                conn.start = head;
+                break;
+            }
+            if conn.end == conn.buf.len() {
+                return Err(FeedError::Handshake(ws::HandshakeFailure::TooLarge));
+            }
+        }
+        conn.sock.set_nonblocking(true)?;
+        Ok(conn)
+    }
+
     /// One feed connection, from connect to loss.
     fn session(&mut self, decoder: &mut FeedDecoder) -> Result<(), FeedError> {
-        let mut ws = self.connect()?;
+        let mut conn = self.connect()?;
         add(&self.m().connects, 1);
         tracing::info!(feed = %self.ctx.feed.url, "feed connected");
-        let fd = ws.get_ref().as_raw_fd();
+        let fd = conn.sock.as_raw_fd();
         self.poll
             .registry()
             .register(&mut SourceFd(&fd), FEED, Io::READABLE)?;
-        let result = self.pump(&mut ws, decoder);
+        let result = self.pump(&mut conn, decoder);
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         result
     }
 
-    fn pump(
-        &mut self,
-        ws: &mut WebSocket<Stamped<TcpStream>>,
-        decoder: &mut FeedDecoder,
-    ) -> Result<(), FeedError> {
+    fn pump(&mut self, conn: &mut FeedConn, decoder: &mut FeedDecoder) -> Result<(), FeedError> {
         let mut events = Events::with_capacity(16);
+        // Bytes may already wait in the buffer (after the `101`).
         let mut more = true;
         let mut last_rx = clock::monotonic();
         let mut pinged = false;
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
-                let _ = ws.close(None);
-                let _ = ws.flush();
+                conn.ws
+                    .write_close(close_code::GOING_AWAY, "shutting down", &mut conn.out);
+                let _ = conn.flush();
                 return Err(FeedError::Shutdown);
             }
             let mut timeout = if more {
@@ -382,39 +509,64 @@ impl Ingester {
                 Err(e) => return Err(e.into()),
             }
             // The clocks are read here, once per turn, and the wall clock once per socket read
-            // (`Stamped`: the receive timestamp of the messages it completed); everything below
-            // is handed them.
+            // (`FeedConn::read_ns`: the receive timestamp of the messages it completed);
+            // everything below is handed them.
             let turn = Stamp::now();
             let now = turn.mono;
             more = false;
             let mut handled = 0;
             let mut received = false;
-            loop {
-                if handled == READ_BATCH {
-                    more = true;
-                    break;
+            'read: loop {
+                // Every whole frame in the buffer, decoded where it lies.
+                loop {
+                    if handled == READ_BATCH {
+                        more = true;
+                        break 'read;
+                    }
+                    let frame = conn.ws.next(&conn.buf[conn.start..conn.end], &mut conn.out);
+                    let (input, len) = match frame {
+                        Ok(Next::Frame(input, len)) => (input, len),
+                        Ok(Next::Need(need)) => {
+                            conn.need = need;
+                            break;
+                        }
+                        Err(e) => return Err(conn.fail(e)),
+                    };
+                    let at = Stamp {
+                        mono: now,
+                        realtime_ns: conn.read_ns,
+                    };
+                    let frame_start = conn.start;
+                    conn.start += len;
+                    let text = match input {
+                        Input::Text(r) => {
+                            Some(&mut conn.buf[frame_start + r.start..frame_start + r.end])
+                        }
+                        Input::Assembled => Some(conn.ws.message_mut()),
+                        Input::Binary => {
+                            handled += 1;
+                            self.bad_message(&FeedMisbehaved::BinaryMessage);
+                            None
+                        }
+                        Input::Control => {
+                            received = true;
+                            None
+                        }
+                        Input::Close { code, reason } => {
+                            let _ = conn.flush();
+                            return Err(FeedError::Closed(code.map(|c| (c, reason))));
+                        }
+                    };
+                    if let Some(text) = text {
+                        handled += 1;
+                        if let Err(e) = self.on_text(decoder, text, at) {
+                            conn.ws.write_close(e.close_code, e.reason, &mut conn.out);
+                            return Err(conn.fail(e));
+                        }
+                    }
                 }
-                match ws.read() {
-                    Ok(WsMessage::Text(text)) => {
-                        handled += 1;
-                        let at = Stamp {
-                            mono: now,
-                            realtime_ns: ws.get_ref().read_ns(),
-                        };
-                        self.on_message(decoder, text.as_bytes(), at);
-                    }
-                    Ok(WsMessage::Binary(_)) => {
-                        handled += 1;
-                        self.bad_message(&FeedMisbehaved::BinaryMessage);
-                    }
-                    Ok(WsMessage::Close(frame)) => {
-                        return Err(FeedError::Closed(frame));
-                    }
-                    Ok(_) => received = true,
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
+                if !conn.read()? {
+                    break;
                 }
             }
             if handled > 0 || received {
@@ -438,26 +590,13 @@ impl Ingester {
                 if silent > stall / 2 && !pinged {
                     // A quiet but live feed answers with a pong.
                     pinged = true;
-                    match ws.write(WsMessage::Ping(Bytes::new())) {
-                        Ok(()) => {}
-                        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                    conn.ws.write_ping(&mut conn.out);
                 }
             }
             for req in self.feed_requests.drain(..) {
-                match ws.write(WsMessage::Text(req.into())) {
-                    Ok(()) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e.into()),
-                }
+                conn.ws.write_text(req.as_bytes(), &mut conn.out);
             }
-            match ws.flush() {
-                Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
+            conn.flush()?;
             let live = self.unsynced == 0 && !self.syms.is_empty();
             self.synced_this_session |= live;
             self.ctx.metrics.health.set_feed_live(live);
@@ -481,6 +620,32 @@ impl Ingester {
     }
 
     // ---- feed messages ----
+
+    /// One text message off the feed, decoded in place. A message that is not UTF-8 breaks
+    /// the WebSocket protocol (RFC 6455 §8.1): the session ends with close code 1007.
+    fn on_text(
+        &mut self,
+        decoder: &mut FeedDecoder,
+        msg: &mut [u8],
+        at: Stamp,
+    ) -> Result<(), FeedProtocolError> {
+        self.now = at;
+        let result = match decoder.decode_text(msg) {
+            Ok(event) => self.apply(event, at),
+            Err(Some(e)) => Err(FeedMisbehaved::Malformed(e)),
+            Err(None) => {
+                return Err(FeedProtocolError {
+                    close_code: close_code::INVALID_PAYLOAD,
+                    reason: "text message not UTF-8",
+                });
+            }
+        };
+        self.counts.messages += 1;
+        if let Err(e) = result {
+            self.bad_message(&e);
+        }
+        Ok(())
+    }
 
     fn on_message(&mut self, decoder: &mut FeedDecoder, msg: &[u8], at: Stamp) {
         self.counts.messages += 1;
@@ -1239,6 +1404,25 @@ impl Ingester {
         }
     }
 
+    /// The resume of conflated book stream `topic` from position `after`: `Some(None)` when
+    /// the stream has not moved since (nothing to send), `Some(Some(snapshot))` with the
+    /// current snapshot when it has, `None` when it cannot be resumed (the position is past
+    /// the stream's seq, or the symbol is out of sync: it starts afresh). The topic is watched
+    /// from now on, as a snapshot request would (its ticks follow).
+    fn resume_conflated(&mut self, topic: Topic, after: u64) -> Option<Option<Bytes>> {
+        let d = topic.depth_idx()?;
+        let st = self.syms.get(topic.sid as usize)?;
+        let seq = st.seqs[d];
+        if after > seq || (after < seq && !st.synced) {
+            return None;
+        }
+        self.conflation.watch(topic, self.now.mono);
+        if after == seq {
+            return Some(None);
+        }
+        self.snapshot_record(topic.sid, d, topic.format).map(Some)
+    }
+
     /// A subscribe with `resume`: per named symbol, the records after the client's positions
     /// from the replay windows (all streams of the symbol or none), pushed as one message on the
     /// asking shard's ring. Every record published after it goes to that ring too (the shard
@@ -1250,13 +1434,31 @@ impl Ingester {
         let mut symbols = Vec::with_capacity(r.symbols.len());
         for &(sid, book, trades) in &r.symbols {
             let known = (sid as usize) < self.syms.len();
-            let book = book.map(|p| (Topic::book(sid, r.depth_idx, r.format), p));
+            // A conflated (`max_hz`) book stream is made of replacing snapshots: what the
+            // client missed after its position is the current snapshot, or nothing when the
+            // stream has not moved since (docs/protocol.md §5.5).
+            let conflated = r
+                .tier
+                .map(|t| Topic::conflated(sid, r.depth_idx, usize::from(t), r.format));
+            let (book, book_conflated) = match conflated {
+                Some(topic) => (None, book.map(|p| (topic, p))),
+                None => (
+                    book.map(|p| (Topic::book(sid, r.depth_idx, r.format), p)),
+                    None,
+                ),
+            };
             let trades = trades.map(|p| (Topic::trades(sid, r.format), p));
-            let replay = if known {
+            let mut replay = if known {
                 self.replay.resume_symbol(matches, book, trades, now)
             } else {
                 None
             };
+            if let (Some(rep), Some((topic, after))) = (replay.as_mut(), book_conflated) {
+                match self.resume_conflated(topic, after) {
+                    Some(snapshot) => rep.book = Some(snapshot.into_iter().collect()),
+                    None => replay = None,
+                }
+            }
             let entry = match replay {
                 Some(rep) => {
                     let stale = self.syms[sid as usize].stale;
@@ -1308,6 +1510,14 @@ impl Ingester {
             }
         }
     }
+}
+
+/// splitmix64: a well-mixed 64-bit value from any seed.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The checksum (protocol 1.1 §3.2) of the book a client of depth index `d` holds: the top

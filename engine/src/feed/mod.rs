@@ -5,4 +5,4 @@ pub mod decode;
 pub mod error;
 pub mod ingest;
 mod scan;
-mod stamped;
+pub mod ws;

@@ -98,6 +98,10 @@ pub struct ResumeRequest {
     pub depth_idx: usize,
     /// The connection's format.
     pub format: Format,
+    /// The `max_hz` rate tier of the subscribe's book streams (`None`: deltas). A conflated
+    /// book stream is made of replacing snapshots: it resumes from the current one, not from
+    /// a replay window (docs/protocol.md §5.5).
+    pub tier: Option<u8>,
     /// Per named symbol: sid, position in the book stream, position in the trades stream.
     pub symbols: Vec<(u32, Option<u64>, Option<u64>)>,
 }

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use crate::fanout::batch::text_message;
 use crate::fanout::entitle::Grant;
 use crate::fanout::keepalive::{Action, KeepAlive};
+use crate::fanout::ladder::RateMeter;
 use crate::fanout::limit::{RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
@@ -98,7 +99,7 @@ pub(crate) struct Sub {
 pub(crate) const NO_TIER: u8 = u8::MAX;
 
 /// Where a connection is on the slow-consumer ladder (docs/protocol.md §5.2).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Ladder {
     /// Conflating under pressure since then, at rate tier `tier`; `None`: live.
     pub(crate) since: Option<Instant>,
@@ -111,6 +112,28 @@ pub(crate) struct Ladder {
     pub(crate) deferred: bool,
     /// The largest snapshot this connection got (bytes): how much room a request needs.
     pub(crate) snap_est: u32,
+    /// Its live and drain rates: whether a drained conflating connection may go live. Boxed
+    /// and made at the first write that leaves bytes behind: a connection that always keeps
+    /// up never needs one (and an idle one pays 8 bytes).
+    pub(crate) meter: Option<Box<RateMeter>>,
+    /// This stay on the conflating rung was counted in `ladder_held`.
+    pub(crate) held: bool,
+}
+
+impl Ladder {
+    /// A write of `written` bytes at `now` left `left` bytes in the out-buffer (see
+    /// [`RateMeter::on_write`]); the meter starts at the first write that leaves a backlog.
+    pub(crate) fn on_write(&mut self, now: Instant, written: u64, left: u64) {
+        match &mut self.meter {
+            Some(m) => m.on_write(now, written, left),
+            None if left > 0 => {
+                let mut m = RateMeter::default();
+                m.on_write(now, written, left);
+                self.meter = Some(Box::new(m));
+            }
+            None => {}
+        }
+    }
 }
 
 /// A `subscribed` reply held until the ingester's answer to the subscribe's `resume` comes out
@@ -719,7 +742,7 @@ mod tests {
     #[test]
     fn idle_connection_state_stays_small() {
         assert!(
-            size_of::<super::Conn>() <= 344,
+            size_of::<super::Conn>() <= 352,
             "{}",
             size_of::<super::Conn>()
         );

@@ -569,6 +569,8 @@ impl ShardCore {
             return;
         };
         add(&self.t.metrics().bytes_out, written);
+        let left = c.out_len() as u64;
+        c.ladder_mut().on_write(self.now, written, left);
         if c.nothing_to_send() && io.flushed(idx) {
             c.release_small_storage();
             c.settle_after_write(self.now, self.t.ctx.config.close_timeout);

@@ -19,6 +19,9 @@
 //!   while conflating (it cannot keep up even so, e.g. it stopped reading).
 
 use crate::control;
+use std::time::Duration;
+
+use crate::fanout::ladder::Verdict;
 use crate::fanout::{ConnId, TIERS_HZ, grant_tier};
 use crate::metrics::{add, sub};
 
@@ -66,9 +69,12 @@ impl ShardCore {
             return;
         }
         let now = self.now;
+        let owed = c.out_len() as u64;
         let l = c.ladder_mut();
         l.since = Some(now);
         l.over_since = None;
+        l.held = false;
+        l.meter.get_or_insert_with(Box::default).climb(now, owed);
         let table = self.t.ctx.symbols.load();
         let names: Vec<&str> = moved
             .iter()
@@ -97,13 +103,22 @@ impl ShardCore {
             return;
         }
         if let Some(since) = c.ladder().since {
+            let held = now.saturating_duration_since(since);
             if c.out_len() <= cfg.low_bytes(c.out_limit())
-                && now.saturating_duration_since(since) >= cfg.dwell
+                && held >= cfg.dwell
+                && self.may_go_live(idx, held)
             {
+                let Some(c) = self.slots[idx as usize].conn.as_mut() else {
+                    return;
+                };
                 let moved = self.t.move_books(c, id, NO_TIER);
+                let owed = c.out_len() as u64;
                 let l = c.ladder_mut();
                 l.since = None;
                 l.over_since = None;
+                if let Some(m) = l.meter.as_mut() {
+                    m.go_live(now, owed);
+                }
                 let table = self.t.ctx.symbols.load();
                 let names: Vec<&str> = moved
                     .iter()
@@ -117,8 +132,38 @@ impl ShardCore {
                 self.to_write.push(idx);
             }
         }
+        let Some(c) = self.slots[idx as usize].conn.as_mut() else {
+            return;
+        };
         if c.ladder().deferred {
             self.t.pump_snapshots(c, id);
+        }
+    }
+
+    /// The rate rule (`fanout::ladder`): a drained conflating connection that reads slower
+    /// than its streams' live rate stays conflated (counted once per stay in `ladder_held`).
+    fn may_go_live(&mut self, idx: u32, held: Duration) -> bool {
+        let dwell = self.t.ctx.config.conflate.dwell;
+        let Some(c) = self.slots[idx as usize].conn.as_mut() else {
+            return false;
+        };
+        let Some(meter) = c.ladder().meter.as_deref().copied() else {
+            return true;
+        };
+        match meter.may_go_live(held, dwell) {
+            Verdict::Live => true,
+            Verdict::Hold => {
+                if !std::mem::replace(&mut c.ladder_mut().held, true) {
+                    tracing::debug!(
+                        peer = %c.peer(),
+                        live_bps = meter.live_rate().unwrap_or(0.0) as u64,
+                        drain_bps = meter.drain_rate().unwrap_or(0.0) as u64,
+                        "drained, but reads slower than its live streams: stays conflated"
+                    );
+                    add(&self.t.metrics().ladder_held, 1);
+                }
+                false
+            }
         }
     }
 

@@ -253,6 +253,7 @@ impl Tables {
             epoch: Epoch::parse(&resume.epoch),
             depth_idx,
             format: c.format(),
+            tier: tier.map(|t| t as u8),
             symbols: named,
         }));
         if self.ctx.requests.send(r).is_ok() {

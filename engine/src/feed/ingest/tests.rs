@@ -604,6 +604,7 @@ fn resume_request(epoch: u32, sid: u32, book: Option<u64>) -> IngestRequest {
         epoch: Some(Epoch::from_u32(epoch)),
         depth_idx: WATCHED[0],
         format: Format::Binary,
+        tier: None,
         symbols: vec![(sid, book, None)],
     }))
 }
@@ -742,4 +743,86 @@ fn the_scanner_keeps_the_malformed_counters_exact() {
     assert_eq!(f.fault("malformed"), 5);
     assert_eq!(f.fault("gap"), 0);
     assert!(f.replay.is_synced(0));
+}
+
+/// The feed's read buffer over a real loopback socket: a message larger than the buffer
+/// grows it, frames cut across reads are found whole, and the buffer shrinks back when empty.
+#[test]
+// A real peer thread that dribbles bytes, and a deadline for the test itself.
+#[allow(clippy::disallowed_methods)]
+fn the_read_buffer_grows_for_a_large_message_and_finds_frames_across_reads() {
+    use std::io::Write as _;
+    use std::net::TcpListener;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81, 127];
+        f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sock = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let big = vec![b'x'; 3 * READ_BUF + 17];
+    let small: Vec<&[u8]> = vec![b"{\"a\":1}", b"{\"b\":2}"];
+    let writer = std::thread::spawn(move || {
+        let mut all = frame(&big);
+        for s in [&b"{\"a\":1}"[..], b"{\"b\":2}"] {
+            all.extend(frame(s));
+        }
+        // Dribbled so that frames are cut across reads.
+        for chunk in all.chunks(200_003) {
+            server.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        server
+    });
+    sock.set_nonblocking(true).unwrap();
+    let mut conn = FeedConn {
+        sock,
+        ws: ClientWs::new(5),
+        buf: vec![0; READ_BUF],
+        start: 0,
+        end: 0,
+        need: 0,
+        read_ns: 0,
+        out: Vec::new(),
+    };
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "got {} messages",
+            got.len()
+        );
+        match conn.ws.next(&conn.buf[conn.start..conn.end], &mut conn.out) {
+            Ok(Next::Frame(Input::Text(r), len)) => {
+                got.push(conn.buf[conn.start + r.start..conn.start + r.end].to_vec());
+                conn.start += len;
+            }
+            Ok(Next::Need(n)) => {
+                conn.need = n;
+                if !conn.read().unwrap() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let _server = writer.join().unwrap();
+    assert_eq!(got[0].len(), 3 * READ_BUF + 17);
+    assert!(got[0].iter().all(|&b| b == b'x'));
+    assert_eq!(got[1], small[0]);
+    assert_eq!(got[2], small[1]);
+    assert!(conn.read_ns > 0, "reads are stamped");
+    assert!(
+        conn.buf.len() > 3 * READ_BUF,
+        "the buffer grew for the large frame"
+    );
+    // Empty again: the next read shrinks it back.
+    assert_eq!(conn.start, conn.end);
+    conn.need = 0;
+    assert!(!conn.read().unwrap());
+    assert_eq!(conn.buf.len(), READ_BUF);
 }

@@ -546,3 +546,92 @@ fn snapshot_burst_of_a_star_subscription_is_paced_not_evicted() {
         "a burst the server made is not pressure"
     );
 }
+
+/// One 50 ms step of a busy S0 for a reader `idx` that reads at most `read` bytes per step:
+/// `deltas` deltas and a trade, a tick of the 5 Hz conflated topic every fourth step,
+/// snapshot requests answered; then the reader empties its socket (of `read` bytes) and the
+/// socket is writable again.
+fn busy_step(sim: &mut Sim, idx: u32, step: u64, deltas: usize, read: usize) {
+    for _ in 0..deltas {
+        assert!(sim.publish(0));
+    }
+    sim.trade(0, step + 1);
+    if step % 4 == 0 {
+        sim.tick(Topic::conflated(0, D10, 2, Format::Binary));
+    }
+    sim.answer_with(10);
+    sim.turn();
+    let s = sim.socket(idx);
+    s.window = read;
+    s.in_kernel.clear();
+    sim.core.handle_writable(idx);
+    sim.core.write_queued(&mut sim.net);
+    sim.advance(Duration::from_millis(50));
+}
+
+#[test]
+fn ladder_a_reader_slower_than_its_live_stream_stays_conflated_and_one_that_recovers_goes_live() {
+    let mut sim = ladder_sim();
+    let idx = book_and_trades(&mut sim);
+    let low = 64 * 1024 / 100 * 5;
+    // Live, S0 costs ~17 KB/s (20 deltas and a trade per 50 ms); conflated, ~3 KB/s. The
+    // reader reads 10 KB/s: too slow for the deltas, fast enough for the snapshots. Before the
+    // rate rule it drained, went live after the dwell, filled up, climbed again, and so on.
+    let mut step = 0;
+    while sim.ladder_metric().0 == 0 {
+        busy_step(&mut sim, idx, step, 20, 512);
+        step += 1;
+        assert!(step < 200, "never conflated");
+    }
+    let climbed = step;
+    // 12 virtual seconds more: it drains below the low mark, the dwell passes, yet it stays
+    // conflated (one hold counted), and is not evicted.
+    let mut drained = false;
+    while step < climbed + 240 {
+        busy_step(&mut sim, idx, step, 20, 512);
+        drained |= sim.core.conn(idx).expect("connected").out_len() <= low;
+        step += 1;
+    }
+    assert!(
+        drained,
+        "it drained below the low mark: the marks alone would send it live"
+    );
+    assert_eq!(sim.ladder_metric(), (1, 0, 1), "one move up, none back");
+    assert_eq!(sim.metrics().ladder_held.load(Ordering::Relaxed), 1);
+    assert_eq!(sim.metrics().evicted_slow.load(Ordering::Relaxed), 0);
+    // It recovers (reads everything): at the latest MAX_HOLD_DWELLS dwells after it climbed it
+    // is tried live again, and this time it stays live.
+    let hold = crate::fanout::ladder::MAX_HOLD_DWELLS as u64 * 20; // steps
+    while sim.ladder_metric().1 == 0 {
+        busy_step(&mut sim, idx, step, 20, WINDOW);
+        step += 1;
+        assert!(step <= climbed + hold + 20, "never went live");
+    }
+    for _ in 0..200 {
+        busy_step(&mut sim, idx, step, 20, WINDOW);
+        step += 1;
+    }
+    assert_eq!(sim.ladder_metric(), (1, 1, 0), "live, and it stays live");
+    assert!(!sim.is_gone(idx));
+}
+
+#[test]
+fn ladder_a_reader_that_drains_fast_goes_live_after_the_dwell() {
+    // The rate rule holds only readers that showed they are slow: one that stalled for a while
+    // (its backlog built up) and then drains it fast goes live after the dwell.
+    let mut sim = ladder_sim();
+    let idx = book_and_trades(&mut sim);
+    let mut step = 0;
+    while sim.ladder_metric().0 == 0 {
+        // Live for a while at a slightly too slow rate.
+        busy_step(&mut sim, idx, step, 20, 512);
+        step += 1;
+    }
+    let climbed = step;
+    while sim.ladder_metric().1 == 0 {
+        busy_step(&mut sim, idx, step, 20, WINDOW);
+        step += 1;
+        assert!(step <= climbed + 30, "not live 1.5 s after it climbed");
+    }
+    assert_eq!(sim.metrics().ladder_held.load(Ordering::Relaxed), 0);
+}
