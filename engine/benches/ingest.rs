@@ -372,7 +372,7 @@ fn feed_ws(c: &mut Criterion) {
         b.iter_batched(
             || framed.clone(),
             |mut bytes| {
-                let mut ws = ClientWs::new(1);
+                let mut ws = ClientWs::new([1; 32]);
                 let mut out = Vec::new();
                 let (mut at, mut n) = (0, 0);
                 while let Ok(Next::Frame(input, len)) = ws.next(&bytes[at..], &mut out) {

@@ -204,9 +204,15 @@ impl Piece {
 
 /// What one connection is owed from one drain: pieces (mostly spans of the arena) in ring
 /// order.
+///
+/// The last span is kept open inline (`open`), out of the pieces' heap list: a subscriber of
+/// everything adds every record of a drain to the same span, and the add then touches only this
+/// struct, not a second cache line in the heap for each record. [`Owed::close`] moves it to the
+/// list before [`Owed::pieces`] is read.
 #[derive(Debug, Default)]
 pub struct Owed {
     pieces: Vec<Piece>,
+    open: Option<Span>,
     records: usize,
     bytes: usize,
 }
@@ -217,24 +223,35 @@ impl Owed {
     pub fn add(&mut self, span: Span, records: usize) {
         self.records += records;
         self.bytes += span.len();
-        if let Some(Piece::Span(last)) = self.pieces.last_mut() {
-            if last.chunk == span.chunk && last.end == span.start {
-                last.end = span.end;
-                return;
+        match &mut self.open {
+            Some(last) if last.chunk == span.chunk && last.end == span.start => last.end = span.end,
+            open => {
+                if let Some(prev) = open.replace(span) {
+                    self.pieces.push(Piece::Span(prev));
+                }
             }
         }
-        self.pieces.push(Piece::Span(span));
+    }
+
+    /// Moves the open span to the pieces: call before [`Owed::pieces`] (adding may go on
+    /// after).
+    pub fn close(&mut self) {
+        if let Some(prev) = self.open.take() {
+            self.pieces.push(Piece::Span(prev));
+        }
     }
 
     /// Adds one record of the connection's own, shared as it is.
     pub fn add_own(&mut self, record: Bytes) {
+        self.close();
         self.records += 1;
         self.bytes += record.len();
         self.pieces.push(Piece::Own(record));
     }
 
-    /// The pieces, in ring order.
+    /// The pieces, in ring order, once [`Owed::close`]d.
     pub fn pieces(&self) -> &[Piece] {
+        debug_assert!(self.open.is_none(), "Owed::pieces before Owed::close");
         &self.pieces
     }
 
@@ -256,6 +273,7 @@ impl Owed {
     /// Forgets everything (keeps the memory).
     pub fn clear(&mut self) {
         self.pieces.clear();
+        self.open = None;
         self.records = 0;
         self.bytes = 0;
     }
@@ -285,6 +303,8 @@ mod tests {
             }
         }
         a.seal();
+        all.close();
+        odd.close();
         assert_eq!(all.pieces().len(), 1);
         assert_eq!((all.records(), all.bytes()), (6, 18));
         assert_eq!(a.records_in(span(&all, 0)), 6);
@@ -301,6 +321,7 @@ mod tests {
         a.seal();
         o.add(a.push(b"cd"), 1);
         a.seal();
+        o.close();
         assert_eq!(o.pieces().len(), 2);
         assert_eq!(&a.slice(span(&o, 0))[..], b"ab");
         assert_eq!(&a.slice(span(&o, 1))[..], b"cd");
@@ -315,6 +336,7 @@ mod tests {
             o.add(a.push(&vec![1u8; n]), 1);
         }
         a.seal();
+        o.close();
         let s = span(&o, 0);
         let (h, n, r) = a.split(s, 35, 100, false);
         assert_eq!((h.len(), n, r.len()), (30, 2, 70));

@@ -499,6 +499,7 @@ mod tests {
             }
         }
         arena.seal();
+        owed.close();
         (arena, owed, list)
     }
 

@@ -414,12 +414,9 @@ impl Ingester {
         let _ = sock.set_nodelay(true);
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
         sock.set_write_timeout(Some(Duration::from_secs(10)))?;
-        // Key and masking keys need not be secret (RFC 6455 §10.3 guards proxies against
-        // chosen bytes; the feed is a server we chose): the clock and the port vary them.
-        let seed = splitmix(clock::realtime_ns() ^ u64::from(sock.local_addr()?.port()) << 48);
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&seed.to_le_bytes());
-        nonce[8..].copy_from_slice(&splitmix(seed).to_le_bytes());
+        // The key must be a random nonce and the masking keys unpredictable (RFC 6455 §4.1,
+        // §5.3): both come from OS randomness (rand's thread generator, seeded by the OS).
+        let nonce: [u8; 16] = rand::random();
         let key = ws::client_key(nonce);
         let path = feed
             .url
@@ -431,7 +428,7 @@ impl Ingester {
         sock.write_all(&req)?;
         let mut conn = FeedConn {
             sock,
-            ws: ClientWs::new(splitmix(seed ^ 1)),
+            ws: ClientWs::new(rand::random()),
             buf: vec![0; READ_BUF],
             start: 0,
             end: 0,
@@ -1510,14 +1507,6 @@ impl Ingester {
             }
         }
     }
-}
-
-/// splitmix64: a well-mixed 64-bit value from any seed.
-fn splitmix(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The checksum (protocol 1.1 §3.2) of the book a client of depth index `d` holds: the top

@@ -24,6 +24,8 @@ use std::ops::Range;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::proto::close_code;
 use crate::proto::frame::{self, MAX_HEADER_LEN, OpCode};
@@ -165,20 +167,21 @@ pub struct ClientWs {
     message: Vec<u8>,
     /// We sent a close frame: nothing more goes out.
     close_sent: bool,
-    /// Masking-key generator (xorshift64*), seeded by the caller.
-    rng: u64,
+    /// Masking-key generator, seeded by the caller (the IO driver, from OS randomness: RFC 6455
+    /// §5.3 asks for keys a third party cannot predict; ChaCha keeps that from a 32-byte seed).
+    rng: ChaCha8Rng,
 }
 
 impl ClientWs {
-    /// A connection after the `101`; `seed` (any value, e.g. from the clock) seeds the masking
-    /// keys.
+    /// A connection after the `101`; `seed` seeds the masking keys (give it OS randomness; tests
+    /// give fixed seeds).
     #[must_use]
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: [u8; 32]) -> Self {
         Self {
             fragmented: None,
             message: Vec::new(),
             close_sent: false,
-            rng: seed | 1,
+            rng: ChaCha8Rng::from_seed(seed),
         }
     }
 
@@ -341,13 +344,7 @@ impl ClientWs {
     }
 
     fn mask_key(&mut self) -> [u8; 4] {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
-        (word as u32).to_be_bytes()
+        self.rng.next_u32().to_be_bytes()
     }
 }
 
@@ -389,7 +386,7 @@ mod tests {
 
     #[test]
     fn text_frames_are_reported_where_they_lie() {
-        let mut ws = ClientWs::new(7);
+        let mut ws = ClientWs::new([7; 32]);
         let mut buf = server_frame(0x81, b"{\"a\":1}");
         buf.extend(server_frame(0x81, &[b'x'; 300]));
         let mut out = Vec::new();
@@ -410,7 +407,7 @@ mod tests {
 
     #[test]
     fn fragments_are_assembled_and_pings_answered_between_them() {
-        let mut ws = ClientWs::new(7);
+        let mut ws = ClientWs::new([7; 32]);
         let mut out = Vec::new();
         let frames = [
             server_frame(0x01, b"hel"),
@@ -456,7 +453,7 @@ mod tests {
             (server_frame(0x88, &[0x03, 0xE8, 0xFF]), 1007),
         ];
         for (bytes, code) in cases {
-            let mut ws = ClientWs::new(1);
+            let mut ws = ClientWs::new([1; 32]);
             let mut out = Vec::new();
             let e = ws.next(&bytes, &mut out).unwrap_err();
             assert_eq!(e.close_code, code, "{bytes:?}");
@@ -464,7 +461,7 @@ mod tests {
             assert_eq!(sent.len(), 1);
             assert_eq!(&sent[0].payload()[..2], &code.to_be_bytes());
         }
-        let mut ws = ClientWs::new(1);
+        let mut ws = ClientWs::new([1; 32]);
         let mut out = Vec::new();
         let mut huge = vec![0x81, 127];
         huge.extend_from_slice(&((MAX_MESSAGE as u64) + 1).to_be_bytes());
@@ -473,7 +470,7 @@ mod tests {
 
     #[test]
     fn close_is_replied_once_and_nothing_follows() {
-        let mut ws = ClientWs::new(3);
+        let mut ws = ClientWs::new([3; 32]);
         let mut out = Vec::new();
         let mut payload = 1001u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
@@ -499,7 +496,7 @@ mod tests {
 
     #[test]
     fn client_frames_are_masked_and_read_back_by_tungstenite() {
-        let mut ws = ClientWs::new(99);
+        let mut ws = ClientWs::new([99; 32]);
         let mut out = Vec::new();
         let text = br#"{"op":"snapshot","symbol":"BTC-USD"}"#;
         ws.write_text(text, &mut out);

@@ -180,6 +180,13 @@ pub(crate) struct ShardCore {
     pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
     pub(super) pending: Vec<Pending>,
+    /// The flush pass's visiting order: positions in `dirty`, least recently flushed first
+    /// (see `ShardCore::flush`); reused.
+    pub(super) order: Vec<(u32, u32)>,
+    /// Per slot: the value of `flush_clock` when the connection was last flushed.
+    pub(super) last_flush: Vec<u32>,
+    /// Counts flush visits (wrapping): ages in `last_flush` are taken from it.
+    pub(super) flush_clock: u32,
     /// This drain's records, copied once, for plain connections.
     pub(super) arena: DrainArena,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
@@ -234,6 +241,9 @@ impl ShardCore {
             free: Vec::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
+            order: Vec::new(),
+            last_flush: Vec::new(),
+            flush_clock: 0,
             arena: DrainArena::new(),
             zshared: SharedDeflate::default(),
             status_stamp: 0,

@@ -314,13 +314,19 @@ impl ShardCore {
         self.dirty.clear();
     }
 
-    /// Flushes every connection owed something, in the order of the dirty list. Under load,
+    /// Flushes every connection owed something, least recently flushed first. Under load,
     /// records that arrive while the list is being flushed are drained every
     /// [`REDRAIN_EVERY`] connections (see [`Self::redrain`]): a connection already flushed in
     /// this pass is put back at the end of the list, one not yet flushed gets them in the
     /// batch it is about to get. Each connection is thus visited about once per pass time and
     /// a record waits at most about one pass, instead of up to two (the rest of the pass it
     /// arrived in, then its place in the next one).
+    ///
+    /// The order is by the time of each connection's last flush (`last_flush`), not by the
+    /// order the drain met them in (which is the subscription lists' order, the same every
+    /// pass): a pass that stopped part-way round the table (the ring ran dry, or the redrain
+    /// budget ran out) is continued by the next one where it stopped, instead of starting
+    /// again with the connections it has just flushed while the others wait a second round.
     ///
     /// A connection whose batch would pass its out-buffer bound is evicted (1013).
     pub(crate) fn flush<T: Transport>(&mut self, io: &mut T) {
@@ -329,27 +335,34 @@ impl ShardCore {
         let mut messages = 0u64;
         // Visits after which no more is drained in this pass (events wait meanwhile).
         let redrain_until = self.dirty.len().max(REDRAIN_EVERY) * 2;
-        let mut pos = 0;
-        while let Some(&idx) = self.dirty.get(pos) {
-            if pos % REDRAIN_EVERY == REDRAIN_EVERY - 1 && pos < redrain_until {
+        let mut visit = 0;
+        self.order.clear();
+        loop {
+            if visit == self.order.len() && !self.order_more() {
+                break;
+            }
+            if visit % REDRAIN_EVERY == REDRAIN_EVERY - 1 && visit < redrain_until {
                 self.redrain();
             }
+            let pos = self.order[visit].1 as usize;
+            visit += 1;
+            let idx = self.dirty[pos];
+            self.stamp_flush(idx);
             let mut p = std::mem::take(&mut self.pending[pos]);
             let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed_at() == pos as u32);
             let Some(c) = owner else {
                 // Gone, or no longer its entry (it started closing meanwhile).
                 p.clear();
                 self.pending[pos] = p;
-                pos += 1;
                 continue;
             };
             c.clear_pending();
             if !c.is_open() {
                 p.clear();
                 self.pending[pos] = p;
-                pos += 1;
                 continue;
             }
+            p.owed.close();
             let format = c.format();
             let result = match (c.endpoint(), c.deflate()) {
                 // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
@@ -373,7 +386,6 @@ impl ShardCore {
             };
             p.clear();
             self.pending[pos] = p;
-            pos += 1;
             match result {
                 Ok(n) => {
                     messages += n as u64;
@@ -393,9 +405,11 @@ impl ShardCore {
         // Spare entries (and their lists' memory) are kept for the next passes, whose length
         // varies with the rolling drains, but not the thousands a subscription storm or a
         // resync made (idle memory).
-        if self.pending.len() > (8 * pos).max(PENDING_KEEP) {
-            self.pending.truncate((2 * pos).max(PENDING_KEEP));
+        if self.pending.len() > (8 * visit).max(PENDING_KEEP) {
+            self.pending.truncate((2 * visit).max(PENDING_KEEP));
             self.pending.shrink_to_fit();
+            self.order.clear();
+            self.order.shrink_to(2 * visit);
         }
         // Every connection owed something was flushed: release the drain's shared pieces.
         self.zshared.clear();
@@ -403,6 +417,39 @@ impl ShardCore {
         // Replies the drain queued (resumes answered, held replies after a resync) for
         // connections owed no record.
         self.write_queued(io);
+    }
+
+    /// Appends the dirty entries not yet in the flush order to it, least recently flushed
+    /// first (among themselves: the ones a redrain added are all flushed after the ones before
+    /// them); false when there were none.
+    fn order_more(&mut self) -> bool {
+        let from = self.order.len();
+        if from == self.dirty.len() {
+            return false;
+        }
+        let clock = self.flush_clock;
+        let stamps = &self.last_flush;
+        self.order
+            .extend(self.dirty[from..].iter().enumerate().map(|(i, &idx)| {
+                // Oldest first: the largest age sorts first. A connection never flushed
+                // (a new one, or a slot beyond the stamps) counts as the oldest.
+                let age = stamps
+                    .get(idx as usize)
+                    .map_or(u32::MAX, |&at| clock.wrapping_sub(at));
+                (u32::MAX - age, (from + i) as u32)
+            }));
+        self.order[from..].sort_unstable();
+        true
+    }
+
+    /// Connection `idx` is being flushed now.
+    fn stamp_flush(&mut self, idx: u32) {
+        self.flush_clock = self.flush_clock.wrapping_add(1);
+        let i = idx as usize;
+        if self.last_flush.len() <= i {
+            self.last_flush.resize(self.slots.len().max(i + 1), 0);
+        }
+        self.last_flush[i] = self.flush_clock;
     }
 
     /// Drains what arrived during a flush pass, unless the ring is lagged (the next pass

@@ -44,6 +44,10 @@ mod ladder;
 mod lifecycle;
 pub mod limits;
 mod messages;
+/// The fan-out bench's rig (`benches/fanout.rs`): not part of the engine's API.
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub mod rig;
 // Not under loom: the simulator reads batches with tickcast-bench, which the loom build leaves out.
 #[cfg(all(test, not(loom)))]
 mod sim;

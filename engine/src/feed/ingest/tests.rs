@@ -780,7 +780,7 @@ fn the_read_buffer_grows_for_a_large_message_and_finds_frames_across_reads() {
     sock.set_nonblocking(true).unwrap();
     let mut conn = FeedConn {
         sock,
-        ws: ClientWs::new(5),
+        ws: ClientWs::new([5; 32]),
         buf: vec![0; READ_BUF],
         start: 0,
         end: 0,
