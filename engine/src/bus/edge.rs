@@ -670,9 +670,25 @@ impl Edge {
         };
         s.request = Some((sub_gen, clock::monotonic()));
         add(&self.cfg.metrics.bus.snapshot_requests, 1);
-        let client = self.client.clone();
-        let subject = self.cfg.subjects.snapshot();
         let payload = encode_snapshot_request(s.topic);
+        self.request(self.cfg.subjects.snapshot(), payload, move |payload| {
+            Ev::Reply {
+                idx,
+                sub_gen,
+                payload,
+            }
+        });
+    }
+
+    /// A NATS request on its own task; the reply (None on timeout or error) comes back to this
+    /// loop as the event `reply` makes of it.
+    fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        reply: impl FnOnce(Option<Bytes>) -> Ev + Send + 'static,
+    ) {
+        let client = self.client.clone();
         let tx = self.events.clone();
         tokio::spawn(async move {
             let payload = client
@@ -680,11 +696,7 @@ impl Edge {
                 .await
                 .ok()
                 .map(|m| m.payload);
-            let _ = tx.send(Ev::Reply {
-                idx,
-                sub_gen,
-                payload,
-            });
+            let _ = tx.send(reply(payload));
         });
     }
 
@@ -779,21 +791,14 @@ impl Edge {
 
     fn fetch_replay(&mut self, req: ReplayRequest) {
         add(&self.m().replay_requests, 1);
-        let client = self.client.clone();
-        let subject = self.cfg.subjects.replay();
         let payload = encode_replay_request(&req);
-        let tx = self.events.clone();
-        tokio::spawn(async move {
-            let payload = client
-                .request(subject, payload)
-                .await
-                .ok()
-                .map(|m| m.payload);
-            let _ = tx.send(Ev::Replayed {
-                topic: req.topic,
-                after: req.after,
+        let (topic, after) = (req.topic, req.after);
+        self.request(self.cfg.subjects.replay(), payload, move |payload| {
+            Ev::Replayed {
+                topic,
+                after,
                 payload,
-            });
+            }
         });
     }
 

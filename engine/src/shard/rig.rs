@@ -289,7 +289,8 @@ impl FanoutRig {
         let req = format!(
             r#"{{"op":"subscribe","id":1,"symbols":[{names}],"channels":["book"],"depth":10}}"#
         );
-        self.core.buffer_input(idx, &client_frame(req.as_bytes()));
+        self.core
+            .buffer_input(idx, &client_frame(0x1, req.as_bytes()));
         self.core.handle_input(idx);
         self.core.write_queued(&mut self.writer);
     }
@@ -404,10 +405,10 @@ impl FanoutRig {
     }
 }
 
-/// A masked client text frame.
-fn client_frame(payload: &[u8]) -> Vec<u8> {
+/// A masked, final client frame of `opcode` (also the shard simulator's).
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut f = vec![0x81];
+    let mut f = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => f.push(0x80 | n as u8),
         n => {
