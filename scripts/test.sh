@@ -20,6 +20,8 @@ scripts/check-sans-io.sh
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc (broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 echo "== cargo test"
 cargo test --workspace --locked

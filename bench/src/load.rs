@@ -507,7 +507,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 /// The load of one process: connection tasks on the caller's `LocalSet` connect
-/// and subscribe, then hand each connection to the process's [`reader`] thread.
+/// and subscribe, then hand each connection to the process's `reader` thread.
 #[derive(Debug)]
 pub struct LocalLoad {
     spec: LoadSpec,

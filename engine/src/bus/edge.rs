@@ -6,7 +6,7 @@
 //! records, and tells their subscribers when a symbol goes stale (status 1) and resumes
 //! (status 2). It never renumbers: every record is the ingest node's, seq and all.
 //!
-//! Per stream (topic), in [`Stream`]:
+//! Per stream (topic), in `Stream`:
 //! - **Interest.** A topic's subject is subscribed while some shard has a subscriber of it (or
 //!   waits for its snapshot) and unsubscribed once none has (checked every [`TICK`]).
 //! - **Join.** Records that arrive before the stream is in line are buffered; a snapshot is

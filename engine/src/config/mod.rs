@@ -14,7 +14,7 @@
 //! - sizes are bytes, integers;
 //! - the file is flat (no tables), and an unknown key is an error.
 //!
-//! Every setting is declared once, in [`settings`]: its key and flag, type, default, rule and
+//! Every setting is declared once, in `settings`: its key and flag, type, default, rule and
 //! help. `config/tickcast.example.toml` lists every key with its default, and
 //! `docs/operations.md` carries the table; tests hold both to the declaration.
 //!

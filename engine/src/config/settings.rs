@@ -351,7 +351,7 @@ settings! {
         help "Most client connections from one IP address (at most max-conns).";
     ["Admission and security"] "allowed-origins" allowed_origins: Vec<String> = Some(Vec::new()),
         shown "[] (any origin)", value "LIST", rule Rule::Any,
-        help "Origins allowed to upgrade, each scheme://host[:port]; a comma-separated list on the command line.",
+        help "Origins allowed to upgrade, each scheme://host or scheme://host:port; a comma-separated list on the command line.",
         arg(value_delimiter = ',');
     ["Admission and security"] "tokens-file" tokens_file: PathBuf = None,
         shown "none", value "FILE", rule Rule::Any,

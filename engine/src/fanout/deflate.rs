@@ -388,7 +388,7 @@ impl SharedDeflate {
 
     /// Appends one connection's batch to `out`: compressed messages (RSV1) made of the drain's
     /// shared pieces when that pays, else plain messages exactly as
-    /// [`append_batch`](super::batch::append_batch) would. Returns the number of messages.
+    /// [`super::batch::append_batch`] would. Returns the number of messages.
     ///
     /// `records` is the connection's pending list in ring order and `refs` says where each
     /// record sits in the runs ([`push`](Self::push)'s return, or [`RunRef::OWN`]).

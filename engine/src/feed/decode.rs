@@ -323,7 +323,7 @@ impl FeedDecoder {
     }
 
     /// Decodes one message without modifying it, as [`decode`](Self::decode) does, on a copy
-    /// in the decoder's scratch buffer (simd-json parses in place). Prefer [`decode`]
+    /// in the decoder's scratch buffer (simd-json parses in place). Prefer [`decode`](Self::decode)
     /// (Self::decode) when the caller owns the message.
     ///
     /// # Errors

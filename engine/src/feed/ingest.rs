@@ -1519,7 +1519,7 @@ fn book_crc(book: &Book, d: usize) -> u32 {
 /// The ingester's message path without a socket: feed messages in, records into the rings.
 ///
 /// For benchmarks and tests: it decodes, applies and publishes exactly as the ingester thread
-/// does (same code), answers the shards' snapshot requests on [`serve_requests`]
+/// does (same code), answers the shards' snapshot requests on `serve_requests`
 /// (Self::serve_requests), and collects the snapshot requests meant for the feed instead of
 /// sending them.
 pub struct Replay {

@@ -1,9 +1,9 @@
-//! A bench rig for the fan-out write path (`benches/fanout.rs`): the sans-IO [`ShardCore`] with
+//! A bench rig for the fan-out write path (`benches/fanout.rs`): the sans-IO `ShardCore` with
 //! `n` subscribers, fed through its real ring and flushed into a mock writer that counts bytes,
 //! in the style of tungstenite's `benches/write.rs` (`MockWrite`). No socket, no clock: the
 //! subscribers are made the way the driver makes them (accept, upgrade request, subscribe
-//! request, snapshot answered through the ring), then each [`FanoutRig::pass`] is one loop turn
-//! of the driver's write path: [`ShardCore::drain_ring`] then [`ShardCore::flush`].
+//! request, snapshot answered through the ring), then each `FanoutRig::pass` is one loop turn
+//! of the driver's write path: `ShardCore::drain_ring` then `ShardCore::flush`.
 //!
 //! Not part of the engine's API (hidden from the docs): it exists so that a criterion bench in
 //! `engine/benches/` can drive the crate-private core.
