@@ -201,42 +201,16 @@ impl FanoutRig {
             max_conns_per_ip: subscribers + 16,
             ..Config::default()
         };
-        let poll = mio::Poll::new().expect("poll");
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
-        let ring = Arc::new(Ring::new(1 << 16, waker));
-        let table = SymbolTable {
-            symbols: (0..symbols)
-                .map(|i| SymbolMeta {
-                    symbol: format!("S{i}"),
-                    sid: i as u32,
-                    px_decimals: 2,
-                    qty_decimals: 4,
-                })
-                .collect(),
-        };
-        let directory = SymbolDirectory::default();
-        directory.store(Arc::new(table));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let ctx = CoreContext {
-            id: 0,
-            interest: Arc::new(Interest::new(1, config.max_symbols)),
-            conns: Arc::new(ConnCounter::new(config.max_conns, config.max_conns_per_ip)),
-            config: Arc::new(config),
-            ring: ring.clone(),
-            symbols: Arc::new(directory),
-            requests: tx,
-            metrics: Arc::new(Metrics::new(1)),
-            epoch: Arc::new(EpochCell::new(Epoch::from_u32(1))),
-        };
+        let parts = core_parts(config, symbols, 1 << 16, Epoch::from_u32(1));
         let mut rig = Self {
-            core: ShardCore::new(ctx, clock::monotonic()),
-            ring,
-            requests: rx,
+            core: ShardCore::new(parts.ctx, clock::monotonic()),
+            ring: parts.ring,
+            requests: parts.requests,
             writer: CountingWriter::default(),
             symbols,
             deltas: Vec::new(),
             next_sid: 0,
-            _poll: poll,
+            _poll: parts.poll,
         };
         for i in 0..subscribers {
             rig.add_subscriber(i, take);
@@ -402,6 +376,60 @@ impl FanoutRig {
     /// Bytes and `writev`-shaped calls taken by the writer since the set-up.
     pub fn written(&self) -> (u64, u64) {
         (self.writer.bytes, self.writer.writes)
+    }
+}
+
+/// What a sans-IO shard core needs around it, made without a socket (the rig's and the shard
+/// simulator's set-up): a `CoreContext` over a real ring (its waker on a poll nobody waits on)
+/// and `symbols` symbols `S0`, `S1`, ..., and the ends the test side keeps.
+pub(crate) struct CoreParts {
+    pub(crate) ctx: CoreContext,
+    pub(crate) ring: Arc<Ring>,
+    /// The shard's requests to the ingester (snapshots, resumes).
+    pub(crate) requests: crossbeam_channel::Receiver<IngestRequest>,
+    /// Keeps the ring's waker registered.
+    pub(crate) poll: mio::Poll,
+}
+
+/// See [`CoreParts`].
+pub(crate) fn core_parts(
+    config: Config,
+    symbols: usize,
+    ring_capacity: usize,
+    epoch: Epoch,
+) -> CoreParts {
+    let poll = mio::Poll::new().expect("poll");
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+    let ring = Arc::new(Ring::new(ring_capacity, waker));
+    let table = SymbolTable {
+        symbols: (0..symbols)
+            .map(|i| SymbolMeta {
+                symbol: format!("S{i}"),
+                sid: i as u32,
+                px_decimals: 2,
+                qty_decimals: 4,
+            })
+            .collect(),
+    };
+    let directory = SymbolDirectory::default();
+    directory.store(Arc::new(table));
+    let (tx, requests) = crossbeam_channel::unbounded();
+    let ctx = CoreContext {
+        id: 0,
+        interest: Arc::new(Interest::new(1, config.max_symbols)),
+        conns: Arc::new(ConnCounter::new(config.max_conns, config.max_conns_per_ip)),
+        config: Arc::new(config),
+        ring: ring.clone(),
+        symbols: Arc::new(directory),
+        requests: tx,
+        metrics: Arc::new(Metrics::new(1)),
+        epoch: Arc::new(EpochCell::new(epoch)),
+    };
+    CoreParts {
+        ctx,
+        ring,
+        requests,
+        poll,
     }
 }
 

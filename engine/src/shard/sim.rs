@@ -15,25 +15,21 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::rig::client_frame;
+use super::rig::{client_frame, core_parts};
 use crate::clock;
 use crate::config::Config;
-use crate::fanout::interest::Interest;
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
-use crate::metrics::Metrics;
 use crate::proto::close_code;
-use crate::replay::epoch::{Epoch, EpochCell};
+use crate::replay::epoch::Epoch;
 use crate::ring::{
-    IngestRequest, Push, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory,
-    SymbolResumed, SymbolTable,
+    IngestRequest, Push, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolResumed,
 };
 use crate::wire::{self, RecordHeader, RecordKind, SymbolMeta};
 
 use proptest::prelude::*;
 
-use super::core::{Accept, Broken, CoreContext, ShardCore, Transport};
-use super::limits::ConnCounter;
+use super::core::{Accept, Broken, ShardCore, Transport};
 use super::timers::SWEEP;
 
 /// One in-memory socket.
@@ -192,40 +188,14 @@ impl Sim {
             ..Config::default()
         };
         configure(&mut config);
-        let poll = mio::Poll::new().expect("poll");
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
-        let ring = Arc::new(Ring::new(ring_capacity, waker));
-        let table = SymbolTable {
-            symbols: (0..symbols)
-                .map(|i| SymbolMeta {
-                    symbol: format!("S{i}"),
-                    sid: i as u32,
-                    px_decimals: 2,
-                    qty_decimals: 4,
-                })
-                .collect(),
-        };
-        let directory = SymbolDirectory::default();
-        directory.store(Arc::new(table));
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let parts = core_parts(config, symbols, ring_capacity, Epoch::from_u32(SIM_EPOCH));
         let now = clock::monotonic();
-        let ctx = CoreContext {
-            id: 0,
-            interest: Arc::new(Interest::new(1, config.max_symbols)),
-            conns: Arc::new(ConnCounter::new(config.max_conns, config.max_conns_per_ip)),
-            config: Arc::new(config),
-            ring: ring.clone(),
-            symbols: Arc::new(directory),
-            requests: tx,
-            metrics: Arc::new(Metrics::new(1)),
-            epoch: Arc::new(EpochCell::new(Epoch::from_u32(SIM_EPOCH))),
-        };
         Self {
-            core: ShardCore::new(ctx, now),
+            core: ShardCore::new(parts.ctx, now),
             net: SimNet::default(),
             now,
-            ring,
-            requests: rx,
+            ring: parts.ring,
+            requests: parts.requests,
             snapshot_requests: 0,
             seq: vec![0; symbols],
             history: vec![Vec::new(); symbols],
@@ -233,7 +203,7 @@ impl Sim {
             resume_requests: 0,
             frames: Vec::new(),
             start: now,
-            _poll: poll,
+            _poll: parts.poll,
         }
     }
 
