@@ -279,7 +279,25 @@ pub struct BusMetrics {
     pub resumes_recovered: AtomicU64,
     /// Symbols of `resume`s answered `recovered: false` (edge).
     pub resumes_not_recovered: AtomicU64,
+    /// Interest announcements sent (edge) or taken (ingest).
+    pub announcements: AtomicU64,
+    /// Interest announcements refused: malformed, naming a sid past the table, or from an
+    /// edge past the table's bound (ingest).
+    pub bad_announcements: AtomicU64,
+    /// Streams some lease holds, which the ingest node publishes (gauge, ingest).
+    pub wanted_streams: AtomicU64,
+    /// Edges holding leases (gauge, ingest).
+    pub leasing_edges: AtomicU64,
+    /// Per-hop latency of the records an edge receives, indexed like [`BUS_HOPS`].
+    pub hops: [LatencyHistogram; BUS_HOPS.len()],
 }
+
+/// The hops of `tickcast_bus_hop_latency_seconds` (the `hop` label), measured by an edge on
+/// every record it receives, from the records' and the batches' wall-clock stamps (one
+/// machine's clock, or clocks kept in step: NTP or PTP): `feed` exch_ts → recv_ts (the feed to
+/// the ingest node), `ingest` recv_ts → the batch's publish stamp, `nats` the publish stamp →
+/// the edge's receipt, `edge` the receipt → pushed into the shards' rings.
+pub const BUS_HOPS: [&str; 4] = ["feed", "ingest", "nats", "edge"];
 
 /// Whether the engine can serve: the feed is connected and every book is in sync.
 #[derive(Debug, Default)]
@@ -642,7 +660,7 @@ impl Metrics {
             );
         }
         let b = &self.bus;
-        let bus: [(&str, &str, &str, &AtomicU64); 16] = [
+        let bus: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "tickcast_bus_messages_in_total",
                 "counter",
@@ -739,6 +757,30 @@ impl Metrics {
                 "Symbols of resumes answered recovered: false (edge).",
                 &b.resumes_not_recovered,
             ),
+            (
+                "tickcast_bus_announcements_total",
+                "counter",
+                "Interest announcements sent (edge) or taken (ingest).",
+                &b.announcements,
+            ),
+            (
+                "tickcast_bus_bad_announcements_total",
+                "counter",
+                "Interest announcements refused as malformed or past a bound (ingest).",
+                &b.bad_announcements,
+            ),
+            (
+                "tickcast_bus_wanted_streams",
+                "gauge",
+                "Streams some edge's lease holds, which the ingest node publishes (ingest).",
+                &b.wanted_streams,
+            ),
+            (
+                "tickcast_bus_leasing_edges",
+                "gauge",
+                "Edges holding interest leases (ingest).",
+                &b.leasing_edges,
+            ),
         ];
         for (name, kind, help, v) in bus {
             let _ = writeln!(
@@ -746,6 +788,14 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 v.load(Ordering::Relaxed)
             );
+        }
+        let name = "tickcast_bus_hop_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Per-hop latency of the records an edge receives: feed (exch_ts to recv_ts), ingest (recv_ts to publish), nats (publish to the edge's receipt), edge (receipt to the shards' rings).\n# TYPE {name} histogram"
+        );
+        for (hop, h) in BUS_HOPS.iter().zip(&b.hops) {
+            h.render(&mut out, name, &format!("hop=\"{hop}\","));
         }
         let name = "tickcast_feed_faults_total";
         let _ = writeln!(

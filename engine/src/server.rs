@@ -240,9 +240,12 @@ impl Engine {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), mio::Token(0))?;
             let ring = Arc::new(Ring::new(config.ring_capacity, waker));
-            // The bus takes every stream of every symbol, in both formats.
-            for i in 0..crate::fanout::Topic::count(config.max_symbols) {
-                interest.add(bus_shard, crate::bus::topic_of_index(i));
+            // The bus takes the streams the edges hold leases on (its publisher tells the
+            // ingester), or with bus-publish-all every stream of every symbol in both formats.
+            if config.bus_publish_all {
+                for i in 0..crate::fanout::Topic::count(config.max_symbols) {
+                    interest.add(bus_shard, crate::bus::topic_of_index(i));
+                }
             }
             ingest_rings.push(ring.clone());
             let bus = crate::bus::ingest::IngestBus {
@@ -256,6 +259,8 @@ impl Engine {
                 symbols: symbols.clone(),
                 epoch: epoch.clone(),
                 reconnect: (config.reconnect_min, config.reconnect_max),
+                interest: interest.clone(),
+                publish_all: config.bus_publish_all,
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             };

@@ -198,9 +198,16 @@ fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
     );
     assert_ne!(a.metric("tickcast_bus_epoch"), 0);
 
-    // Nobody watches anything yet: the edges hold no stream subscription.
+    // Nobody watches anything yet: the edges hold no stream subscription, and both announce
+    // an empty interest, so the ingest node publishes no stream at all.
     assert_eq!(a.metric("tickcast_bus_subscriptions"), 0);
     let before = nats.subscriptions();
+    wait_for("both edges' announcements", || {
+        ing.metric("tickcast_bus_leasing_edges") == 2
+    });
+    assert_eq!(ing.metric("tickcast_bus_wanted_streams"), 0);
+    assert_eq!(ing.metric("tickcast_bus_records_total"), 0);
+    assert!(ing.metric("tickcast_feed_updates_total") > 0);
 
     let s: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut a0 = Client::connect(&a.url(""));
@@ -220,6 +227,11 @@ fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
     wait_for("both edges' subscriptions at the server", || {
         nats.subscriptions() >= before + 12 + 12
     });
+    // The ingest node publishes the union of what the edges forward: 24 streams, of which
+    // three are on both (trades of s[0], s[1] in binary, of s[4] in JSON).
+    wait_for("the ingest node to publish the 21 wanted streams", || {
+        ing.metric("tickcast_bus_wanted_streams") == 21
+    });
 
     converge(
         &sim,
@@ -233,14 +245,55 @@ fn two_edges_serve_books_equal_to_truth_and_follow_interest() {
     assert!(a.metric("tickcast_bus_snapshot_requests_total") >= 6);
     assert!(ing.metric("tickcast_bus_messages_out_total") > 0);
     assert_eq!(a.metric("tickcast_bus_gaps_total"), 0);
+    assert!(ing.metric("tickcast_bus_announcements_total") >= 2);
+    assert_eq!(ing.metric("tickcast_bus_bad_announcements_total"), 0);
+    for e in [&a, &b] {
+        hops_are_consistent(e);
+    }
 
-    // The last client of edge A leaves: its subscriptions stay for the replay age, then go.
+    // The last client of edge A leaves: its subscriptions stay for the replay age, then go,
+    // and so do the streams only A wanted, at the ingest node (once the leases of A's
+    // snapshot requests end).
     drop(a0);
     drop(a10);
     wait_for("edge A to drop its subscriptions", || {
         a.metric("tickcast_bus_subscriptions") == 0
     });
     assert!(b.metric("tickcast_bus_subscriptions") > 0);
+    wait_for(
+        "the ingest node to publish edge B's 12 streams only",
+        || ing.metric("tickcast_bus_wanted_streams") == 12,
+    );
+}
+
+/// The per-hop histograms of an edge that received records: every hop counted, each at most
+/// once per record received, every count in its `+Inf` bucket. (No timing is asserted: the
+/// figures are the benchmark's.)
+fn hops_are_consistent(e: &Daemon) {
+    let name = "tickcast_bus_hop_latency_seconds";
+    let count = |hop: &str| e.metric_labelled(&format!("{name}_count"), &format!("hop=\"{hop}\""));
+    let inf = |hop: &str| {
+        e.metric_labelled(
+            &format!("{name}_bucket"),
+            &format!("hop=\"{hop}\",le=\"+Inf\""),
+        )
+    };
+    // One scrape after another: the counts move on while the records are read, so read the
+    // records last (every count is taken before).
+    let counts: Vec<(&str, u64, u64)> = ["feed", "ingest", "nats", "edge"]
+        .into_iter()
+        .map(|h| (h, count(h), inf(h)))
+        .collect();
+    let records_after = e.metric("tickcast_bus_records_total");
+    assert!(records_after > 0);
+    for (hop, n, inf) in &counts {
+        assert!(*n > 0, "hop {hop} never counted");
+        assert!(
+            *n <= records_after,
+            "hop {hop}: {n} > {records_after} records"
+        );
+        assert!(*inf >= *n, "hop {hop}: +Inf bucket {inf} < count {n}");
+    }
 }
 
 #[test]
@@ -496,6 +549,28 @@ fn malformed_bus_messages_break_nothing_and_conflated_clients_hold_truth() {
     raw.request("tickcast.snapshot", b"\xff");
     raw.send(b"PUB tickcast.0.book.10.bin 3\r\nabc\r\nPUB tickcast.symbols 2\r\n{}\r\n");
     raw.send(b"PUB tickcast.status 1\r\nx\r\nPUB tickcast.0.trades.bin 14\r\n\x01\0\0\0\x05\0\0\0\0\0\0\0\xff\xff\r\n");
+    // Interest announcements: garbage, a cut one, a conflated tier, a sid past the table.
+    let announce = |count: u32, entries: &[u8]| {
+        let mut a = 7u64.to_le_bytes().to_vec();
+        a.extend_from_slice(&3_000u32.to_le_bytes());
+        a.extend_from_slice(&count.to_le_bytes());
+        a.extend_from_slice(entries);
+        a
+    };
+    for bad in [
+        b"garbage".to_vec(),
+        announce(2, &[0, 0, 0, 0, 1, 0]),
+        announce(1, &[0, 0, 0, 0, 200, 0]),
+        announce(1, &[0xff, 0xff, 0xff, 0xff, 1, 0]),
+    ] {
+        let mut m = format!("PUB tickcast.interest {}\r\n", bad.len()).into_bytes();
+        m.extend_from_slice(&bad);
+        m.extend_from_slice(b"\r\n");
+        raw.send(&m);
+    }
+    wait_for("the ingest node to refuse four announcements", || {
+        ing.metric("tickcast_bus_bad_announcements_total") == 4
+    });
     converge(&sim, &mut [(&mut c, 10), (&mut hz, 10)]);
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
     assert!(hz.seq_errors.is_empty(), "{:?}", hz.seq_errors);

@@ -20,6 +20,15 @@
 //! - **Outage.** NATS lost, or no heartbeat from the ingest node for [`HEARTBEAT_TIMEOUT`]:
 //!   every watched symbol goes stale (status 1); once back, every stream resyncs with a
 //!   snapshot, then status 2. A new epoch (the ingest node restarted) resyncs the same way.
+//! - **Announcements.** The set of streams subscribed is announced to the ingest node on
+//!   `<p>.interest` (docs/protocol.md §8.5) when it changes (within a [`TICK`]), on every
+//!   (re)connect and every [`ANNOUNCE_EVERY`], with a lease of [`LEASE`]: the ingest node
+//!   publishes only streams some edge holds. (A join's snapshot request holds its stream on its
+//!   own, so the records after the snapshot are published whenever the announcement lands.)
+//! - **Per-hop latency.** Every record received is timed through its hops
+//!   (`tickcast_bus_hop_latency_seconds`, [`crate::metrics::BUS_HOPS`]) from its `exch_ts` and
+//!   `recv_ts`, its batch's publish stamp, the receipt (stamped as the message comes off the
+//!   NATS subscription) and the push into the shards' rings.
 //! - **Trades** need no snapshot: they are forwarded from the first one seen.
 //! - **Conflated streams** (`max_hz`, or a client under pressure) are not on the bus: their
 //!   subscribers are fed the book stream of the same depth and format (a snapshot, then every
@@ -47,8 +56,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::ingest::{connect_options, server_list};
 use super::resume::{Resumes, StreamView};
 use super::{
-    ReplayRequest, Subjects, encode_replay_request, encode_snapshot_request, parse_batch,
-    parse_replay_reply, parse_snapshot_reply, parse_status, parse_symbols,
+    Announcement, ReplayRequest, Subjects, encode_announcement, encode_replay_request,
+    encode_snapshot_request, parse_batch, parse_replay_reply, parse_snapshot_reply, parse_status,
+    parse_symbols, record_times,
 };
 use crate::clock;
 use crate::fanout::interest::Interest;
@@ -65,6 +75,11 @@ pub const TICK: Duration = Duration::from_millis(20);
 pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(2);
 /// No symbol table from the ingest node for this long: its streams are stale.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the set of streams is announced when it does not change.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// The lease an announcement asks for: three announcements may be lost before the ingest
+/// node stops publishing a stream (a gap the edge heals with a snapshot if it happens).
+pub const LEASE: Duration = Duration::from_secs(3);
 /// Most records buffered for a stream that waits for its snapshot; past it the buffer is
 /// dropped and the snapshot asked for again.
 const MAX_BUFFERED: usize = 200_000;
@@ -104,6 +119,8 @@ enum Ev {
         idx: usize,
         sub_gen: u64,
         payload: Bytes,
+        /// The edge's wall clock as the message came off the subscription.
+        received: u64,
     },
     Reply {
         idx: usize,
@@ -164,6 +181,12 @@ struct Edge {
     resumes: Resumes,
     /// The time of the event being handled.
     now: Instant,
+    /// This process's id in its interest announcements (random per process).
+    id: u64,
+    /// The set of streams changed since the last announcement.
+    announce: bool,
+    /// When the last announcement was sent.
+    announced: Instant,
 }
 
 /// The edge's streams as [`Resumes::poll`] sees them.
@@ -259,6 +282,9 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
         windows: ReplayWindows::new(cfg_replay),
         resumes: Resumes::default(),
         now: clock::monotonic(),
+        id: edge_id(),
+        announce: true,
+        announced: clock::monotonic(),
     };
     // The shards' waker for requests is a mio waker; its poll's epoll descriptor turns
     // readable when woken, and tokio watches that descriptor. (`with_interest` is deprecated
@@ -310,7 +336,8 @@ impl Edge {
                 idx,
                 sub_gen,
                 payload,
-            } => self.on_batch(idx, sub_gen, &payload).await,
+                received,
+            } => self.on_batch(idx, sub_gen, &payload, received).await,
             Ev::Reply {
                 idx,
                 sub_gen,
@@ -347,9 +374,14 @@ impl Edge {
 
     async fn on_symbols(&mut self, p: &Bytes) {
         self.count_in(p.len());
-        let Some((epoch, table)) = parse_symbols(p) else {
-            tracing::warn!("malformed symbol table on the bus");
-            return;
+        let (epoch, table) = match parse_symbols(p) {
+            Ok(t) => t,
+            Err(e) => {
+                // Another bus version: this edge cannot read its batches, so it never turns
+                // live (its health check fails) rather than misread them.
+                tracing::warn!(error = %e, "symbol table on the bus refused");
+                return;
+            }
         };
         self.last_heartbeat = clock::monotonic();
         if table.symbols.len() > self.table.symbols.len() || self.epoch != Some(epoch) {
@@ -405,6 +437,7 @@ impl Edge {
                 self.m().connected.store(1, Ordering::Relaxed);
                 tracing::info!("connected to NATS");
                 self.connected = true;
+                self.announce = true;
                 self.last_heartbeat = clock::monotonic();
                 self.ask_symbols();
                 self.resync_all().await;
@@ -617,6 +650,7 @@ impl Edge {
                         idx,
                         sub_gen,
                         payload: m.payload,
+                        received: clock::realtime_ns(),
                     })
                     .is_err()
                 {
@@ -642,6 +676,7 @@ impl Edge {
         self.m()
             .subscriptions
             .store(self.streams.len() as u64, Ordering::Relaxed);
+        self.announce = true;
         self.windows.keep(topic, true, clock::monotonic());
         if topic.is_book() {
             self.request_snapshot(idx);
@@ -653,6 +688,7 @@ impl Edge {
             // Dropping the subscriber (its task) unsubscribes.
             s.task.abort();
             self.windows.forget(s.topic);
+            self.announce = true;
         }
         self.m()
             .subscriptions
@@ -842,6 +878,11 @@ impl Edge {
                 }
             }
         }
+        if self.connected
+            && (self.announce || now.saturating_duration_since(self.announced) >= ANNOUNCE_EVERY)
+        {
+            self.send_announcement(now).await;
+        }
         // Heartbeat.
         if self.live && now.saturating_duration_since(self.last_heartbeat) > HEARTBEAT_TIMEOUT {
             tracing::warn!("no heartbeat from the ingest node: symbols stale until it is back");
@@ -875,17 +916,60 @@ impl Edge {
 
     // ---- records ----
 
-    async fn on_batch(&mut self, idx: usize, sub_gen: u64, payload: &Bytes) {
+    /// Tells the ingest node which streams to publish (every one subscribed).
+    async fn send_announcement(&mut self, now: Instant) {
+        let a = Announcement {
+            edge: self.id,
+            lease_ms: LEASE.as_millis() as u32,
+            topics: self.streams.values().map(|s| s.topic).collect(),
+        };
+        let payload = encode_announcement(&a);
+        let n = payload.len() as u64;
+        match self
+            .client
+            .publish(self.cfg.subjects.interest(), payload)
+            .await
+        {
+            Ok(()) => {
+                self.announce = false;
+                self.announced = now;
+                add(&self.m().announcements, 1);
+                add(&self.m().messages_out, 1);
+                add(&self.m().bytes_out, n);
+            }
+            Err(e) => tracing::debug!(error = %e, "NATS publish of the announcement failed"),
+        }
+    }
+
+    async fn on_batch(&mut self, idx: usize, sub_gen: u64, payload: &Bytes, received: u64) {
         self.count_in(payload.len());
-        let Some((epoch, records)) = parse_batch(payload) else {
+        let Some(batch) = parse_batch(payload) else {
             tracing::warn!("malformed batch on the bus");
             return;
         };
-        add(&self.m().records, records.len() as u64);
-        if !self.epoch_ok(epoch) || !self.live {
+        let n = batch.records.len() as u64;
+        add(&self.m().records, n);
+        if !self.epoch_ok(batch.epoch) || !self.live {
             // Another numbering (the heartbeat switches epochs) or an outage: ignore.
             return;
         }
+        let Some(format) = self.streams.get(&idx).map(|s| s.topic.format) else {
+            return;
+        };
+        let hops = &self.cfg.metrics.bus.hops;
+        for (_, bytes) in &batch.records {
+            if let Some((exch, recv)) = record_times(format, bytes) {
+                hops[0].record(recv.saturating_sub(exch), 1);
+                hops[1].record(batch.publish_ts.saturating_sub(recv), 1);
+            }
+        }
+        hops[2].record(received.saturating_sub(batch.publish_ts), n);
+        self.forward_batch(idx, sub_gen, batch.records);
+        let hops = &self.cfg.metrics.bus.hops;
+        hops[3].record(clock::realtime_ns().saturating_sub(received), n);
+    }
+
+    fn forward_batch(&mut self, idx: usize, sub_gen: u64, records: Vec<(u64, Bytes)>) {
         for (seq, bytes) in records {
             let Some(s) = self.streams.get_mut(&idx) else {
                 return;
@@ -1071,6 +1155,16 @@ impl Edge {
             }
         }
     }
+}
+
+/// A random id for this process's announcements: std's per-process random hash keys over the
+/// process id and the wall clock (as [`Epoch::generate`]).
+fn edge_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(clock::realtime_ns());
+    h.finish()
 }
 
 /// The stream a subscriber of `topic` is fed from: a conflated tier's book stream, else itself.

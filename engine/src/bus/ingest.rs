@@ -15,6 +15,13 @@
 //! The symbol table is published on change and every second (the edges' heartbeat), with the
 //! epoch, and on request.
 //!
+//! Interest (docs/protocol.md §8.5): the bus counts as a subscriber of the streams some edge
+//! holds a lease on ([`super::leases`]: the edges' announcements on `<p>.interest`, and every
+//! snapshot or replay request, whose stream is held before the request reaches the ingester),
+//! and the ingester encodes and pushes only those; with `bus-publish-all` it counts as a
+//! subscriber of every stream of every symbol in both formats (the layout of version 1).
+//! Every batch is stamped with this thread's wall clock as it is handed to NATS.
+//!
 //! Replay requests (`<p>.replay`: the records of one stream after a seq, for an edge whose
 //! client resumes there) become the ingester's ordinary resume requests for one stream: the
 //! ingester answers from its replay windows on this ring in order with the records (the bus
@@ -32,18 +39,26 @@ use futures_util::StreamExt;
 use tokio::io::Interest as TokioInterest;
 use tokio::io::unix::AsyncFd;
 
+use super::leases::{Change, Leases};
 use super::{
     BatchWriter, MAX_BATCH_BYTES, MAX_REPLAY_REPLY_BYTES, ReplayRequest, Subjects,
     encode_replay_reply, encode_snapshot_reply, encode_status, encode_symbols,
     parse_replay_request, parse_snapshot_request, record_seq,
 };
+use crate::clock;
 use crate::fanout::ConnId;
+use crate::fanout::interest::Interest;
 use crate::metrics::{Metrics, add};
 use crate::replay::epoch::Epoch;
 use crate::ring::{IngestRequest, ResumeAnswer, ResumeRequest, Ring, ShardMsg, SymbolDirectory};
 
 /// Ring messages handled before batches are flushed and other events looked at.
 const DRAIN_MAX: usize = 16_384;
+/// How long a snapshot or replay request holds its stream (the asking edge's announcements
+/// hold it after that).
+pub const REQUEST_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most edges holding leases at a time (a bound against a peer inventing edge ids).
+const MAX_EDGES: usize = 4_096;
 
 /// What the publisher thread needs.
 #[derive(Debug)]
@@ -68,6 +83,11 @@ pub struct IngestBus {
     pub epoch: Arc<crate::replay::epoch::EpochCell>,
     /// Reconnect back-off, first delay and cap.
     pub reconnect: (Duration, Duration),
+    /// The ingester's subscriber counts: the bus's (shard `shard`) follow the edges' leases.
+    pub interest: Arc<Interest>,
+    /// Publish every stream, whatever the edges announce (`bus-publish-all`; the interest of
+    /// shard `shard` was set for every stream at start).
+    pub publish_all: bool,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// Set to stop.
@@ -149,6 +169,10 @@ impl IngestBus {
             .subscribe(self.subjects.replay())
             .await
             .map_err(std::io::Error::other)?;
+        let mut interest_sub = client
+            .subscribe(self.subjects.interest())
+            .await
+            .map_err(std::io::Error::other)?;
         // The ring's waker is a mio waker; its poll's epoll descriptor turns readable when
         // woken, and tokio watches that descriptor. (`with_interest` is deprecated because
         // nothing ties the descriptor's lifetime to it: here the poll is `self`'s, which
@@ -169,6 +193,8 @@ impl IngestBus {
             table_len: 0,
             ticks: 0,
             subjects: Vec::new(),
+            leases: Leases::new(self.interest.max_symbols(), MAX_EDGES),
+            changes: Vec::new(),
         };
         tracing::info!(nats = %self.nats_url, epoch = %format!("{:08x}", self.epoch()), "ingest node publishing to NATS");
         loop {
@@ -193,6 +219,10 @@ impl IngestBus {
                     add(&self.metrics.bus.messages_in, 1);
                     add(&self.metrics.bus.bytes_in, msg.payload.len() as u64);
                     if let (Some(reply), Some(topic)) = (msg.reply, parse_snapshot_request(&msg.payload)) {
+                        // Held before the ingester sees the request: the records after its
+                        // answer are published.
+                        st.leases.request(topic, clock::monotonic(), REQUEST_LEASE, &mut st.changes);
+                        self.apply(&mut st);
                         // One request per topic at a time in the ingester (which holds them
                         // while the symbol is stale): later askers share its answer.
                         let shared = st
@@ -222,6 +252,8 @@ impl IngestBus {
                     if let Some(reply) = msg.reply {
                         match parse_replay_request(&msg.payload) {
                             Ok(r) => {
+                                st.leases.request(r.topic, clock::monotonic(), REQUEST_LEASE, &mut st.changes);
+                                self.apply(&mut st);
                                 st.next_req = st.next_req.wrapping_add(1);
                                 st.replays.insert(st.next_req, (reply, r));
                                 let _ = self
@@ -244,8 +276,22 @@ impl IngestBus {
                         self.publish(&client, reply, encode_symbols(self.epoch(), &table)).await;
                     }
                 }
+                Some(msg) = interest_sub.next() => {
+                    add(&self.metrics.bus.messages_in, 1);
+                    add(&self.metrics.bus.bytes_in, msg.payload.len() as u64);
+                    match st.leases.announce(&msg.payload, clock::monotonic(), &mut st.changes) {
+                        Ok(()) => add(&self.metrics.bus.announcements, 1),
+                        Err(e) => {
+                            add(&self.metrics.bus.bad_announcements, 1);
+                            tracing::debug!(error = %e, "malformed interest announcement on the bus");
+                        }
+                    }
+                    self.apply(&mut st);
+                }
                 Some(ev) = ev_rx.recv() => self.on_event(&ev),
                 _ = tick.tick() => {
+                    st.leases.expire(clock::monotonic(), &mut st.changes);
+                    self.apply(&mut st);
                     st.ticks += 1;
                     let table = self.symbols.load();
                     if table.symbols.len() != st.table_len || st.ticks % 4 == 0 {
@@ -257,6 +303,24 @@ impl IngestBus {
             }
             self.ring.awake();
         }
+    }
+
+    /// Hands the leases' changes to the ingester (the bus's subscriber counts).
+    fn apply(&self, st: &mut State) {
+        for c in st.changes.drain(..) {
+            if self.publish_all {
+                continue;
+            }
+            match c {
+                Change::Want(t) => self.interest.add(self.shard, t),
+                Change::Drop(t) => self.interest.remove(self.shard, t),
+            }
+        }
+        let b = &self.metrics.bus;
+        b.wanted_streams
+            .store(st.leases.streams() as u64, Ordering::Relaxed);
+        b.leasing_edges
+            .store(st.leases.edges() as u64, Ordering::Relaxed);
     }
 
     fn on_event(&self, ev: &Event) {
@@ -383,7 +447,10 @@ impl IngestBus {
 
     async fn publish_batch(&self, client: &Client, subject: Subject, w: BatchWriter) {
         let records = w.records() as u64;
-        if self.publish(client, subject, w.finish()).await {
+        if self
+            .publish(client, subject, w.finish(clock::realtime_ns()))
+            .await
+        {
             add(&self.metrics.bus.records, records);
         } else {
             add(&self.metrics.bus.unpublished, records);
@@ -454,6 +521,10 @@ struct State {
     ticks: u64,
     /// Stream subjects by topic index, made once.
     subjects: Vec<Option<Subject>>,
+    /// The edges' interest.
+    leases: Leases,
+    /// What the last lease operation changed, for [`IngestBus::apply`].
+    changes: Vec<Change>,
 }
 
 impl State {

@@ -16,12 +16,13 @@
 pub mod edge;
 #[cfg(not(loom))]
 pub mod ingest;
+pub mod leases;
 pub mod resume;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::book::DEPTHS;
-use crate::fanout::{Format, STREAMS_PER_SYMBOL, Topic};
+use crate::fanout::{CONFLATED_BASE, Format, STREAMS_PER_SYMBOL, Topic};
 use crate::ring::SymbolTable;
 use crate::wire::SymbolMeta;
 
@@ -42,6 +43,9 @@ pub enum BusError {
     /// A field holds a value the layout does not allow (a format, stream or reply kind).
     #[error("bad {0}")]
     BadField(&'static str),
+    /// The ingest node speaks another version of the bus layout (its symbol table's `"bus"`).
+    #[error("bus version {0}, this node speaks {BUS_VERSION}")]
+    Version(u64),
     /// A replay's records do not follow the asked position one by one.
     #[error("replay record seq {got}, expected {expected}")]
     OutOfOrder {
@@ -98,6 +102,12 @@ impl Subjects {
         format!("{}.symbols", self.prefix)
     }
 
+    /// Interest announcements of the edges (the streams each wants, with a lease):
+    /// `<p>.interest`.
+    pub fn interest(&self) -> String {
+        format!("{}.interest", self.prefix)
+    }
+
     /// Request/reply: the symbol table now: `<p>.symbols.get`.
     pub fn symbols_get(&self) -> String {
         format!("{}.symbols.get", self.prefix)
@@ -134,8 +144,17 @@ pub fn record_seq(format: Format, record: &[u8]) -> Option<u64> {
     }
 }
 
-/// A stream batch: `u32 epoch` then, per record, `u64 seq`, `u32 len`, the record (all
-/// little-endian).
+/// The version of the bus layout (§8.2): carried in the symbol table as `"bus"`; an edge
+/// serves only an ingest node of its own version. Version 2 added the publish stamp of stream
+/// batches and the interest announcements.
+pub const BUS_VERSION: u64 = 2;
+
+/// Bytes before the first record of a stream batch: `u32 epoch`, `u64 publish_ts`.
+const BATCH_HEAD: usize = 12;
+
+/// A stream batch: `u32 epoch`, `u64 publish_ts` (the ingest node's wall clock, ns since the
+/// Unix epoch, when it hands the batch to NATS), then per record `u64 seq`, `u32 len`, the
+/// record (all little-endian).
 #[derive(Debug)]
 pub struct BatchWriter {
     buf: BytesMut,
@@ -147,6 +166,7 @@ impl BatchWriter {
     pub fn new(epoch: u32) -> Self {
         let mut buf = BytesMut::with_capacity(4096);
         buf.put_u32_le(epoch);
+        buf.put_u64_le(0);
         Self { buf, records: 0 }
     }
 
@@ -173,18 +193,30 @@ impl BatchWriter {
         self.records == 0
     }
 
-    /// The message payload.
-    pub fn finish(self) -> Bytes {
+    /// The message payload, stamped with `publish_ts` (the caller's clock as it publishes).
+    pub fn finish(mut self, publish_ts: u64) -> Bytes {
+        self.buf[4..BATCH_HEAD].copy_from_slice(&publish_ts.to_le_bytes());
         self.buf.freeze()
     }
 }
 
-/// A stream batch parsed: its epoch and records (`seq`, record bytes sharing `payload`).
-/// `None` when malformed.
-pub fn parse_batch(payload: &Bytes) -> Option<(u32, Vec<(u64, Bytes)>)> {
+/// A stream batch parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The numbering of its records.
+    pub epoch: u32,
+    /// When the ingest node handed it to NATS (its wall clock, ns since the Unix epoch).
+    pub publish_ts: u64,
+    /// Its records (`seq`, record bytes sharing the payload).
+    pub records: Vec<(u64, Bytes)>,
+}
+
+/// A stream batch parsed; `None` when malformed.
+pub fn parse_batch(payload: &Bytes) -> Option<Batch> {
     let epoch = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
-    let mut at = 4;
-    let mut out = Vec::new();
+    let publish_ts = u64::from_le_bytes(payload.get(4..BATCH_HEAD)?.try_into().ok()?);
+    let mut at = BATCH_HEAD;
+    let mut records = Vec::new();
     while at < payload.len() {
         let seq = u64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?);
         let len = u32::from_le_bytes(payload.get(at + 8..at + 12)?.try_into().ok()?) as usize;
@@ -192,10 +224,43 @@ pub fn parse_batch(payload: &Bytes) -> Option<(u32, Vec<(u64, Bytes)>)> {
         if payload.len() < start + len {
             return None;
         }
-        out.push((seq, payload.slice(start..start + len)));
+        records.push((seq, payload.slice(start..start + len)));
         at = start + len;
     }
-    Some((epoch, out))
+    Some(Batch {
+        epoch,
+        publish_ts,
+        records,
+    })
+}
+
+/// The feed's and the ingest node's stamps of an encoded record, `(exch_ts, recv_ts)`
+/// (binary: header bytes 16..32; JSON: its `"exch_ts"` and `"recv_ts"` fields).
+pub fn record_times(format: Format, record: &[u8]) -> Option<(u64, u64)> {
+    match format {
+        Format::Binary => Some((
+            u64::from_le_bytes(record.get(16..24)?.try_into().ok()?),
+            u64::from_le_bytes(record.get(24..32)?.try_into().ok()?),
+        )),
+        Format::Json => {
+            fn field(record: &[u8], key: &[u8]) -> Option<(u64, usize)> {
+                let at = record.windows(key.len()).position(|w| w == key)? + key.len();
+                let digits = record[at..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let v = std::str::from_utf8(&record[at..at + digits])
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                Some((v, at + digits))
+            }
+            // Written in this order, near the start of every record (wire::encode_*_json).
+            let (exch, end) = field(record, b"\"exch_ts\":")?;
+            let (recv, _) = field(&record[end..], b"\"recv_ts\":")?;
+            Some((exch, recv))
+        }
+    }
 }
 
 /// A snapshot request: `u32 sid`, `u8 stream`, `u8 format` (0 binary, 1 JSON).
@@ -265,7 +330,7 @@ pub fn parse_status(p: &Bytes) -> Option<(u32, u32, Format, Bytes)> {
 }
 
 /// The symbol table message (JSON):
-/// `{"epoch":"3f9c0a17","symbols":[{"symbol":"BTC-USD","sid":0,"px_decimals":2,"qty_decimals":4},..]}`.
+/// `{"bus":2,"epoch":"3f9c0a17","symbols":[{"symbol":"BTC-USD","sid":0,"px_decimals":2,"qty_decimals":4},..]}`.
 pub fn encode_symbols(epoch: u32, table: &SymbolTable) -> Bytes {
     let symbols: Vec<serde_json::Value> = table
         .symbols
@@ -275,13 +340,26 @@ pub fn encode_symbols(epoch: u32, table: &SymbolTable) -> Bytes {
                 "px_decimals": m.px_decimals, "qty_decimals": m.qty_decimals})
         })
         .collect();
-    let v = serde_json::json!({"epoch": format!("{epoch:08x}"), "symbols": symbols});
+    let v = serde_json::json!({"bus": BUS_VERSION, "epoch": format!("{epoch:08x}"), "symbols": symbols});
     Bytes::from(v.to_string())
 }
 
 /// The symbol table message parsed: epoch and table (sids must be 0, 1, 2, … in order).
-pub fn parse_symbols(p: &[u8]) -> Option<(u32, SymbolTable)> {
-    let v: serde_json::Value = serde_json::from_slice(p).ok()?;
+///
+/// # Errors
+/// [`BusError::Version`] when the ingest node speaks another bus version (a table without
+/// `"bus"` is version 1), [`BusError::BadField`] when it does not parse.
+pub fn parse_symbols(p: &[u8]) -> Result<(u32, SymbolTable), BusError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(p).map_err(|_| BusError::BadField("symbol table"))?;
+    let version = v.get("bus").map_or(Some(1), serde_json::Value::as_u64);
+    if version != Some(BUS_VERSION) {
+        return Err(BusError::Version(version.unwrap_or(0)));
+    }
+    table_of(&v).ok_or(BusError::BadField("symbol table"))
+}
+
+fn table_of(v: &serde_json::Value) -> Option<(u32, SymbolTable)> {
     let epoch = u32::from_str_radix(v.get("epoch")?.as_str()?, 16).ok()?;
     let mut symbols = Vec::new();
     for (i, s) in v.get("symbols")?.as_array()?.iter().enumerate() {
@@ -421,6 +499,75 @@ pub fn parse_replay_reply(p: &Bytes, after: u64) -> Result<(u32, ReplayRecords),
     Ok((epoch, Some(out)))
 }
 
+/// Most streams one interest announcement may name (every delta stream of 100,000 symbols
+/// would not fit in NATS' default 1 MiB payload; an edge announces the streams it forwards).
+pub const MAX_ANNOUNCED: usize = 100_000;
+
+/// An edge's interest announcement: the delta streams it wants published (all of them: each
+/// announcement replaces the previous one of the same edge) for `lease_ms` from its arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The edge process (random per process: a restarted edge is a new one).
+    pub edge: u64,
+    /// How long the announcement holds without the next one, in milliseconds.
+    pub lease_ms: u32,
+    /// The streams: book streams at one depth and trade streams, in one format each.
+    pub topics: Vec<Topic>,
+}
+
+/// An interest announcement: `u64 edge`, `u32 lease_ms`, `u32 count`, then per stream
+/// `u32 sid`, `u8 stream` (a depth index, or 5 for trades), `u8 format`.
+pub fn encode_announcement(a: &Announcement) -> Bytes {
+    let mut b = BytesMut::with_capacity(16 + 6 * a.topics.len());
+    b.put_u64_le(a.edge);
+    b.put_u32_le(a.lease_ms);
+    b.put_u32_le(a.topics.len() as u32);
+    for t in &a.topics {
+        b.put_u32_le(t.sid);
+        b.put_u8(t.stream);
+        b.put_u8(t.format as u8);
+    }
+    b.freeze()
+}
+
+/// An interest announcement parsed.
+///
+/// # Errors
+/// [`BusError`] when its length does not match its count (or the count is past
+/// [`MAX_ANNOUNCED`]), or a stream is not a delta stream (a book depth or trades) in a known
+/// format.
+pub fn parse_announcement(p: &[u8]) -> Result<Announcement, BusError> {
+    let head = p.get(..16).ok_or(BusError::Truncated(p.len()))?;
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut edge = [0u8; 8];
+    edge.copy_from_slice(&head[..8]);
+    let count = u32_at(head, 12) as usize;
+    if count > MAX_ANNOUNCED {
+        return Err(BusError::BadField("count"));
+    }
+    if p.len() != 16 + 6 * count {
+        return Err(BusError::Truncated(p.len()));
+    }
+    let mut topics = Vec::with_capacity(count);
+    for e in p[16..].chunks_exact(6) {
+        let format = format_of(e[5]).ok_or(BusError::BadField("format"))?;
+        let t = Topic {
+            sid: u32_at(e, 0),
+            stream: e[4],
+            format,
+        };
+        if t.stream >= CONFLATED_BASE {
+            return Err(BusError::BadField("stream"));
+        }
+        topics.push(t);
+    }
+    Ok(Announcement {
+        edge: u64::from_le_bytes(edge),
+        lease_ms: u32_at(head, 8),
+        topics,
+    })
+}
+
 /// The topic of dense index `idx` ([`Topic::index`]).
 pub fn topic_of_index(idx: usize) -> Topic {
     let format = if idx % 2 == 0 {
@@ -510,11 +657,12 @@ mod tests {
         w.push(5, b"abc");
         w.push(6, b"");
         w.push(7, b"xyz1");
-        let p = w.finish();
-        let (epoch, recs) = parse_batch(&p).unwrap();
-        assert_eq!(epoch, 0xdead_beef);
+        let p = w.finish(1_764_000_000_123_456_789);
+        let b = parse_batch(&p).unwrap();
+        assert_eq!(b.epoch, 0xdead_beef);
+        assert_eq!(b.publish_ts, 1_764_000_000_123_456_789);
         assert_eq!(
-            recs,
+            b.records,
             vec![
                 (5, Bytes::from_static(b"abc")),
                 (6, Bytes::new()),
@@ -548,6 +696,15 @@ mod tests {
         let (e, back) = parse_symbols(&encode_symbols(0x0102_0304, &table)).unwrap();
         assert_eq!(e, 0x0102_0304);
         assert_eq!(back.symbols, table.symbols);
+        // A version-1 ingest node (no "bus") or a later one: refused, by version.
+        let v1 = br#"{"epoch":"01020304","symbols":[]}"#;
+        assert_eq!(parse_symbols(v1).unwrap_err(), BusError::Version(1));
+        let v3 = br#"{"bus":3,"epoch":"01020304","symbols":[]}"#;
+        assert_eq!(parse_symbols(v3).unwrap_err(), BusError::Version(3));
+        assert_eq!(
+            parse_symbols(b"{").unwrap_err(),
+            BusError::BadField("symbol table")
+        );
     }
 
     #[test]
@@ -642,6 +799,71 @@ mod tests {
             parse_replay_reply(&Bytes::from_static(&[1, 0, 0, 0, 0, 1]), 9),
             Err(BusError::BadField("miss length"))
         );
+    }
+
+    #[test]
+    fn record_times_of_both_formats() {
+        let hdr = RecordHeader {
+            kind: RecordKind::Trade,
+            flags: 0,
+            sid: 3,
+            seq: 9,
+            exch_ts: 1_764_000_000_000_000_001,
+            recv_ts: 1_764_000_000_000_500_002,
+        };
+        let t = wire::Trade {
+            px: 100,
+            qty: 5,
+            trade_id: 42,
+            taker_side: crate::book::Side::Ask,
+        };
+        let mut b = BytesMut::new();
+        wire::encode_trade(&mut b, &hdr, &t);
+        let want = Some((hdr.exch_ts, hdr.recv_ts));
+        assert_eq!(record_times(Format::Binary, &b), want);
+        assert_eq!(record_times(Format::Binary, &b[..31]), None);
+        let mut j = BytesMut::new();
+        j.extend_from_slice(b",");
+        wire::encode_trade_json(&mut j, &meta(), &hdr, &t);
+        assert_eq!(record_times(Format::Json, &j), want);
+        assert_eq!(record_times(Format::Json, b",{\"kind\":\"trade\"}"), None);
+    }
+
+    #[test]
+    fn announcements_round_trip_and_garbage_is_an_error() {
+        let a = Announcement {
+            edge: 0x0123_4567_89ab_cdef,
+            lease_ms: 3_000,
+            topics: vec![
+                Topic::book(0, 1, Format::Binary),
+                Topic::trades(7, Format::Json),
+                Topic::book(2, 4, Format::Json),
+            ],
+        };
+        let p = encode_announcement(&a);
+        assert_eq!(parse_announcement(&p), Ok(a.clone()));
+        let empty = Announcement {
+            topics: vec![],
+            ..a.clone()
+        };
+        assert_eq!(parse_announcement(&encode_announcement(&empty)), Ok(empty));
+        // Cut anywhere, or one byte too many: an error, never a panic.
+        for n in 0..p.len() {
+            assert!(parse_announcement(&p[..n]).is_err(), "{n}");
+        }
+        let mut long = p.to_vec();
+        long.push(0);
+        assert!(parse_announcement(&long).is_err());
+        // A conflated tier or an unknown format, a count past the bound.
+        let mut tier = p.to_vec();
+        tier[16 + 4] = CONFLATED_BASE;
+        assert_eq!(parse_announcement(&tier), Err(BusError::BadField("stream")));
+        let mut fmt = p.to_vec();
+        fmt[16 + 5] = 9;
+        assert_eq!(parse_announcement(&fmt), Err(BusError::BadField("format")));
+        let mut huge = p.to_vec();
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_announcement(&huge), Err(BusError::BadField("count")));
     }
 
     #[test]

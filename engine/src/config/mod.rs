@@ -351,6 +351,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// First token of every bus subject.
     pub nats_prefix: String,
+    /// Ingest node: publish every stream, not only the ones the edges announce.
+    pub bus_publish_all: bool,
 }
 
 impl Default for Config {
@@ -472,6 +474,7 @@ impl Config {
             role: need(o.role, "role")?,
             nats_url: o.nats_url,
             nats_prefix: need(o.nats_prefix, "nats-prefix")?,
+            bus_publish_all: need(o.bus_publish_all, "bus-publish-all")?,
         })
     }
 
@@ -547,6 +550,7 @@ impl Config {
             role: Some(self.role),
             nats_url: self.nats_url.clone(),
             nats_prefix: Some(self.nats_prefix.clone()),
+            bus_publish_all: Some(self.bus_publish_all),
         }
     }
 

@@ -313,6 +313,10 @@ settings! {
     ["Cluster"] "nats-prefix" nats_prefix: String = Some("tickcast".to_owned()),
         shown "tickcast", value "TOKEN", rule Rule::Any,
         help "First token of every bus subject, so that several clusters can share one NATS.";
+    ["Cluster"] "bus-publish-all" bus_publish_all: bool = Some(false),
+        shown "false", value "BOOL", rule Rule::Any,
+        help "Ingest node: publish every stream of every symbol in both formats, not only the streams edges announce (for measurement; NATS drops what no edge subscribes to).",
+        arg(num_args = 0..=1, require_equals = true, default_missing_value = BOOL_FLAG);
 
     ["Feed"] "feed" feed: String = Some(EMBEDDED_FEED.to_owned()),
         shown "embedded", value "URL", rule Rule::Any,
