@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The bus benchmark of docs/benchmarks.md ("The bus"): on loopback, a nats-server (with its
 # monitoring port), an ingest node on the embedded simulator and one edge, 1,000 subscribers
-# of the edge (tickcast-bench), alternated with the same load on a standalone daemon, ROUNDS
-# times. Per run: delivered records/s,
-# recv_ts -> client and exch_ts -> client p50/p99, the daemon's (edge's) CPU, and during the
-# middle of the measured window NATS messages and bytes per second in and out (/varz), the
-# ingest node's records per published message, and nats-server's CPU.
+# of the edge (tickcast-bench), alternated with the same load on an edge whose ingest node
+# publishes every stream (--bus-publish-all, the version-1 way) and on a standalone daemon,
+# ROUNDS times (MODES="edge edge-all standalone"). Per run: delivered records/s,
+# recv_ts -> client and exch_ts -> client p50/p99, the daemon's (edge's) and the ingest node's
+# CPU, and during the middle of the measured window NATS messages and bytes per second in and
+# out (/varz), the ingest node's records per published message, nats-server's CPU, and the
+# edge's per-hop latency (p50/p99 estimated from its tickcast_bus_hop_latency_seconds and
+# tickcast_delivery_latency_seconds histograms over the same window, linear within a bucket).
+# Every clock read is this machine's, so the hops' stamps agree. Ends with a per-hop table
+# and the medians per mode.
 #
 #   scripts/bench-bus.sh                    # RATE=2000 SYMBOLS=50 CONNS=1000 DUR=10 ROUNDS=2
 #   scripts/bench-bus.sh ramp               # RAMP=100:1.5:20000 WIN=6 ROUNDS=2: edge vs standalone
@@ -15,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RATE="${RATE:-2000}" CONNS="${CONNS:-1000}" DUR="${DUR:-10}" ROUNDS="${ROUNDS:-2}"
-export SYMBOLS="${SYMBOLS:-50}"
+export SYMBOLS="${SYMBOLS:-50}" MODES="${MODES:-edge edge-all standalone}"
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$(command -v nats-server || true)}"
 [ -x "$NATS_SERVER_BIN" ] || { echo "no nats-server (set NATS_SERVER_BIN)" >&2; exit 1; }
 for b in target/release/tickcast target/release/tickcast-bench; do
@@ -51,12 +56,13 @@ if [ "${1:-}" = ramp ]; then
     exit 0
 fi
 exec python3 - <<'PY'
-import json, os, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 RATE, CONNS, DUR, ROUNDS = os.environ["RATE"], int(os.environ["CONNS"]), int(os.environ["DUR"]), int(os.environ["ROUNDS"])
-SYMBOLS = os.environ["SYMBOLS"]
+SYMBOLS, MODES = os.environ["SYMBOLS"], os.environ["MODES"].split()
 TC, BENCH, NATS = "target/release/tickcast", "target/release/tickcast-bench", os.environ["NATS_SERVER_BIN"]
 HZ = os.sysconf("SC_CLK_TCK")
+HOPS = ["feed", "ingest", "nats", "edge"]
 out = tempfile.mkdtemp(prefix="bench-bus-")
 
 def port():
@@ -70,11 +76,43 @@ def ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
 
-def metric(addr, name):
-    for line in get(f"http://{addr}/metrics")[1].splitlines():
+def scrape(addr):
+    return get(f"http://{addr}/metrics")[1] if addr else ""
+
+def metric(text, name):
+    for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+def buckets(text, family, label):
+    """Cumulative buckets [(le seconds, count)] of one histogram series (summed over shards
+    for the delivery histogram, whose label is the shard)."""
+    acc = {}
+    for line in text.splitlines():
+        if not line.startswith(family + "_bucket{") or (label and label not in line):
+            continue
+        le = line.split('le="')[1].split('"')[0]
+        le = float("inf") if le == "+Inf" else float(le)
+        acc[le] = acc.get(le, 0) + float(line.rsplit(" ", 1)[1])
+    return sorted(acc.items())
+
+def quantile(b0, b1, q):
+    """q-quantile (ms) of the observations between two scrapes of one histogram, linear
+    within the bucket that holds it."""
+    d = [(le, c1 - dict(b0).get(le, 0)) for le, c1 in b1]
+    total = d[-1][1] if d else 0
+    if total <= 0:
+        return None
+    want, lo, below = q * total, 0.0, 0
+    for le, cum in d:
+        if cum >= want:
+            if le == float("inf"):
+                return lo * 1000
+            inside = cum - below
+            return 1000 * (lo + (le - lo) * ((want - below) / inside if inside else 1))
+        lo, below = le, cum
+    return None
 
 def wait_healthy(addr, what):
     deadline = time.time() + 60
@@ -101,54 +139,98 @@ def varz():
     v = json.loads(get(f"http://127.0.0.1:{nm}/varz")[1])
     return [v["in_msgs"], v["in_bytes"], v["out_msgs"], v["out_bytes"]]
 
-def run(label, target_addr, target_pid, ingest_addr):
+def run(label, target_addr, target_pid, ingest_addr, ingest_pid):
     js = f"{out}/{label}.json"
+    load = open("/proc/loadavg").read().split()[0]
     b = subprocess.Popen([BENCH, "--url", f"ws://{target_addr}/ws", "--conns", str(CONNS),
                           "--symbols-per-conn", "5", "--depth", "10", "--duration", str(DUR),
                           "--json", js], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # The middle of the measured window (connecting 1,000 takes about a second).
     time.sleep(1 + DUR / 4)
     t0, v0, n0, c0 = time.time(), varz(), ticks(nats.pid), ticks(target_pid)
-    r0 = metric(ingest_addr, "tickcast_bus_records_total") if ingest_addr else 0
-    m0 = metric(ingest_addr, "tickcast_bus_messages_out_total") if ingest_addr else 0
+    i0 = ticks(ingest_pid) if ingest_pid else 0
+    e0, g0 = scrape(target_addr), scrape(ingest_addr)
     time.sleep(DUR / 2)
     t1, v1, n1, c1 = time.time(), varz(), ticks(nats.pid), ticks(target_pid)
-    r1 = metric(ingest_addr, "tickcast_bus_records_total") if ingest_addr else 0
-    m1 = metric(ingest_addr, "tickcast_bus_messages_out_total") if ingest_addr else 0
+    i1 = ticks(ingest_pid) if ingest_pid else 0
+    e1, g1 = scrape(target_addr), scrape(ingest_addr)
     b.wait()
     rep = json.load(open(js))
     dt = t1 - t0
     lat = rep["latency_us"]
+    r = metric(g1, "tickcast_bus_records_total") - metric(g0, "tickcast_bus_records_total")
+    m = metric(g1, "tickcast_bus_messages_out_total") - metric(g0, "tickcast_bus_messages_out_total")
     row = {
-        "label": label,
+        "label": label, "load": float(load),
         "records_s": rep.get("records_per_sec") or rep.get("throughput", {}).get("records_per_sec"),
         "recv_p50": lat["recv_to_client"]["p50"], "recv_p99": lat["recv_to_client"]["p99"],
         "exch_p50": lat["exch_to_client"]["p50"], "exch_p99": lat["exch_to_client"]["p99"],
         "cpu": 100 * (c1 - c0) / HZ / dt,
+        "ingest_cpu": 100 * (i1 - i0) / HZ / dt if ingest_pid else None,
         "nats_in_msgs_s": (v1[0] - v0[0]) / dt, "nats_in_bytes_s": (v1[1] - v0[1]) / dt,
         "nats_out_msgs_s": (v1[2] - v0[2]) / dt, "nats_out_bytes_s": (v1[3] - v0[3]) / dt,
         "nats_cpu": 100 * (n1 - n0) / HZ / dt,
-        "records_per_msg": (r1 - r0) / (m1 - m0) if m1 > m0 else 0,
+        "records_per_msg": r / m if m > 0 else 0,
+        "ingest_published_s": r / dt,
         "gaps": rep.get("gaps"), "decode_errors": rep.get("decode_errors"),
     }
+    hist = [(h, "tickcast_bus_hop_latency_seconds", f'hop="{h}"') for h in HOPS]
+    hist.append(("delivery", "tickcast_delivery_latency_seconds", ""))
+    for h, fam, lab in hist:
+        b0, b1 = buckets(e0, fam, lab), buckets(e1, fam, lab)
+        row[f"{h}_p50"] = quantile(b0, b1, 0.5)
+        row[f"{h}_p99"] = quantile(b0, b1, 0.99)
     print(json.dumps(row), flush=True)
     return row
 
 rows = []
 for rnd in range(ROUNDS):
-    ia, ea = f"127.0.0.1:{port()}", f"127.0.0.1:{port()}"
-    ing = start(["--role", "ingest", "--nats-url", url, "--listen", ia] + sim, f"{out}/ingest.log")
-    edge = start(["--role", "edge", "--nats-url", url, "--listen", ea, "--shards", "1"], f"{out}/edge.log")
-    wait_healthy(ia, "ingest"); wait_healthy(ea, "edge")
-    time.sleep(1)
-    rows.append(run(f"edge-r{rnd}", ea, edge.pid, ia))
-    edge.kill(); ing.kill(); edge.wait(); ing.wait()
-    sa = f"127.0.0.1:{port()}"
-    st = start(["--listen", sa] + sim, f"{out}/standalone.log")
-    wait_healthy(sa, "standalone")
-    time.sleep(1)
-    rows.append(run(f"standalone-r{rnd}", sa, st.pid, None))
-    st.kill(); st.wait()
+    for mode in MODES:
+        label = f"{mode}-r{rnd}"
+        if mode == "standalone":
+            sa = f"127.0.0.1:{port()}"
+            st = start(["--listen", sa] + sim, f"{out}/{label}.log")
+            wait_healthy(sa, "standalone")
+            time.sleep(1)
+            rows.append(run(label, sa, st.pid, None, None))
+            st.kill(); st.wait()
+            continue
+        ia, ea = f"127.0.0.1:{port()}", f"127.0.0.1:{port()}"
+        extra = ["--bus-publish-all"] if mode == "edge-all" else []
+        ing = start(["--role", "ingest", "--nats-url", url, "--listen", ia] + sim + extra,
+                    f"{out}/{label}-ingest.log")
+        edge = start(["--role", "edge", "--nats-url", url, "--listen", ea, "--shards", "1"],
+                     f"{out}/{label}-edge.log")
+        wait_healthy(ia, "ingest"); wait_healthy(ea, "edge")
+        time.sleep(1)
+        rows.append(run(label, ea, edge.pid, ia, ing.pid))
+        edge.kill(); ing.kill(); edge.wait(); ing.wait()
 nats.kill()
+
+def med(mode, key):
+    v = [r[key] for r in rows if r["label"].startswith(mode + "-r") and r.get(key) is not None]
+    return (statistics.median(v), min(v), max(v)) if v else None
+
+def fmt(x, unit=""):
+    return "-" if x is None else f"{x[0]:.3g}{unit} ({x[1]:.3g}-{x[2]:.3g})"
+
+print(f"\nmedians of {ROUNDS} round(s) (range); load average {min(r['load'] for r in rows):.1f}-{max(r['load'] for r in rows):.1f}")
+print("\nper hop, ms, p50 / p99 (histogram estimates; client = tickcast-bench's exact recv_ts -> client)")
+print("| mode | " + " | ".join(HOPS + ["delivery (recv_ts -> writev)", "client (recv_ts -> client)"]) + " |")
+print("|---" * (len(HOPS) + 3) + "|")
+for mode in MODES:
+    cells = []
+    for h in HOPS + ["delivery"]:
+        p50, p99 = med(mode, f"{h}_p50"), med(mode, f"{h}_p99")
+        cells.append("-" if p50 is None else f"{p50[0]:.3f} / {p99[0]:.3f}")
+    p50, p99 = med(mode, "recv_p50"), med(mode, "recv_p99")
+    cells.append(f"{p50[0] / 1000:.3f} / {p99[0] / 1000:.3f}")
+    print(f"| {mode} | " + " | ".join(cells) + " |")
+print("\nvolumes")
+print("| mode | records/s delivered | daemon CPU % | ingest CPU % | NATS in msgs/s | NATS in bytes/s | NATS out msgs/s | records/msg | nats-server CPU % |")
+print("|---" * 9 + "|")
+for mode in MODES:
+    keys = ["records_s", "cpu", "ingest_cpu", "nats_in_msgs_s", "nats_in_bytes_s", "nats_out_msgs_s", "records_per_msg", "nats_cpu"]
+    print(f"| {mode} | " + " | ".join(fmt(med(mode, k)) for k in keys) + " |")
 print("results in", out, file=sys.stderr)
 PY

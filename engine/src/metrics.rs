@@ -71,7 +71,11 @@ pub struct ShardMetrics {
 pub const TRANSPORTS: [&str; 3] = ["ws", "stream", "sse"];
 
 /// Upper bounds (nanoseconds) of the latency histogram buckets; the last bucket is `+Inf`.
-pub const LATENCY_BOUNDS_NS: [u64; 15] = [
+pub const LATENCY_BOUNDS_NS: [u64; 19] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
     25_000,
     50_000,
     100_000,

@@ -1,8 +1,8 @@
 //! The ingest node's publisher (`--role ingest`): one thread that talks to NATS.
 //!
-//! To the ingester it is one more shard: it owns a ring and counts as a subscriber of every
-//! topic (every stream of every symbol, both formats), so the ingester encodes each record once
-//! per format and pushes it here exactly as it pushes it to a shard. This thread drains the
+//! To the ingester it is one more shard: it owns a ring and counts as a subscriber of the
+//! streams the edges want (below), so the ingester encodes each record once per format and
+//! pushes it here exactly as it pushes it to a shard. This thread drains the
 //! ring, groups the records per stream into batches (up to [`MAX_BATCH_BYTES`], flushed when the
 //! ring is empty) and publishes each batch to its stream's subject. (A batch holds the records
 //! of one stream that arrived since the last drain: about one at tens of updates a second per
