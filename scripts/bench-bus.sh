@@ -52,6 +52,38 @@ if [ "${1:-}" = ramp ]; then
             if [ -s "$OUT/ingest.pid" ]; then kill "$(cat "$OUT/ingest.pid")" 2>/dev/null || true; : > "$OUT/ingest.pid"; fi
         done
     done
+    # Delivered records/s per core (delivered / the daemon's CPU share) at every step, and the
+    # edge's over standalone's at the same step of the same round.
+    python3 - "$OUT" <<'PY'
+import glob, json, sys
+rows = {}
+for f in sorted(glob.glob(f"{sys.argv[1]}/round-*/**/*.json", recursive=True)):
+    try:
+        r = json.load(open(f))
+    except Exception:
+        continue
+    if "steps" not in r:
+        continue
+    rnd = f.split("/round-")[1].split("/")[0]
+    best = r.get("best_step")
+    for i, s in enumerate(r["steps"]):
+        cpu = (s.get("target_cpu") or {}).get("total_pct") or 0
+        rows.setdefault((rnd, s["input_rate"]), {})[r["label"]] = (
+            s["records_per_sec"], cpu, s["latency_us"]["recv_to_client"]["p99"] / 1000,
+            s.get("pass"), i == best, s.get("loadavg", [0, 0])[1])
+print("| round | input/s | edge: delivered/s, CPU %, per core, p99 ms | standalone: the same | edge / standalone per core |")
+print("|---|---|---|---|---|")
+for (rnd, rate), by in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    cells, per = [], {}
+    for label in ["edge", "standalone"]:
+        if label not in by:
+            cells.append("-"); continue
+        rec, cpu, p99, ok, best, load = by[label]
+        per[label] = rec / (cpu / 100) if cpu else 0
+        cells.append(f"{rec / 1e6:.2f} M, {cpu:.1f} %, {per[label] / 1e6:.2f} M, {p99:.1f}{' best' if best else ''}{'' if ok else ' FAIL'} (load {load:.1f})")
+    ratio = f"{per['edge'] / per['standalone']:.2f}" if per.get("standalone") and "edge" in per else "-"
+    print(f"| {rnd} | {rate:.0f} | {cells[0]} | {cells[1]} | {ratio} |")
+PY
     echo "results in $OUT"
     exit 0
 fi
@@ -211,8 +243,11 @@ def med(mode, key):
     v = [r[key] for r in rows if r["label"].startswith(mode + "-r") and r.get(key) is not None]
     return (statistics.median(v), min(v), max(v)) if v else None
 
-def fmt(x, unit=""):
-    return "-" if x is None else f"{x[0]:.3g}{unit} ({x[1]:.3g}-{x[2]:.3g})"
+def num(v):
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+def fmt(x):
+    return "-" if x is None else f"{num(x[0])} ({num(x[1])}-{num(x[2])})"
 
 print(f"\nmedians of {ROUNDS} round(s) (range); load average {min(r['load'] for r in rows):.1f}-{max(r['load'] for r in rows):.1f}")
 print("\nper hop, ms, p50 / p99 (histogram estimates; client = tickcast-bench's exact recv_ts -> client)")

@@ -318,6 +318,49 @@ mod tests {
         assert!(changes(|o| l.request(tier, t0, S, o)).is_empty());
     }
 
+    /// Random bytes and random mutations of a valid announcement: an error or a valid table,
+    /// never a panic, and a refused one changes nothing.
+    #[test]
+    fn random_announcements_never_panic() {
+        let t0 = crate::clock::monotonic();
+        let mut l = Leases::new(4, 3);
+        let valid = ann(
+            5,
+            1_000,
+            &[
+                Topic::book(1, 0, Format::Json),
+                Topic::trades(3, Format::Binary),
+            ],
+        );
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut p = if i % 2 == 0 {
+                valid.clone()
+            } else {
+                (0..next() % 64).map(|_| next() as u8).collect()
+            };
+            if !p.is_empty() {
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() as usize) % p.len();
+                    p[at] = next() as u8;
+                }
+            }
+            let before = l.streams();
+            let mut out = Vec::new();
+            if l.announce(&p, t0, &mut out).is_err() {
+                assert!(out.is_empty());
+                assert_eq!(l.streams(), before);
+            }
+            assert!(l.edges() <= 3);
+        }
+    }
+
     #[test]
     fn garbage_announcements_are_counted_and_ignored() {
         let t0 = crate::clock::monotonic();
