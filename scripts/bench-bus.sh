@@ -68,10 +68,11 @@ for f in sorted(glob.glob(f"{sys.argv[1]}/round-*/**/*.json", recursive=True)):
     best = r.get("best_step")
     for i, s in enumerate(r["steps"]):
         cpu = (s.get("target_cpu") or {}).get("total_pct") or 0
-        rows.setdefault((rnd, s["input_rate"]), {})[r["label"]] = (
+        step = float(s["name"].split()[-1]) if s.get("name", "").split()[-1:] else s["input_rate"]
+        rows.setdefault((rnd, step), {})[r["label"]] = (
             s["records_per_sec"], cpu, s["latency_us"]["recv_to_client"]["p99"] / 1000,
             s.get("pass"), i == best, s.get("loadavg", [0, 0])[1])
-print("| round | input/s | edge: delivered/s, CPU %, per core, p99 ms | standalone: the same | edge / standalone per core |")
+print("| round | step (input/s) | edge: delivered/s, CPU %, per core, p99 ms | standalone: the same | edge / standalone per core |")
 print("|---|---|---|---|---|")
 for (rnd, rate), by in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1])):
     cells, per = [], {}
