@@ -352,9 +352,14 @@ pub fn encode_symbols(epoch: u32, table: &SymbolTable) -> Bytes {
 pub fn parse_symbols(p: &[u8]) -> Result<(u32, SymbolTable), BusError> {
     let v: serde_json::Value =
         serde_json::from_slice(p).map_err(|_| BusError::BadField("symbol table"))?;
-    let version = v.get("bus").map_or(Some(1), serde_json::Value::as_u64);
-    if version != Some(BUS_VERSION) {
-        return Err(BusError::Version(version.unwrap_or(0)));
+    let version = match (v.get("bus"), v.get("epoch")) {
+        (Some(b), _) => b.as_u64().ok_or(BusError::BadField("bus"))?,
+        // Version 1 had no "bus"; without an epoch it is not a table at all.
+        (None, Some(_)) => 1,
+        (None, None) => return Err(BusError::BadField("symbol table")),
+    };
+    if version != BUS_VERSION {
+        return Err(BusError::Version(version));
     }
     table_of(&v).ok_or(BusError::BadField("symbol table"))
 }
@@ -701,10 +706,12 @@ mod tests {
         assert_eq!(parse_symbols(v1).unwrap_err(), BusError::Version(1));
         let v3 = br#"{"bus":3,"epoch":"01020304","symbols":[]}"#;
         assert_eq!(parse_symbols(v3).unwrap_err(), BusError::Version(3));
-        assert_eq!(
-            parse_symbols(b"{").unwrap_err(),
-            BusError::BadField("symbol table")
-        );
+        for garbage in [&b"{"[..], b"{}", b"[]", br#"{"bus":"2"}"#] {
+            assert!(
+                matches!(parse_symbols(garbage), Err(BusError::BadField(_))),
+                "{garbage:?}"
+            );
+        }
     }
 
     #[test]
