@@ -39,6 +39,7 @@ use crate::fanout::arena::{DrainArena, Owed};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::entitle::Grant;
 use crate::fanout::interest::Interest;
+use crate::fanout::limit::RateLimit;
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
 use crate::metrics::{Metrics, ShardMetrics, add};
@@ -161,6 +162,8 @@ pub(crate) struct Tables {
     pub(super) requests_sent: bool,
     /// Snapshot requests in flight, one per topic, with every subscription waiting for it.
     pub(super) snapshots: SnapshotRequests,
+    /// The control-message rate limit of every connection.
+    pub(super) control: RateLimit,
 }
 
 impl Tables {
@@ -225,6 +228,11 @@ impl ShardCore {
             max_frame_bytes: echo_max,
         };
         let slots = slot_table(ctx.config.max_conns);
+        let control = RateLimit::new(
+            ctx.config.control_rate,
+            ctx.config.control_burst,
+            ctx.config.control_strikes,
+        );
         let mut timers = TimerTable::default();
         timers.set(Timer::Sweep, now + SWEEP);
         Self {
@@ -236,6 +244,7 @@ impl ShardCore {
                 echo_limits,
                 requests_sent: false,
                 snapshots: SnapshotRequests::default(),
+                control,
             },
             slots,
             free: Vec::new(),
@@ -400,9 +409,7 @@ impl ShardCore {
         let settings = ConnSettings {
             max_outbuf_bytes: cfg.max_outbuf_bytes,
             handshake_timeout: cfg.handshake_timeout,
-            control_rate: cfg.control_rate,
-            control_burst: cfg.control_burst,
-            control_strikes: cfg.control_strikes,
+            control: self.t.control,
         };
         self.slots[idx as usize].conn = Some(Conn::new(peer, self.now, &settings));
         add(&self.metrics().connections, 1);

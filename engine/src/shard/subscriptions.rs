@@ -337,7 +337,7 @@ impl Tables {
             moved.push(s.sid);
         }
         let l = c.ladder_mut();
-        l.tier = pressure;
+        l.set_tier(pressure);
         l.deferred |= !moved.is_empty();
         moved
     }
@@ -589,8 +589,8 @@ impl Tables {
             let bt = c.book_topic(&s);
             self.drop_sub(s, bt, c.format(), idx);
         }
-        if c.ladder().since.is_some() {
-            c.ladder_mut().since = None;
+        if c.ladder().since().is_some() {
+            c.ladder_mut().clear_since();
             crate::metrics::sub(&self.metrics().conflating, 1);
         }
     }
