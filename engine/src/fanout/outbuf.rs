@@ -134,16 +134,26 @@ impl OutBuf {
                 buf,
                 len: data.len() as u8,
             }
+        } else if data.len() > MAX_CHUNK {
+            return self.push_oversized(Bytes::copy_from_slice(data), end_of_message);
         } else {
-            return self.push_shared(Bytes::copy_from_slice(data), end_of_message);
+            Chunk::Shared(Bytes::copy_from_slice(data))
         };
         self.push(chunk, end_of_message);
     }
 
     /// Queues a shared chunk without copying it.
-    pub fn push_shared(&mut self, mut data: Bytes, end_of_message: bool) {
-        // Offsets into a chunk are kept in 32 bits: a larger piece (the engine makes none:
-        // messages are bounded far below) would go in as several chunks.
+    pub fn push_shared(&mut self, data: Bytes, end_of_message: bool) {
+        if data.len() > MAX_CHUNK {
+            return self.push_oversized(data, end_of_message);
+        }
+        self.push(Chunk::Shared(data), end_of_message);
+    }
+
+    /// Offsets into a chunk are kept in 31 bits: a larger piece (the engine makes none:
+    /// messages are bounded far below) goes in as several chunks.
+    #[cold]
+    fn push_oversized(&mut self, mut data: Bytes, end_of_message: bool) {
         while data.len() > MAX_CHUNK {
             let head = data.split_to(MAX_CHUNK);
             self.push(Chunk::Shared(head), false);

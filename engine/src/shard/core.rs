@@ -183,9 +183,9 @@ pub(crate) struct ShardCore {
     pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
     pub(super) pending: Vec<Pending>,
-    /// The flush pass's visiting order: positions in `dirty`, least recently flushed first
-    /// (see `ShardCore::flush`); reused.
-    pub(super) order: Vec<(u32, u32)>,
+    /// The flush pass's visiting order: positions in `dirty` (the low 32 bits of each entry),
+    /// least recently flushed first (see `ShardCore::flush`, `order_more`); reused.
+    pub(super) order: Vec<u64>,
     /// Per slot: the value of `flush_clock` when the connection was last flushed.
     pub(super) last_flush: Vec<u32>,
     /// Counts flush visits (wrapping): ages in `last_flush` are taken from it.
