@@ -16,6 +16,10 @@ use bytes::Bytes;
 
 /// Largest chunk stored inline (a frame header plus a batch header fit).
 pub const INLINE_CAP: usize = 24;
+/// Largest chunk in the queue (offsets into the front one are kept in 31 bits).
+const MAX_CHUNK: usize = (1 << 31) - 1;
+/// [`OutBuf`]'s `front`: a message has started going out.
+const MID_MESSAGE: u32 = 1 << 31;
 
 #[derive(Debug)]
 enum Chunk {
@@ -50,14 +54,23 @@ pub struct Overflow {
     pub wanted: usize,
 }
 
+/// A bound in the 32 bits [`OutBuf`] keeps.
+fn clamp_limit(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
 /// Bounded queue of outgoing bytes for one connection.
 #[derive(Debug)]
 pub struct OutBuf {
     entries: VecDeque<Entry>,
     queued: usize,
-    front_offset: usize,
-    mid_message: bool,
-    limit: usize,
+    /// Bytes of the front chunk already written (low 31 bits: chunks are at most
+    /// [`MAX_CHUNK`] bytes) and, in the top bit ([`MID_MESSAGE`]), whether a message has
+    /// started going out. Packed: one per connection, and 8 bytes less each.
+    front: u32,
+    /// The bound, in 32 bits (one per connection: 8 bytes less each); larger bounds are
+    /// clamped to 4 GiB - 1.
+    limit: u32,
 }
 
 impl OutBuf {
@@ -66,10 +79,14 @@ impl OutBuf {
         Self {
             entries: VecDeque::new(),
             queued: 0,
-            front_offset: 0,
-            mid_message: false,
-            limit,
+            front: 0,
+            limit: clamp_limit(limit),
         }
+    }
+
+    /// Bytes of the front chunk already written.
+    fn front_offset(&self) -> usize {
+        (self.front & !MID_MESSAGE) as usize
     }
 
     /// Bytes queued and not yet written.
@@ -84,12 +101,12 @@ impl OutBuf {
 
     /// The bound in bytes.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit as usize
     }
 
     /// Changes the bound (for later messages; nothing queued is dropped).
     pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit;
+        self.limit = clamp_limit(limit);
     }
 
     /// Checks that `bytes` more fit under the bound.
@@ -97,9 +114,9 @@ impl OutBuf {
     /// # Errors
     /// [`Overflow`] when they do not; the caller evicts the connection.
     pub fn reserve(&self, bytes: usize) -> Result<(), Overflow> {
-        if self.queued.saturating_add(bytes) > self.limit {
+        if self.queued.saturating_add(bytes) > self.limit() {
             Err(Overflow {
-                limit: self.limit,
+                limit: self.limit(),
                 queued: self.queued,
                 wanted: bytes,
             })
@@ -117,6 +134,8 @@ impl OutBuf {
                 buf,
                 len: data.len() as u8,
             }
+        } else if data.len() > MAX_CHUNK {
+            return self.push_oversized(Bytes::copy_from_slice(data), end_of_message);
         } else {
             Chunk::Shared(Bytes::copy_from_slice(data))
         };
@@ -125,6 +144,20 @@ impl OutBuf {
 
     /// Queues a shared chunk without copying it.
     pub fn push_shared(&mut self, data: Bytes, end_of_message: bool) {
+        if data.len() > MAX_CHUNK {
+            return self.push_oversized(data, end_of_message);
+        }
+        self.push(Chunk::Shared(data), end_of_message);
+    }
+
+    /// Offsets into a chunk are kept in 31 bits: a larger piece (the engine makes none:
+    /// messages are bounded far below) goes in as several chunks.
+    #[cold]
+    fn push_oversized(&mut self, mut data: Bytes, end_of_message: bool) {
+        while data.len() > MAX_CHUNK {
+            let head = data.split_to(MAX_CHUNK);
+            self.push(Chunk::Shared(head), false);
+        }
         self.push(Chunk::Shared(data), end_of_message);
     }
 
@@ -149,7 +182,7 @@ impl OutBuf {
             }
             let s = e.chunk.as_slice();
             let s = if i == 0 {
-                s.get(self.front_offset..).unwrap_or_default()
+                s.get(self.front_offset()..).unwrap_or_default()
             } else {
                 s
             };
@@ -166,17 +199,16 @@ impl OutBuf {
     pub fn advance(&mut self, mut written: usize) {
         self.queued = self.queued.saturating_sub(written);
         while let Some(front) = self.entries.front() {
-            let remaining = front.chunk.as_slice().len() - self.front_offset;
+            let remaining = front.chunk.as_slice().len() - self.front_offset();
             if written < remaining {
-                self.front_offset += written;
                 if written > 0 {
-                    self.mid_message = true;
+                    // Less than the chunk's length, which fits 31 bits.
+                    self.front = (self.front + written as u32) | MID_MESSAGE;
                 }
                 return;
             }
             written -= remaining;
-            self.front_offset = 0;
-            self.mid_message = !front.end_of_message;
+            self.front = if front.end_of_message { 0 } else { MID_MESSAGE };
             self.entries.pop_front();
         }
     }
@@ -186,7 +218,7 @@ impl OutBuf {
     pub fn release_storage(&mut self) {
         if self.entries.is_empty() && self.entries.capacity() > 0 {
             self.entries = VecDeque::new();
-            self.front_offset = 0;
+            self.front &= MID_MESSAGE;
         }
     }
 
@@ -201,7 +233,7 @@ impl OutBuf {
     /// Drops every message that has not started going out, finishing the one that has.
     /// Returns the bytes dropped.
     pub fn discard_unsent(&mut self) -> usize {
-        let keep = if self.mid_message || self.front_offset > 0 {
+        let keep = if self.front != 0 {
             self.entries
                 .iter()
                 .position(|e| e.end_of_message)

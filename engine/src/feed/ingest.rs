@@ -233,6 +233,8 @@ struct SymState {
 #[derive(Debug, Default)]
 struct Arena {
     buf: BytesMut,
+    /// Where [`Arena::encode_alone`] encodes (reused).
+    scratch: BytesMut,
 }
 
 impl Arena {
@@ -251,6 +253,30 @@ impl Arena {
             }
         }
     }
+
+    /// Encodes a record into an allocation of its own, of its exact size, instead of a slice
+    /// of the shared chunk: for a snapshot that answers one request. It is written once and
+    /// dropped, but a chunk lives as long as its longest-lived record, and the replay windows
+    /// keep deltas cut from the same chunks for minutes: 19,800 subscribers' snapshots kept
+    /// ~7 MB of chunks resident after they were written (docs/benchmarks.md, idle memory).
+    fn encode_alone(
+        &mut self,
+        f: impl FnOnce(&mut BytesMut) -> Result<(), wire::WireError>,
+    ) -> Result<Bytes, wire::WireError> {
+        self.scratch.clear();
+        f(&mut self.scratch)?;
+        Ok(Bytes::copy_from_slice(&self.scratch))
+    }
+}
+
+/// Where a snapshot record is encoded (see [`Arena::encode_alone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// A slice of the shared chunk: records published to a stream (kept by the replay
+    /// windows, or sent to every subscriber of a conflated topic).
+    Shared,
+    /// Its own allocation: the answer to one snapshot request.
+    Alone,
 }
 
 /// Hot-path counters, kept locally and added to the shared metrics once per read batch (the
@@ -1234,7 +1260,13 @@ impl Ingester {
     }
 
     /// A snapshot record of `sym` at depth index `d` in `format`, with the stream's current seq.
-    fn snapshot_record(&mut self, sym: u32, d: usize, format: Format) -> Option<Bytes> {
+    fn snapshot_record(
+        &mut self,
+        sym: u32,
+        d: usize,
+        format: Format,
+        place: Placement,
+    ) -> Option<Bytes> {
         let st = self.syms.get(sym as usize)?;
         let n = usize::from(DEPTHS[d]);
         let hdr = RecordHeader {
@@ -1247,14 +1279,18 @@ impl Ingester {
         };
         let (bids, asks) = (st.book.top(Side::Bid, n), st.book.top(Side::Ask, n));
         let crc = book_crc(&st.book, d);
-        let encoded = self.arena.encode(|out| match format {
+        let encode = |out: &mut BytesMut| match format {
             Format::Binary => wire::try_encode_book_crc(out, &hdr, bids, asks, crc),
             Format::Json => {
                 out.extend_from_slice(b",");
                 wire::encode_book_json_crc(out, &st.meta, &hdr, bids, asks, crc);
                 Ok(())
             }
-        });
+        };
+        let encoded = match place {
+            Placement::Shared => self.arena.encode(encode),
+            Placement::Alone => self.arena.encode_alone(encode),
+        };
         self.checked(encoded)
     }
 
@@ -1280,7 +1316,7 @@ impl Ingester {
                 if !self.kept(topic) {
                     continue;
                 }
-                if let Some(bytes) = self.snapshot_record(sym, d, format) {
+                if let Some(bytes) = self.snapshot_record(sym, d, format, Placement::Shared) {
                     // The replacing snapshot is part of the stream: a resume replays it.
                     self.replay.append(topic, seq, bytes.clone(), self.now.mono);
                     self.push_to_shards(topic, bytes);
@@ -1321,7 +1357,8 @@ impl Ingester {
         if topic.conflation().is_some() {
             self.conflation.watch(topic, clock::monotonic());
         }
-        let Some(bytes) = self.snapshot_record(topic.sid, depth, topic.format) else {
+        let Some(bytes) = self.snapshot_record(topic.sid, depth, topic.format, Placement::Alone)
+        else {
             return;
         };
         let Some(ring) = self.ctx.rings.get(shard) else {
@@ -1387,7 +1424,7 @@ impl Ingester {
             });
             for t in sends {
                 let d = t.depth_idx().unwrap_or(0);
-                if let Some(bytes) = self.snapshot_record(t.sid, d, t.format) {
+                if let Some(bytes) = self.snapshot_record(t.sid, d, t.format, Placement::Shared) {
                     out.push((t, bytes));
                 }
             }
@@ -1417,7 +1454,8 @@ impl Ingester {
         if after == seq {
             return Some(None);
         }
-        self.snapshot_record(topic.sid, d, topic.format).map(Some)
+        self.snapshot_record(topic.sid, d, topic.format, Placement::Alone)
+            .map(Some)
     }
 
     /// A subscribe with `resume`: per named symbol, the records after the client's positions

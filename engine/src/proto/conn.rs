@@ -126,12 +126,19 @@ pub struct WsConn {
     /// The data message being received (opened by its first frame's header).
     /// Boxed so that an idle connection (no message in flight) does not carry its size.
     message: Option<Box<InMessage>>,
-    /// Control frames to send, in order.
+    /// Control frames to send (pongs, close), boxed only while some are queued: an idle
+    /// connection pays 8 bytes for it instead of 28.
+    transmit: Option<Box<Transmit>>,
+}
+
+/// Control frames to send, in order.
+#[derive(Debug, Default)]
+struct Transmit {
     /// (A `Vec`, smaller than a `VecDeque`: it holds at most a few frames, and
     /// `poll_transmit` empties it in one go.)
-    transmit: Vec<Bytes>,
-    /// How many of the frames in `transmit` are pongs.
-    queued_pongs: u32,
+    frames: Vec<Bytes>,
+    /// How many of `frames` are pongs.
+    pongs: u32,
 }
 
 /// A frame whose header has been consumed and whose payload is arriving.
@@ -189,8 +196,7 @@ impl WsConn {
             inflater: deflate.map(|d| Box::new(Inflater::new(d))),
             frame: None,
             message: None,
-            transmit: Vec::new(),
-            queued_pongs: 0,
+            transmit: None,
         }
     }
 
@@ -268,18 +274,16 @@ impl WsConn {
 
     /// The next control frame (pong, close) to send, in order; append it to the out-buffer.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.transmit.is_empty() {
-            return None;
+        let t = self.transmit.as_mut()?;
+        let frame = (!t.frames.is_empty()).then(|| t.frames.remove(0));
+        if frame.as_ref().is_some_and(|f| f.first() == Some(&PONG_B0)) {
+            t.pongs = t.pongs.saturating_sub(1);
         }
-        let frame = self.transmit.remove(0);
-        if self.transmit.is_empty() {
+        if t.frames.is_empty() {
             // Close and pong frames are rare: an idle connection keeps no storage for them.
-            self.transmit = Vec::new();
+            self.transmit = None;
         }
-        if frame.first() == Some(&PONG_B0) {
-            self.queued_pongs = self.queued_pongs.saturating_sub(1);
-        }
-        Some(frame)
+        frame
     }
 
     /// Starts a server-initiated close: queues a close frame with `code` and `reason` (cut to
@@ -297,7 +301,7 @@ impl WsConn {
         } else {
             close_code::INTERNAL_ERROR
         };
-        self.transmit.push(frame::encode_close(code, reason));
+        self.queue_frame(frame::encode_close(code, reason));
         self.state = ConnState::CloseSent;
         self.drop_message();
     }
@@ -541,7 +545,7 @@ impl WsConn {
         };
         if self.state == ConnState::Open {
             let echo = code.unwrap_or(close_code::NORMAL);
-            self.transmit.push(frame::encode_close(echo, ""));
+            self.queue_frame(frame::encode_close(echo, ""));
         }
         self.state = ConnState::Closed;
         self.drop_message();
@@ -550,22 +554,31 @@ impl WsConn {
 
     fn queue_pong(&mut self, payload: &[u8]) {
         let pong = frame::encode_control(OpCode::Pong, payload);
-        if self.queued_pongs >= MAX_QUEUED_PONGS {
+        let t = self.transmit.get_or_insert_with(Box::default);
+        if t.pongs >= MAX_QUEUED_PONGS {
             // While open, only pongs are queued, so the last frame is a pong.
-            if let Some(last) = self.transmit.last_mut() {
+            if let Some(last) = t.frames.last_mut() {
                 *last = pong;
                 return;
             }
         }
-        self.transmit.push(pong);
-        self.queued_pongs += 1;
+        t.frames.push(pong);
+        t.pongs += 1;
+    }
+
+    /// Queues a control frame for [`Self::poll_transmit`].
+    fn queue_frame(&mut self, frame: Bytes) {
+        self.transmit
+            .get_or_insert_with(Box::default)
+            .frames
+            .push(frame);
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): queue a close with `code` unless one was sent,
     /// drop all receive state, and stop processing input.
     fn fail(&mut self, code: u16, reason: &'static str) -> ProtocolViolation {
         if self.state == ConnState::Open {
-            self.transmit.push(frame::encode_close(code, reason));
+            self.queue_frame(frame::encode_close(code, reason));
         }
         self.state = ConnState::Closed;
         self.frame = None;

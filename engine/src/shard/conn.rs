@@ -22,7 +22,7 @@ use crate::fanout::batch::text_message;
 use crate::fanout::entitle::Grant;
 use crate::fanout::keepalive::{Action, KeepAlive};
 use crate::fanout::ladder::RateMeter;
-use crate::fanout::limit::{RateLimiter, Verdict};
+use crate::fanout::limit::{RateLimit, RateLimiter, Verdict};
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::{Format, Topic};
 use crate::proto::conn::{ConnState, WsConn};
@@ -72,6 +72,16 @@ pub(crate) enum Phase {
     Evicting { deadline: Instant },
 }
 
+/// The kind of a [`Phase`], without its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Handshaking,
+    Responding,
+    Open,
+    Closing,
+    Evicting,
+}
+
 /// One subscription of a connection (one symbol).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sub {
@@ -95,41 +105,216 @@ pub(crate) struct Sub {
     pub(crate) resuming: bool,
 }
 
+/// A connection's subscriptions: one is kept inline (an idle screen or bot often watches one
+/// symbol, and then pays no heap block of 32 bytes for its list), more in a `Vec` sized exactly.
+#[derive(Debug, Default)]
+pub(crate) enum SubList {
+    #[default]
+    Empty,
+    One(Sub),
+    Many(Vec<Sub>),
+}
+
+impl SubList {
+    pub(crate) fn as_slice(&self) -> &[Sub] {
+        match self {
+            Self::Empty => &[],
+            Self::One(s) => std::slice::from_ref(s),
+            Self::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Sub] {
+        match self {
+            Self::Empty => &mut [],
+            Self::One(s) => std::slice::from_mut(s),
+            Self::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Room for exactly `n` more: past one, the list moves to a `Vec` of the exact size.
+    fn reserve_exact(&mut self, n: usize) {
+        match self {
+            Self::Many(v) => v.reserve_exact(n),
+            _ if self.len() + n <= 1 => {}
+            _ => {
+                let mut v = Vec::with_capacity(self.len() + n);
+                v.extend_from_slice(self.as_slice());
+                *self = Self::Many(v);
+            }
+        }
+    }
+
+    fn push(&mut self, sub: Sub) {
+        match self {
+            Self::Empty => *self = Self::One(sub),
+            Self::One(a) => *self = Self::Many(vec![*a, sub]),
+            Self::Many(v) => v.push(sub),
+        }
+    }
+
+    fn swap_remove(&mut self, pos: usize) -> Sub {
+        match self {
+            Self::Many(v) => {
+                let s = v.swap_remove(pos);
+                if v.is_empty() {
+                    *self = Self::Empty;
+                }
+                s
+            }
+            _ => {
+                let s = self.as_slice()[pos];
+                *self = Self::Empty;
+                s
+            }
+        }
+    }
+
+    /// Gives back spare capacity (a `Vec` that shrank to one entry goes back inline).
+    fn shrink_to_fit(&mut self) {
+        if let Self::Many(v) = self {
+            match v.len() {
+                0 => *self = Self::Empty,
+                1 => *self = Self::One(v[0]),
+                _ => v.shrink_to_fit(),
+            }
+        }
+    }
+}
+
+impl IntoIterator for SubList {
+    type Item = Sub;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Sub>, std::vec::IntoIter<Sub>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::Empty => None.into_iter().chain(Vec::new()),
+            Self::One(s) => Some(s).into_iter().chain(Vec::new()),
+            Self::Many(v) => None.into_iter().chain(v),
+        }
+    }
+}
+
 /// [`Sub::tier`] of a subscription that asked for no `max_hz`.
 pub(crate) const NO_TIER: u8 = u8::MAX;
 
 /// Where a connection is on the slow-consumer ladder (docs/protocol.md §5.2).
+///
+/// A connection that always keeps up needs only the two fields inline; the rung it is on and
+/// its rate meter are boxed and made at its first write that leaves bytes behind (or when it
+/// starts conflating), so an idle subscriber pays 16 bytes here instead of 48.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ladder {
-    /// Conflating under pressure since then, at rate tier `tier`; `None`: live.
-    pub(crate) since: Option<Instant>,
-    /// Since when a conflating connection owes more than the soft mark (eviction after
-    /// `conflate-grace`).
-    pub(crate) over_since: Option<Instant>,
-    /// The pressure tier while conflating.
-    pub(crate) tier: u8,
     /// Some book subscription waits to send its snapshot request.
     pub(crate) deferred: bool,
     /// The largest snapshot this connection got (bytes): how much room a request needs.
     pub(crate) snap_est: u32,
-    /// Its live and drain rates: whether a drained conflating connection may go live. Boxed
-    /// and made at the first write that leaves bytes behind: a connection that always keeps
-    /// up never needs one (and an idle one pays 8 bytes).
-    pub(crate) meter: Option<Box<RateMeter>>,
+    rung: Option<Box<Rung>>,
+}
+
+/// The cold part of a [`Ladder`].
+#[derive(Debug, Clone, Default)]
+struct Rung {
+    /// Conflating under pressure since then, at rate tier `tier`; `None`: live.
+    since: Option<Instant>,
+    /// Since when a conflating connection owes more than the soft mark (eviction after
+    /// `conflate-grace`).
+    over_since: Option<Instant>,
+    /// The pressure tier while conflating.
+    tier: u8,
     /// This stay on the conflating rung was counted in `ladder_held`.
-    pub(crate) held: bool,
+    held: bool,
+    /// Its live and drain rates: whether a drained conflating connection may go live. Made at
+    /// the first write that leaves bytes behind.
+    meter: Option<RateMeter>,
 }
 
 impl Ladder {
+    fn rung_mut(&mut self) -> &mut Rung {
+        self.rung.get_or_insert_with(Box::default)
+    }
+
+    /// Conflating since then; `None`: live.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.rung.as_ref().and_then(|r| r.since)
+    }
+
+    /// The pressure tier while conflating.
+    pub(crate) fn tier(&self) -> u8 {
+        self.rung.as_ref().map_or(0, |r| r.tier)
+    }
+
+    pub(crate) fn set_tier(&mut self, tier: u8) {
+        if self.rung.is_some() || tier != NO_TIER {
+            self.rung_mut().tier = tier;
+        }
+    }
+
+    /// Starts conflating at `now` with `owed` bytes queued.
+    pub(crate) fn start_conflating(&mut self, now: Instant, owed: u64) {
+        let r = self.rung_mut();
+        r.since = Some(now);
+        r.over_since = None;
+        r.held = false;
+        r.meter
+            .get_or_insert_with(RateMeter::default)
+            .climb(now, owed);
+    }
+
+    /// Live again at `now` with `owed` bytes queued.
+    pub(crate) fn go_live(&mut self, now: Instant, owed: u64) {
+        if let Some(r) = self.rung.as_deref_mut() {
+            r.since = None;
+            r.over_since = None;
+            if let Some(m) = r.meter.as_mut() {
+                m.go_live(now, owed);
+            }
+        }
+    }
+
+    /// Stops conflating (every subscription is gone).
+    pub(crate) fn clear_since(&mut self) {
+        if let Some(r) = self.rung.as_deref_mut() {
+            r.since = None;
+        }
+    }
+
+    /// Its rate meter, if a write ever left a backlog.
+    pub(crate) fn meter(&self) -> Option<RateMeter> {
+        self.rung.as_ref().and_then(|r| r.meter)
+    }
+
+    /// Marks this stay on the conflating rung as counted in `ladder_held`; true if it already
+    /// was.
+    pub(crate) fn mark_held(&mut self) -> bool {
+        std::mem::replace(&mut self.rung_mut().held, true)
+    }
+
+    /// Since when it owes more than the soft mark (from `now` if it did not before).
+    pub(crate) fn over_since_or(&mut self, now: Instant) -> Instant {
+        *self.rung_mut().over_since.get_or_insert(now)
+    }
+
+    /// It owes less than the soft mark.
+    pub(crate) fn clear_over_since(&mut self) {
+        if let Some(r) = self.rung.as_deref_mut() {
+            r.over_since = None;
+        }
+    }
+
     /// A write of `written` bytes at `now` left `left` bytes in the out-buffer (see
     /// [`RateMeter::on_write`]); the meter starts at the first write that leaves a backlog.
     pub(crate) fn on_write(&mut self, now: Instant, written: u64, left: u64) {
-        match &mut self.meter {
+        match self.rung.as_deref_mut().and_then(|r| r.meter.as_mut()) {
             Some(m) => m.on_write(now, written, left),
             None if left > 0 => {
                 let mut m = RateMeter::default();
                 m.on_write(now, written, left);
-                self.meter = Some(Box::new(m));
+                self.rung_mut().meter = Some(m);
             }
             None => {}
         }
@@ -206,16 +391,17 @@ impl std::fmt::Display for Peer {
 pub(crate) struct ConnSettings {
     pub(crate) max_outbuf_bytes: usize,
     pub(crate) handshake_timeout: Duration,
-    pub(crate) control_rate: u32,
-    pub(crate) control_burst: u32,
-    pub(crate) control_strikes: u32,
+    pub(crate) control: RateLimit,
 }
 
 /// A client connection owned by one shard.
 #[derive(Debug)]
 pub(crate) struct Conn {
     peer: Peer,
-    phase: Phase,
+    /// The phase, stored as its kind and its deadline ([`Conn::phase`] puts them together):
+    /// 17 bytes instead of the enum's 24, packed with the other small fields.
+    stage: Stage,
+    deadline: Instant,
     ws: Option<WsConn>,
     endpoint: Endpoint,
     /// permessage-deflate parameters, when negotiated.
@@ -226,11 +412,10 @@ pub(crate) struct Conn {
     /// Where what the connection is owed from the current ring drain is kept: its index in the
     /// shard's table of pending batches (and in its dirty list), or [`NOT_OWED`].
     owed: u32,
-    subs: Vec<Sub>,
-    /// Replies held for resumes in flight (boxed: most connections never hold one, and an
-    /// idle one pays 8 bytes instead of a `Vec`'s 24).
-    #[allow(clippy::box_collection)]
-    held: Option<Box<Vec<HeldReply>>>,
+    subs: SubList,
+    /// Replies held for resumes in flight, and `/sse`'s event positions: rare, so boxed
+    /// together (8 bytes per connection).
+    rare: Option<Box<Rare>>,
     limiter: RateLimiter,
     next_req: u32,
     /// The last status delivery this connection got (see `deliver_status` in `dispatch.rs`).
@@ -242,8 +427,15 @@ pub(crate) struct Conn {
     ladder: Ladder,
     /// What the client's JWT grants (only with JWTs configured; boxed: most setups have none).
     grant: Option<Box<Grant>>,
+}
+
+/// The rarely used parts of a [`Conn`].
+#[derive(Debug, Default)]
+struct Rare {
+    /// Replies held for resumes in flight.
+    held: Vec<HeldReply>,
     /// `/sse` only: the positions its event ids carry (see `streams.rs`).
-    sse: Option<Box<super::streams::SsePositions>>,
+    sse: Option<super::streams::SsePositions>,
 }
 
 impl Conn {
@@ -251,9 +443,8 @@ impl Conn {
     pub(crate) fn new(peer: SocketAddr, now: Instant, s: &ConnSettings) -> Self {
         Self {
             peer: peer.into(),
-            phase: Phase::Handshaking {
-                deadline: now + s.handshake_timeout,
-            },
+            stage: Stage::Handshaking,
+            deadline: now + s.handshake_timeout,
             ws: None,
             endpoint: Endpoint::Ws,
             deflate: None,
@@ -261,15 +452,14 @@ impl Conn {
             inbuf: InBuf::default(),
             out: OutBuf::new(s.max_outbuf_bytes),
             owed: NOT_OWED,
-            subs: Vec::new(),
-            held: None,
-            limiter: RateLimiter::new(s.control_rate, s.control_burst, s.control_strikes, now),
+            subs: SubList::Empty,
+            rare: None,
+            limiter: RateLimiter::new(&s.control, now),
             next_req: 0,
             status_stamp: 0,
             keepalive: KeepAlive::new(now),
             ladder: Ladder::default(),
             grant: None,
-            sse: None,
         }
     }
 
@@ -290,11 +480,28 @@ impl Conn {
     }
 
     pub(crate) fn phase(&self) -> Phase {
-        self.phase
+        let deadline = self.deadline;
+        match self.stage {
+            Stage::Handshaking => Phase::Handshaking { deadline },
+            Stage::Responding => Phase::Responding,
+            Stage::Open => Phase::Open,
+            Stage::Closing => Phase::Closing { deadline },
+            Stage::Evicting => Phase::Evicting { deadline },
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        (self.stage, self.deadline) = match phase {
+            Phase::Handshaking { deadline } => (Stage::Handshaking, deadline),
+            Phase::Responding => (Stage::Responding, self.deadline),
+            Phase::Open => (Stage::Open, self.deadline),
+            Phase::Closing { deadline } => (Stage::Closing, deadline),
+            Phase::Evicting { deadline } => (Stage::Evicting, deadline),
+        };
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.phase == Phase::Open
+        self.stage == Stage::Open
     }
 
     pub(crate) fn endpoint(&self) -> Endpoint {
@@ -311,8 +518,8 @@ impl Conn {
     pub(crate) fn transport_index(&self) -> Option<usize> {
         match self.endpoint {
             Endpoint::Ws if self.ws.is_some() => Some(0),
-            Endpoint::Stream if self.phase != Phase::Responding => Some(1),
-            Endpoint::Sse if self.phase != Phase::Responding => Some(2),
+            Endpoint::Stream if self.stage != Stage::Responding => Some(1),
+            Endpoint::Sse if self.stage != Stage::Responding => Some(2),
             _ => None,
         }
     }
@@ -370,13 +577,13 @@ impl Conn {
     }
 
     /// Takes a control-message token (requests and pings); see [`RateLimiter`].
-    pub(crate) fn check_rate(&mut self, now: Instant) -> Verdict {
-        self.limiter.check(now)
+    pub(crate) fn check_rate(&mut self, limit: &RateLimit, now: Instant) -> Verdict {
+        self.limiter.check(limit, now)
     }
 
     /// How long a rate-limited client should wait.
-    pub(crate) fn retry_after(&self) -> Duration {
-        self.limiter.retry_after()
+    pub(crate) fn retry_after(&self, limit: &RateLimit) -> Duration {
+        self.limiter.retry_after(limit)
     }
 
     // ---- output ----
@@ -419,7 +626,7 @@ impl Conn {
     /// Queues a complete HTTP response (`bytes`) and ends the connection once it is written.
     pub(crate) fn respond(&mut self, bytes: Vec<u8>) {
         self.out.push_shared(Bytes::from(bytes), true);
-        self.phase = Phase::Responding;
+        self.set_phase(Phase::Responding);
         self.inbuf.0 = None;
     }
 
@@ -429,7 +636,7 @@ impl Conn {
         if !body.is_empty() {
             self.out.push_shared(Bytes::from_static(body), true);
         }
-        self.phase = Phase::Responding;
+        self.set_phase(Phase::Responding);
         self.inbuf.0 = None;
     }
 
@@ -447,7 +654,7 @@ impl Conn {
         self.format = format;
         self.deflate = deflate;
         self.ws = Some(ws);
-        self.phase = Phase::Open;
+        self.set_phase(Phase::Open);
     }
 
     /// An HTTP stream (`/stream` or `/sse`) is open (the caller queues the response head);
@@ -455,19 +662,20 @@ impl Conn {
     pub(crate) fn open_http_stream(&mut self, endpoint: Endpoint, format: Format) {
         self.endpoint = endpoint;
         self.format = format;
-        self.phase = Phase::Open;
+        self.set_phase(Phase::Open);
         self.inbuf.0 = None;
     }
 
     pub(crate) fn set_sse_positions(&mut self, p: super::streams::SsePositions) {
-        self.sse = Some(Box::new(p));
+        self.rare.get_or_insert_with(Box::default).sse = Some(p);
     }
 
     /// The out-buffer and the SSE positions at once (the SSE batcher needs both).
     pub(crate) fn out_and_sse(
         &mut self,
     ) -> (&mut OutBuf, Option<&mut super::streams::SsePositions>) {
-        (&mut self.out, self.sse.as_deref_mut())
+        let sse = self.rare.as_deref_mut().and_then(|r| r.sse.as_mut());
+        (&mut self.out, sse)
     }
 
     /// HTTP streams: true when a keep-alive is due at `now` (every `interval`, whatever else was
@@ -489,7 +697,7 @@ impl Conn {
         if discard_unsent {
             self.out.discard_unsent();
         }
-        if self.endpoint.is_http_stream() && self.phase == Phase::Open {
+        if self.endpoint.is_http_stream() && self.stage == Stage::Open {
             let msg = super::streams::closing_message(code, reason);
             self.out
                 .push_shared(super::streams::control_chunk(self.endpoint, &msg), true);
@@ -508,10 +716,10 @@ impl Conn {
     /// Enters [`Phase::Closing`] until `deadline`; false when it was already closing (or
     /// evicting), which keeps its deadline.
     pub(crate) fn begin_closing(&mut self, deadline: Instant) -> bool {
-        if matches!(self.phase, Phase::Closing { .. } | Phase::Evicting { .. }) {
+        if matches!(self.stage, Stage::Closing | Stage::Evicting) {
             return false;
         }
-        self.phase = Phase::Closing { deadline };
+        self.set_phase(Phase::Closing { deadline });
         self.owed = NOT_OWED;
         true
     }
@@ -519,7 +727,7 @@ impl Conn {
     /// Enters [`Phase::Evicting`] until `deadline` (after [`Conn::begin_closing`] or from any
     /// phase: eviction wins).
     pub(crate) fn begin_evicting(&mut self, deadline: Instant) {
-        self.phase = Phase::Evicting { deadline };
+        self.set_phase(Phase::Evicting { deadline });
         self.owed = NOT_OWED;
     }
 
@@ -527,11 +735,11 @@ impl Conn {
     /// the kernel) gets `close_timeout` from now for the close handshake, like any other
     /// closing connection, however long its eviction deadline was.
     pub(crate) fn settle_after_write(&mut self, now: Instant, close_timeout: Duration) {
-        if let Phase::Evicting { deadline } = self.phase {
+        if let Phase::Evicting { deadline } = self.phase() {
             if self.out.is_empty() {
-                self.phase = Phase::Closing {
+                self.set_phase(Phase::Closing {
                     deadline: deadline.min(now + close_timeout),
-                };
+                });
             }
         }
     }
@@ -542,7 +750,7 @@ impl Conn {
         if !self.out.is_empty() {
             return false;
         }
-        match self.phase {
+        match self.phase() {
             Phase::Responding => true,
             Phase::Closing { .. } | Phase::Evicting { .. } => self
                 .ws
@@ -554,7 +762,7 @@ impl Conn {
 
     /// The deadline of the current phase, if it has one.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.phase {
+        match self.phase() {
             Phase::Handshaking { deadline }
             | Phase::Closing { deadline }
             | Phase::Evicting { deadline } => Some(deadline),
@@ -594,25 +802,25 @@ impl Conn {
     // ---- subscriptions ----
 
     pub(crate) fn subscriptions(&self) -> &[Sub] {
-        &self.subs
+        self.subs.as_slice()
     }
 
     pub(crate) fn subscription_mut(&mut self, sid: u32) -> Option<&mut Sub> {
-        self.subs.iter_mut().find(|s| s.sid == sid)
+        self.subs.as_mut_slice().iter_mut().find(|s| s.sid == sid)
     }
 
     pub(crate) fn subscriptions_mut(&mut self) -> &mut [Sub] {
-        &mut self.subs
+        self.subs.as_mut_slice()
     }
 
     /// Removes and returns the subscription to `sid`.
     pub(crate) fn remove_subscription(&mut self, sid: u32) -> Option<Sub> {
-        let pos = self.subs.iter().position(|s| s.sid == sid)?;
+        let pos = self.subs.as_slice().iter().position(|s| s.sid == sid)?;
         Some(self.subs.swap_remove(pos))
     }
 
     /// Removes and returns every subscription.
-    pub(crate) fn take_subscriptions(&mut self) -> Vec<Sub> {
+    pub(crate) fn take_subscriptions(&mut self) -> SubList {
         std::mem::take(&mut self.subs)
     }
 
@@ -630,36 +838,44 @@ impl Conn {
         self.format == format
             && self
                 .subs
+                .as_slice()
                 .iter()
                 .any(|s| s.sid == sid && s.book && !s.ready && !s.resuming)
     }
 
     /// Holds a `subscribed` reply until its resume is answered.
     pub(crate) fn hold_reply(&mut self, reply: HeldReply) {
-        self.held.get_or_insert_with(Box::default).push(reply);
+        self.rare.get_or_insert_with(Box::default).held.push(reply);
     }
 
     /// The reply held for subscribe `req`, if any (none: the answer is stale).
     pub(crate) fn take_held(&mut self, req: u32) -> Option<HeldReply> {
-        let held = self.held.as_mut()?;
-        let pos = held.iter().position(|h| h.req == req)?;
-        let reply = held.swap_remove(pos);
-        if held.is_empty() {
-            self.held = None;
+        let rare = self.rare.as_deref_mut()?;
+        let pos = rare.held.iter().position(|h| h.req == req)?;
+        let reply = rare.held.swap_remove(pos);
+        if rare.held.is_empty() && rare.sse.is_none() {
+            self.rare = None;
         }
         Some(reply)
     }
 
     /// Every held reply (a ring resync: their answers may be lost).
     pub(crate) fn take_all_held(&mut self) -> Vec<HeldReply> {
-        self.held.take().map(|b| *b).unwrap_or_default()
+        let Some(rare) = self.rare.as_deref_mut() else {
+            return Vec::new();
+        };
+        let held = std::mem::take(&mut rare.held);
+        if rare.sse.is_none() {
+            self.rare = None;
+        }
+        held
     }
 
     /// The topic a book subscription's records come from: its deltas, or conflated snapshots
     /// at the lower of its `max_hz` tier and the ladder's pressure tier.
     pub(crate) fn book_topic(&self, s: &Sub) -> Topic {
-        let pressure = if self.ladder.since.is_some() {
-            self.ladder.tier
+        let pressure = if self.ladder.since().is_some() {
+            self.ladder.tier()
         } else {
             NO_TIER
         };
@@ -702,9 +918,7 @@ impl Conn {
             return;
         }
         self.out.release_storage();
-        if self.subs.capacity() > self.subs.len() {
-            self.subs.shrink_to_fit();
-        }
+        self.subs.shrink_to_fit();
     }
 
     /// After a write that emptied the out-buffer: gives back the out-buffer queue when it is
@@ -742,14 +956,16 @@ mod tests {
     #[test]
     fn idle_connection_state_stays_small() {
         assert!(
-            size_of::<super::Conn>() <= 352,
+            size_of::<super::Conn>() <= 264,
             "{}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::proto::conn::WsConn>() <= 64);
-        assert!(size_of::<crate::fanout::outbuf::OutBuf>() <= 64);
-        assert!(size_of::<crate::fanout::limit::RateLimiter>() <= 32);
+        assert!(size_of::<Option<crate::proto::conn::WsConn>>() <= 48);
+        assert!(size_of::<crate::fanout::outbuf::OutBuf>() <= 48);
+        assert!(size_of::<crate::fanout::limit::RateLimiter>() <= 24);
         assert!(size_of::<crate::fanout::keepalive::KeepAlive>() <= 24);
+        assert!(size_of::<super::Ladder>() <= 16);
+        assert!(size_of::<super::SubList>() <= 24);
         assert!(size_of::<super::Peer>() <= 20);
     }
 }

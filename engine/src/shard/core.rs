@@ -39,6 +39,7 @@ use crate::fanout::arena::{DrainArena, Owed};
 use crate::fanout::deflate::{RunRef, SharedDeflate};
 use crate::fanout::entitle::Grant;
 use crate::fanout::interest::Interest;
+use crate::fanout::limit::RateLimit;
 use crate::fanout::outbuf::OutBuf;
 use crate::fanout::subs::Subscribers;
 use crate::metrics::{Metrics, ShardMetrics, add};
@@ -161,6 +162,8 @@ pub(crate) struct Tables {
     pub(super) requests_sent: bool,
     /// Snapshot requests in flight, one per topic, with every subscription waiting for it.
     pub(super) snapshots: SnapshotRequests,
+    /// The control-message rate limit of every connection.
+    pub(super) control: RateLimit,
 }
 
 impl Tables {
@@ -180,9 +183,9 @@ pub(crate) struct ShardCore {
     pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
     pub(super) pending: Vec<Pending>,
-    /// The flush pass's visiting order: positions in `dirty`, least recently flushed first
-    /// (see `ShardCore::flush`); reused.
-    pub(super) order: Vec<(u32, u32)>,
+    /// The flush pass's visiting order: positions in `dirty` (the low 32 bits of each entry),
+    /// least recently flushed first (see `ShardCore::flush`, `order_more`); reused.
+    pub(super) order: Vec<u64>,
     /// Per slot: the value of `flush_clock` when the connection was last flushed.
     pub(super) last_flush: Vec<u32>,
     /// Counts flush visits (wrapping): ages in `last_flush` are taken from it.
@@ -225,6 +228,11 @@ impl ShardCore {
             max_frame_bytes: echo_max,
         };
         let slots = slot_table(ctx.config.max_conns);
+        let control = RateLimit::new(
+            ctx.config.control_rate,
+            ctx.config.control_burst,
+            ctx.config.control_strikes,
+        );
         let mut timers = TimerTable::default();
         timers.set(Timer::Sweep, now + SWEEP);
         Self {
@@ -236,6 +244,7 @@ impl ShardCore {
                 echo_limits,
                 requests_sent: false,
                 snapshots: SnapshotRequests::default(),
+                control,
             },
             slots,
             free: Vec::new(),
@@ -400,9 +409,7 @@ impl ShardCore {
         let settings = ConnSettings {
             max_outbuf_bytes: cfg.max_outbuf_bytes,
             handshake_timeout: cfg.handshake_timeout,
-            control_rate: cfg.control_rate,
-            control_burst: cfg.control_burst,
-            control_strikes: cfg.control_strikes,
+            control: self.t.control,
         };
         self.slots[idx as usize].conn = Some(Conn::new(peer, self.now, &settings));
         add(&self.metrics().connections, 1);

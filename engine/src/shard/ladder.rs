@@ -56,7 +56,7 @@ impl ShardCore {
             return;
         };
         if !c.is_open()
-            || c.ladder().since.is_some()
+            || c.ladder().since().is_some()
             || c.out_len() <= cfg.soft_bytes(c.out_limit())
         {
             return;
@@ -65,16 +65,12 @@ impl ShardCore {
         if moved.is_empty() {
             // Nothing to conflate (trades only, or every book already at or below the tier):
             // the hard bound decides.
-            c.ladder_mut().tier = NO_TIER;
+            c.ladder_mut().set_tier(NO_TIER);
             return;
         }
         let now = self.now;
         let owed = c.out_len() as u64;
-        let l = c.ladder_mut();
-        l.since = Some(now);
-        l.over_since = None;
-        l.held = false;
-        l.meter.get_or_insert_with(Box::default).climb(now, owed);
+        c.ladder_mut().start_conflating(now, owed);
         let table = self.t.ctx.symbols.load();
         let names: Vec<&str> = moved
             .iter()
@@ -102,7 +98,7 @@ impl ShardCore {
         if !c.is_open() {
             return;
         }
-        if let Some(since) = c.ladder().since {
+        if let Some(since) = c.ladder().since() {
             let held = now.saturating_duration_since(since);
             if c.out_len() <= cfg.low_bytes(c.out_limit())
                 && held >= cfg.dwell
@@ -113,12 +109,7 @@ impl ShardCore {
                 };
                 let moved = self.t.move_books(c, id, NO_TIER);
                 let owed = c.out_len() as u64;
-                let l = c.ladder_mut();
-                l.since = None;
-                l.over_since = None;
-                if let Some(m) = l.meter.as_mut() {
-                    m.go_live(now, owed);
-                }
+                c.ladder_mut().go_live(now, owed);
                 let table = self.t.ctx.symbols.load();
                 let names: Vec<&str> = moved
                     .iter()
@@ -147,13 +138,13 @@ impl ShardCore {
         let Some(c) = self.slots[idx as usize].conn.as_mut() else {
             return false;
         };
-        let Some(meter) = c.ladder().meter.as_deref().copied() else {
+        let Some(meter) = c.ladder().meter() else {
             return true;
         };
         match meter.may_go_live(held, dwell) {
             Verdict::Live => true,
             Verdict::Hold => {
-                if !std::mem::replace(&mut c.ladder_mut().held, true) {
+                if !c.ladder_mut().mark_held() {
                     tracing::debug!(
                         peer = %c.peer(),
                         live_bps = meter.live_rate().unwrap_or(0.0) as u64,
@@ -192,17 +183,17 @@ impl ShardCore {
             if c.ladder().deferred {
                 check.push(i as u32);
             }
-            if c.ladder().since.is_none() {
+            if c.ladder().since().is_none() {
                 continue;
             }
             check.push(i as u32);
             if c.out_len() > cfg.soft_bytes(c.out_limit()) {
-                let over = *c.ladder_mut().over_since.get_or_insert(now);
+                let over = c.ladder_mut().over_since_or(now);
                 if now.saturating_duration_since(over) >= cfg.grace {
                     evict.push(i as u32);
                 }
             } else {
-                c.ladder_mut().over_since = None;
+                c.ladder_mut().clear_over_since();
             }
         }
         for idx in evict {

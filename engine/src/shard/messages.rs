@@ -52,7 +52,7 @@ impl ShardCore {
                 Ok(Some(Event::Ping(_))) => {
                     // Pings cost a control-message token: a ping flood ends with 1008 (the
                     // protocol layer already caps the pongs it queues).
-                    if c.check_rate(now) == Verdict::Exceeded {
+                    if c.check_rate(&self.t.control, now) == Verdict::Exceeded {
                         add(&self.t.metrics().closed_policy, 1);
                         self.close_conn(idx, close_code::POLICY, "ping rate limit exceeded", false);
                         return;
@@ -115,7 +115,7 @@ impl ShardCore {
         };
         let generation = slot.generation;
         let Some(c) = slot.conn.as_mut() else { return };
-        match c.check_rate(now) {
+        match c.check_rate(&self.t.control, now) {
             Verdict::Allow => {}
             Verdict::Limited => {
                 add(&self.t.metrics().request_errors, 1);
@@ -123,7 +123,7 @@ impl ShardCore {
                     .ok()
                     .and_then(|v| v.get("id").cloned())
                     .unwrap_or(Value::Null);
-                let ms = c.retry_after().as_millis();
+                let ms = c.retry_after(&self.t.control).as_millis();
                 c.queue_reply(&control::error_reply(
                     &id,
                     ErrorCode::RateLimited,

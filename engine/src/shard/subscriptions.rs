@@ -268,7 +268,7 @@ impl Tables {
     /// staleness) is at most the low mark, not half the soft mark.
     pub(crate) fn pace_mark(&self, c: &Conn) -> usize {
         let cfg = self.ctx.config.conflate;
-        if c.ladder().since.is_some() {
+        if c.ladder().since().is_some() {
             cfg.low_bytes(c.out_limit())
         } else {
             cfg.soft_bytes(c.out_limit()) / 2
@@ -344,7 +344,7 @@ impl Tables {
             moved.push(s.sid);
         }
         let l = c.ladder_mut();
-        l.tier = pressure;
+        l.set_tier(pressure);
         l.deferred |= !moved.is_empty();
         moved
     }
@@ -596,8 +596,8 @@ impl Tables {
             let bt = c.book_topic(&s);
             self.drop_sub(s, bt, c.format(), idx);
         }
-        if c.ladder().since.is_some() {
-            c.ladder_mut().since = None;
+        if c.ladder().since().is_some() {
+            c.ladder_mut().clear_since();
             crate::metrics::sub(&self.metrics().conflating, 1);
         }
     }
