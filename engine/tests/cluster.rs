@@ -488,7 +488,7 @@ fn malformed_bus_messages_break_nothing_and_conflated_clients_hold_truth() {
     let s: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut c = Client::connect(&e.url(""));
     subscribed(&mut c, &s, 10);
-    // A conflated subscription (max_hz) on an edge: fed from the book stream, exact.
+    // A conflated subscription (max_hz) on an edge: its snapshots made by the edge.
     let mut hz = Client::connect(&e.url("format=json"));
     hz.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10,"max_hz":5}));
     assert!(matches!(hz.reply(1), Reply::Subscribed { .. }));
@@ -607,4 +607,165 @@ fn netns_cluster_through_haproxy() {
     for (c, ..) in &clients {
         assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
     }
+}
+
+/// Reads `c`'s `subscribed` reply (raw, to see the grant) and takes its symbols; every
+/// symbol must have been granted `hz`.
+fn take_granted(c: &mut Client, hz: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut raw = String::new();
+    while raw.is_empty() {
+        assert!(Instant::now() < deadline, "no subscribed reply");
+        if let Ok(tungstenite::Message::Text(t)) = c.ws.read() {
+            if t.contains(r#""op":"subscribed""#) {
+                raw = t.to_string();
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("json");
+    let infos: Vec<tickcast_bench::control::SymbolInfo> =
+        serde_json::from_value(v["symbols"].clone()).expect("symbols");
+    for (s, info) in v["symbols"].as_array().expect("list").iter().zip(&infos) {
+        assert_eq!(s["max_hz"], json!(hz), "{raw}");
+        c.decimals
+            .insert(info.symbol.clone(), (info.px_decimals, info.qty_decimals));
+    }
+    c.symbols = infos;
+}
+
+/// Conflation tiers on an edge (docs/protocol.md §8.4): a `max_hz: 5` subscriber of streams
+/// changing hundreds of times a second, binary and JSON, gets only snapshots, at most 5 book
+/// messages per stream in any second (plus one for a tick boundary), made by the edge from
+/// its replica of the binary book stream, and ends equal to the feed's truth.
+#[test]
+fn max_hz_5_on_an_edge_gets_at_most_5_snapshots_a_second_and_ends_at_truth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(6, 6_000.0, Some(36_000), 31);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let e = edge(&nats);
+    let all = symbol_names(&e);
+    let picked: Vec<&str> = all.iter().take(3).map(String::as_str).collect();
+    let mut bin5 = Client::connect(&e.url(""));
+    let mut json5 = Client::connect(&e.url("format=json"));
+    for c in [&mut bin5, &mut json5] {
+        c.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10,"max_hz":5}));
+        take_granted(c, 5);
+    }
+    converge(&sim, &mut [(&mut bin5, 10), (&mut json5, 10)]);
+    // The edge made the snapshots (nothing conflated is on the bus).
+    assert!(e.metric("tickcast_conflated_snapshots_total") > 0);
+    for c in [&bin5, &json5] {
+        // Every seq and checksum checked by the independent decoder.
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert_eq!(c.deltas, 0, "a max_hz subscription gets no deltas");
+        for info in &c.symbols {
+            let times = c.snapshot_times.get(&info.sid).cloned().unwrap_or_default();
+            let seqs: Vec<u64> = c
+                .snapshots
+                .iter()
+                .filter(|s| s.0 == info.sid)
+                .map(|s| s.1)
+                .collect();
+            assert!(
+                times.len() >= 5,
+                "{}: {} snapshots",
+                info.symbol,
+                times.len()
+            );
+            let moved = seqs.last().copied().unwrap_or(0) - seqs.first().copied().unwrap_or(0);
+            assert!(
+                moved >= 5 * (seqs.len() as u64 - 1),
+                "{}: the feed was too slow to conflate anything ({moved} updates, {} snapshots)",
+                info.symbol,
+                seqs.len()
+            );
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                    .count();
+                assert!(
+                    in_window <= 6,
+                    "{}: {in_window} book messages within one second",
+                    info.symbol
+                );
+            }
+        }
+    }
+}
+
+/// The pressure ladder on an edge (protocol 1.1 §3.3): a slow reader (4 KiB receive window,
+/// 20 KB/s) is told `conflating`, gets the edge's conflated snapshots (each exactly the book a
+/// full-rate client of the same edge held at that seq) and every trade, then `live` once it
+/// reads freely, and ends equal to the truth; the full-rate client loses nothing.
+#[test]
+fn slow_reader_on_an_edge_conflates_then_goes_live_with_exact_books() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(50, 5_000.0, Some(100_000), 21);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let e = edge_with(
+        &nats,
+        &[
+            "--max-outbuf-bytes",
+            "1048576",
+            "--send-buffer-bytes",
+            "4096",
+        ],
+    );
+    let all = symbol_names(&e);
+    let picked: Vec<&str> = all.iter().skip(10).map(String::as_str).collect();
+    let mut fast = Client::connect(&e.url(""));
+    fast.history = Some(std::collections::HashMap::new());
+    subscribed(&mut fast, &picked, 10);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&e.addr.into()).expect("connect");
+    let mut slow = Client::connect_with(&e.url(""), sock.into());
+    slow.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10}));
+    let start = Instant::now();
+    const RATE: f64 = 20_000.0;
+    let conflating = |c: &Client| c.notices.iter().any(|n| n.contains(r#""op":"conflating""#));
+    let mut conflating_at: Option<Instant> = None;
+    while !sim.is_done() && conflating_at.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        assert!(start.elapsed() < 2 * PATIENCE, "the feed never finished");
+        if slow.bytes as f64 <= RATE * start.elapsed().as_secs_f64() {
+            assert!(slow.step(), "slow reader closed: {:?}", slow.close);
+        }
+        if conflating_at.is_none() && conflating(&slow) {
+            conflating_at = Some(Instant::now());
+        }
+        fast.pump(Duration::from_millis(5));
+    }
+    assert!(
+        conflating(&slow),
+        "never conflating: the test proves nothing ({} bytes read)",
+        slow.bytes
+    );
+    pump_until(&mut [&mut slow, &mut fast], "live", |c| {
+        c.history.is_some() || c.notices.iter().any(|n| n.contains(r#""op":"live""#))
+    });
+    converge(&sim, &mut [(&mut slow, 10), (&mut fast, 10)]);
+    assert!(slow.close.is_none() && fast.close.is_none());
+    assert_eq!(e.metric("tickcast_evictions_total"), 0);
+    assert!(e.metric("tickcast_ladder_to_conflating_total") >= 1);
+    assert!(e.metric("tickcast_ladder_to_live_total") >= 1);
+    assert!(e.metric("tickcast_conflated_snapshots_total") > 0);
+    assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
+    assert!(fast.seq_errors.is_empty(), "{:?}", fast.seq_errors);
+    assert!(fast.replaced.is_empty(), "{:?}", fast.replaced);
+    let history = fast.history.as_ref().expect("history");
+    let mut compared = 0;
+    for (sid, seq, levels) in &slow.snapshots {
+        if let Some(want) = history.get(&(*sid, *seq)) {
+            assert_eq!(levels, want, "sid {sid} seq {seq}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > picked.len(),
+        "only {compared} snapshots compared"
+    );
 }

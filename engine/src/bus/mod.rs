@@ -16,6 +16,7 @@
 pub mod edge;
 #[cfg(not(loom))]
 pub mod ingest;
+pub mod replica;
 pub mod resume;
 
 use bytes::{BufMut, Bytes, BytesMut};
