@@ -769,3 +769,65 @@ fn slow_reader_on_an_edge_conflates_then_goes_live_with_exact_books() {
         "only {compared} snapshots compared"
     );
 }
+
+/// A `max_hz` client of an edge that died resumes on the other edge as on a standalone daemon
+/// (docs/protocol.md §5.5): every symbol recovered, trades exactly from its positions, its
+/// book from the tier's current snapshot (made by the new edge), no delta ever, and it ends
+/// equal to the truth.
+#[test]
+fn max_hz_client_of_a_killed_edge_resumes_on_the_other_from_the_current_snapshot() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(4, 2_000.0, Some(16_000), 51);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let a = edge(&nats);
+    let b = edge(&nats);
+    let all = symbol_names(&a);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&a.url(""));
+    c.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10,"max_hz":5}));
+    let Reply::Subscribed {
+        epoch: Some(epoch), ..
+    } = c.reply(1)
+    else {
+        panic!("subscribe refused")
+    };
+    pump_until(&mut [&mut c], "snapshots and trades", |c| {
+        c.symbols.iter().all(|s| c.state.book_seq(s.sid).is_some()) && c.records > 100
+    });
+    let before = c.resume_positions(&epoch, true);
+    drop(a);
+    let mut c = c.reset_and_reconnect(&b.url(""));
+    c.send(json!({"op":"subscribe","id":2,"symbols":s,"depth":10,"max_hz":5,"resume":before}));
+    let Reply::Subscribed {
+        epoch: got,
+        symbols,
+        ..
+    } = c.reply(2)
+    else {
+        panic!("subscribe refused")
+    };
+    assert_eq!(got.as_deref(), Some(epoch.as_str()));
+    for i in &symbols {
+        assert_eq!(i.recovered, Some(true), "{} not recovered", i.symbol);
+    }
+    pump_until(&mut [&mut c], "the resumed book streams", |c| {
+        c.firsts.keys().filter(|(_, trades)| !trades).count() == 4
+    });
+    for i in &symbols {
+        let pos = &before["streams"][&i.symbol];
+        if let (Some(held), Some(&(_, first))) =
+            (pos["trades"].as_u64(), c.firsts.get(&(i.sid, true)))
+        {
+            assert_eq!(first, held + 1, "{} trades", i.symbol);
+        }
+        let held = pos["book"].as_u64().expect("book position");
+        let &(kind, first) = c.firsts.get(&(i.sid, false)).expect("book");
+        assert_eq!(kind, 1, "{}: a replacing snapshot", i.symbol);
+        assert!(first >= held, "{}: {first} before {held}", i.symbol);
+    }
+    converge(&sim, &mut [(&mut c, 10)]);
+    assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    assert_eq!(c.deltas, 0, "a max_hz subscription gets no deltas");
+    assert_eq!(b.metric("tickcast_bus_resumes_recovered_total"), 4);
+}

@@ -178,6 +178,7 @@ struct Edge {
 struct View<'a> {
     streams: &'a HashMap<usize, Stream>,
     windows: &'a ReplayWindows,
+    table: &'a SymbolTable,
     now: Instant,
 }
 
@@ -192,6 +193,12 @@ impl StreamView for View<'_> {
         (self.windows.last_seq(topic) == Some(last))
             .then(|| self.windows.peek_from(topic, after, self.now))
             .flatten()
+    }
+
+    fn snapshot(&mut self, tier: Topic) -> Option<(u64, Bytes)> {
+        let bytes = replica_snapshot(self.streams, self.table, tier)?;
+        let s = self.streams.get(&feed_topic(tier).index())?;
+        Some((s.last?, bytes))
     }
 }
 
@@ -748,7 +755,7 @@ impl Edge {
             let idx = self.feed_stream(asked).await;
             if asked.conflation().is_some() {
                 // The stream is in line and its replica seeded: its snapshot now.
-                if let Some(bytes) = self.replica_snapshot(idx, asked) {
+                if let Some(bytes) = self.replica_snapshot(asked) {
                     self.push_snapshot(shard, conn, req, asked, bytes);
                     continue;
                 }
@@ -789,15 +796,9 @@ impl Edge {
         idx
     }
 
-    /// The snapshot of conflated topic `asked` now, from stream `idx`'s replica: `None` unless
-    /// the stream is in line and the replica holds its last record.
-    fn replica_snapshot(&self, idx: usize, asked: Topic) -> Option<Bytes> {
-        let s = self.streams.get(&idx)?;
-        let r = s.replica.as_ref()?;
-        if s.last.is_none() || r.seq() != s.last {
-            return None;
-        }
-        r.encode(asked.format, self.table.symbols.get(asked.sid as usize)?)
+    /// The snapshot of conflated topic `asked` now ([`replica_snapshot`]).
+    fn replica_snapshot(&self, asked: Topic) -> Option<Bytes> {
+        replica_snapshot(&self.streams, &self.table, asked)
     }
 
     fn push_snapshot(&mut self, shard: usize, conn: ConnId, req: u32, topic: Topic, bytes: Bytes) {
@@ -814,16 +815,20 @@ impl Edge {
 
     /// A subscribe with `resume`: its streams are subscribed (if they were not), and it waits
     /// in [`Resumes`] until each named stream is decided ([`Self::poll_resumes`]). A conflated
-    /// (`max_hz`) subscription resumes from its book stream's records, then gets its tier's
-    /// snapshots: its tier is watched from now on.
+    /// (`max_hz`) subscription's book resumes from its tier's current snapshot
+    /// ([`super::resume::step_conflated`]): its tier is watched from now on.
     async fn serve_resume(&mut self, r: ResumeRequest) {
         for &(sid, book, trades) in &r.symbols {
             if book.is_some() && r.depth_idx < crate::book::DEPTHS.len() {
-                self.subscribe(Topic::book(sid, r.depth_idx, r.format))
-                    .await;
-                if let Some(tier) = r.tier.map(usize::from).filter(|&t| t < TIER_COUNT) {
-                    self.feed_stream(Topic::conflated(sid, r.depth_idx, tier, r.format))
-                        .await;
+                match r.tier.map(usize::from).filter(|&t| t < TIER_COUNT) {
+                    Some(tier) => {
+                        self.feed_stream(Topic::conflated(sid, r.depth_idx, tier, r.format))
+                            .await;
+                    }
+                    None => {
+                        self.subscribe(Topic::book(sid, r.depth_idx, r.format))
+                            .await;
+                    }
                 }
             }
             if trades.is_some() {
@@ -842,6 +847,7 @@ impl Edge {
         let mut view = View {
             streams: &self.streams,
             windows: &self.windows,
+            table: &self.table,
             now,
         };
         let epoch = if self.live { self.epoch } else { None };
@@ -1108,7 +1114,7 @@ impl Edge {
             let bytes = match encoded.get(&(idx, t.format)) {
                 Some(b) => b.clone(),
                 None => {
-                    let b = self.replica_snapshot(idx, t);
+                    let b = self.replica_snapshot(t);
                     made += u64::from(b.is_some());
                     encoded.insert((idx, t.format), b.clone());
                     b
@@ -1158,7 +1164,7 @@ impl Edge {
         let mut unanswered = Vec::new();
         for (shard, conn, req, topic) in waiters {
             let bytes = if topic.conflation().is_some() {
-                match self.replica_snapshot(idx, topic) {
+                match self.replica_snapshot(topic) {
                     Some(b) => b,
                     None => {
                         unanswered.push((shard, conn, req, topic));
@@ -1258,6 +1264,22 @@ fn feed_topic(topic: Topic) -> Topic {
         Some((d, _)) => Topic::book(topic.sid, d, Format::Binary),
         None => topic,
     }
+}
+
+/// The snapshot of conflated topic `tier` now, from the replica of the stream it is made from
+/// ([`feed_topic`]): `None` unless that stream is in line and its replica holds its last
+/// record.
+fn replica_snapshot(
+    streams: &HashMap<usize, Stream>,
+    table: &SymbolTable,
+    tier: Topic,
+) -> Option<Bytes> {
+    let s = streams.get(&feed_topic(tier).index())?;
+    let r = s.replica.as_ref()?;
+    if s.last.is_none() || r.seq() != s.last {
+        return None;
+    }
+    r.encode(tier.format, table.symbols.get(tier.sid as usize)?)
 }
 
 /// Sleeps until `at` (for ever when `None`).
