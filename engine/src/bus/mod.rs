@@ -16,6 +16,7 @@
 pub mod edge;
 #[cfg(not(loom))]
 pub mod ingest;
+pub mod pending;
 pub mod replica;
 pub mod resume;
 
