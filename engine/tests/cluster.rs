@@ -522,23 +522,14 @@ fn truth_at(feed: SocketAddr, info: &tickcast_bench::control::SymbolInfo) -> (u6
     (v["seq"].as_u64().unwrap_or(0), (side("bids"), side("asks")))
 }
 
-/// Connects through `lb` (retrying while the load balancer has no healthy edge for us) and
-/// subscribes to every symbol at `depth`.
-fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
+/// Connects through `lb`, retrying while the load balancer has no healthy edge for us
+/// (HAProxy may still send us to an edge that just died, until its check fails: the handshake
+/// then fails, and we try again).
+fn connect_via(lb: SocketAddr, json: bool) -> Client {
     let url = format!("ws://{lb}/ws{}", if json { "?format=json" } else { "" });
     let deadline = Instant::now() + PATIENCE;
     loop {
-        // HAProxy may still send us to an edge that just died (until its check fails): the
-        // handshake then fails, and we try again.
-        let attempt = std::panic::catch_unwind(|| Client::connect(&url));
-        if let Ok(mut c) = attempt {
-            c.send(json!({"op":"symbols","id":1}));
-            let Reply::Symbols { symbols, .. } = c.reply(1) else {
-                panic!("no symbol list")
-            };
-            let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            subscribed(&mut c, &refs, depth);
+        if let Ok(c) = std::panic::catch_unwind(|| Client::connect(&url)) {
             return c;
         }
         assert!(Instant::now() < deadline, "no edge behind {lb}");
@@ -546,10 +537,67 @@ fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
     }
 }
 
+/// Connects through `lb` and subscribes to every symbol at `depth`; returns the client and
+/// the epoch its edge reported.
+fn client_via(lb: SocketAddr, json: bool, depth: u16) -> (Client, String) {
+    let mut c = connect_via(lb, json);
+    c.send(json!({"op":"symbols","id":1}));
+    let Reply::Symbols { symbols, .. } = c.reply(1) else {
+        panic!("no symbol list")
+    };
+    let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
+    c.send(json!({"op":"subscribe","id":2,"symbols":names,"depth":depth}));
+    let Reply::Subscribed {
+        epoch: Some(epoch), ..
+    } = c.reply(2)
+    else {
+        panic!("subscribe refused")
+    };
+    (c, epoch)
+}
+
+/// `old` lost its edge: it reconnects through `lb` (to the other edge) keeping its books and
+/// positions, and subscribes again with `resume` (the protocol's epoch and positions). Every
+/// symbol must be recovered, in the same epoch.
+fn resume_via(lb: SocketAddr, mut old: Client, json: bool, depth: u16, epoch: &str) -> Client {
+    let resume = old.resume_positions(epoch, true);
+    let mut c = connect_via(lb, json);
+    c.state = std::mem::replace(&mut old.state, tickcast_bench::book::StreamState::new());
+    c.decimals = std::mem::take(&mut old.decimals);
+    c.last_crc = std::mem::take(&mut old.last_crc);
+    c.symbols = std::mem::take(&mut old.symbols);
+    let names: Vec<String> = c.symbols.iter().map(|s| s.symbol.clone()).collect();
+    c.send(json!({"op":"subscribe","id":3,"symbols":names,"depth":depth,"resume":resume}));
+    let Reply::Subscribed {
+        epoch: got,
+        symbols,
+        ..
+    } = c.reply(3)
+    else {
+        panic!("resume refused")
+    };
+    assert_eq!(
+        got.as_deref(),
+        Some(epoch),
+        "the same epoch on the other edge"
+    );
+    for i in &symbols {
+        assert_eq!(
+            i.recovered,
+            Some(true),
+            "{} not recovered: {resume}",
+            i.symbol
+        );
+    }
+    eprintln!("resumed {} symbols, every one recovered", symbols.len());
+    c
+}
+
 /// Across network namespaces (scripts/netns-cluster.sh runs it in the clients' namespace):
 /// clients through HAProxy onto two edges in their own namespaces, the ingest node, NATS and
 /// feed-sim in another; one edge killed mid-run, its clients reconnect through HAProxy to the
-/// other; every client ends equal to the feed's truth at depth 10 or 0.
+/// other and resume there (epoch and positions) with `recovered: true` for every symbol; every
+/// client ends equal to the feed's truth at depth 10 or 0 with no gap or duplicate.
 #[test]
 #[ignore = "needs the namespaces of scripts/netns-cluster.sh"]
 fn netns_cluster_through_haproxy() {
@@ -558,14 +606,16 @@ fn netns_cluster_through_haproxy() {
     let feed: SocketAddr = var("TICKCAST_NETNS_FEED").parse().expect("feed addr");
     let kill = std::env::var("TICKCAST_NETNS_KILL_PID").ok();
     let kill_ref = kill.clone();
-    let mut clients: Vec<(Client, usize, bool, u16)> = (0..4)
+    let mut clients: Vec<(Option<Client>, usize, bool, u16, String)> = (0..4)
         .map(|i| {
             let (json, depth) = (i % 2 == 1, if i < 2 { 10 } else { 0 });
-            (client_via(lb, json, depth), usize::from(depth), json, depth)
+            let (c, epoch) = client_via(lb, json, depth);
+            (Some(c), usize::from(depth), json, depth, epoch)
         })
         .collect();
     // Every client holds its books (the feed may already be done if the build was slow).
     for (c, ..) in &mut clients {
+        let c = c.as_mut().expect("client");
         pump_until(&mut [c], "first snapshots", |c| {
             c.symbols.iter().all(|i| c.top(i.sid, 1).is_some())
         });
@@ -577,15 +627,18 @@ fn netns_cluster_through_haproxy() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut moved = 0;
     loop {
-        for (c, _, json, depth) in &mut clients {
+        for (slot, _, json, depth, epoch) in &mut clients {
+            let Some(c) = slot.as_mut() else { continue };
             if !c.pump(Duration::from_millis(20)) {
-                *c = client_via(lb, *json, *depth);
+                let old = slot.take().expect("client");
+                *slot = Some(resume_via(lb, old, *json, *depth, epoch));
                 moved += 1;
             }
         }
         // Equal to a truth that did not move while it was compared.
         let mut equal = true;
         for (c, depth, ..) in &clients {
+            let c = c.as_ref().expect("client");
             for info in c.symbols.clone() {
                 let (seq, book) = truth_at(feed, &info);
                 let want = common::cut(&book, *depth);
@@ -600,12 +653,14 @@ fn netns_cluster_through_haproxy() {
         }
         assert!(Instant::now() < deadline, "books did not converge to truth");
     }
-    eprintln!("clients moved to the other edge: {moved}");
+    eprintln!("clients that resumed on the other edge: {moved}");
     if kill.is_some() {
         assert!(moved > 0, "no client was on the killed edge");
     }
     for (c, ..) in &clients {
-        assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
+        let c = c.as_ref().expect("client");
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert!(c.replace_jumps.is_empty(), "{:?}", c.replace_jumps);
     }
 }
 
