@@ -600,30 +600,9 @@ impl Edge {
 
     // ---- subscriptions ----
 
-    /// Some shard watches `topic`, or (a binary book stream) one of the conflated tiers made
-    /// from it ([`feed_topic`]).
+    /// Some shard watches `topic`.
     fn interested(&self, topic: Topic) -> bool {
         (0..self.cfg.rings.len()).any(|s| self.cfg.interest.any(s, topic))
-            || self.feeds_tiers(topic)
-    }
-
-    /// Some shard watches a conflated tier (either format) made from book stream `topic`.
-    fn feeds_tiers(&self, topic: Topic) -> bool {
-        let depth = topic
-            .depth_idx()
-            .filter(|_| topic.conflation().is_none() && topic.format == Format::Binary);
-        let Some(d) = depth else {
-            return false;
-        };
-        (0..self.cfg.rings.len()).any(|s| {
-            (0..TIER_COUNT).any(|t| {
-                [Format::Binary, Format::Json].into_iter().any(|f| {
-                    self.cfg
-                        .interest
-                        .any(s, Topic::conflated(topic.sid, d, t, f))
-                })
-            })
-        })
     }
 
     async fn subscribe(&mut self, topic: Topic) {
@@ -909,8 +888,14 @@ impl Edge {
 
     async fn tick(&mut self) {
         let now = clock::monotonic();
-        // Interest: subscribe to what shards watch, drop what none watches.
-        // (Conflated streams are served from their book stream: not scanned.)
+        // Interest: subscribe to what shards watch, drop what none watches. (Conflated topics
+        // are not on the bus: the binary book streams their watched tiers are made from count
+        // as watched; a tier no shard watches any more is dropped at its next tick.)
+        let tier_feeds: std::collections::HashSet<usize> = self
+            .conflation
+            .topics()
+            .map(|t| feed_topic(t).index())
+            .collect();
         for sid in 0..self.table.symbols.len() as u32 {
             for stream in 0..CONFLATED_BASE {
                 for format in [Format::Binary, Format::Json] {
@@ -919,10 +904,11 @@ impl Edge {
                         stream,
                         format,
                     };
-                    let want = self.interested(topic);
                     let idx = topic.index();
-                    let drop_replica = self.streams.get(&idx).is_some_and(|s| s.replica.is_some())
-                        && !self.feeds_tiers(topic);
+                    let feeds_tiers = tier_feeds.contains(&idx);
+                    let want = feeds_tiers || self.interested(topic);
+                    let drop_replica =
+                        !feeds_tiers && self.streams.get(&idx).is_some_and(|s| s.replica.is_some());
                     if drop_replica {
                         if let Some(s) = self.streams.get_mut(&idx) {
                             // No tier made from it any more: no replica to keep up.

@@ -93,6 +93,11 @@ impl Conflation {
         }
     }
 
+    /// Every watched conflated topic.
+    pub(crate) fn topics(&self) -> impl Iterator<Item = Topic> + '_ {
+        self.tiers.iter().flatten().map(|w| w.topic)
+    }
+
     /// Forgets what every topic's last tick sent: the next tick of each sends a snapshot
     /// (after a renumbering, when a seq no longer names the book it named).
     pub(crate) fn reset_last(&mut self) {
