@@ -807,7 +807,6 @@ fn slow_reader_on_an_edge_conflates_then_goes_live_with_exact_books() {
     assert_eq!(e.metric("tickcast_evictions_total"), 0);
     assert!(e.metric("tickcast_ladder_to_conflating_total") >= 1);
     assert!(e.metric("tickcast_ladder_to_live_total") >= 1);
-    assert!(e.metric("tickcast_conflated_snapshots_total") > 0);
     assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
     assert!(fast.seq_errors.is_empty(), "{:?}", fast.seq_errors);
     assert!(fast.replaced.is_empty(), "{:?}", fast.replaced);
