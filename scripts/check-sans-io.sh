@@ -48,7 +48,8 @@ production_hits() {
 fail=0
 
 pure=(proto book wire fanout control.rs feed/decode.rs feed/scan.rs feed/ws.rs feed/conflate.rs metrics.rs replay/mod.rs
-  bus/mod.rs bus/resume.rs bus/leases.rs
+
+  bus/mod.rs bus/leases.rs bus/pending.rs bus/replica.rs bus/resume.rs
   shard/conn.rs shard/core.rs shard/dispatch.rs shard/http.rs shard/lifecycle.rs shard/messages.rs
   shard/ladder.rs shard/snapshots.rs shard/streams.rs shard/subscriptions.rs shard/timers.rs shard/web.rs)
 io_pattern='mio::|std::net::|TcpStream|UdpSocket|Instant::now|SystemTime::now|std::thread|clock::'

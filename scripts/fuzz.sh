@@ -4,8 +4,8 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 #   SECONDS  time per target (default 60)
-#   TARGET   handshake, frames, control, feed_decode, feed_scan_diff, tokens, tls_boundary
-#            (default: all seven, one after the other)
+#   TARGET   handshake, frames, control, feed_decode, feed_scan_diff, tokens, tls_boundary, bus
+#            (default: all eight, one after the other)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). No nightly toolchain is needed: the
 # machine's stable compiler is run with RUSTC_BOOTSTRAP=1 so that cargo-fuzz's -Z flags are
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../engine/fuzz"
 
-all=(handshake frames control feed_decode feed_scan_diff tokens tls_boundary)
+all=(handshake frames control feed_decode feed_scan_diff tokens tls_boundary bus)
 secs=${1:-60}
 if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -eq 0 ]; then
   echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: ${all[*]})" >&2

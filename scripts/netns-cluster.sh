@@ -12,8 +12,9 @@
 #   tcn-cl   the clients (the ignored test netns_cluster_through_haproxy)  10.213.0.40
 #
 # Clients subscribe through HAProxy, edge A is killed mid-run, its clients reconnect through
-# HAProxy to edge B, and every client ends equal to feed-sim's truth. Everything is removed on
-# exit. Usage: scripts/netns-cluster.sh
+# HAProxy to edge B and resume there (the `resume` op with the epoch and their positions; every
+# symbol must come back `recovered: true`), and every client ends equal to feed-sim's truth
+# with no gap or duplicate. Everything is removed on exit. Usage: scripts/netns-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "needs root (ip netns)" >&2; exit 1; }

@@ -541,7 +541,7 @@ fn malformed_bus_messages_break_nothing_and_conflated_clients_hold_truth() {
     let s: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut c = Client::connect(&e.url(""));
     subscribed(&mut c, &s, 10);
-    // A conflated subscription (max_hz) on an edge: fed from the book stream, exact.
+    // A conflated subscription (max_hz) on an edge: its snapshots made by the edge.
     let mut hz = Client::connect(&e.url("format=json"));
     hz.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10,"max_hz":5}));
     assert!(matches!(hz.reply(1), Reply::Subscribed { .. }));
@@ -597,23 +597,14 @@ fn truth_at(feed: SocketAddr, info: &tickcast_bench::control::SymbolInfo) -> (u6
     (v["seq"].as_u64().unwrap_or(0), (side("bids"), side("asks")))
 }
 
-/// Connects through `lb` (retrying while the load balancer has no healthy edge for us) and
-/// subscribes to every symbol at `depth`.
-fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
+/// Connects through `lb`, retrying while the load balancer has no healthy edge for us
+/// (HAProxy may still send us to an edge that just died, until its check fails: the handshake
+/// then fails, and we try again).
+fn connect_via(lb: SocketAddr, json: bool) -> Client {
     let url = format!("ws://{lb}/ws{}", if json { "?format=json" } else { "" });
     let deadline = Instant::now() + PATIENCE;
     loop {
-        // HAProxy may still send us to an edge that just died (until its check fails): the
-        // handshake then fails, and we try again.
-        let attempt = std::panic::catch_unwind(|| Client::connect(&url));
-        if let Ok(mut c) = attempt {
-            c.send(json!({"op":"symbols","id":1}));
-            let Reply::Symbols { symbols, .. } = c.reply(1) else {
-                panic!("no symbol list")
-            };
-            let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            subscribed(&mut c, &refs, depth);
+        if let Ok(c) = std::panic::catch_unwind(|| Client::connect(&url)) {
             return c;
         }
         assert!(Instant::now() < deadline, "no edge behind {lb}");
@@ -621,10 +612,67 @@ fn client_via(lb: SocketAddr, json: bool, depth: u16) -> Client {
     }
 }
 
+/// Connects through `lb` and subscribes to every symbol at `depth`; returns the client and
+/// the epoch its edge reported.
+fn client_via(lb: SocketAddr, json: bool, depth: u16) -> (Client, String) {
+    let mut c = connect_via(lb, json);
+    c.send(json!({"op":"symbols","id":1}));
+    let Reply::Symbols { symbols, .. } = c.reply(1) else {
+        panic!("no symbol list")
+    };
+    let names: Vec<String> = symbols.into_iter().map(|s| s.symbol).collect();
+    c.send(json!({"op":"subscribe","id":2,"symbols":names,"depth":depth}));
+    let Reply::Subscribed {
+        epoch: Some(epoch), ..
+    } = c.reply(2)
+    else {
+        panic!("subscribe refused")
+    };
+    (c, epoch)
+}
+
+/// `old` lost its edge: it reconnects through `lb` (to the other edge) keeping its books and
+/// positions, and subscribes again with `resume` (the protocol's epoch and positions). Every
+/// symbol must be recovered, in the same epoch.
+fn resume_via(lb: SocketAddr, mut old: Client, json: bool, depth: u16, epoch: &str) -> Client {
+    let resume = old.resume_positions(epoch, true);
+    let mut c = connect_via(lb, json);
+    c.state = std::mem::replace(&mut old.state, tickcast_bench::book::StreamState::new());
+    c.decimals = std::mem::take(&mut old.decimals);
+    c.last_crc = std::mem::take(&mut old.last_crc);
+    c.symbols = std::mem::take(&mut old.symbols);
+    let names: Vec<String> = c.symbols.iter().map(|s| s.symbol.clone()).collect();
+    c.send(json!({"op":"subscribe","id":3,"symbols":names,"depth":depth,"resume":resume}));
+    let Reply::Subscribed {
+        epoch: got,
+        symbols,
+        ..
+    } = c.reply(3)
+    else {
+        panic!("resume refused")
+    };
+    assert_eq!(
+        got.as_deref(),
+        Some(epoch),
+        "the same epoch on the other edge"
+    );
+    for i in &symbols {
+        assert_eq!(
+            i.recovered,
+            Some(true),
+            "{} not recovered: {resume}",
+            i.symbol
+        );
+    }
+    eprintln!("resumed {} symbols, every one recovered", symbols.len());
+    c
+}
+
 /// Across network namespaces (scripts/netns-cluster.sh runs it in the clients' namespace):
 /// clients through HAProxy onto two edges in their own namespaces, the ingest node, NATS and
 /// feed-sim in another; one edge killed mid-run, its clients reconnect through HAProxy to the
-/// other; every client ends equal to the feed's truth at depth 10 or 0.
+/// other and resume there (epoch and positions) with `recovered: true` for every symbol; every
+/// client ends equal to the feed's truth at depth 10 or 0 with no gap or duplicate.
 #[test]
 #[ignore = "needs the namespaces of scripts/netns-cluster.sh"]
 fn netns_cluster_through_haproxy() {
@@ -633,14 +681,16 @@ fn netns_cluster_through_haproxy() {
     let feed: SocketAddr = var("TICKCAST_NETNS_FEED").parse().expect("feed addr");
     let kill = std::env::var("TICKCAST_NETNS_KILL_PID").ok();
     let kill_ref = kill.clone();
-    let mut clients: Vec<(Client, usize, bool, u16)> = (0..4)
+    let mut clients: Vec<(Option<Client>, usize, bool, u16, String)> = (0..4)
         .map(|i| {
             let (json, depth) = (i % 2 == 1, if i < 2 { 10 } else { 0 });
-            (client_via(lb, json, depth), usize::from(depth), json, depth)
+            let (c, epoch) = client_via(lb, json, depth);
+            (Some(c), usize::from(depth), json, depth, epoch)
         })
         .collect();
     // Every client holds its books (the feed may already be done if the build was slow).
     for (c, ..) in &mut clients {
+        let c = c.as_mut().expect("client");
         pump_until(&mut [c], "first snapshots", |c| {
             c.symbols.iter().all(|i| c.top(i.sid, 1).is_some())
         });
@@ -652,15 +702,18 @@ fn netns_cluster_through_haproxy() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut moved = 0;
     loop {
-        for (c, _, json, depth) in &mut clients {
+        for (slot, _, json, depth, epoch) in &mut clients {
+            let Some(c) = slot.as_mut() else { continue };
             if !c.pump(Duration::from_millis(20)) {
-                *c = client_via(lb, *json, *depth);
+                let old = slot.take().expect("client");
+                *slot = Some(resume_via(lb, old, *json, *depth, epoch));
                 moved += 1;
             }
         }
         // Equal to a truth that did not move while it was compared.
         let mut equal = true;
         for (c, depth, ..) in &clients {
+            let c = c.as_ref().expect("client");
             for info in c.symbols.clone() {
                 let (seq, book) = truth_at(feed, &info);
                 let want = common::cut(&book, *depth);
@@ -675,11 +728,235 @@ fn netns_cluster_through_haproxy() {
         }
         assert!(Instant::now() < deadline, "books did not converge to truth");
     }
-    eprintln!("clients moved to the other edge: {moved}");
+    eprintln!("clients that resumed on the other edge: {moved}");
     if kill.is_some() {
         assert!(moved > 0, "no client was on the killed edge");
     }
     for (c, ..) in &clients {
-        assert!(book_errors(c).is_empty(), "{:?}", c.seq_errors);
+        let c = c.as_ref().expect("client");
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert!(c.replace_jumps.is_empty(), "{:?}", c.replace_jumps);
     }
+}
+
+/// Reads `c`'s `subscribed` reply (raw, to see the grant) and takes its symbols; every
+/// symbol must have been granted `hz`.
+fn take_granted(c: &mut Client, hz: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut raw = String::new();
+    while raw.is_empty() {
+        assert!(Instant::now() < deadline, "no subscribed reply");
+        if let Ok(tungstenite::Message::Text(t)) = c.ws.read() {
+            if t.contains(r#""op":"subscribed""#) {
+                raw = t.to_string();
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("json");
+    let infos: Vec<tickcast_bench::control::SymbolInfo> =
+        serde_json::from_value(v["symbols"].clone()).expect("symbols");
+    for (s, info) in v["symbols"].as_array().expect("list").iter().zip(&infos) {
+        assert_eq!(s["max_hz"], json!(hz), "{raw}");
+        c.decimals
+            .insert(info.symbol.clone(), (info.px_decimals, info.qty_decimals));
+    }
+    c.symbols = infos;
+}
+
+/// Conflation tiers on an edge (docs/protocol.md §8.4): a `max_hz: 5` subscriber of streams
+/// changing hundreds of times a second, binary and JSON, gets only snapshots, at most 5 book
+/// messages per stream in any second (plus one for a tick boundary), made by the edge from
+/// its replica of the binary book stream, and ends equal to the feed's truth.
+#[test]
+fn max_hz_5_on_an_edge_gets_at_most_5_snapshots_a_second_and_ends_at_truth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(6, 6_000.0, Some(36_000), 31);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let e = edge(&nats);
+    let all = symbol_names(&e);
+    let picked: Vec<&str> = all.iter().take(3).map(String::as_str).collect();
+    let mut bin5 = Client::connect(&e.url(""));
+    let mut json5 = Client::connect(&e.url("format=json"));
+    for c in [&mut bin5, &mut json5] {
+        c.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10,"max_hz":5}));
+        take_granted(c, 5);
+    }
+    converge(&sim, &mut [(&mut bin5, 10), (&mut json5, 10)]);
+    // The edge made the snapshots (nothing conflated is on the bus).
+    assert!(e.metric("tickcast_conflated_snapshots_total") > 0);
+    for c in [&bin5, &json5] {
+        // Every seq and checksum checked by the independent decoder.
+        assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+        assert_eq!(c.deltas, 0, "a max_hz subscription gets no deltas");
+        for info in &c.symbols {
+            let times = c.snapshot_times.get(&info.sid).cloned().unwrap_or_default();
+            let seqs: Vec<u64> = c
+                .snapshots
+                .iter()
+                .filter(|s| s.0 == info.sid)
+                .map(|s| s.1)
+                .collect();
+            assert!(
+                times.len() >= 5,
+                "{}: {} snapshots",
+                info.symbol,
+                times.len()
+            );
+            let moved = seqs.last().copied().unwrap_or(0) - seqs.first().copied().unwrap_or(0);
+            assert!(
+                moved >= 5 * (seqs.len() as u64 - 1),
+                "{}: the feed was too slow to conflate anything ({moved} updates, {} snapshots)",
+                info.symbol,
+                seqs.len()
+            );
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                    .count();
+                assert!(
+                    in_window <= 6,
+                    "{}: {in_window} book messages within one second",
+                    info.symbol
+                );
+            }
+        }
+    }
+}
+
+/// The pressure ladder on an edge (protocol 1.1 §3.3): a slow reader (4 KiB receive window,
+/// 20 KB/s) is told `conflating`, gets the edge's conflated snapshots (each exactly the book a
+/// full-rate client of the same edge held at that seq) and every trade, then `live` once it
+/// reads freely, and ends equal to the truth; the full-rate client loses nothing.
+#[test]
+fn slow_reader_on_an_edge_conflates_then_goes_live_with_exact_books() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(50, 5_000.0, Some(100_000), 21);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let e = edge_with(
+        &nats,
+        &[
+            "--max-outbuf-bytes",
+            "1048576",
+            "--send-buffer-bytes",
+            "4096",
+        ],
+    );
+    let all = symbol_names(&e);
+    let picked: Vec<&str> = all.iter().skip(10).map(String::as_str).collect();
+    let mut fast = Client::connect(&e.url(""));
+    fast.history = Some(std::collections::HashMap::new());
+    subscribed(&mut fast, &picked, 10);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&e.addr.into()).expect("connect");
+    let mut slow = Client::connect_with(&e.url(""), sock.into());
+    slow.send(json!({"op":"subscribe","id":1,"symbols":picked,"depth":10}));
+    let start = Instant::now();
+    const RATE: f64 = 20_000.0;
+    let conflating = |c: &Client| c.notices.iter().any(|n| n.contains(r#""op":"conflating""#));
+    let mut conflating_at: Option<Instant> = None;
+    while !sim.is_done() && conflating_at.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
+        assert!(start.elapsed() < 2 * PATIENCE, "the feed never finished");
+        if slow.bytes as f64 <= RATE * start.elapsed().as_secs_f64() {
+            assert!(slow.step(), "slow reader closed: {:?}", slow.close);
+        }
+        if conflating_at.is_none() && conflating(&slow) {
+            conflating_at = Some(Instant::now());
+        }
+        fast.pump(Duration::from_millis(5));
+    }
+    assert!(
+        conflating(&slow),
+        "never conflating: the test proves nothing ({} bytes read)",
+        slow.bytes
+    );
+    pump_until(&mut [&mut slow, &mut fast], "live", |c| {
+        c.history.is_some() || c.notices.iter().any(|n| n.contains(r#""op":"live""#))
+    });
+    converge(&sim, &mut [(&mut slow, 10), (&mut fast, 10)]);
+    assert!(slow.close.is_none() && fast.close.is_none());
+    assert_eq!(e.metric("tickcast_evictions_total"), 0);
+    assert!(e.metric("tickcast_ladder_to_conflating_total") >= 1);
+    assert!(e.metric("tickcast_ladder_to_live_total") >= 1);
+    assert!(slow.seq_errors.is_empty(), "{:?}", slow.seq_errors);
+    assert!(fast.seq_errors.is_empty(), "{:?}", fast.seq_errors);
+    assert!(fast.replaced.is_empty(), "{:?}", fast.replaced);
+    let history = fast.history.as_ref().expect("history");
+    let mut compared = 0;
+    for (sid, seq, levels) in &slow.snapshots {
+        if let Some(want) = history.get(&(*sid, *seq)) {
+            assert_eq!(levels, want, "sid {sid} seq {seq}");
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > picked.len(),
+        "only {compared} snapshots compared"
+    );
+}
+
+/// A `max_hz` client of an edge that died resumes on the other edge as on a standalone daemon
+/// (docs/protocol.md §5.5): every symbol recovered, trades exactly from its positions, its
+/// book from the tier's current snapshot (made by the new edge), no delta ever, and it ends
+/// equal to the truth.
+#[test]
+fn max_hz_client_of_a_killed_edge_resumes_on_the_other_from_the_current_snapshot() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = Nats::start(bin);
+    let sim = simulator(4, 2_000.0, Some(16_000), 51);
+    let _ing = ingest(&nats, &sim.feed_url());
+    let a = edge(&nats);
+    let b = edge(&nats);
+    let all = symbol_names(&a);
+    let s: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&a.url(""));
+    c.send(json!({"op":"subscribe","id":1,"symbols":s,"depth":10,"max_hz":5}));
+    let Reply::Subscribed {
+        epoch: Some(epoch), ..
+    } = c.reply(1)
+    else {
+        panic!("subscribe refused")
+    };
+    pump_until(&mut [&mut c], "snapshots and trades", |c| {
+        c.symbols.iter().all(|s| c.state.book_seq(s.sid).is_some()) && c.records > 100
+    });
+    let before = c.resume_positions(&epoch, true);
+    drop(a);
+    let mut c = c.reset_and_reconnect(&b.url(""));
+    c.send(json!({"op":"subscribe","id":2,"symbols":s,"depth":10,"max_hz":5,"resume":before}));
+    let Reply::Subscribed {
+        epoch: got,
+        symbols,
+        ..
+    } = c.reply(2)
+    else {
+        panic!("subscribe refused")
+    };
+    assert_eq!(got.as_deref(), Some(epoch.as_str()));
+    for i in &symbols {
+        assert_eq!(i.recovered, Some(true), "{} not recovered", i.symbol);
+    }
+    pump_until(&mut [&mut c], "the resumed book streams", |c| {
+        c.firsts.keys().filter(|(_, trades)| !trades).count() == 4
+    });
+    for i in &symbols {
+        let pos = &before["streams"][&i.symbol];
+        if let (Some(held), Some(&(_, first))) =
+            (pos["trades"].as_u64(), c.firsts.get(&(i.sid, true)))
+        {
+            assert_eq!(first, held + 1, "{} trades", i.symbol);
+        }
+        let held = pos["book"].as_u64().expect("book position");
+        let &(kind, first) = c.firsts.get(&(i.sid, false)).expect("book");
+        assert_eq!(kind, 1, "{}: a replacing snapshot", i.symbol);
+        assert!(first >= held, "{}: {first} before {held}", i.symbol);
+    }
+    converge(&sim, &mut [(&mut c, 10)]);
+    assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
+    assert_eq!(c.deltas, 0, "a max_hz subscription gets no deltas");
+    assert_eq!(b.metric("tickcast_bus_resumes_recovered_total"), 4);
 }

@@ -30,10 +30,12 @@
 //!   `recv_ts`, its batch's publish stamp, the receipt (stamped as the message comes off the
 //!   NATS subscription) and the push into the shards' rings.
 //! - **Trades** need no snapshot: they are forwarded from the first one seen.
-//! - **Conflated streams** (`max_hz`, or a client under pressure) are not on the bus: their
-//!   subscribers are fed the book stream of the same depth and format (a snapshot, then every
-//!   delta), which keeps their books exact but does not hold them to the tier's rate (see
-//!   docs/protocol.md §8.4).
+//! - **Conflated streams** (`max_hz`, or a client under pressure) are not on the bus: the edge
+//!   makes them as a standalone ingester does (`feed/conflate.rs`). The binary book stream of
+//!   the tier's depth keeps a [`Replica`] of the levels (seeded from a snapshot, moved by every
+//!   record forwarded, each checksum checked); a tier subscriber's first snapshot comes from
+//!   it, and at each tick of a tier every watched topic whose stream moved gets one snapshot,
+//!   encoded once per (stream, format, tick) and shared by every tier and shard that gets it.
 //! - **Replay.** Every record forwarded is also appended to the edge's replay window of its
 //!   stream (the same [`ReplayWindows`] a standalone ingester keeps), and a stream stays
 //!   subscribed, its window fed, for `replay-age` after its last client left. A subscribe with
@@ -54,6 +56,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::ingest::{connect_options, server_list};
+use super::replica::Replica;
 use super::resume::{Resumes, StreamView};
 use super::{
     Announcement, ReplayRequest, Subjects, encode_announcement, encode_replay_request,
@@ -63,6 +66,7 @@ use super::{
 use crate::clock;
 use crate::fanout::interest::Interest;
 use crate::fanout::{CONFLATED_BASE, ConnId, Format, STREAMS_PER_SYMBOL, TIER_COUNT, Topic};
+use crate::feed::conflate::Conflation;
 use crate::metrics::{Metrics, add};
 use crate::replay::epoch::{Epoch, EpochCell};
 use crate::replay::{ReplayLimits, ReplayWindows};
@@ -158,6 +162,8 @@ struct Stream {
     waiters: Vec<(usize, ConnId, u32, Topic)>,
     /// Clients hold a book of this stream: the resync snapshot replaces it.
     replace: bool,
+    /// The levels of a binary book stream whose conflated tiers some shard watches.
+    replica: Option<Replica>,
 }
 
 struct Edge {
@@ -179,6 +185,8 @@ struct Edge {
     windows: ReplayWindows,
     /// Resumes not answered yet.
     resumes: Resumes,
+    /// The conflated topics some shard watches, and when their tiers tick.
+    conflation: Conflation,
     /// The time of the event being handled.
     now: Instant,
     /// This process's id in its interest announcements (random per process).
@@ -193,6 +201,7 @@ struct Edge {
 struct View<'a> {
     streams: &'a HashMap<usize, Stream>,
     windows: &'a ReplayWindows,
+    table: &'a SymbolTable,
     now: Instant,
 }
 
@@ -207,6 +216,12 @@ impl StreamView for View<'_> {
         (self.windows.last_seq(topic) == Some(last))
             .then(|| self.windows.peek_from(topic, after, self.now))
             .flatten()
+    }
+
+    fn snapshot(&mut self, tier: Topic) -> Option<(u64, Bytes)> {
+        let bytes = replica_snapshot(self.streams, self.table, tier)?;
+        let s = self.streams.get(&feed_topic(tier).index())?;
+        Some((s.last?, bytes))
     }
 }
 
@@ -281,6 +296,7 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
         touched: vec![false; shards],
         windows: ReplayWindows::new(cfg_replay),
         resumes: Resumes::default(),
+        conflation: Conflation::default(),
         now: clock::monotonic(),
         id: edge_id(),
         announce: true,
@@ -318,6 +334,9 @@ async fn main(cfg: EdgeBus) -> std::io::Result<()> {
                 edge.serve_requests().await;
             }
             _ = tick.tick() => edge.tick().await,
+            _ = sleep_until(edge.conflation.next_tick()) => {
+                edge.tick_conflated(clock::monotonic());
+            }
         }
         edge.poll_resumes();
         edge.wake_shards();
@@ -403,6 +422,8 @@ impl Edge {
                 );
                 self.set_epoch(epoch);
                 self.lost();
+                // A seq names another book now: every tier's next tick sends a snapshot.
+                self.conflation.reset_last();
                 // Another numbering: nothing held can be replayed.
                 self.windows = ReplayWindows::new(*self.windows.limits());
                 self.resync_all().await;
@@ -612,19 +633,9 @@ impl Edge {
 
     // ---- subscriptions ----
 
-    /// Some shard watches `topic`, or (a book stream) one of its conflated tiers.
+    /// Some shard watches `topic`.
     fn interested(&self, topic: Topic) -> bool {
-        let depth = topic.depth_idx().filter(|_| topic.conflation().is_none());
-        (0..self.cfg.rings.len()).any(|s| {
-            self.cfg.interest.any(s, topic)
-                || depth.is_some_and(|d| {
-                    (0..TIER_COUNT).any(|t| {
-                        self.cfg
-                            .interest
-                            .any(s, Topic::conflated(topic.sid, d, t, topic.format))
-                    })
-                })
-        })
+        (0..self.cfg.rings.len()).any(|s| self.cfg.interest.any(s, topic))
     }
 
     async fn subscribe(&mut self, topic: Topic) {
@@ -671,6 +682,7 @@ impl Edge {
                 held: None,
                 waiters: Vec::new(),
                 replace: false,
+                replica: None,
             },
         );
         self.m()
@@ -755,10 +767,13 @@ impl Edge {
                 continue;
             }
             let asked = topic;
-            let topic = delta_topic(topic);
-            let idx = topic.index();
-            if !self.streams.contains_key(&idx) {
-                self.subscribe(topic).await;
+            let idx = self.feed_stream(asked).await;
+            if asked.conflation().is_some() {
+                // The stream is in line and its replica seeded: its snapshot now.
+                if let Some(bytes) = self.replica_snapshot(asked) {
+                    self.push_snapshot(shard, conn, req, asked, bytes);
+                    continue;
+                }
             }
             let Some(s) = self.streams.get_mut(&idx) else {
                 continue;
@@ -770,13 +785,66 @@ impl Edge {
         }
     }
 
+    /// The stream a subscriber of `asked` is fed from ([`feed_topic`]), subscribed if it was
+    /// not; for a conflated tier, the tier is watched (its ticks run) and the stream keeps a
+    /// replica (seeded by the join's snapshot, or by a fresh one when already in line).
+    /// Returns the stream's index.
+    async fn feed_stream(&mut self, asked: Topic) -> usize {
+        let topic = feed_topic(asked);
+        let idx = topic.index();
+        if !self.streams.contains_key(&idx) {
+            self.subscribe(topic).await;
+        }
+        let Some((d, _)) = asked.conflation() else {
+            return idx;
+        };
+        self.conflation.watch(asked, clock::monotonic());
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return idx;
+        };
+        if s.replica.is_none() {
+            s.replica = Some(Replica::new(d));
+            if s.last.is_some() && s.request.is_none() && s.held.is_none() {
+                self.request_snapshot(idx);
+            }
+        }
+        idx
+    }
+
+    /// The snapshot of conflated topic `asked` now ([`replica_snapshot`]).
+    fn replica_snapshot(&self, asked: Topic) -> Option<Bytes> {
+        replica_snapshot(&self.streams, &self.table, asked)
+    }
+
+    fn push_snapshot(&mut self, shard: usize, conn: ConnId, req: u32, topic: Topic, bytes: Bytes) {
+        if let Some(ring) = self.cfg.rings.get(shard) {
+            let _ = ring.push(ShardMsg::Snapshot {
+                conn,
+                req,
+                topic,
+                bytes,
+            });
+            self.touched[shard] = true;
+        }
+    }
+
     /// A subscribe with `resume`: its streams are subscribed (if they were not), and it waits
-    /// in [`Resumes`] until each named stream is decided ([`Self::poll_resumes`]).
+    /// in [`Resumes`] until each named stream is decided ([`Self::poll_resumes`]). A conflated
+    /// (`max_hz`) subscription's book resumes from its tier's current snapshot
+    /// ([`super::resume::step_conflated`]): its tier is watched from now on.
     async fn serve_resume(&mut self, r: ResumeRequest) {
         for &(sid, book, trades) in &r.symbols {
             if book.is_some() && r.depth_idx < crate::book::DEPTHS.len() {
-                self.subscribe(Topic::book(sid, r.depth_idx, r.format))
-                    .await;
+                match r.tier.map(usize::from).filter(|&t| t < TIER_COUNT) {
+                    Some(tier) => {
+                        self.feed_stream(Topic::conflated(sid, r.depth_idx, tier, r.format))
+                            .await;
+                    }
+                    None => {
+                        self.subscribe(Topic::book(sid, r.depth_idx, r.format))
+                            .await;
+                    }
+                }
             }
             if trades.is_some() {
                 self.subscribe(Topic::trades(sid, r.format)).await;
@@ -794,6 +862,7 @@ impl Edge {
         let mut view = View {
             streams: &self.streams,
             windows: &self.windows,
+            table: &self.table,
             now,
         };
         let epoch = if self.live { self.epoch } else { None };
@@ -855,8 +924,14 @@ impl Edge {
 
     async fn tick(&mut self) {
         let now = clock::monotonic();
-        // Interest: subscribe to what shards watch, drop what none watches.
-        // (Conflated streams are served from their book stream: not scanned.)
+        // Interest: subscribe to what shards watch, drop what none watches. (Conflated topics
+        // are not on the bus: the binary book streams their watched tiers are made from count
+        // as watched; a tier no shard watches any more is dropped at its next tick.)
+        let tier_feeds: std::collections::HashSet<usize> = self
+            .conflation
+            .topics()
+            .map(|t| feed_topic(t).index())
+            .collect();
         for sid in 0..self.table.symbols.len() as u32 {
             for stream in 0..CONFLATED_BASE {
                 for format in [Format::Binary, Format::Json] {
@@ -865,8 +940,17 @@ impl Edge {
                         stream,
                         format,
                     };
-                    let want = self.interested(topic);
                     let idx = topic.index();
+                    let feeds_tiers = tier_feeds.contains(&idx);
+                    let want = feeds_tiers || self.interested(topic);
+                    let drop_replica =
+                        !feeds_tiers && self.streams.get(&idx).is_some_and(|s| s.replica.is_some());
+                    if drop_replica {
+                        if let Some(s) = self.streams.get_mut(&idx) {
+                            // No tier made from it any more: no replica to keep up.
+                            s.replica = None;
+                        }
+                    }
                     match self.streams.get(&idx) {
                         None if want => self.subscribe(topic).await,
                         // Kept for the replay age after its last watcher left.
@@ -1003,8 +1087,17 @@ impl Edge {
                     add(&self.cfg.metrics.bus.gaps, 1);
                 }
                 s.last = Some(seq);
+                let reseed = match s.replica.as_mut().filter(|r| r.is_seeded()) {
+                    Some(r) => r.apply(&bytes).err(),
+                    None => None,
+                };
                 self.forward(topic, seq, bytes);
                 self.release_held(idx);
+                if let Some(e) = reseed {
+                    // A snapshot seeds it again (conflated ticks skip it meanwhile).
+                    tracing::warn!(error = %e, ?topic, "the edge's replica lost the book");
+                    self.reseed(idx);
+                }
             }
             Some(l) => {
                 tracing::debug!(topic = ?topic, expected = l + 1, got = seq, "gap on the bus");
@@ -1026,24 +1119,82 @@ impl Edge {
         self.push_to_shards(topic, &bytes);
     }
 
-    /// Pushes a record of `topic` to every shard with subscribers of it, and a record of a book
-    /// stream also to every shard with subscribers of its conflated tiers.
+    /// Pushes a record of `topic` to every shard with subscribers of it.
     fn push_to_shards(&mut self, topic: Topic, bytes: &Bytes) {
-        let depth = topic.depth_idx().filter(|_| topic.conflation().is_none());
         for shard in 0..self.cfg.rings.len() {
-            let tiers = depth.into_iter().flat_map(|d| {
-                (0..TIER_COUNT).map(move |t| Topic::conflated(topic.sid, d, t, topic.format))
-            });
-            for t in std::iter::once(topic).chain(tiers) {
-                if self.cfg.interest.any(shard, t) {
-                    let _ = self.cfg.rings[shard].push(ShardMsg::Record {
-                        topic: t,
-                        bytes: bytes.clone(),
-                    });
-                    self.touched[shard] = true;
-                }
+            if self.cfg.interest.any(shard, topic) {
+                let _ = self.cfg.rings[shard].push(ShardMsg::Record {
+                    topic,
+                    bytes: bytes.clone(),
+                });
+                self.touched[shard] = true;
             }
         }
+    }
+
+    /// Stream `idx`'s replica lost the book: a fresh snapshot (handed over when the stream
+    /// reaches it, [`Self::answer_waiters`]) seeds it again.
+    fn reseed(&mut self, idx: usize) {
+        let Some(s) = self.streams.get_mut(&idx) else {
+            return;
+        };
+        if let Some(r) = s.replica.as_mut() {
+            r.unseed();
+        }
+        if s.last.is_some() && s.request.is_none() && s.held.is_none() {
+            self.request_snapshot(idx);
+        }
+    }
+
+    /// The conflated tiers due at `now` tick (`feed/conflate.rs`, as on a standalone ingester):
+    /// each watched topic whose stream moved since its last tick gets one snapshot of its
+    /// stream's replica, encoded once per (stream, format) and tick, and pushed to every shard
+    /// with subscribers of it. A topic no shard watches any more is forgotten; a stream out of
+    /// line (joining, healing, an outage) is skipped: its clients keep the last snapshot,
+    /// correct as of its seq.
+    fn tick_conflated(&mut self, now: Instant) {
+        if self.conflation.next_tick().is_none_or(|t| t > now) {
+            return;
+        }
+        let mut sends: Vec<Topic> = Vec::new();
+        for tier in self.conflation.due(now) {
+            let interest = &self.cfg.interest;
+            let shards = self.cfg.rings.len();
+            let streams = &self.streams;
+            self.conflation.tick(tier, |w| {
+                let t = w.topic;
+                if !(0..shards).any(|s| interest.any(s, t)) {
+                    return false;
+                }
+                let Some(s) = streams.get(&feed_topic(t).index()) else {
+                    return true;
+                };
+                let seq = s.replica.as_ref().and_then(Replica::seq);
+                if s.last.is_some() && seq == s.last && w.last != seq {
+                    w.last = seq;
+                    sends.push(t);
+                }
+                true
+            });
+        }
+        let mut encoded: HashMap<(usize, Format), Option<Bytes>> = HashMap::new();
+        let mut made = 0;
+        for t in sends {
+            let idx = feed_topic(t).index();
+            let bytes = match encoded.get(&(idx, t.format)) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = self.replica_snapshot(t);
+                    made += u64::from(b.is_some());
+                    encoded.insert((idx, t.format), b.clone());
+                    b
+                }
+            };
+            if let Some(bytes) = bytes {
+                self.push_to_shards(t, &bytes);
+            }
+        }
+        add(&self.cfg.metrics.ingest.conflated_snapshots, made);
     }
 
     /// The forwarded stream reached a held snapshot: hand it to the waiters.
@@ -1068,19 +1219,38 @@ impl Edge {
         }
     }
 
+    /// The stream is at the seq of snapshot `bytes`: it seeds the stream's replica, and every
+    /// waiter gets it (a conflated tier's waiter, the replica's in its own format).
     fn answer_waiters(&mut self, idx: usize, bytes: &Bytes) {
         let Some(s) = self.streams.get_mut(&idx) else {
             return;
         };
-        for (shard, conn, req, topic) in std::mem::take(&mut s.waiters) {
-            if let Some(ring) = self.cfg.rings.get(shard) {
-                let _ = ring.push(ShardMsg::Snapshot {
-                    conn,
-                    req,
-                    topic,
-                    bytes: bytes.clone(),
-                });
-                self.touched[shard] = true;
+        if let Some(r) = s.replica.as_mut() {
+            if let Err(e) = r.apply(bytes) {
+                tracing::warn!(error = %e, topic = ?s.topic, "a snapshot the edge cannot apply");
+            }
+        }
+        let waiters = std::mem::take(&mut s.waiters);
+        let mut unanswered = Vec::new();
+        for (shard, conn, req, topic) in waiters {
+            let bytes = if topic.conflation().is_some() {
+                match self.replica_snapshot(topic) {
+                    Some(b) => b,
+                    None => {
+                        unanswered.push((shard, conn, req, topic));
+                        continue;
+                    }
+                }
+            } else {
+                bytes.clone()
+            };
+            self.push_snapshot(shard, conn, req, topic, bytes);
+        }
+        if !unanswered.is_empty() {
+            if let Some(s) = self.streams.get_mut(&idx) {
+                // Asked again by the tick, [`SNAPSHOT_RETRY`] from now (no busy loop).
+                s.waiters = unanswered;
+                s.request.get_or_insert((0, self.now));
             }
         }
     }
@@ -1167,11 +1337,36 @@ fn edge_id() -> u64 {
     h.finish()
 }
 
-/// The stream a subscriber of `topic` is fed from: a conflated tier's book stream, else itself.
-fn delta_topic(topic: Topic) -> Topic {
+/// The stream a subscriber of `topic` is fed from: for a conflated tier (either format), the
+/// binary book stream of its depth, whose replica its snapshots are made from; else itself.
+fn feed_topic(topic: Topic) -> Topic {
     match topic.conflation() {
-        Some((d, _)) => Topic::book(topic.sid, d, topic.format),
+        Some((d, _)) => Topic::book(topic.sid, d, Format::Binary),
         None => topic,
+    }
+}
+
+/// The snapshot of conflated topic `tier` now, from the replica of the stream it is made from
+/// ([`feed_topic`]): `None` unless that stream is in line and its replica holds its last
+/// record.
+fn replica_snapshot(
+    streams: &HashMap<usize, Stream>,
+    table: &SymbolTable,
+    tier: Topic,
+) -> Option<Bytes> {
+    let s = streams.get(&feed_topic(tier).index())?;
+    let r = s.replica.as_ref()?;
+    if s.last.is_none() || r.seq() != s.last {
+        return None;
+    }
+    r.encode(tier.format, table.symbols.get(tier.sid as usize)?)
+}
+
+/// Sleeps until `at` (for ever when `None`).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 

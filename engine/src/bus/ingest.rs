@@ -40,6 +40,7 @@ use tokio::io::Interest as TokioInterest;
 use tokio::io::unix::AsyncFd;
 
 use super::leases::{Change, Leases};
+use super::pending::InFlight;
 use super::{
     BatchWriter, MAX_BATCH_BYTES, MAX_REPLAY_REPLY_BYTES, ReplayRequest, Subjects,
     encode_replay_reply, encode_snapshot_reply, encode_status, encode_symbols,
@@ -186,8 +187,8 @@ impl IngestBus {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut st = State {
             batches: HashMap::new(),
-            replies: HashMap::new(),
-            replays: HashMap::new(),
+            replies: InFlight::default(),
+            replays: InFlight::default(),
             pending: HashMap::new(),
             next_req: 0,
             table_len: 0,
@@ -228,20 +229,24 @@ impl IngestBus {
                         let shared = st
                             .pending
                             .get(&topic.index())
-                            .and_then(|req| st.replies.get_mut(req));
+                            .and_then(|req| st.replies.get_mut(*req));
                         if let Some(waiting) = shared {
                             waiting.push(reply);
                         } else {
                             st.next_req = st.next_req.wrapping_add(1);
-                            st.replies.insert(st.next_req, vec![reply]);
-                            st.pending.insert(topic.index(), st.next_req);
-                            let _ = self.requests.send(IngestRequest::Snapshot {
-                                shard: self.shard,
-                                conn: ConnId { index: 0, generation: 0 },
-                                req: st.next_req,
-                                topic,
-                            });
-                            let _ = self.ingest_waker.wake();
+                            // Full (answers lost in the ring, not yet expired): dropped; the
+                            // edge asks again.
+                            let now = clock::monotonic();
+                            if st.replies.insert(st.next_req, vec![reply], now).is_ok() {
+                                st.pending.insert(topic.index(), st.next_req);
+                                let _ = self.requests.send(IngestRequest::Snapshot {
+                                    shard: self.shard,
+                                    conn: ConnId { index: 0, generation: 0 },
+                                    req: st.next_req,
+                                    topic,
+                                });
+                                let _ = self.ingest_waker.wake();
+                            }
                         }
                     }
                 }
@@ -255,11 +260,20 @@ impl IngestBus {
                                 st.leases.request(r.topic, clock::monotonic(), REQUEST_LEASE, &mut st.changes);
                                 self.apply(&mut st);
                                 st.next_req = st.next_req.wrapping_add(1);
-                                st.replays.insert(st.next_req, (reply, r));
-                                let _ = self
-                                    .requests
-                                    .send(replay_as_resume(self.shard, st.next_req, &r));
-                                let _ = self.ingest_waker.wake();
+                                let now = clock::monotonic();
+                                match st.replays.insert(st.next_req, (reply, r), now) {
+                                    Ok(()) => {
+                                        let _ = self
+                                            .requests
+                                            .send(replay_as_resume(self.shard, st.next_req, &r));
+                                        let _ = self.ingest_waker.wake();
+                                    }
+                                    // Full: a miss at once.
+                                    Err((reply, _)) => {
+                                        let miss = encode_replay_reply(self.epoch(), None);
+                                        self.publish(&client, reply, miss).await;
+                                    }
+                                }
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "malformed replay request on the bus");
@@ -293,6 +307,7 @@ impl IngestBus {
                     st.leases.expire(clock::monotonic(), &mut st.changes);
                     self.apply(&mut st);
                     st.ticks += 1;
+                    st.expire(clock::monotonic());
                     let table = self.symbols.load();
                     if table.symbols.len() != st.table_len || st.ticks % 4 == 0 {
                         st.table_len = table.symbols.len();
@@ -404,7 +419,7 @@ impl IngestBus {
                 }
                 ShardMsg::Resumed(answer) => {
                     self.flush(client, st).await;
-                    let Some((reply, r)) = st.replays.remove(&answer.req) else {
+                    let Some((reply, r)) = st.replays.remove(answer.req) else {
                         continue;
                     };
                     add(&self.metrics.bus.replay_requests, 1);
@@ -416,7 +431,7 @@ impl IngestBus {
                     req, topic, bytes, ..
                 } => {
                     self.flush(client, st).await;
-                    let Some(replies) = st.replies.remove(&req) else {
+                    let Some(replies) = st.replies.remove(req) else {
                         continue;
                     };
                     st.pending.remove(&topic.index());
@@ -511,9 +526,9 @@ struct State {
     /// Per topic index: the batch being filled.
     batches: HashMap<usize, (crate::fanout::Topic, BatchWriter)>,
     /// Snapshot requests sent to the ingester, by request number: where to reply.
-    replies: HashMap<u32, Vec<Subject>>,
+    replies: InFlight<Vec<Subject>>,
     /// Replay requests sent to the ingester, by request number: where to reply, and what.
-    replays: HashMap<u32, (Subject, ReplayRequest)>,
+    replays: InFlight<(Subject, ReplayRequest)>,
     /// The request in the ingester per topic index.
     pending: HashMap<usize, u32>,
     next_req: u32,
@@ -528,6 +543,23 @@ struct State {
 }
 
 impl State {
+    /// Forgets the requests whose answer the ring lost (`bus/pending.rs`): a topic whose
+    /// snapshot request expired takes the next one afresh.
+    fn expire(&mut self, now: std::time::Instant) {
+        let replays = self.replays.expire(now).len();
+        let snapshots = self.replies.expire(now);
+        if replays + snapshots.len() > 0 {
+            tracing::warn!(
+                replays,
+                snapshots = snapshots.len(),
+                "requests unanswered (their answers were lost in the ring): forgotten"
+            );
+        }
+        for (req, _) in snapshots {
+            self.pending.retain(|_, r| *r != req);
+        }
+    }
+
     fn subject(&mut self, subjects: &Subjects, topic: crate::fanout::Topic) -> Subject {
         let i = topic.index();
         if self.subjects.len() <= i {

@@ -17,6 +17,8 @@ pub mod edge;
 #[cfg(not(loom))]
 pub mod ingest;
 pub mod leases;
+pub mod pending;
+pub mod replica;
 pub mod resume;
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -12,8 +12,10 @@
 //!    when it is past `S`, the fetched records then the edge's window from `S`; when it is
 //!    behind `S`, the answer waits until the edge's stream reaches `S`.
 //!
-//! A conflated (`max_hz`) subscription on an edge is fed its book stream's deltas
-//! (`bus/edge.rs`), so it resumes from that stream's records too, whatever its tier.
+//! A conflated (`max_hz`) subscription's book is made of replacing snapshots, which the edge
+//! makes itself (`bus/edge.rs`, `bus/replica.rs`): as on a standalone daemon (docs/protocol.md
+//! §5.5) it resumes from the current snapshot of its tier ([`step_conflated`]), or from nothing
+//! when the stream has not moved since the client's position.
 //!
 //! The answer to one subscribe is one message on the asking shard's ring (the shard starts
 //! every stream of the subscribe from it), pushed at a moment when every recovered stream's
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ReplayRequest;
-use crate::fanout::{Format, Topic};
+use crate::fanout::{Format, TIER_COUNT, Topic};
 use crate::replay::epoch::Epoch;
 use crate::ring::{ResumeAnswer, ResumeRequest, SymbolResumed};
 
@@ -44,6 +46,9 @@ pub trait StreamView {
     /// The records of `topic` after `after` up to [`last`](Self::last), from the edge's own
     /// replay window, when it holds every one of them.
     fn window(&mut self, topic: Topic, after: u64) -> Option<Vec<Bytes>>;
+    /// The current snapshot of conflated topic `tier` and its seq, when the stream it is made
+    /// from is in line (`None`: not subscribed, joining, healing, or no book yet).
+    fn snapshot(&mut self, tier: Topic) -> Option<(u64, Bytes)>;
 }
 
 /// A replay asked of the ingest node.
@@ -116,6 +121,17 @@ pub fn step(
             }
             Step::Ready(out)
         }
+    }
+}
+
+/// The decision for a conflated book stream at position `after`, given the current snapshot
+/// of its tier and that snapshot's seq: nothing when the stream has not moved since, the
+/// snapshot when it has; wait while there is none or the edge is behind the position.
+pub fn step_conflated(after: u64, current: Option<(u64, Bytes)>) -> Step {
+    match current {
+        Some((seq, _)) if seq == after => Step::Ready(Vec::new()),
+        Some((seq, snapshot)) if seq > after => Step::Ready(vec![snapshot]),
+        _ => Step::Wait,
     }
 }
 
@@ -199,9 +215,19 @@ impl Resumes {
                         break;
                     }
                     let key = (topic.index(), after);
-                    let last = view.last(topic);
-                    let mut window = |from: u64| view.window(topic, from);
-                    match step(after, last, self.fetches.get(&key), &mut window) {
+                    let tier = p.req.tier.map(usize::from).filter(|&t| t < TIER_COUNT);
+                    let decided = match tier {
+                        Some(t) if i == 0 => step_conflated(
+                            after,
+                            view.snapshot(Topic::conflated(sid, p.req.depth_idx, t, p.req.format)),
+                        ),
+                        _ => {
+                            let last = view.last(topic);
+                            let mut window = |from: u64| view.window(topic, from);
+                            step(after, last, self.fetches.get(&key), &mut window)
+                        }
+                    };
+                    match decided {
                         Step::Ready(r) => got[i] = Some(r),
                         Step::Miss => miss = true,
                         Step::Wait | Step::Fetch if late => miss = true,
@@ -307,6 +333,11 @@ mod tests {
             let &(last, floor) = self.streams.get(&topic.index())?;
             let last = last?;
             (after >= floor && after <= last).then(|| (after + 1..=last).map(rec).collect())
+        }
+        fn snapshot(&mut self, tier: Topic) -> Option<(u64, Bytes)> {
+            let (d, _) = tier.conflation()?;
+            let last = self.last(Topic::book(tier.sid, d, Format::Binary))?;
+            Some((last, rec(last)))
         }
     }
 
@@ -558,5 +589,35 @@ mod tests {
         let p = r.poll(Some(EPOCH + 1), now, &mut view);
         assert_eq!(p.answers.len(), 1);
         assert!(!p.answers[0].2.symbols[0].recovered);
+    }
+
+    #[test]
+    fn a_conflated_book_resumes_from_the_current_snapshot_or_nothing() {
+        let now = crate::clock::monotonic();
+        let mut view = View::default();
+        let mut r = Resumes::default();
+        let tiered = |symbols| ResumeRequest {
+            tier: Some(2),
+            ..request(symbols, EPOCH)
+        };
+        // The book stream it is made from is not in line yet: wait (no replay is asked: a
+        // conflated book is not replayed).
+        r.add(tiered(vec![(0, Some(45), None), (1, Some(60), None)]), now);
+        let p = r.poll(Some(EPOCH), now, &mut view);
+        assert!(p.answers.is_empty() && p.fetches.is_empty(), "{p:?}");
+        // Sid 0 moved since 45: its current snapshot (seq 50); sid 1 has not (60).
+        view.set(book(0), Some(50), 0);
+        view.set(book(1), Some(60), 0);
+        let p = r.poll(Some(EPOCH), now, &mut view);
+        assert_eq!(
+            answer(&p),
+            vec![(0, true, vec![50], vec![]), (1, true, vec![], vec![])]
+        );
+        // A position past the edge's stream waits for it, and is not recovered at the deadline.
+        r.add(tiered(vec![(0, Some(70), None)]), now);
+        assert!(r.poll(Some(EPOCH), now, &mut view).answers.is_empty());
+        let p = r.poll(Some(EPOCH), now + RESUME_WAIT, &mut view);
+        assert_eq!(answer(&p), vec![(0, false, vec![], vec![])]);
+        assert_eq!(step_conflated(3, Some((3, rec(3)))), Step::Ready(vec![]));
     }
 }

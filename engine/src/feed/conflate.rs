@@ -93,6 +93,19 @@ impl Conflation {
         }
     }
 
+    /// Every watched conflated topic.
+    pub(crate) fn topics(&self) -> impl Iterator<Item = Topic> + '_ {
+        self.tiers.iter().flatten().map(|w| w.topic)
+    }
+
+    /// Forgets what every topic's last tick sent: the next tick of each sends a snapshot
+    /// (after a renumbering, when a seq no longer names the book it named).
+    pub(crate) fn reset_last(&mut self) {
+        for w in self.tiers.iter_mut().flatten() {
+            w.last = None;
+        }
+    }
+
     /// Number of watched conflated topics.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

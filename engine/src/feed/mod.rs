@@ -1,6 +1,6 @@
 //! Feed edge: decoding (sans-IO) and the ingester thread.
 
-mod conflate;
+pub(crate) mod conflate;
 pub mod decode;
 pub mod error;
 pub mod ingest;
