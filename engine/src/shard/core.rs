@@ -7,7 +7,8 @@
 //!
 //! 1. [`ShardCore::drain_ring`] then [`ShardCore::flush`]: ring records to what each subscriber
 //!    is owed, then one batch per subscriber, written through [`Transport::write`]
-//!    (`dispatch.rs`);
+//!    (`dispatch.rs`), for one slice of the pass; while [`ShardCore::pass_open`], the driver
+//!    does not block in step 4;
 //! 2. read the clock once: `now`; [`ShardCore::record_latency`] with its realtime half;
 //! 3. [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`] has passed;
 //! 4. block until an event or [`ShardCore::poll_timeout`];
@@ -176,18 +177,26 @@ pub(crate) struct ShardCore {
     pub(super) t: Tables,
     pub(super) slots: Vec<Slot>,
     pub(super) free: Vec<u32>,
-    /// Connections owed something from the current drain, in the order of their first record.
+    /// Connections owed something from the drains of the current pass, in the order of their
+    /// first owed record (positions `..visit` of `order` are done; see `ShardCore::flush`).
     pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
     pub(super) pending: Vec<Pending>,
     /// The flush pass's visiting order: positions in `dirty`, least recently flushed first
     /// (see `ShardCore::flush`); reused.
     pub(super) order: Vec<(u32, u32)>,
+    /// Entries of `order` visited in the current lap.
+    pub(super) visit: usize,
+    /// The arena's next chunk when the current lap was ordered: the entries made since point
+    /// only into chunks from there on.
+    pub(super) lap_mark: u32,
+    /// Largest dirty list of the current pass (how many spare entries to keep after it).
+    pub(super) pass_peak: usize,
     /// Per slot: the value of `flush_clock` when the connection was last flushed.
     pub(super) last_flush: Vec<u32>,
     /// Counts flush visits (wrapping): ages in `last_flush` are taken from it.
     pub(super) flush_clock: u32,
-    /// This drain's records, copied once, for plain connections.
+    /// The pass's drains' records, copied once, for plain connections.
     pub(super) arena: DrainArena,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
     pub(super) zshared: SharedDeflate,
@@ -242,6 +251,9 @@ impl ShardCore {
             dirty: Vec::new(),
             pending: Vec::new(),
             order: Vec::new(),
+            visit: 0,
+            lap_mark: 0,
+            pass_peak: 0,
             last_flush: Vec::new(),
             flush_clock: 0,
             arena: DrainArena::new(),
@@ -462,6 +474,8 @@ impl ShardCore {
                 c.consume_input(usize::MAX);
             }
             Phase::Open | Phase::Closing { .. } | Phase::Evicting { .. } => {
+                // What it is owed from the pass under way goes before what its messages queue.
+                self.settle_owed(idx);
                 self.handle_frames(idx);
             }
             Phase::Responding => c.consume_input(usize::MAX),
