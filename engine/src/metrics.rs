@@ -111,6 +111,12 @@ impl LatencyHistogram {
             .fetch_add(ns.saturating_mul(n), Ordering::Relaxed);
     }
 
+    /// Observations recorded (tests).
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, b) in self.buckets.iter().enumerate() {

@@ -202,9 +202,13 @@ pub(crate) struct ShardCore {
     pub(super) zshared: SharedDeflate,
     /// Number of the last status delivery (dedupes a status per connection).
     pub(super) status_stamp: u64,
-    /// (recv_ts, subscribers) of the binary records of the current drain, for the delivery
-    /// latency histogram.
+    /// (recv_ts, subscribers) of the binary records drained and not recorded yet, for the
+    /// delivery latency histogram (`ShardCore::record_latency`).
     pub(super) latency_samples: Vec<(u64, u64)>,
+    /// Samples at the front of `latency_samples` whose every subscriber was written.
+    pub(super) latency_done: usize,
+    /// Samples taken before the current lap was ordered.
+    pub(super) latency_lap: usize,
     /// Connections whose out-buffer may need writing after event handling.
     pub(super) to_write: Vec<u32>,
     /// Subscribers that skipped the conflated snapshot being delivered (reused).
@@ -260,6 +264,8 @@ impl ShardCore {
             zshared: SharedDeflate::default(),
             status_stamp: 0,
             latency_samples: Vec::new(),
+            latency_done: 0,
+            latency_lap: 0,
             to_write: Vec::new(),
             skipped: Vec::new(),
             timers,

@@ -68,13 +68,23 @@ impl ShardCore {
         drained >= self.t.ctx.config.drain_max
     }
 
-    /// Records the delivery latency of the binary records of the last flush, at `real_ns`.
+    /// Records, at `real_ns`, the delivery latency of the binary records whose every
+    /// subscriber was written: all of them once the pass is over; during a pass that goes on,
+    /// those drained before the current lap was ordered (a record drained during lap `n` goes to
+    /// the connections not visited yet in lap `n` and to the others in lap `n + 1`).
     pub(crate) fn record_latency(&mut self, real_ns: u64) {
-        if self.latency_samples.is_empty() {
+        let ready = if self.pass_open() {
+            self.latency_done
+        } else {
+            self.latency_samples.len()
+        };
+        self.latency_done = 0;
+        self.latency_lap = self.latency_lap.saturating_sub(ready);
+        if ready == 0 {
             return;
         }
         let h = &self.t.ctx.metrics.shards[self.t.ctx.id].latency;
-        for (ts, n) in self.latency_samples.drain(..) {
+        for (ts, n) in self.latency_samples.drain(..ready) {
             h.record(real_ns.saturating_sub(ts), n);
         }
     }
@@ -423,18 +433,16 @@ impl ShardCore {
         let limits = self.t.ctx.config.batch;
         let threshold = self.t.ctx.config.deflate_threshold;
         let idx = *self.dirty.get(pos)?;
-        let mut p = std::mem::take(&mut self.pending[pos]);
+        let p = &mut self.pending[pos];
         let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed_at() == pos as u32);
         let Some(c) = owner else {
             // Gone, or no longer its entry (it started closing, or was settled, meanwhile).
             p.clear();
-            self.pending[pos] = p;
             return None;
         };
         c.clear_pending();
         if !c.is_open() {
             p.clear();
-            self.pending[pos] = p;
             return None;
         }
         p.owed.close();
@@ -458,7 +466,6 @@ impl ShardCore {
             (_, None) => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
         };
         p.clear();
-        self.pending[pos] = p;
         match result {
             Ok(n) => {
                 self.ladder_after_queue(idx);
@@ -502,12 +509,18 @@ impl ShardCore {
             self.arena.release_before(self.lap_mark);
         }
         self.lap_mark = self.arena.next_chunk();
+        // The records drained before the previous lap was ordered reached all their
+        // subscribers in it or in the lap that just ended.
+        self.latency_done = self.latency_lap;
+        self.latency_lap = self.latency_samples.len();
         self.order_more()
     }
 
     /// The pass is over: every connection owed something was flushed.
     fn end_pass(&mut self) {
         let peak = std::mem::take(&mut self.pass_peak);
+        self.latency_done = 0;
+        self.latency_lap = 0;
         self.dirty.clear();
         self.order.clear();
         self.visit = 0;

@@ -1855,3 +1855,23 @@ fn a_lag_mid_pass_finishes_the_pass_before_the_resync() {
     sim.core.drain_ring();
     assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 1);
 }
+
+/// The delivery-latency histogram takes a record once every subscriber got it: not while the
+/// pass it was drained into is still on its first lap, and all of it when the pass ends.
+#[test]
+fn delivery_latency_is_recorded_once_every_subscriber_was_written() {
+    let (mut sim, _ids) = pass_sim(1024);
+    let before = sim.metrics().latency.count();
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    sim.core.record_latency(0);
+    assert_eq!(sim.metrics().latency.count(), before, "recorded mid-lap");
+    assert!(!sim.core.flush(&mut sim.net, Slice::Finish));
+    sim.core.record_latency(0);
+    assert_eq!(
+        sim.metrics().latency.count(),
+        before + PASS_SUBS as u64,
+        "one observation per subscriber"
+    );
+}
