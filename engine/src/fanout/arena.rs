@@ -322,6 +322,13 @@ impl Owed {
         self.records == 0
     }
 
+    /// Gives back the list's memory when it has room for more than `keep` pieces.
+    pub fn trim(&mut self, keep: usize) {
+        if self.pieces.capacity() > keep {
+            self.pieces = Vec::new();
+        }
+    }
+
     /// Forgets everything (keeps the memory).
     pub fn clear(&mut self) {
         self.pieces.clear();
@@ -460,6 +467,27 @@ mod tests {
         assert!(a.slice(spans[1]).is_empty());
         assert_eq!(&a.slice(spans[3])[..], &[3, 3]);
         assert_eq!(a.records_in(spans[2]), 1);
+    }
+
+    /// A list grown by a storm gives its memory back; an ordinary one keeps it.
+    #[test]
+    fn trim_gives_back_only_a_grown_list() {
+        let mut a = DrainArena::new();
+        let mut o = Owed::default();
+        for _ in 0..3 {
+            o.add(a.push(b"x"), 1);
+            a.seal();
+        }
+        o.close();
+        o.clear();
+        o.trim(64);
+        assert!(o.pieces.capacity() >= 3);
+        for _ in 0..100 {
+            o.add_own(Bytes::from_static(b"snapshot"));
+        }
+        o.clear();
+        o.trim(64);
+        assert_eq!(o.pieces.capacity(), 0);
     }
 
     #[test]

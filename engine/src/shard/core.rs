@@ -134,11 +134,25 @@ pub(crate) struct Pending {
     pub(super) refs: Vec<RunRef>,
 }
 
+/// Pieces (or deflate records) an entry of the pending table keeps room for once it was
+/// flushed: more than a lap of ordinary records needs, far less than a subscription storm's
+/// snapshots (one piece each). Entries are reused by any connection, lap after lap, so room
+/// kept after a storm would stay in every entry of the table.
+const PENDING_KEEP_PIECES: usize = 64;
+
 impl Pending {
+    /// Forgets what is owed; keeps the lists' memory unless a storm made it large.
     pub(crate) fn clear(&mut self) {
         self.owed.clear();
+        self.owed.trim(PENDING_KEEP_PIECES);
         self.records.clear();
         self.refs.clear();
+        if self.records.capacity() > PENDING_KEEP_PIECES {
+            self.records = Vec::new();
+        }
+        if self.refs.capacity() > PENDING_KEEP_PIECES {
+            self.refs = Vec::new();
+        }
     }
 }
 
