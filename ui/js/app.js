@@ -387,7 +387,10 @@ function drawWatch(nowMs) {
     setText(row.c[4], t ? t.priceText : '—');
     row.c[4].className = t ? (t.side === 'buy' ? 'bid' : 'ask') : '';
     const seen = state.live.get(s) || 0;
-    row.dot.className = state.stale.has(s) ? 'stale' : nowMs - seen < 2000 ? 'on' : '';
+    const stale = state.stale.has(s);
+    // A stale row's prices are the last the exchange sent: dimmed like the ladder, not bright.
+    row.tr.classList.toggle('stale', stale);
+    row.dot.className = stale ? 'stale' : nowMs - seen < 2000 ? 'on' : '';
   }
 }
 

@@ -287,5 +287,11 @@ test('the feed lost: the badge says which symbols are stale', { timeout: 30_000 
     ladder: document.getElementById('ladder').dataset.stale === '1',
     depth: document.getElementById('depth').classList.contains('stale'),
   })).then((v) => v.ladder && v.depth), 5_000, 100);
+  // Every watchlist row of a stale symbol is dimmed too (its prices are the last ones sent).
+  await until('watchlist rows dimmed as stale', async () => page.evaluate(() => {
+    const rows = [...document.querySelectorAll('#watchlist tbody tr')];
+    return rows.length > 0 && rows.every((tr) => tr.classList.contains('stale')
+      && Number(getComputedStyle(tr.cells[1]).opacity) < 1);
+  }), 5_000, 100);
   await shot('stale');
 });
