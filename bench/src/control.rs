@@ -128,6 +128,23 @@ pub enum Reply {
         #[serde(default)]
         message: String,
     },
+    /// Protocol 1.1 §3.3: the connection's out-buffer passed the soft mark; these
+    /// symbols' book streams now come as conflated snapshots at `max_hz`.
+    Conflating {
+        /// The symbols whose book streams are conflated.
+        #[serde(default)]
+        symbols: Vec<String>,
+        /// The conflated rate.
+        #[serde(default)]
+        max_hz: Option<u32>,
+    },
+    /// Protocol 1.1 §3.3: the out-buffer drained; these symbols' book streams are
+    /// deltas again, each starting with a fresh snapshot.
+    Live {
+        /// The symbols back to deltas.
+        #[serde(default)]
+        symbols: Vec<String>,
+    },
     /// A reply with an `op` this client does not know.
     #[serde(other)]
     Other,
@@ -152,7 +169,7 @@ impl Reply {
             | Self::Symbols { id, .. }
             | Self::Pong { id } => Some(*id),
             Self::Error { id, .. } => *id,
-            Self::Other => None,
+            Self::Conflating { .. } | Self::Live { .. } | Self::Other => None,
         }
     }
 }
@@ -252,5 +269,18 @@ mod tests {
             Some(Reply::Other)
         );
         assert!(Reply::parse(r#"{"id":1}"#).is_err());
+        assert_eq!(
+            Reply::parse(r#"{"op":"conflating","symbols":["BTC-USD"],"max_hz":5}"#).ok(),
+            Some(Reply::Conflating {
+                symbols: vec![String::from("BTC-USD")],
+                max_hz: Some(5)
+            })
+        );
+        assert_eq!(
+            Reply::parse(r#"{"op":"live","symbols":["BTC-USD"]}"#).ok(),
+            Some(Reply::Live {
+                symbols: vec![String::from("BTC-USD")]
+            })
+        );
     }
 }

@@ -31,6 +31,7 @@ pub mod runner;
 pub mod scenario;
 pub mod source;
 pub mod summary;
+pub mod throttle;
 pub mod wire;
 
 pub use report::Report;

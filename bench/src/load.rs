@@ -11,6 +11,13 @@
 //! (book deltas and trades; `now - recv_ts` and `now - exch_ts`, read once per
 //! socket read). Connections marked as *stoppers* (every `stop_every`-th) stop
 //! reading on [`Phase::Stopped`] and are kept out of the window's figures.
+//! Connections marked as *slow readers* (every `slow_every`-th, never a stopper)
+//! read at most `slow_read_bps` bytes per second throughout (a token bucket,
+//! [`crate::throttle`]); they are kept out of the window's latency and counted
+//! apart: their records, the conflated snapshots and `conflating`/`live` messages
+//! the ladder of protocol 1.1 §3.3 sends them, their evictions, and their
+//! *staleness* (now − `exch_ts` of the latest book record held, per symbol,
+//! sampled every [`STALENESS_EVERY`]).
 //!
 //! [`LoadGroup`] spreads a load over several processes (`--procs`): this one and
 //! workers (`tickcast-bench worker`) driven over stdin/stdout with JSON lines.
@@ -50,6 +57,10 @@ const MAX_REASONS: usize = 16;
 const MAX_ERRORS: usize = 10;
 /// Time the connections have to finish after [`Phase::Finish`].
 const FINISH_GRACE: Duration = Duration::from_secs(5);
+/// How often the slow readers' staleness is sampled during a window.
+pub const STALENESS_EVERY: Duration = Duration::from_millis(100);
+/// Highest symbol id whose staleness a slow reader keeps (sids index a vector).
+const MAX_STALE_SID: u32 = 1 << 16;
 
 /// What the connections speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +102,13 @@ pub struct LoadSpec {
     /// Pause of the reader thread before each poll, µs (0: none).
     #[serde(default)]
     pub read_pause_us: u64,
+    /// Every `slow_every`-th connection (global index `i` with `i % slow_every ==
+    /// slow_every - 1`) that is not a stopper reads slowly; 0 for none.
+    #[serde(default)]
+    pub slow_every: usize,
+    /// Bytes per second a slow reader reads.
+    #[serde(default)]
+    pub slow_read_bps: u64,
 }
 
 impl LoadSpec {
@@ -106,6 +124,21 @@ impl LoadSpec {
     /// Whether connection `i` stops reading on [`Phase::Stopped`].
     pub fn is_stopper(&self, i: usize) -> bool {
         self.stop_every > 0 && i % self.stop_every == 0
+    }
+
+    /// Whether connection `i` reads at `slow_read_bps` (a stopper never does).
+    pub fn is_slow(&self, i: usize) -> bool {
+        self.slow_every > 0 && i % self.slow_every == self.slow_every - 1 && !self.is_stopper(i)
+    }
+
+    fn role(&self, i: usize) -> Role {
+        if self.is_stopper(i) {
+            Role::Stopper
+        } else if self.is_slow(i) {
+            Role::Slow
+        } else {
+            Role::Reader
+        }
     }
 
     /// The source address connection `i` binds, if any.
@@ -177,6 +210,91 @@ mod hist_serde {
     }
 }
 
+/// What a connection is in the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Reads as fast as it can; measured.
+    Reader,
+    /// Stops reading on [`Phase::Stopped`]; not measured.
+    Stopper,
+    /// Reads at a limited byte rate; counted apart ([`SlowStats`]).
+    Slow,
+}
+
+/// A connection's integrity state: the sequence rule per stream and, for a slow
+/// reader, the `exch_ts` of the latest book record it applied per symbol.
+#[derive(Debug)]
+struct Check {
+    seq: SeqTracker,
+    role: Role,
+    /// `exch_ts` (ns) by sid; 0 for none (slow readers only).
+    held: Vec<u64>,
+}
+
+impl Check {
+    fn new(role: Role) -> Self {
+        Self {
+            seq: SeqTracker::new(),
+            role,
+            held: Vec::new(),
+        }
+    }
+
+    /// A book record of `sid` stamped `exch_ts` was applied.
+    fn hold(&mut self, sid: u32, exch_ts: u64) {
+        if self.role != Role::Slow || sid >= MAX_STALE_SID {
+            return;
+        }
+        let i = sid as usize;
+        if self.held.len() <= i {
+            self.held.resize(i + 1, 0);
+        }
+        if let Some(t) = self.held.get_mut(i) {
+            *t = exch_ts;
+        }
+    }
+}
+
+/// What the slow readers received during one window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlowStats {
+    /// Records received.
+    pub records: u64,
+    /// Payload bytes of their binary messages.
+    pub bytes: u64,
+    /// Sequence gaps and deltas without a snapshot (a broken book: never expected,
+    /// conflated or not).
+    pub gaps: u64,
+    /// Snapshots that moved a book stream's seq: conflated snapshots (or resyncs).
+    pub snapshots: u64,
+    /// `conflating` messages received.
+    pub conflating: u64,
+    /// `live` messages received.
+    pub live: u64,
+    /// Slow readers evicted (1013) during the window.
+    pub evicted: u64,
+    /// Slow readers closed otherwise or lost during the window.
+    pub closed_or_dropped: u64,
+    /// Staleness samples: now − `exch_ts` of the latest book record held, per
+    /// reader and symbol, every [`STALENESS_EVERY`], µs.
+    #[serde(with = "hist_serde", default)]
+    pub stale_us: Option<Histogram<u64>>,
+}
+
+impl SlowStats {
+    fn merge(&mut self, o: &Self) {
+        self.records += o.records;
+        self.bytes += o.bytes;
+        self.gaps += o.gaps;
+        self.snapshots += o.snapshots;
+        self.conflating += o.conflating;
+        self.live += o.live;
+        self.evicted += o.evicted;
+        self.closed_or_dropped += o.closed_or_dropped;
+        merge_hist(&mut self.stale_us, &o.stale_us);
+    }
+}
+
 /// What the measured connections received during one window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowStats {
@@ -208,6 +326,12 @@ pub struct WindowStats {
     /// Latency from `exch_ts`, µs.
     #[serde(with = "hist_serde", default)]
     pub exch_us: Option<Histogram<u64>>,
+    /// `conflating` messages the measured connections received (they fell behind).
+    #[serde(default)]
+    pub conflating: u64,
+    /// The slow readers.
+    #[serde(default)]
+    pub slow: SlowStats,
 }
 
 fn merge_hist(into: &mut Option<Histogram<u64>>, from: &Option<Histogram<u64>>) {
@@ -234,6 +358,8 @@ impl WindowStats {
         self.stoppers_evicted += o.stoppers_evicted;
         merge_hist(&mut self.recv_us, &o.recv_us);
         merge_hist(&mut self.exch_us, &o.exch_us);
+        self.conflating += o.conflating;
+        self.slow.merge(&o.slow);
     }
 }
 
@@ -256,6 +382,21 @@ pub struct FinalStats {
     pub decode_errors: u64,
     /// The first integrity errors seen.
     pub first_errors: Vec<String>,
+    /// Slow readers in the load.
+    #[serde(default)]
+    pub slow_readers: u64,
+    /// Slow readers closed with 1013 over the whole run.
+    #[serde(default)]
+    pub slow_evicted: u64,
+    /// Snapshots that moved a slow reader's book stream (conflated), whole run.
+    #[serde(default)]
+    pub slow_snapshots: u64,
+    /// `conflating` messages slow readers received, whole run.
+    #[serde(default)]
+    pub slow_conflating: u64,
+    /// `live` messages slow readers received, whole run.
+    #[serde(default)]
+    pub slow_live: u64,
 }
 
 impl FinalStats {
@@ -280,6 +421,11 @@ impl FinalStats {
         self.gaps += o.gaps;
         self.resyncs += o.resyncs;
         self.decode_errors += o.decode_errors;
+        self.slow_readers += o.slow_readers;
+        self.slow_evicted += o.slow_evicted;
+        self.slow_snapshots += o.slow_snapshots;
+        self.slow_conflating += o.slow_conflating;
+        self.slow_live += o.slow_live;
         for e in &o.first_errors {
             if self.first_errors.len() < MAX_ERRORS && !self.first_errors.contains(e) {
                 self.first_errors.push(e.clone());
@@ -349,7 +495,9 @@ impl Shared {
     }
 
     /// A connection ended after subscribing: `Some(code)` for a close frame.
-    fn ended(&mut self, stopper: bool, close: Result<Option<u16>, String>) {
+    fn ended(&mut self, role: Role, close: Result<Option<u16>, String>) {
+        let stopper = role == Role::Stopper;
+        let slow = role == Role::Slow;
         let w = &mut self.window;
         let active = w.active;
         let f = &mut self.final_stats;
@@ -357,28 +505,38 @@ impl Shared {
             Ok(None) => f.connections.ok += 1,
             Ok(Some(code)) => {
                 *f.connections.closes_by_code.entry(code).or_default() += 1;
-                if code == CLOSE_EVICTED {
+                let evicted = code == CLOSE_EVICTED;
+                if evicted {
                     f.connections.evicted += 1;
                     if stopper {
                         f.stoppers_evicted += 1;
+                    }
+                    if slow {
+                        f.slow_evicted += 1;
                     }
                 } else {
                     f.connections.closed += 1;
                 }
                 if active {
-                    match (stopper, code == CLOSE_EVICTED) {
-                        (true, true) => w.stats.stoppers_evicted += 1,
-                        (true, false) => {}
-                        (false, true) => w.stats.evicted += 1,
-                        (false, false) => w.stats.closed += 1,
+                    match (role, evicted) {
+                        (Role::Stopper, true) => w.stats.stoppers_evicted += 1,
+                        (Role::Stopper, false) => {}
+                        (Role::Slow, true) => w.stats.slow.evicted += 1,
+                        (Role::Slow, false) => w.stats.slow.closed_or_dropped += 1,
+                        (Role::Reader, true) => w.stats.evicted += 1,
+                        (Role::Reader, false) => w.stats.closed += 1,
                     }
                 }
             }
             Err(reason) => {
                 f.connections.dropped += 1;
                 add_reason(&mut f.connections.failure_reasons, reason, 1);
-                if active && !stopper {
-                    w.stats.dropped += 1;
+                if active {
+                    match role {
+                        Role::Reader => w.stats.dropped += 1,
+                        Role::Slow => w.stats.slow.closed_or_dropped += 1,
+                        Role::Stopper => {}
+                    }
                 }
             }
         }
@@ -389,23 +547,31 @@ impl Shared {
 
     /// Sequence-checks one binary message and adds it to the figures; `now` is
     /// when the read that brought it returned (ns since the epoch).
-    fn on_binary(&mut self, seq: &mut SeqTracker, stopper: bool, data: &[u8], now: u64) {
-        let measuring = self.window.active && !stopper;
+    fn on_binary(&mut self, c: &mut Check, data: &[u8], now: u64) {
+        let role = c.role;
+        let measuring = self.window.active && role == Role::Reader;
         let stats = &mut self.window.stats;
         let (mut gaps, mut resyncs) = (0u64, 0u64);
         let mut first_error = None;
         let mut lat = LatencyBatch::default();
         // The per-symbol state of a connection is cold (it was last used a
         // message ago, and there are many connections): take its misses together.
-        let touched = wire::record_sids(data).fold(0u64, |acc, sid| acc ^ seq.touch(sid));
+        let touched = wire::record_sids(data).fold(0u64, |acc, sid| acc ^ c.seq.touch(sid));
         std::hint::black_box(touched);
-        let walked = wire::for_each_header(data, |h| match seq.observe(h) {
+        let walked = wire::for_each_header(data, |h| match c.seq.observe(h) {
             Ok(Step::InOrder | Step::FirstTrade) => {
                 if measuring && (h.kind == KIND_DELTA || h.kind == KIND_TRADE) {
                     lat.add(stats, now, h.recv_ts, h.exch_ts);
                 }
+                if h.kind == KIND_DELTA {
+                    c.hold(h.sid, h.exch_ts);
+                }
             }
-            Ok(Step::Resync { .. }) => resyncs += 1,
+            Ok(Step::Resync { .. }) => {
+                resyncs += 1;
+                c.hold(h.sid, h.exch_ts);
+            }
+            Ok(Step::Snapshot) => c.hold(h.sid, h.exch_ts),
             Ok(_) => {}
             Err(e @ (SeqError::Gap { .. } | SeqError::DeltaBeforeSnapshot { .. })) => {
                 gaps += 1;
@@ -432,13 +598,24 @@ impl Shared {
             stats.bytes += data.len() as u64;
             stats.gaps += gaps;
             stats.resyncs += resyncs;
+        } else if self.window.active && role == Role::Slow {
+            let s = &mut stats.slow;
+            s.records += n;
+            s.bytes += data.len() as u64;
+            s.gaps += gaps;
+            s.snapshots += resyncs;
         } else if self.window.active {
             stats.stopper_records += n;
         }
         let f = &mut self.final_stats;
         f.records_checked += n;
         f.gaps += gaps;
-        f.resyncs += resyncs;
+        // A slow reader's snapshots that move the seq are the conflation it is owed.
+        if role == Role::Slow {
+            f.slow_snapshots += resyncs;
+        } else {
+            f.resyncs += resyncs;
+        }
         if let Some(e) = first_error {
             self.note_error(|| e);
         }
@@ -447,9 +624,28 @@ impl Shared {
     }
 
     /// Handles a text frame (a control reply); `Err` when it refuses the subscription.
-    fn on_text(&mut self, text: &[u8], subscribed: &mut bool) -> Result<(), ClientError> {
+    fn on_text(
+        &mut self,
+        role: Role,
+        text: &[u8],
+        subscribed: &mut bool,
+    ) -> Result<(), ClientError> {
+        let active = self.window.active;
+        let (w, f) = (&mut self.window.stats, &mut self.final_stats);
         match Reply::parse(&String::from_utf8_lossy(text)) {
             Ok(Reply::Subscribed { id, .. }) if id == SUBSCRIBE_ID => *subscribed = true,
+            Ok(Reply::Conflating { .. }) => match role {
+                Role::Slow => {
+                    f.slow_conflating += 1;
+                    w.slow.conflating += u64::from(active);
+                }
+                Role::Reader => w.conflating += u64::from(active),
+                Role::Stopper => {}
+            },
+            Ok(Reply::Live { .. }) if role == Role::Slow => {
+                f.slow_live += 1;
+                w.slow.live += u64::from(active);
+            }
             Ok(Reply::Error { code, message, .. }) => {
                 if !*subscribed {
                     return Err(ClientError::Upgrade(format!(
@@ -461,6 +657,21 @@ impl Shared {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Adds a slow reader's staleness at `now` (ns since the epoch) to the window:
+    /// one sample per symbol it holds a book record of.
+    fn sample_staleness(&mut self, c: &Check, now: u64) {
+        if !self.window.active {
+            return;
+        }
+        if let Some(h) = self.window.stats.slow.stale_us.as_mut() {
+            for ts in c.held.iter().filter(|t| **t > 0) {
+                h.saturating_record(now.saturating_sub(*ts) / 1000);
+            }
+        }
     }
 }
 
@@ -549,6 +760,9 @@ impl LocalLoad {
         let stoppers = (spec.first..spec.first + spec.count)
             .filter(|i| spec.is_stopper(*i))
             .count() as u64;
+        let slow_readers = (spec.first..spec.first + spec.count)
+            .filter(|i| spec.is_slow(*i))
+            .count() as u64;
         let shared = Arc::new(Mutex::new(Shared {
             window: Window::default(),
             final_stats: FinalStats {
@@ -557,6 +771,7 @@ impl LocalLoad {
                     ..Connections::default()
                 },
                 stoppers,
+                slow_readers,
                 ..FinalStats::default()
             },
             progress: Progress {
@@ -632,6 +847,10 @@ impl LocalLoad {
         let stats = WindowStats {
             recv_us: hist::new_us().ok(),
             exch_us: hist::new_us().ok(),
+            slow: SlowStats {
+                stale_us: hist::new_us().ok(),
+                ..SlowStats::default()
+            },
             ..WindowStats::default()
         };
         let mut s = lock(&self.shared);
@@ -696,8 +915,7 @@ enum Next {
 /// Handles every frame already buffered, before the connection goes to the reader.
 async fn drain_frames(
     conn: &mut WsConn,
-    seq: &mut SeqTracker,
-    stopper: bool,
+    check: &mut Check,
     now: u64,
     load: &LocalLoad,
     subscribed: &mut bool,
@@ -706,8 +924,8 @@ async fn drain_frames(
     let mut closed = None;
     while let Some(frame) = conn.next_frame()? {
         match frame {
-            Frame::Binary(data) => lock(&load.shared).on_binary(seq, stopper, data, now),
-            Frame::Text(text) => lock(&load.shared).on_text(text, subscribed)?,
+            Frame::Binary(data) => lock(&load.shared).on_binary(check, data, now),
+            Frame::Text(text) => lock(&load.shared).on_text(check.role, text, subscribed)?,
             Frame::Ping(p) => pong = Some(p.to_vec()),
             Frame::Pong => {}
             Frame::Close(code) => {
@@ -729,10 +947,14 @@ async fn drain_frames(
 /// Connects, subscribes, and hands the connection to the reader thread.
 async fn connection(load: Rc<LocalLoad>, i: usize) {
     let spec = &load.spec;
-    let stopper = spec.is_stopper(i);
+    let role = spec.role(i);
     let options = ConnectOptions {
         source: spec.source_for(i),
-        recv_buffer: if stopper { spec.stopper_rcvbuf } else { None },
+        recv_buffer: if role == Role::Reader {
+            None
+        } else {
+            spec.stopper_rcvbuf
+        },
     };
     let limit = Duration::from_millis(spec.connect_timeout_ms);
     let deadline = Instant::now() + limit;
@@ -740,7 +962,7 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
         Ok(c) => c,
         Err(e) => return load.fail(format!("connect: {e}"), None),
     };
-    let mut seq = SeqTracker::new();
+    let mut check = Check::new(role);
     let mut subscribed = spec.kind == ClientKind::Peer;
     if !subscribed {
         let request = Request::Subscribe {
@@ -758,7 +980,7 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
                 Ok(Err(e)) => return load.fail(format!("before the subscribe reply: {e}"), None),
                 Ok(Ok(now)) => now,
             };
-            match drain_frames(&mut conn, &mut seq, stopper, now, &load, &mut subscribed).await {
+            match drain_frames(&mut conn, &mut check, now, &load, &mut subscribed).await {
                 Err(e) => return load.fail(e.to_string(), None),
                 Ok(Next::Closed(code)) => {
                     return load.fail(
@@ -775,16 +997,19 @@ async fn connection(load: Rc<LocalLoad>, i: usize) {
         s.progress.pending = s.progress.pending.saturating_sub(1);
         s.progress.open += 1;
         if let Err(e) = &parts {
-            s.ended(stopper, Err(format!("handing over to the reader: {e}")));
+            s.ended(role, Err(format!("handing over to the reader: {e}")));
         }
     });
     let Ok((stream, parser, mask_seed)) = parts else {
         return;
     };
-    let sub = reader::Sub::new(stream, parser, mask_seed, seq, stopper);
+    let bucket = (role == Role::Slow).then(|| {
+        crate::throttle::TokenBucket::for_rate(spec.slow_read_bps, std::time::Instant::now())
+    });
+    let sub = reader::Sub::new(stream, parser, mask_seed, check, bucket);
     match load.reader.borrow().as_ref() {
         Some(r) => r.add(sub),
-        None => load.update(|s| s.ended(stopper, Ok(None))),
+        None => load.update(|s| s.ended(role, Ok(None))),
     }
 }
 
@@ -1157,6 +1382,8 @@ mod tests {
             stopper_rcvbuf: None,
             connect_timeout_ms: 1000,
             read_pause_us: 0,
+            slow_every: 0,
+            slow_read_bps: 0,
         }
     }
 

@@ -213,9 +213,15 @@ struct ScenarioArgs {
     /// slow: share of subscribers that stop reading.
     #[arg(long, default_value_t = 0.1)]
     stop_share: f64,
-    /// slow: SO_RCVBUF of the subscribers that stop, bytes.
+    /// slow: SO_RCVBUF of the subscribers that stop and of the slow readers, bytes.
     #[arg(long, default_value_t = 65_536)]
     stopper_rcvbuf: u32,
+    /// slow: share of subscribers that read at --slow-read-bps all along (never a stopper).
+    #[arg(long, default_value_t = 0.0)]
+    slow_readers: f64,
+    /// slow: bytes per second a slow reader reads.
+    #[arg(long, default_value_t = 50_000)]
+    slow_read_bps: u64,
     /// The load's reader sleeps this long before each poll, µs, so that one wake-up
     /// serves many sockets: about half the load's CPU per message, at the price of
     /// up to this much latency in the figures. 0: read as soon as a socket is ready.
@@ -300,6 +306,15 @@ fn scenario_config(which: Scenario, a: ScenarioArgs) -> Result<ScenarioConfig, S
     if !(0.0..1.0).contains(&a.stop_share) {
         return Err(format!("--stop-share {}: must be in [0, 1)", a.stop_share));
     }
+    if !(0.0..1.0).contains(&a.slow_readers) {
+        return Err(format!(
+            "--slow-readers {}: must be in [0, 1)",
+            a.slow_readers
+        ));
+    }
+    if a.slow_readers > 0.0 && a.slow_read_bps == 0 {
+        return Err(String::from("--slow-read-bps must be positive"));
+    }
     if a.window <= 0.0 {
         return Err(String::from("--window must be positive"));
     }
@@ -332,6 +347,8 @@ fn scenario_config(which: Scenario, a: ScenarioArgs) -> Result<ScenarioConfig, S
         p99_bound_ms: a.p99_bound_ms,
         stop_share: a.stop_share,
         stopper_rcvbuf: a.stopper_rcvbuf,
+        slow_share: a.slow_readers,
+        slow_read_bps: a.slow_read_bps,
         burst: (which == Scenario::Burst).then_some(Burst {
             factor: a.burst_factor,
             len_ms: a.burst_ms,

@@ -6,6 +6,9 @@
 //! - `connections`: idle subscribers; target RSS before and after, per connection.
 //! - `slow`: a baseline window, then the stoppers stop reading and a second
 //!   window measures the others; stoppers then read again to collect their close codes.
+//!   Slow readers (`--slow-readers`, reading `--slow-read-bps` bytes/s all along) are
+//!   reported apart in every window: their staleness, the conflation they got, and
+//!   the daemon's ladder counters.
 //! - `burst`: one window with periodic input bursts.
 //!
 //! The bench starts the target itself from a command template (`{port}`, `{feed}`)
@@ -98,8 +101,12 @@ pub struct ScenarioConfig {
     pub p99_bound_ms: f64,
     /// Share of subscribers that stop reading (slow).
     pub stop_share: f64,
-    /// SO_RCVBUF of stoppers, bytes.
+    /// SO_RCVBUF of stoppers and slow readers, bytes.
     pub stopper_rcvbuf: u32,
+    /// Share of subscribers that read at `slow_read_bps` all along (slow).
+    pub slow_share: f64,
+    /// Bytes per second a slow reader reads.
+    pub slow_read_bps: u64,
     /// Bursts (burst).
     pub burst: Option<Burst>,
     /// Time a connection has to connect and subscribe.
@@ -125,6 +132,30 @@ pub struct StageLatency {
     pub recv_to_client: Percentiles,
     /// `exch_ts` → client.
     pub exch_to_client: Percentiles,
+}
+
+/// What the slow readers got in one window (see [`crate::load::SlowStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlowReport {
+    /// Records received, per second (all slow readers together).
+    pub records_per_sec: f64,
+    /// Payload bytes per second (all slow readers together).
+    pub bytes_per_sec: f64,
+    /// Gaps and deltas without a snapshot (a broken book).
+    pub gaps: u64,
+    /// Snapshots that moved a book stream's seq (conflated).
+    pub snapshots: u64,
+    /// `conflating` messages.
+    pub conflating: u64,
+    /// `live` messages.
+    pub live: u64,
+    /// Slow readers evicted (1013).
+    pub evicted: u64,
+    /// Slow readers closed otherwise or lost.
+    pub closed_or_dropped: u64,
+    /// Staleness, now − `exch_ts` of the latest book record held, per reader and
+    /// symbol, sampled every 100 ms, µs.
+    pub staleness_us: Percentiles,
 }
 
 /// One measured window.
@@ -162,6 +193,15 @@ pub struct StepReport {
     pub stopper_records: u64,
     /// Stoppers evicted during the window.
     pub stoppers_evicted: u64,
+    /// `conflating` messages the measured subscribers got (they fell behind).
+    #[serde(default)]
+    pub conflating: u64,
+    /// The slow readers, when there are any.
+    #[serde(default)]
+    pub slow: Option<SlowReport>,
+    /// The daemon's `tickcast_ladder_conflating_connections` at the window's end.
+    #[serde(default)]
+    pub ladder_conflating_end: Option<f64>,
     /// Latency, µs.
     pub latency_us: StageLatency,
     /// Target CPU over the window.
@@ -406,6 +446,7 @@ impl Run<'_> {
         report.target_rss_max = rss_max.max(report.target_rss_end);
         report.load_cpu_pct = l1.saturating_sub(l0) as f64 / procstat::TICKS_PER_SEC / secs * 100.0;
         report.metrics_delta = metrics_delta;
+        report.ladder_conflating_end = m1.get("tickcast_ladder_conflating_connections").copied();
         report.loadavg = (load0, loadavg());
         judge(&mut report, self.cfg.p99_bound_ms);
         if self.cfg.progress {
@@ -443,6 +484,8 @@ pub fn step_report(name: String, offered_rate: f64, secs: f64, s: &WindowStats) 
         closed_or_dropped: s.closed + s.dropped,
         stopper_records: s.stopper_records,
         stoppers_evicted: s.stoppers_evicted,
+        conflating: s.conflating,
+        slow: slow_report(secs, &s.slow),
         latency_us: StageLatency {
             recv_to_client: pct(&s.recv_us),
             exch_to_client: pct(&s.exch_us),
@@ -451,6 +494,30 @@ pub fn step_report(name: String, offered_rate: f64, secs: f64, s: &WindowStats) 
         exch_hist: s.exch_us.as_ref().and_then(|h| hist::to_base64(h).ok()),
         ..StepReport::default()
     }
+}
+
+/// The slow readers' figures of a window; `None` when none read in it.
+fn slow_report(secs: f64, s: &crate::load::SlowStats) -> Option<SlowReport> {
+    let staleness_us = s
+        .stale_us
+        .as_ref()
+        .map(Percentiles::from_histogram)
+        .unwrap_or_default();
+    if s.records == 0 && staleness_us.count == 0 && s.evicted + s.closed_or_dropped == 0 {
+        return None;
+    }
+    let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    Some(SlowReport {
+        records_per_sec: per_sec(s.records),
+        bytes_per_sec: per_sec(s.bytes),
+        gaps: s.gaps,
+        snapshots: s.snapshots,
+        conflating: s.conflating,
+        live: s.live,
+        evicted: s.evicted,
+        closed_or_dropped: s.closed_or_dropped,
+        staleness_us,
+    })
 }
 
 /// Share of the offered input rate a passing step must have sent: the source
@@ -468,6 +535,9 @@ pub fn judge(r: &mut StepReport, p99_bound_ms: f64) {
     }
     if r.gaps > 0 {
         f.push(format!("{} gaps", r.gaps));
+    }
+    if let Some(s) = r.slow.as_ref().filter(|s| s.gaps > 0) {
+        f.push(format!("{} gaps in slow readers' streams", s.gaps));
     }
     if r.resyncs > 0 {
         f.push(format!("{} resyncs (server dropped data)", r.resyncs));
@@ -502,8 +572,50 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-/// One line per step for the console.
+/// One line per step for the console (two with slow readers or ladder moves).
 pub fn step_line(r: &StepReport) -> String {
+    let mut line = step_main_line(r);
+    let ladder = ["to_conflating", "to_live", "held"]
+        .map(|k| metric(r, &format!("tickcast_ladder_{k}_total")));
+    let skips = metric(r, "tickcast_conflated_skips_total");
+    if r.slow.is_some() || ladder.iter().any(|v| *v > 0.0) || r.conflating > 0 {
+        line.push_str(&format!(
+            "\n    ladder: to conflating {:.0}, to live {:.0}, held {:.0}, conflated ticks skipped {:.0}, conflating at the end {:.0}; others got {} conflating",
+            ladder[0],
+            ladder[1],
+            ladder[2],
+            skips,
+            r.ladder_conflating_end.unwrap_or(0.0),
+            r.conflating,
+        ));
+    }
+    if let Some(s) = &r.slow {
+        let st = &s.staleness_us;
+        line.push_str(&format!(
+            "\n    slow readers: {:.0} rec/s {:.1} KiB/s, staleness p50 {:.0} p99 {:.0} max {:.0} ms ({} samples), conflated snapshots {}, conflating {}, live {}, gaps {}, evicted {}, closed {}",
+            s.records_per_sec,
+            s.bytes_per_sec / 1024.0,
+            st.p50 as f64 / 1000.0,
+            st.p99 as f64 / 1000.0,
+            st.max as f64 / 1000.0,
+            st.count,
+            s.snapshots,
+            s.conflating,
+            s.live,
+            s.gaps,
+            s.evicted,
+            s.closed_or_dropped,
+        ));
+    }
+    line
+}
+
+/// A counter's change over the step (0 when absent).
+fn metric(r: &StepReport, name: &str) -> f64 {
+    r.metrics_delta.get(name).copied().unwrap_or(0.0)
+}
+
+fn step_main_line(r: &StepReport) -> String {
     let l = &r.latency_us.recv_to_client;
     format!(
         "  step {:<16} {}in {:>9.0}/s  out {:>11.0} rec/s  {:>7.1} MiB/s  p50 {:>8.2} p99 {:>8.2} p99.9 {:>8.2} max {:>8.2} ms  gaps {} resyncs {} evicted {}  cpu {:>5.1}% (runq wait {:.0}%)  rss {:.1}->{:.1} MiB  load {:>5.1}%  loadavg {:.1}  {}",
@@ -751,6 +863,11 @@ pub async fn run(cfg: &ScenarioConfig) -> Result<ScenarioReport, ScenarioError> 
     } else {
         0
     };
+    let slow_every = if cfg.scenario == Scenario::Slow && cfg.slow_share > 0.0 {
+        (1.0 / cfg.slow_share).round().max(1.0) as usize
+    } else {
+        0
+    };
     let spec = LoadSpec {
         url: url.clone(),
         kind: cfg.kind,
@@ -762,7 +879,9 @@ pub async fn run(cfg: &ScenarioConfig) -> Result<ScenarioReport, ScenarioError> 
         connect_rate: cfg.connect_rate,
         source_ips,
         stop_every,
-        stopper_rcvbuf: (stop_every > 0).then_some(cfg.stopper_rcvbuf),
+        stopper_rcvbuf: (stop_every + slow_every > 0).then_some(cfg.stopper_rcvbuf),
+        slow_every,
+        slow_read_bps: cfg.slow_read_bps,
         connect_timeout_ms: cfg.connect_timeout.as_millis() as u64,
         read_pause_us: cfg.read_pause.as_micros() as u64,
     };
@@ -982,6 +1101,12 @@ pub fn summary_text(r: &ScenarioReport) -> String {
     ));
     for (reason, n) in &c.failure_reasons {
         out.push_str(&format!("  failure: {n} x {reason}\n"));
+    }
+    if f.slow_readers > 0 {
+        out.push_str(&format!(
+            "  slow readers: {} (evicted {}); conflating {}, live {}, conflated snapshots {}\n",
+            f.slow_readers, f.slow_evicted, f.slow_conflating, f.slow_live, f.slow_snapshots
+        ));
     }
     out.push_str(&format!(
         "  run totals: {} records checked, gaps {}, resyncs {}, decode errors {}\n",

@@ -105,6 +105,8 @@ fn config(scenario: Scenario, port: u16, out: Option<PathBuf>) -> ScenarioConfig
         p99_bound_ms: 60_000.0,
         stop_share: 0.0,
         stopper_rcvbuf: 4096,
+        slow_share: 0.0,
+        slow_read_bps: 0,
         read_pause: Duration::from_micros(300),
         burst: None,
         connect_timeout: Duration::from_secs(5),

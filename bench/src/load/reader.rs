@@ -9,27 +9,36 @@
 //! readiness, later bytes bring a new event, so no read ends in `WouldBlock`
 //! unless the socket was empty when the event came.
 //!
+//! A slow reader (one with a [`TokenBucket`]) reads no more than its bucket
+//! allows. When the bucket is empty it stops reading although its socket may
+//! still hold bytes, which edge-triggered readiness will not report again: the
+//! thread keeps it on a timer list and reads it again when the bucket holds
+//! enough ([`TokenBucket::ready_at`]); events for it until then are ignored. The
+//! poll's timeout is the earliest such time, or the next staleness sample.
+//!
 //! Optionally the thread sleeps a little before each poll (`--read-pause-us`):
 //! each wake-up then serves many sockets, and the reads stop contending for the
 //! socket locks with the server's writes message by message. It costs that much
 //! latency at most, and the figures include it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 
-use super::{Phase, Shared, lock};
-use crate::book::SeqTracker;
+use super::{Check, Phase, Role, STALENESS_EVERY, Shared, lock};
 use crate::client::{
     ClientError, Frame, FrameParser, OP_CLOSE, OP_PONG, client_frame, next_mask, whole_frame,
 };
 use crate::runner::realtime_ns;
+use crate::throttle::TokenBucket;
 
 /// The token of the thread's waker (connections use their slot index).
 const WAKER: Token = Token(usize::MAX);
@@ -47,33 +56,43 @@ pub(super) struct Sub {
     stream: TcpStream,
     parser: FrameParser,
     mask_seed: u32,
-    seq: SeqTracker,
-    stopper: bool,
+    check: Check,
+    /// A slow reader's byte rate.
+    bucket: Option<TokenBucket>,
     /// Control frames (pongs, close) not yet written.
     out: Vec<u8>,
     /// Readable while not reading (a stopper in [`Phase::Stopped`]).
     unread: bool,
+    /// A slow reader whose bucket ran dry: read again at this time, whatever the
+    /// events (it is on the thread's timer list).
+    throttled: Option<Instant>,
 }
 
 impl Sub {
-    /// A connection from its parts ([`crate::client::WsConn::into_parts`]) and the
-    /// sequence state its connection task built up.
+    /// A connection from its parts ([`crate::client::WsConn::into_parts`]), the
+    /// integrity state its connection task built up and, for a slow reader, its
+    /// byte rate.
     pub(super) fn new(
         stream: std::net::TcpStream,
         parser: FrameParser,
         mask_seed: u32,
-        seq: SeqTracker,
-        stopper: bool,
+        check: Check,
+        bucket: Option<TokenBucket>,
     ) -> Self {
         Self {
             stream: TcpStream::from_std(stream),
             parser,
             mask_seed,
-            seq,
-            stopper,
+            check,
+            bucket,
             out: Vec::new(),
             unread: false,
+            throttled: None,
         }
+    }
+
+    fn role(&self) -> Role {
+        self.check.role
     }
 
     /// Queues a control frame and writes what the socket takes.
@@ -100,7 +119,8 @@ impl Sub {
         Ok(())
     }
 
-    /// Reads until the socket is drained, checking every complete message.
+    /// Reads until the socket is drained (or a slow reader's bucket is: then
+    /// `throttled` says when to read again), checking every complete message.
     /// `Some` when the connection ended (as [`Shared::ended`] takes it).
     ///
     /// While the connection's parser holds nothing (the usual case: messages
@@ -109,9 +129,20 @@ impl Sub {
     /// is copied to the parser.
     fn read(&mut self, shared: &mut Shared, buf: &mut [u8]) -> Option<End> {
         loop {
+            let allowed = match self.bucket.as_mut() {
+                None => usize::MAX,
+                Some(b) => match b.allowance(Instant::now()) {
+                    0 => {
+                        self.throttled = Some(b.ready_at());
+                        return None;
+                    }
+                    n => n,
+                },
+            };
             let idle = self.parser.is_idle();
             let spare = if idle { &mut *buf } else { self.parser.spare() };
-            let room = spare.len();
+            let room = spare.len().min(allowed);
+            let spare = spare.get_mut(..room).unwrap_or_default();
             let n = match self.stream.read(spare) {
                 Ok(0) => return Some(Err(ClientError::Eof.to_string())),
                 Ok(n) => n,
@@ -120,6 +151,9 @@ impl Sub {
                 Err(e) => return Some(Err(e.to_string())),
             };
             let now = realtime_ns();
+            if let Some(b) = self.bucket.as_mut() {
+                b.take(Instant::now(), n);
+            }
             if idle {
                 let data = buf.get(..n).unwrap_or_default();
                 if let Some(end) = self.whole_frames(shared, data, now) {
@@ -144,9 +178,7 @@ impl Sub {
         loop {
             match whole_frame(data) {
                 Ok(Some((frame, len))) => {
-                    if let Some(end) =
-                        on_frame(shared, &mut self.seq, self.stopper, frame, now, &mut pong)
-                    {
+                    if let Some(end) = on_frame(shared, &mut self.check, frame, now, &mut pong) {
                         return Some(self.finish_frames(end, pong));
                     }
                     data = data.get(len..).unwrap_or_default();
@@ -170,8 +202,7 @@ impl Sub {
                 Ok(None) => break,
                 Err(e) => return Some(Err(e.to_string())),
             };
-            if let Some(end) = on_frame(shared, &mut self.seq, self.stopper, frame, now, &mut pong)
-            {
+            if let Some(end) = on_frame(shared, &mut self.check, frame, now, &mut pong) {
                 return Some(self.finish_frames(end, pong));
             }
         }
@@ -203,17 +234,16 @@ type End = Result<Option<u16>, String>;
 /// Handles one frame; `Some` when it ends the connection.
 fn on_frame(
     shared: &mut Shared,
-    seq: &mut SeqTracker,
-    stopper: bool,
+    check: &mut Check,
     frame: Frame<'_>,
     now: u64,
     pong: &mut Option<Vec<u8>>,
 ) -> Option<End> {
     match frame {
-        Frame::Binary(data) => shared.on_binary(seq, stopper, data, now),
+        Frame::Binary(data) => shared.on_binary(check, data, now),
         Frame::Text(text) => {
             let mut subscribed = true;
-            if let Err(e) = shared.on_text(text, &mut subscribed) {
+            if let Err(e) = shared.on_text(check.role, text, &mut subscribed) {
                 return Some(Err(e.to_string()));
             }
         }
@@ -256,6 +286,8 @@ impl Handle {
             shared,
             buf: vec![0; READ_BUFFER],
             pause: (!pause.is_zero()).then_some(pause),
+            timers: BinaryHeap::new(),
+            next_sample: None,
         };
         let thread = std::thread::Builder::new()
             .name(String::from("load-reader"))
@@ -321,6 +353,10 @@ struct Reader {
     buf: Vec<u8>,
     /// Sleep before each poll, so that one poll finds many sockets ready.
     pause: Option<Duration>,
+    /// Throttled slow readers: (when to read again, slot).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// When to sample the slow readers' staleness next (none while there are none).
+    next_sample: Option<Instant>,
 }
 
 impl Reader {
@@ -330,7 +366,13 @@ impl Reader {
             if let Some(p) = self.pause {
                 std::thread::sleep(p);
             }
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next = match (next, self.next_sample) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -359,20 +401,71 @@ impl Reader {
                     }
                 }
                 if end.is_none() && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
-                    if sub.stopper && self.phase == Phase::Stopped {
+                    if sub.role() == Role::Stopper && self.phase == Phase::Stopped {
                         sub.unread = true;
-                    } else {
+                    } else if sub.throttled.is_none() {
+                        // (A throttled reader is read when its timer fires.)
                         end = sub.read(&mut shared, &mut self.buf);
+                        if let Some(at) = sub.throttled {
+                            self.timers.push(Reverse((at, i)));
+                        }
                     }
                 }
                 if let Some(end) = end {
                     self.remove(i, &mut shared, end);
                 }
             }
+            self.timers_due(&mut shared);
+            self.sample(&mut shared);
             if woken && self.commands(&mut shared) {
                 return;
             }
         }
+    }
+
+    /// Reads the throttled slow readers whose time has come.
+    fn timers_due(&mut self, shared: &mut Shared) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(Some(sub)) = self.subs.get_mut(i) else {
+                continue;
+            };
+            // A stale entry (the slot was reused, or re-armed since) is dropped.
+            if sub.throttled != Some(at) {
+                continue;
+            }
+            sub.throttled = None;
+            let end = sub.read(shared, &mut self.buf);
+            if let Some(at) = sub.throttled {
+                self.timers.push(Reverse((at, i)));
+            }
+            if let Some(end) = end {
+                self.remove(i, shared, end);
+            }
+        }
+    }
+
+    /// Samples the slow readers' staleness when it is time to.
+    fn sample(&mut self, shared: &mut Shared) {
+        let Some(at) = self.next_sample else {
+            return;
+        };
+        let now = Instant::now();
+        if now < at {
+            return;
+        }
+        let wall = realtime_ns();
+        for sub in self.subs.iter().flatten() {
+            if sub.role() == Role::Slow {
+                shared.sample_staleness(&sub.check, wall);
+            }
+        }
+        // A late sample is not made up: the next one is a period after this one.
+        self.next_sample = Some((at + STALENESS_EVERY).max(now));
     }
 
     /// Takes the queued commands; true when the thread is to exit.
@@ -403,13 +496,16 @@ impl Reader {
     fn add(&mut self, mut sub: Box<Sub>, shared: &mut Shared) {
         if self.phase == Phase::Finish {
             let _ = sub.send(OP_CLOSE, &CLOSE_NORMAL.to_be_bytes());
-            shared.ended(sub.stopper, Ok(None));
+            shared.ended(sub.role(), Ok(None));
             return;
         }
         // Frames that came with the upgrade response or the subscribe reply.
         if let Some(end) = sub.frames(shared, realtime_ns()) {
-            shared.ended(sub.stopper, end);
+            shared.ended(sub.role(), end);
             return;
+        }
+        if sub.role() == Role::Slow && self.next_sample.is_none() {
+            self.next_sample = Some(Instant::now() + STALENESS_EVERY);
         }
         let i = self.free.pop().unwrap_or(self.subs.len());
         let registered = self.poll.registry().register(
@@ -418,7 +514,7 @@ impl Reader {
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(e) = registered {
-            shared.ended(sub.stopper, Err(format!("reader register: {e}")));
+            shared.ended(sub.role(), Err(format!("reader register: {e}")));
             if i < self.subs.len() {
                 self.free.push(i);
             }
@@ -441,7 +537,11 @@ impl Reader {
             if !std::mem::take(&mut sub.unread) {
                 continue;
             }
-            if let Some(end) = sub.read(shared, &mut self.buf) {
+            let end = sub.read(shared, &mut self.buf);
+            if let Some(at) = sub.throttled {
+                self.timers.push(Reverse((at, i)));
+            }
+            if let Some(end) = end {
                 self.remove(i, shared, end);
             }
         }
@@ -453,7 +553,7 @@ impl Reader {
         };
         if let Some(mut sub) = slot.take() {
             let _ = self.poll.registry().deregister(&mut sub.stream);
-            shared.ended(sub.stopper, end);
+            shared.ended(sub.role(), end);
             self.free.push(i);
         }
     }
@@ -464,7 +564,7 @@ impl Reader {
             if let Some(mut sub) = slot.take() {
                 let _ = sub.send(OP_CLOSE, &CLOSE_NORMAL.to_be_bytes());
                 let _ = self.poll.registry().deregister(&mut sub.stream);
-                shared.ended(sub.stopper, end.clone());
+                shared.ended(sub.role(), end.clone());
             }
         }
         self.subs.clear();

@@ -111,12 +111,11 @@ impl ShardCore {
                     // A conflated snapshot replaces the book: a connection whose out-buffer is
                     // past the pace mark skips it and gets a fresh one when it has room.
                     let conflated = topic.conflation().is_some();
-                    let pace = self.t.ctx.config.conflate;
                     for &idx in self.t.subs.get(topic) {
                         let Some(c) = conn_mut(&mut self.slots, idx) else {
                             continue;
                         };
-                        if conflated && c.out_len() >= pace.soft_bytes(c.out_limit()) / 2 {
+                        if conflated && c.out_len() >= self.t.pace_mark(c) {
                             self.skipped.push(idx);
                             continue;
                         }

@@ -263,9 +263,16 @@ impl Tables {
     }
 
     /// The out-buffer level under which a connection's waiting snapshots are requested (and
-    /// its conflated snapshots delivered): half the soft mark.
+    /// its conflated snapshots delivered): half the soft mark; the low mark while it conflates
+    /// under pressure, so that what stands in front of each fresh snapshot (the reader's
+    /// staleness) is at most the low mark, not half the soft mark.
     pub(crate) fn pace_mark(&self, c: &Conn) -> usize {
-        self.ctx.config.conflate.soft_bytes(c.out_limit()) / 2
+        let cfg = self.ctx.config.conflate;
+        if c.ladder().since.is_some() {
+            cfg.low_bytes(c.out_limit())
+        } else {
+            cfg.soft_bytes(c.out_limit()) / 2
+        }
     }
 
     /// Sends the snapshot requests of `c`'s book subscriptions that wait for room, while its

@@ -635,3 +635,84 @@ fn ladder_a_reader_that_drains_fast_goes_live_after_the_dwell() {
     }
     assert_eq!(sim.metrics().ladder_held.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn ladder_a_conflating_reader_holds_a_backlog_under_the_low_mark_not_half_the_soft_mark() {
+    // Eight busy symbols for a subscriber of everything that reads 600 bytes per 50 ms
+    // (12 KB/s): too slow for their deltas (40 a step) and for all their conflated snapshots
+    // (8 × 5 Hz × ~360 bytes), so its out-buffer is refilled whenever it has room. What stands
+    // in front of each fresh snapshot is that out-buffer (its staleness): conflated snapshots
+    // are now delivered and requested under the low mark while a connection conflates, not
+    // under half the soft mark. (Before: median 8,924 bytes, at the former pace mark;
+    // after: 4,102.)
+    let mut sim = Sim::new(8, 4096, |c| {
+        c.max_outbuf_bytes = 64 << 10;
+        c.conflate.soft_pct = 25; // 16,375 bytes
+        c.conflate.low_pct = 5; // 3,275 bytes
+        c.conflate.hz = 5;
+        c.conflate.dwell = Duration::from_secs(1);
+        c.conflate.grace = Duration::from_secs(10);
+    });
+    let low = 64 * 1024 / 100 * 5;
+    let idx = sim.ws_client();
+    sim.subscribe_json(
+        idx,
+        r#"{"op":"subscribe","id":1,"symbols":["*"],"depth":10}"#,
+    );
+    sim.answer_with(10);
+    sim.turn();
+    sim.read(idx);
+    let mut snapshots = [0u32; 8];
+    let mut levels = Vec::new();
+    let mut climbed = None;
+    for step in 0..600u64 {
+        for sid in 0..8 {
+            for _ in 0..5 {
+                assert!(sim.publish(sid));
+            }
+        }
+        sim.trade((step % 8) as u32, step / 8 + 1);
+        if step % 4 == 0 {
+            for sid in 0..8 {
+                sim.tick(Topic::conflated(sid, D10, 2, Format::Binary));
+            }
+        }
+        sim.answer_with(10);
+        sim.turn();
+        let out = sim.core.conn(idx).expect("connected").out_len();
+        sim.socket(idx).window = 600;
+        let frames = sim.read(idx);
+        if climbed.is_none() && sim.ladder_metric().0 == 1 {
+            climbed = Some(step);
+        }
+        // Measured from 10 s after it climbed (its backlog from the live period drained).
+        if climbed.is_some_and(|c| step >= c + 200) {
+            levels.push(out);
+            for (kind, sid, _) in frames.iter().flat_map(Frame::records) {
+                if kind == RecordKind::Snapshot as u8 {
+                    snapshots[sid as usize] += 1;
+                }
+            }
+        }
+        sim.advance(Duration::from_millis(50));
+    }
+    assert!(
+        climbed.is_some_and(|c| c < 300),
+        "it conflated: {climbed:?}"
+    );
+    levels.sort_unstable();
+    let median = levels[levels.len() / 2];
+    // Under the low mark plus what one round of ticks adds (they are checked against the
+    // out-buffer as it was before the round); half the soft mark is 8,187.
+    assert!(
+        median <= low + low / 2,
+        "median backlog {median}, low mark {low}"
+    );
+    // Every stream kept getting fresh snapshots.
+    assert!(snapshots.iter().all(|n| *n > 0), "{snapshots:?}");
+    // Held conflated by the rate rule, tried live once after MAX_HOLD_DWELLS dwells and back
+    // up; never evicted.
+    let (up, _, conflating) = sim.ladder_metric();
+    assert!(up <= 2 && conflating == 1, "{:?}", sim.ladder_metric());
+    assert_eq!(sim.metrics().evicted_slow.load(Ordering::Relaxed), 0);
+}
