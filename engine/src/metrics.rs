@@ -115,6 +115,12 @@ impl LatencyHistogram {
             .fetch_add(ns.saturating_mul(n), Ordering::Relaxed);
     }
 
+    /// Observations recorded (the shard simulator's tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, b) in self.buckets.iter().enumerate() {

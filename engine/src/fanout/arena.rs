@@ -11,8 +11,15 @@
 //! every connection was flushed; the buffer's memory is reused by the next drain when no
 //! out-buffer still holds a slice of it.
 //!
+//! A flush pass may outlive many drains (under steady load the shard drains the ring between
+//! slices of one long pass, see `shard/dispatch.rs`): each drain is then a chunk of its own,
+//! chunks are numbered on (wrapping, `u32`), and [`DrainArena::release_before`] drops the
+//! chunks no owed entry points into any more, oldest first, without touching the others' spans.
+//!
 //! The arena remembers where every record starts, so that a span can be cut at a record
 //! boundary when a batch must be split into several messages.
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -43,18 +50,24 @@ impl Span {
     }
 }
 
-/// One drain's records: the open buffer being filled, the frozen chunks, and record starts.
+/// The drains' records: the open buffer being filled, the frozen chunks, and record starts.
 #[derive(Debug, Default)]
 pub struct DrainArena {
-    /// Records of the open chunk (number `chunks.len()`), not frozen yet.
+    /// Records of the open chunk (number `base + chunks.len()`), not frozen yet.
     open: BytesMut,
-    /// Frozen chunks of this drain.
-    chunks: Vec<Bytes>,
-    /// Start offset of every record, chunk after chunk (ascending within a chunk).
+    /// Number of the first chunk kept (`chunks[0]`); chunk numbers wrap.
+    base: u32,
+    /// Frozen chunks, from number `base` on.
+    chunks: VecDeque<Bytes>,
+    /// Start offset of every record, chunk after chunk (ascending within a chunk), from the
+    /// first record of chunk `base` on.
     starts: Vec<u32>,
-    /// Index in `starts` of each chunk's first record (`chunks.len() + 1` entries while a chunk
-    /// is open: the last one is the open chunk's).
-    first: Vec<usize>,
+    /// Records dropped from the front of `starts` (with their chunks) since the last
+    /// [`DrainArena::clear`]: `first` counts from there.
+    starts_base: usize,
+    /// Index (counted from `starts_base`'s origin) of each chunk's first record
+    /// (`chunks.len() + 1` entries while a chunk is open: the last one is the open chunk's).
+    first: VecDeque<usize>,
 }
 
 impl DrainArena {
@@ -69,7 +82,7 @@ impl DrainArena {
     /// If one chunk would pass 4 GiB (the drain's size is bounded far below that).
     pub fn push(&mut self, record: &[u8]) -> Span {
         if self.first.len() == self.chunks.len() {
-            self.first.push(self.starts.len());
+            self.first.push_back(self.starts_base + self.starts.len());
             if self.open.capacity() < record.len().max(ARENA_BYTES / 2) {
                 // Reuses the buffer from its start when no out-buffer holds a slice of it any
                 // more; otherwise allocates a new one.
@@ -84,17 +97,43 @@ impl DrainArena {
         };
         self.starts.push(start);
         Span {
-            chunk: self.chunks.len() as u32,
+            chunk: self.next_chunk(),
             start,
             end,
         }
+    }
+
+    /// The number of the open chunk, or of the next chunk when none is open: every span pushed
+    /// from now on is in this chunk or a later one.
+    pub fn next_chunk(&self) -> u32 {
+        self.base.wrapping_add(self.chunks.len() as u32)
+    }
+
+    /// Drops the frozen chunks numbered before `mark` (a [`DrainArena::next_chunk`] value taken
+    /// earlier): no owed entry may point into them any more. Slices already taken stay valid
+    /// (they hold their own reference).
+    pub fn release_before(&mut self, mark: u32) {
+        let n = (mark.wrapping_sub(self.base) as usize).min(self.chunks.len());
+        if n == 0 {
+            return;
+        }
+        let to = self
+            .first
+            .get(n)
+            .copied()
+            .unwrap_or(self.starts_base + self.starts.len());
+        self.starts.drain(..to - self.starts_base);
+        self.starts_base = to;
+        self.chunks.drain(..n);
+        self.first.drain(..n);
+        self.base = self.base.wrapping_add(n as u32);
     }
 
     /// Freezes the open chunk, if any, so that its spans can be sliced. Later pushes go to a new
     /// chunk.
     pub fn seal(&mut self) {
         if self.first.len() > self.chunks.len() {
-            self.chunks.push(self.open.split().freeze());
+            self.chunks.push_back(self.open.split().freeze());
         }
     }
 
@@ -106,17 +145,24 @@ impl DrainArena {
         if grown + self.open.capacity() > ARENA_KEEP_BYTES {
             self.open = BytesMut::new();
         }
+        self.base = self.next_chunk();
         self.chunks.clear();
         self.starts.clear();
+        self.starts_base = 0;
         self.first.clear();
         if self.starts.capacity() > ARENA_KEEP_BYTES / 16 {
             self.starts = Vec::new();
         }
     }
 
+    /// Frozen chunks held (the drains not released yet).
+    pub fn held_chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// The bytes of `span`, shared (no copy); empty if its chunk is not sealed.
     pub fn slice(&self, span: Span) -> Bytes {
-        match self.chunks.get(span.chunk as usize) {
+        match self.chunks.get(span.chunk.wrapping_sub(self.base) as usize) {
             Some(c) => c.slice(span.start as usize..span.end as usize),
             None => Bytes::new(),
         }
@@ -124,12 +170,18 @@ impl DrainArena {
 
     /// Record starts of chunk `chunk`.
     fn starts_of(&self, chunk: u32) -> &[u32] {
-        let c = chunk as usize;
+        let c = chunk.wrapping_sub(self.base) as usize;
         let Some(&from) = self.first.get(c) else {
             return &[];
         };
-        let to = self.first.get(c + 1).copied().unwrap_or(self.starts.len());
-        self.starts.get(from..to).unwrap_or_default()
+        let to = self
+            .first
+            .get(c + 1)
+            .copied()
+            .unwrap_or(self.starts_base + self.starts.len());
+        self.starts
+            .get(from - self.starts_base..to - self.starts_base)
+            .unwrap_or_default()
     }
 
     /// Records in `span`.
@@ -270,6 +322,13 @@ impl Owed {
         self.records == 0
     }
 
+    /// Gives back the list's memory when it has room for more than `keep` pieces.
+    pub fn trim(&mut self, keep: usize) {
+        if self.pieces.capacity() > keep {
+            self.pieces = Vec::new();
+        }
+    }
+
     /// Forgets everything (keeps the memory).
     pub fn clear(&mut self) {
         self.pieces.clear();
@@ -348,6 +407,87 @@ mod tests {
         assert_eq!((h.len(), n), (60, 3));
         let (h, n, r) = a.split(r, 1000, 100, false);
         assert_eq!((h.len(), n, r.len()), (90, 3, 0));
+    }
+
+    /// Chunks released from the front leave the later ones' spans (and their record
+    /// boundaries) as they were; a slice taken before the release stays readable.
+    #[test]
+    fn released_chunks_leave_the_later_spans_intact() {
+        let mut a = DrainArena::new();
+        let first = a.push(b"aa");
+        a.seal();
+        let kept = a.slice(first);
+        let mut o = Owed::default();
+        o.add(a.push(b"bbb"), 1);
+        o.add(a.push(b"cccc"), 1);
+        a.seal();
+        let mark = a.next_chunk();
+        let mut later = Owed::default();
+        for n in [5usize, 6, 7] {
+            later.add(a.push(&vec![n as u8; n]), 1);
+        }
+        a.seal();
+        o.close();
+        later.close();
+        a.release_before(mark);
+        assert!(a.slice(first).is_empty(), "chunk 0 is gone");
+        assert!(a.slice(span(&o, 0)).is_empty(), "chunk 1 is gone");
+        assert_eq!(&kept[..], b"aa");
+        let s = span(&later, 0);
+        assert_eq!(a.records_in(s), 3);
+        assert_eq!(a.slice(s).len(), 18);
+        let (h, n, r) = a.split(s, 11, 100, false);
+        assert_eq!((h.len(), n, r.len()), (11, 2, 7));
+        // Pushes go on after the release, numbered on.
+        let next = a.push(b"dd");
+        a.seal();
+        assert_eq!(&a.slice(next)[..], b"dd");
+        assert_eq!(a.records_in(next), 1);
+        a.release_before(a.next_chunk());
+        assert!(a.slice(next).is_empty());
+        let again = a.push(b"e");
+        a.seal();
+        assert_eq!(&a.slice(again)[..], b"e");
+    }
+
+    /// Chunk numbers wrap: spans stay addressable across `u32::MAX`.
+    #[test]
+    fn chunk_numbers_wrap() {
+        let mut a = DrainArena {
+            base: u32::MAX - 1,
+            ..DrainArena::default()
+        };
+        let mut spans = Vec::new();
+        for i in 0..4u8 {
+            spans.push(a.push(&[i; 2]));
+            a.seal();
+        }
+        assert_eq!(spans[2].chunk, 0);
+        a.release_before(spans[1].chunk.wrapping_add(1));
+        assert!(a.slice(spans[1]).is_empty());
+        assert_eq!(&a.slice(spans[3])[..], &[3, 3]);
+        assert_eq!(a.records_in(spans[2]), 1);
+    }
+
+    /// A list grown by a storm gives its memory back; an ordinary one keeps it.
+    #[test]
+    fn trim_gives_back_only_a_grown_list() {
+        let mut a = DrainArena::new();
+        let mut o = Owed::default();
+        for _ in 0..3 {
+            o.add(a.push(b"x"), 1);
+            a.seal();
+        }
+        o.close();
+        o.clear();
+        o.trim(64);
+        assert!(o.pieces.capacity() >= 3);
+        for _ in 0..100 {
+            o.add_own(Bytes::from_static(b"snapshot"));
+        }
+        o.clear();
+        o.trim(64);
+        assert_eq!(o.pieces.capacity(), 0);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! 1. [`ShardCore::drain_ring`] then [`ShardCore::flush`]: ring records to what each subscriber
 //!    is owed, then one batch per subscriber, written through [`Transport::write`]
-//!    (`dispatch.rs`);
+//!    (`dispatch.rs`), for one slice of the pass; while [`ShardCore::pass_open`], the driver
+//!    does not block in step 4;
 //! 2. read the clock once: `now`; [`ShardCore::record_latency`] with its realtime half;
 //! 3. [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`] has passed;
 //! 4. block until an event or [`ShardCore::poll_timeout`];
@@ -134,11 +135,25 @@ pub(crate) struct Pending {
     pub(super) refs: Vec<RunRef>,
 }
 
+/// Pieces (or deflate records) an entry of the pending table keeps room for once it was
+/// flushed: more than a lap of ordinary records needs, far less than a subscription storm's
+/// snapshots (one piece each). Entries are reused by any connection, lap after lap, so room
+/// kept after a storm would stay in every entry of the table.
+const PENDING_KEEP_PIECES: usize = 64;
+
 impl Pending {
+    /// Forgets what is owed; keeps the lists' memory unless a storm made it large.
     pub(crate) fn clear(&mut self) {
         self.owed.clear();
+        self.owed.trim(PENDING_KEEP_PIECES);
         self.records.clear();
         self.refs.clear();
+        if self.records.capacity() > PENDING_KEEP_PIECES {
+            self.records = Vec::new();
+        }
+        if self.refs.capacity() > PENDING_KEEP_PIECES {
+            self.refs = Vec::new();
+        }
     }
 }
 
@@ -179,26 +194,38 @@ pub(crate) struct ShardCore {
     pub(super) t: Tables,
     pub(super) slots: Vec<Slot>,
     pub(super) free: Vec<u32>,
-    /// Connections owed something from the current drain, in the order of their first record.
+    /// Connections owed something from the drains of the current pass, in the order of their
+    /// first owed record (positions `..visit` of `order` are done; see `ShardCore::flush`).
     pub(super) dirty: Vec<u32>,
     /// What each of `dirty` is owed (same index; entries past `dirty.len()` are spares).
     pub(super) pending: Vec<Pending>,
     /// The flush pass's visiting order: positions in `dirty` (the low 32 bits of each entry),
     /// least recently flushed first (see `ShardCore::flush`, `order_more`); reused.
     pub(super) order: Vec<u64>,
+    /// Entries of `order` visited in the current lap.
+    pub(super) visit: usize,
+    /// The arena's next chunk when the current lap was ordered: the entries made since point
+    /// only into chunks from there on.
+    pub(super) lap_mark: u32,
+    /// Largest dirty list of the current pass (how many spare entries to keep after it).
+    pub(super) pass_peak: usize,
     /// Per slot: the value of `flush_clock` when the connection was last flushed.
     pub(super) last_flush: Vec<u32>,
     /// Counts flush visits (wrapping): ages in `last_flush` are taken from it.
     pub(super) flush_clock: u32,
-    /// This drain's records, copied once, for plain connections.
+    /// The pass's drains' records, copied once, for plain connections.
     pub(super) arena: DrainArena,
     /// permessage-deflate: this drain's shared compressed pieces and the shard's compressors.
     pub(super) zshared: SharedDeflate,
     /// Number of the last status delivery (dedupes a status per connection).
     pub(super) status_stamp: u64,
-    /// (recv_ts, subscribers) of the binary records of the current drain, for the delivery
-    /// latency histogram.
+    /// (recv_ts, subscribers) of the binary records drained and not recorded yet, for the
+    /// delivery latency histogram (`ShardCore::record_latency`).
     pub(super) latency_samples: Vec<(u64, u64)>,
+    /// Samples at the front of `latency_samples` whose every subscriber was written.
+    pub(super) latency_done: usize,
+    /// Samples taken before the current lap was ordered.
+    pub(super) latency_lap: usize,
     /// Connections whose out-buffer may need writing after event handling.
     pub(super) to_write: Vec<u32>,
     /// Subscribers that skipped the conflated snapshot being delivered (reused).
@@ -251,12 +278,17 @@ impl ShardCore {
             dirty: Vec::new(),
             pending: Vec::new(),
             order: Vec::new(),
+            visit: 0,
+            lap_mark: 0,
+            pass_peak: 0,
             last_flush: Vec::new(),
             flush_clock: 0,
             arena: DrainArena::new(),
             zshared: SharedDeflate::default(),
             status_stamp: 0,
             latency_samples: Vec::new(),
+            latency_done: 0,
+            latency_lap: 0,
             to_write: Vec::new(),
             skipped: Vec::new(),
             timers,
@@ -469,6 +501,8 @@ impl ShardCore {
                 c.consume_input(usize::MAX);
             }
             Phase::Open | Phase::Closing { .. } | Phase::Evicting { .. } => {
+                // What it is owed from the pass under way goes before what its messages queue.
+                self.settle_owed(idx);
                 self.handle_frames(idx);
             }
             Phase::Responding => c.consume_input(usize::MAX),

@@ -3,7 +3,8 @@
 //!
 //! Call order, once per loop turn: [`ShardCore::drain_ring`] (resyncs first when the ring is
 //! lagged, then pops up to `drain_max` messages), then [`ShardCore::flush`] (cuts and writes
-//! each owed subscriber's batch), then [`ShardCore::record_latency`] with the turn's time.
+//! the next slice of owed subscribers' batches; a pass may span many turns), then
+//! [`ShardCore::record_latency`] with the turn's time.
 //!
 //! A record is copied once into the drain's arena and its span added to what every ready plain
 //! subscriber of its topic is owed (contiguous spans merge: a subscriber of everything owes one
@@ -29,6 +30,18 @@ use super::streams::append_sse;
 
 /// During a flush pass, the ring is drained again every this many connections.
 const REDRAIN_EVERY: usize = 64;
+/// Connections the driver's flush visits before it looks at its sockets again (and drains
+/// the ring): about 1 ms of `writev`s at 10,000 subscribers.
+pub(crate) const PASS_SLICE: usize = 256;
+
+/// How much of a pass one [`ShardCore::flush`] call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slice {
+    /// Visit at most this many connections, draining the ring as it goes, then pause.
+    Visits(usize),
+    /// Finish the pass without draining more (shutdown, tests).
+    Finish,
+}
 /// Entries of the pending table always kept (see [`ShardCore::flush`]).
 const PENDING_KEEP: usize = 256;
 
@@ -38,6 +51,11 @@ impl ShardCore {
     /// first emptied and every book subscription restarted from a fresh snapshot.
     pub(crate) fn drain_ring(&mut self) -> usize {
         if self.t.ctx.ring.is_lagged() {
+            if self.pass_open() {
+                // What was drained before the lag goes out first: the pass runs to its end
+                // without pausing (`flush`), then the next drain resyncs.
+                return 0;
+            }
             self.resync_after_lag();
         }
         self.zshared.clear();
@@ -50,13 +68,23 @@ impl ShardCore {
         drained >= self.t.ctx.config.drain_max
     }
 
-    /// Records the delivery latency of the binary records of the last flush, at `real_ns`.
+    /// Records, at `real_ns`, the delivery latency of the binary records whose every
+    /// subscriber was written: all of them once the pass is over; during a pass that goes on,
+    /// those drained before the current lap was ordered (a record drained during lap `n` goes to
+    /// the connections not visited yet in lap `n` and to the others in lap `n + 1`).
     pub(crate) fn record_latency(&mut self, real_ns: u64) {
-        if self.latency_samples.is_empty() {
+        let ready = if self.pass_open() {
+            self.latency_done
+        } else {
+            self.latency_samples.len()
+        };
+        self.latency_done = 0;
+        self.latency_lap = self.latency_lap.saturating_sub(ready);
+        if ready == 0 {
             return;
         }
         let h = &self.t.ctx.metrics.shards[self.t.ctx.id].latency;
-        for (ts, n) in self.latency_samples.drain(..) {
+        for (ts, n) in self.latency_samples.drain(..ready) {
             h.record(real_ns.saturating_sub(ts), n);
         }
     }
@@ -313,109 +341,199 @@ impl ShardCore {
         self.dirty.clear();
     }
 
-    /// Flushes every connection owed something, least recently flushed first. Under load,
-    /// records that arrive while the list is being flushed are drained every
-    /// [`REDRAIN_EVERY`] connections (see [`Self::redrain`]): a connection already flushed in
-    /// this pass is put back at the end of the list, one not yet flushed gets them in the
-    /// batch it is about to get. Each connection is thus visited about once per pass time and
-    /// a record waits at most about one pass, instead of up to two (the rest of the pass it
-    /// arrived in, then its place in the next one).
+    /// Flushes the connections owed something, least recently flushed first, for at most
+    /// `slice` of them; returns true while the pass is not over (the driver looks at its
+    /// sockets, drains the ring and calls again: [`Self::pass_open`]).
     ///
-    /// The order is by the time of each connection's last flush (`last_flush`), not by the
-    /// order the drain met them in (which is the subscription lists' order, the same every
-    /// pass): a pass that stopped part-way round the table (the ring ran dry, or the redrain
-    /// budget ran out) is continued by the next one where it stopped, instead of starting
-    /// again with the connections it has just flushed while the others wait a second round.
+    /// A pass is one continuous walk over what is owed. Records that arrive while it goes on
+    /// are drained into it (by the driver between slices, and every [`REDRAIN_EVERY`]
+    /// connections within one, see [`Self::redrain`]): a connection not yet visited gets them
+    /// in the batch it is about to get, one already visited is put back at the end of the
+    /// dirty list, for the next lap of the same pass. So a record waits at most about one lap
+    /// of the table (one write to each of its subscribers), never an extra round of writes that
+    /// carries nothing new; under steady load the pass never ends, and the entries and arena
+    /// chunks of finished laps are dropped lap by lap ([`Self::next_lap`]).
+    ///
+    /// Each lap visits its connections least recently flushed first (`last_flush`), not in the
+    /// order the drain met them in (the subscription lists' order, the same every pass): a
+    /// pass that stopped part-way round the table is continued where it stopped.
+    ///
+    /// The pass does not pause between slices while this drain has permessage-deflate runs (a
+    /// compressed run must not grow, and the next drain starts new runs) or the ring is lagged
+    /// (the resync waits for the pass to end): it then runs to its end, as [`Slice::Finish`]
+    /// does.
     ///
     /// A connection whose batch would pass its out-buffer bound is evicted (1013).
-    pub(crate) fn flush<T: Transport>(&mut self, io: &mut T) {
-        let limits = self.t.ctx.config.batch;
-        let threshold = self.t.ctx.config.deflate_threshold;
+    pub(crate) fn flush<T: Transport>(&mut self, io: &mut T, slice: Slice) -> bool {
+        let (budget, redrain) = match slice {
+            Slice::Visits(n) => (n, true),
+            Slice::Finish => (usize::MAX, false),
+        };
         let mut messages = 0u64;
-        // Visits after which no more is drained in this pass (events wait meanwhile).
-        let redrain_until = self.dirty.len().max(REDRAIN_EVERY) * 2;
-        let mut visit = 0;
-        self.order.clear();
-        loop {
-            if visit == self.order.len() && !self.order_more() {
-                break;
+        let mut done = 0usize;
+        let open = loop {
+            if self.visit == self.order.len() && !self.next_lap() {
+                break false;
             }
-            if visit % REDRAIN_EVERY == REDRAIN_EVERY - 1 && visit < redrain_until {
+            if done >= budget && self.may_pause() {
+                break true;
+            }
+            if redrain && done % REDRAIN_EVERY == REDRAIN_EVERY - 1 {
                 self.redrain();
             }
-            let pos = self.order_at(visit);
-            visit += 1;
+            let pos = self.order_at(self.visit);
+            self.visit += 1;
+            done += 1;
             let idx = self.dirty[pos];
             self.stamp_flush(idx);
-            let mut p = std::mem::take(&mut self.pending[pos]);
-            let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed_at() == pos as u32);
-            let Some(c) = owner else {
-                // Gone, or no longer its entry (it started closing meanwhile).
-                p.clear();
-                self.pending[pos] = p;
-                continue;
-            };
-            c.clear_pending();
-            if !c.is_open() {
-                p.clear();
-                self.pending[pos] = p;
-                continue;
+            if let Some(n) = self.cut(pos) {
+                messages += n as u64;
+                // Written now, unless its socket is known to be full (the readiness event
+                // will come, and a `writev` before it only fails again).
+                self.write_out(idx, true, io);
             }
-            p.owed.close();
-            let format = c.format();
-            let result = match (c.endpoint(), c.deflate()) {
-                // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
-                (Endpoint::Stream, _) => {
-                    append_owed_stream(c.out_mut(), &self.arena, &p.owed, limits)
-                }
-                (Endpoint::Sse, _) => {
-                    let (out, pos) = c.out_and_sse();
-                    append_sse(out, &self.arena, &p.owed, pos)
-                }
-                (_, Some(z)) => self.zshared.append_batch(
-                    c.out_mut(),
-                    format,
-                    &p.records,
-                    &p.refs,
-                    z.server_window_bits,
-                    limits,
-                    threshold,
-                ),
-                (_, None) => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
-            };
-            p.clear();
-            self.pending[pos] = p;
-            match result {
-                Ok(n) => {
-                    messages += n as u64;
-                    self.ladder_after_queue(idx);
-                }
-                Err(overflow) => {
-                    tracing::info!(peer = %c.peer(), queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
-                    self.evict_slow(idx);
-                }
-            }
-            // Written now, unless its socket is known to be full (the readiness event will
-            // come, and a `writev` before it only fails again).
-            self.write_out(idx, true, io);
-        }
+        };
         add(&self.t.metrics().messages_out, messages);
+        if !open {
+            self.end_pass();
+        }
+        // Replies the drains queued (resumes answered, held replies after a resync) for
+        // connections owed no record.
+        self.write_queued(io);
+        open
+    }
+
+    /// True while some connection is owed something from the drains (a pass is under way).
+    pub(crate) fn pass_open(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Connection `idx`'s owed batch, if it has one, goes into its out-buffer now (not
+    /// written): called before its input is handled, so that whatever that queues (replies,
+    /// a close) comes after the records drained before it, as when every pass ended before
+    /// the sockets were looked at. Its place in the pass is then skipped.
+    pub(crate) fn settle_owed(&mut self, idx: u32) {
+        let Some(at) = self.conn(idx).map(Conn::owed_at) else {
+            return;
+        };
+        if at == NOT_OWED {
+            return;
+        }
+        if let Some(n) = self.cut(at as usize) {
+            add(&self.t.metrics().messages_out, n as u64);
+        }
+    }
+
+    /// Cuts the batch of the connection at position `pos` of the dirty list into its
+    /// out-buffer (or evicts it when the batch does not fit); returns the messages queued, or
+    /// `None` when there is nothing to write (the connection is gone, no longer owns that
+    /// entry, or is not open).
+    fn cut(&mut self, pos: usize) -> Option<usize> {
+        let limits = self.t.ctx.config.batch;
+        let threshold = self.t.ctx.config.deflate_threshold;
+        let idx = *self.dirty.get(pos)?;
+        let p = &mut self.pending[pos];
+        let owner = conn_mut(&mut self.slots, idx).filter(|c| c.owed_at() == pos as u32);
+        let Some(c) = owner else {
+            // Gone, or no longer its entry (it started closing, or was settled, meanwhile).
+            p.clear();
+            return None;
+        };
+        c.clear_pending();
+        if !c.is_open() {
+            p.clear();
+            return None;
+        }
+        p.owed.close();
+        let format = c.format();
+        let result = match (c.endpoint(), c.deflate()) {
+            // The plain-HTTP transports (`streams.rs`): the same spans, framed for HTTP.
+            (Endpoint::Stream, _) => append_owed_stream(c.out_mut(), &self.arena, &p.owed, limits),
+            (Endpoint::Sse, _) => {
+                let (out, pos) = c.out_and_sse();
+                append_sse(out, &self.arena, &p.owed, pos)
+            }
+            (_, Some(z)) => self.zshared.append_batch(
+                c.out_mut(),
+                format,
+                &p.records,
+                &p.refs,
+                z.server_window_bits,
+                limits,
+                threshold,
+            ),
+            (_, None) => append_owed(c.out_mut(), format, &self.arena, &p.owed, limits),
+        };
+        p.clear();
+        match result {
+            Ok(n) => {
+                self.ladder_after_queue(idx);
+                Some(n)
+            }
+            Err(overflow) => {
+                tracing::info!(peer = %c.peer(), queued = overflow.queued, limit = overflow.limit, "evicting slow consumer");
+                self.evict_slow(idx);
+                Some(0)
+            }
+        }
+    }
+
+    /// Whether the pass may pause for the driver (see [`Self::flush`]).
+    fn may_pause(&self) -> bool {
+        self.zshared.is_empty() && !self.t.ctx.ring.is_lagged()
+    }
+
+    /// Every entry ordered so far was visited: drops them (and the arena chunks only they
+    /// could point into), then orders the entries added since; false when there are none.
+    fn next_lap(&mut self) -> bool {
+        if self.order.len() == self.dirty.len() {
+            return false;
+        }
+        self.pass_peak = self.pass_peak.max(self.dirty.len());
+        if self.visit > 0 {
+            // Entries `..visit` are done. The others were all made after the last lap was
+            // ordered, so they point only into chunks from `lap_mark` on.
+            let done = self.visit;
+            let slots = &mut self.slots;
+            for (i, &idx) in self.dirty[done..].iter().enumerate() {
+                if let Some(c) = conn_mut(slots, idx).filter(|c| c.owed_at() as usize == done + i) {
+                    c.set_owed_at(i as u32);
+                }
+            }
+            self.dirty.drain(..done);
+            // The visited entries are empty: they become spares at the end.
+            self.pending.rotate_left(done);
+            self.order.clear();
+            self.visit = 0;
+            self.arena.release_before(self.lap_mark);
+        }
+        self.lap_mark = self.arena.next_chunk();
+        // The records drained before the previous lap was ordered reached all their
+        // subscribers in it or in the lap that just ended.
+        self.latency_done = self.latency_lap;
+        self.latency_lap = self.latency_samples.len();
+        self.order_more()
+    }
+
+    /// The pass is over: every connection owed something was flushed.
+    fn end_pass(&mut self) {
+        let peak = std::mem::take(&mut self.pass_peak);
+        self.latency_done = 0;
+        self.latency_lap = 0;
         self.dirty.clear();
+        self.order.clear();
+        self.visit = 0;
         // Spare entries (and their lists' memory) are kept for the next passes, whose length
         // varies with the rolling drains, but not the thousands a subscription storm or a
         // resync made (idle memory).
-        if self.pending.len() > (8 * visit).max(PENDING_KEEP) {
-            self.pending.truncate((2 * visit).max(PENDING_KEEP));
+        if self.pending.len() > (8 * peak).max(PENDING_KEEP) {
+            self.pending.truncate((2 * peak).max(PENDING_KEEP));
             self.pending.shrink_to_fit();
-            self.order.clear();
-            self.order.shrink_to(2 * visit);
+            self.order.shrink_to(2 * peak);
         }
-        // Every connection owed something was flushed: release the drain's shared pieces.
+        // Release the drains' shared pieces.
         self.zshared.clear();
         self.arena.clear();
-        // Replies the drain queued (resumes answered, held replies after a resync) for
-        // connections owed no record.
-        self.write_queued(io);
     }
 
     /// Appends the dirty entries not yet in the flush order to it, least recently flushed

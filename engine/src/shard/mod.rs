@@ -22,8 +22,9 @@
 //! | `limits.rs` | connection counts across shards (total and per IP) |
 //! | `sim.rs` | (tests) a deterministic simulator: virtual time, in-memory connections |
 //!
-//! One loop turn: drain the ring and flush (the core writes each batch through
-//! `core::Transport`); read the clock; run the timers due; block in `epoll_wait` (after
+//! One loop turn: drain the ring and flush one slice of the pass (the core writes each batch
+//! through `core::Transport`; a pass over 10,000 subscribers spans many turns, so that events
+//! are never held back for more than a slice); read the clock; run the timers due; block in `epoll_wait` (after
 //! telling the ring it may sleep) until an event or the next timer; hand the events to the core
 //! (accepts, bytes read, writable sockets, end of file); write what the events queued; wake the
 //! ingester if snapshot requests were sent. Everything in a turn uses the turn's clock reading.
@@ -74,6 +75,7 @@ use crate::metrics::Metrics;
 use crate::ring::{IngestRequest, Ring, SymbolDirectory};
 
 use self::core::{Accept, Broken, CoreContext, Now, READ_BUDGET, ShardCore, Transport};
+use self::dispatch::{PASS_SLICE, Slice};
 
 use rustls::ServerConnection;
 
@@ -417,7 +419,11 @@ impl Driver {
                 return Ok(());
             }
             let drained = self.core.drain_ring();
-            self.core.flush(&mut self.sockets);
+            // One slice of the pass: the sockets' events are looked at between slices, and a
+            // long pass (10,000 subscribers) goes on in the next turns.
+            let pass_open = self
+                .core
+                .flush(&mut self.sockets, Slice::Visits(PASS_SLICE));
             // A drain may ask for snapshots (a resume that was not recovered, a resync): wake
             // the ingester before this turn blocks.
             self.wake_ingester();
@@ -431,7 +437,8 @@ impl Driver {
             if self.core.take_accept_resumed() {
                 self.accept();
             }
-            let timeout = if self.core.more_queued(drained) || !self.reread.is_empty() {
+            let timeout = if pass_open || self.core.more_queued(drained) || !self.reread.is_empty()
+            {
                 // More is waiting: look at sockets without blocking, then drain again.
                 Duration::ZERO
             } else if self.ring.prepare_sleep() {
@@ -615,6 +622,8 @@ impl Driver {
         );
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.core.set_now(read_clock().mono);
+        // What the pass under way owes goes out before the closes.
+        self.core.flush(&mut self.sockets, Slice::Finish);
         self.core.begin_shutdown(&mut self.sockets);
         let mut events = Events::with_capacity(1024);
         loop {

@@ -30,6 +30,7 @@ use crate::wire::{self, RecordHeader, RecordKind, SymbolMeta};
 use proptest::prelude::*;
 
 use super::core::{Accept, Broken, ShardCore, Transport};
+use super::dispatch::{PASS_SLICE, Slice};
 use super::timers::SWEEP;
 
 /// One in-memory socket.
@@ -311,8 +312,11 @@ impl Sim {
 
     /// One driver turn at the current virtual time.
     fn turn(&mut self) {
+        // The driver's turns without their events: slices of the pass with drains between.
         self.core.drain_ring();
-        self.core.flush(&mut self.net);
+        while self.core.flush(&mut self.net, Slice::Visits(PASS_SLICE)) {
+            self.core.drain_ring();
+        }
         self.core.set_now(self.now);
         let since = self.now.duration_since(self.start).as_nanos() as u64;
         self.core.set_wall_clock(WALL0_S * 1_000_000_000 + since);
@@ -1692,4 +1696,182 @@ fn http_streams_take_jwts_check_entitlements_and_end_at_expiry() {
     sim.advance(Duration::from_millis(1_000));
     sim.read_raw(idx);
     assert!(sim.is_gone(idx), "the stream outlived its token");
+}
+
+// ---- the flush pass across driver turns (dispatch.rs) ----
+
+/// Subscribers of `S0` for the pass tests: more than two slices of a pass.
+const PASS_SUBS: usize = 2 * PASS_SLICE + 88;
+
+fn pass_sim(ring_capacity: usize) -> (Sim, Vec<u32>) {
+    let mut sim = Sim::new(1, ring_capacity, |c| {
+        c.max_conns = 2 * PASS_SUBS;
+        c.max_conns_per_ip = 2 * PASS_SUBS;
+    });
+    let ids = sim.subscribers(PASS_SUBS, "S0");
+    (sim, ids)
+}
+
+/// The connections whose socket holds something not read yet (written since the last read).
+fn written_since_read(sim: &mut Sim, ids: &[u32]) -> Vec<u32> {
+    ids.iter()
+        .copied()
+        .filter(|&i| !sim.socket(i).in_kernel.is_empty())
+        .collect()
+}
+
+/// A record that arrives while a pass is under way is carried by every connection the pass
+/// visits after it, in the batch that connection gets anyway; only the connections visited
+/// before it get it in a second lap. No connection is written twice for one record, and none
+/// is written with nothing new.
+#[test]
+fn a_record_arriving_mid_pass_reaches_the_rest_of_the_pass_in_the_same_batch() {
+    let (mut sim, ids) = pass_sim(1024);
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    let early = written_since_read(&mut sim, &ids);
+    assert_eq!(early.len(), PASS_SLICE, "one slice was written");
+    // The driver looks at its sockets, then drains what arrived meanwhile into the pass.
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    while sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)) {
+        sim.core.drain_ring();
+    }
+    assert!(!sim.core.pass_open());
+    let mut writes = 0;
+    for &idx in &ids {
+        let batches: Vec<Vec<u64>> = sim
+            .read(idx)
+            .iter()
+            .map(|f| f.records().iter().map(|r| r.2).collect())
+            .collect();
+        writes += batches.len();
+        if early.contains(&idx) {
+            assert_eq!(batches, vec![vec![1], vec![2]], "conn {idx}");
+        } else {
+            assert_eq!(batches, vec![vec![1, 2]], "conn {idx}");
+        }
+    }
+    assert_eq!(writes, PASS_SUBS + PASS_SLICE);
+}
+
+/// Under a steady feed the pass never ends: laps follow laps, the finished ones' entries and
+/// arena chunks are dropped, and every subscriber gets every record once, in order.
+#[test]
+fn a_pass_that_never_ends_delivers_every_record_in_order() {
+    let (mut sim, ids) = pass_sim(1024);
+    let mut published = 0;
+    for _ in 0..40 {
+        // A record every half slice: a lap of the table takes several.
+        assert!(sim.publish(0));
+        published += 1;
+        sim.core.drain_ring();
+        assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE / 2)));
+    }
+    assert!(sim.core.dirty.len() <= 2 * PASS_SUBS, "laps are dropped");
+    // A lap takes about 2 * PASS_SUBS / PASS_SLICE drains (one chunk each); two laps are held.
+    let held = sim.core.arena.held_chunks();
+    assert!(held <= 3 * 2 * PASS_SUBS / PASS_SLICE, "{held} chunks held");
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    sim.core.flush(&mut sim.net, Slice::Finish);
+    assert!(!sim.core.pass_open());
+    for &idx in &ids {
+        let seqs: Vec<u64> = sim
+            .read(idx)
+            .iter()
+            .flat_map(Frame::records)
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(seqs, (1..=published).collect::<Vec<u64>>(), "conn {idx}");
+    }
+}
+
+/// A connection that sends a request while the pass is under way, before its turn in it,
+/// gets what it was owed first, then the reply: nothing drained before its request comes
+/// after the reply.
+#[test]
+fn a_request_mid_pass_is_answered_after_what_was_drained_before_it() {
+    let (mut sim, ids) = pass_sim(1024);
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    let early = written_since_read(&mut sim, &ids);
+    let late = *ids.iter().rev().find(|i| !early.contains(i)).expect("late");
+    sim.send(
+        late,
+        &client_frame(0x1, br#"{"op":"unsubscribe","id":2,"symbols":["S0"]}"#),
+    );
+    // Published after the unsubscribe: not for it.
+    assert!(sim.publish(0));
+    sim.turn();
+    let frames = sim.read(late);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .flat_map(Frame::records)
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(seqs, vec![1], "{frames:?}");
+    let reply = frames
+        .iter()
+        .position(|f| f.opcode == 0x1)
+        .expect("a reply");
+    let record = frames
+        .iter()
+        .position(|f| f.opcode == 0x2)
+        .expect("a batch");
+    assert!(record < reply, "{frames:?}");
+    assert!(
+        String::from_utf8_lossy(&frames[reply].payload).contains("unsubscribed"),
+        "{frames:?}"
+    );
+}
+
+/// The ring lags while a pass is under way: the pass runs to its end without pausing (what
+/// was drained before the lag goes out), then the next drain resyncs.
+#[test]
+fn a_lag_mid_pass_finishes_the_pass_before_the_resync() {
+    let (mut sim, ids) = pass_sim(16);
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    while sim.publish(0) {}
+    assert_eq!(
+        sim.core.drain_ring(),
+        0,
+        "no drain into a pass while lagged"
+    );
+    assert!(!sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 0);
+    for &idx in &ids {
+        let seqs: Vec<u64> = sim
+            .read(idx)
+            .iter()
+            .flat_map(Frame::records)
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(seqs, vec![1], "conn {idx}");
+    }
+    sim.core.drain_ring();
+    assert_eq!(sim.metrics().ring_resyncs.load(Ordering::Relaxed), 1);
+}
+
+/// The delivery-latency histogram takes a record once every subscriber got it: not while the
+/// pass it was drained into is still on its first lap, and all of it when the pass ends.
+#[test]
+fn delivery_latency_is_recorded_once_every_subscriber_was_written() {
+    let (mut sim, _ids) = pass_sim(1024);
+    let before = sim.metrics().latency.count();
+    assert!(sim.publish(0));
+    sim.core.drain_ring();
+    assert!(sim.core.flush(&mut sim.net, Slice::Visits(PASS_SLICE)));
+    sim.core.record_latency(0);
+    assert_eq!(sim.metrics().latency.count(), before, "recorded mid-lap");
+    assert!(!sim.core.flush(&mut sim.net, Slice::Finish));
+    sim.core.record_latency(0);
+    assert_eq!(
+        sim.metrics().latency.count(),
+        before + PASS_SUBS as u64,
+        "one observation per subscriber"
+    );
 }
