@@ -789,39 +789,7 @@ fn max_hz_5_on_an_edge_gets_at_most_5_snapshots_a_second_and_ends_at_truth() {
         // Every seq and checksum checked by the independent decoder.
         assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
         assert_eq!(c.deltas, 0, "a max_hz subscription gets no deltas");
-        for info in &c.symbols {
-            let times = c.snapshot_times.get(&info.sid).cloned().unwrap_or_default();
-            let seqs: Vec<u64> = c
-                .snapshots
-                .iter()
-                .filter(|s| s.0 == info.sid)
-                .map(|s| s.1)
-                .collect();
-            assert!(
-                times.len() >= 5,
-                "{}: {} snapshots",
-                info.symbol,
-                times.len()
-            );
-            let moved = seqs.last().copied().unwrap_or(0) - seqs.first().copied().unwrap_or(0);
-            assert!(
-                moved >= 5 * (seqs.len() as u64 - 1),
-                "{}: the feed was too slow to conflate anything ({moved} updates, {} snapshots)",
-                info.symbol,
-                seqs.len()
-            );
-            for (i, t) in times.iter().enumerate() {
-                let in_window = times[i..]
-                    .iter()
-                    .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
-                    .count();
-                assert!(
-                    in_window <= 6,
-                    "{}: {in_window} book messages within one second",
-                    info.symbol
-                );
-            }
-        }
+        c.assert_book_messages_at_most(5);
     }
 }
 

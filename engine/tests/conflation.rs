@@ -165,43 +165,7 @@ fn max_hz_5_subscriber_never_gets_more_than_5_book_messages_a_second_per_stream(
     assert!(c.seq_errors.is_empty(), "{:?}", c.seq_errors);
     // Only snapshots: no delta reached it.
     assert_eq!(c.deltas, 0);
-    for info in &c.symbols {
-        // Book messages of this stream, as the client received them.
-        let times = c.snapshot_times.get(&info.sid).cloned().unwrap_or_default();
-        let seqs: Vec<u64> = c
-            .snapshots
-            .iter()
-            .filter(|s| s.0 == info.sid)
-            .map(|s| s.1)
-            .collect();
-        assert!(
-            times.len() >= 5,
-            "{}: {} snapshots",
-            info.symbol,
-            times.len()
-        );
-        // Conflation bit: the stream moved many times between two snapshots on average.
-        let moved = seqs.last().copied().unwrap_or(0) - seqs.first().copied().unwrap_or(0);
-        assert!(
-            moved >= 5 * (seqs.len() as u64 - 1),
-            "{}: the feed was too slow to conflate anything ({moved} updates, {} snapshots)",
-            info.symbol,
-            seqs.len()
-        );
-        // In every 1-s window (starting at each message received): at most 5, plus one for a
-        // tick boundary (the subscription's first snapshot, or a tick at the window's edge).
-        for (i, t) in times.iter().enumerate() {
-            let in_window = times[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
-                .count();
-            assert!(
-                in_window <= 6,
-                "{}: {in_window} book messages within one second",
-                info.symbol
-            );
-        }
-    }
+    c.assert_book_messages_at_most(5);
 }
 
 #[test]

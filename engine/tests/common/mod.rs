@@ -334,6 +334,51 @@ pub struct Client {
 }
 
 impl Client {
+    /// A `max_hz` subscription's books as this client received them: for every symbol at least
+    /// 5 snapshots, each carrying at least 5 updates on average (so the feed did conflate), and
+    /// in every 1-s window (starting at each message received) at most `hz` book messages plus
+    /// one for a tick boundary (the subscription's first snapshot, or a tick at the window's
+    /// edge). Panics naming the symbol otherwise.
+    pub fn assert_book_messages_at_most(&self, hz: usize) {
+        for info in &self.symbols {
+            let times = self
+                .snapshot_times
+                .get(&info.sid)
+                .cloned()
+                .unwrap_or_default();
+            let seqs: Vec<u64> = self
+                .snapshots
+                .iter()
+                .filter(|s| s.0 == info.sid)
+                .map(|s| s.1)
+                .collect();
+            assert!(
+                times.len() >= 5,
+                "{}: {} snapshots",
+                info.symbol,
+                times.len()
+            );
+            let moved = seqs.last().copied().unwrap_or(0) - seqs.first().copied().unwrap_or(0);
+            assert!(
+                moved >= 5 * (seqs.len() as u64 - 1),
+                "{}: the feed was too slow to conflate anything ({moved} updates, {} snapshots)",
+                info.symbol,
+                seqs.len()
+            );
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                    .count();
+                assert!(
+                    in_window <= hz + 1,
+                    "{}: {in_window} book messages within one second",
+                    info.symbol
+                );
+            }
+        }
+    }
+
     pub fn connect(url: &str) -> Self {
         let (ws, resp) = tungstenite::connect(url).expect("connect");
         assert_eq!(resp.status(), 101);
